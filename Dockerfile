@@ -1,0 +1,20 @@
+# tally: one image for the API, the worker and the migrations (docker-compose.yml picks the command).
+# TypeScript runs through tsx at runtime, so there is no build step.
+FROM node:20-bookworm-slim
+
+WORKDIR /app
+ENV NPM_CONFIG_UPDATE_NOTIFIER=false \
+    NPM_CONFIG_FUND=false
+
+# Dependencies first, so source edits don't invalidate this layer.
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit && npm cache clean --force
+
+# Source stays root-owned and read-only for the app user.
+COPY . .
+
+ENV NODE_ENV=production \
+    PORT=3000
+USER node
+EXPOSE 3000
+CMD ["npm", "run", "api"]

@@ -1,0 +1,171 @@
+import type { Db } from '../db/knex';
+import type { Logger } from '../logger';
+import { findPlanVersion } from '../db/plans';
+import { insertRefusedEvents, insertUsageChunk } from '../db/usage';
+import { writePeriodInvoice } from '../db/invoices';
+import type { Notifier } from './notifier';
+import type {
+  DeliverAlertInput,
+  DeliveryOutcome,
+  InvoiceRef,
+  InvoiceSummary,
+  RecordAlertsInput,
+  RecordPeriodClosedInput,
+  RecordUsageInput,
+  RecordUsageResult,
+  StartPeriodInput,
+  StartPeriodResult,
+} from './types';
+
+/** What activities need from the outside world; tests pass real ones pointed at test servers. */
+export interface ActivityDeps {
+  db: Db;
+  notifier: Notifier;
+  logger: Logger;
+}
+
+/**
+ * The billing activities: every side effect of the workflows, each idempotent so Temporal can
+ * retry it freely (unique keys in PostgreSQL, deterministic ids from the workflow).
+ */
+export function createActivities({ db, notifier, logger }: ActivityDeps) {
+  return {
+    /** Stores a chunk of usage exactly once and says which events were not newly counted. */
+    async recordUsage(input: RecordUsageInput): Promise<RecordUsageResult> {
+      return db.transaction(async (trx) => {
+        await insertRefusedEvents(trx, input.tenant_id, input.refused);
+        // Late events may only land in a period that is not invoiced yet; the row lock orders
+        // this against the invoice's finalization.
+        const otherPeriods = [...new Set(input.events.map((e) => e.period_start))];
+        const closedPeriods = new Set<string>();
+        for (const start of otherPeriods) {
+          const row = await trx('periods')
+            .where({ tenant_id: input.tenant_id, start })
+            .forShare()
+            .first<{ status: string } | undefined>('status');
+          if (row?.status === 'invoiced') closedPeriods.add(start);
+        }
+        const countable = input.events.filter((e) => !closedPeriods.has(e.period_start));
+        const lateRefused = input.events.filter((e) => closedPeriods.has(e.period_start));
+        await insertRefusedEvents(
+          trx,
+          input.tenant_id,
+          lateRefused.map((e) => ({ event: e, received_at: e.received_at, reason: 'period_invoiced' })),
+        );
+        const counted = await insertUsageChunk(trx, input.tenant_id, input.chunk_id, countable);
+        const duplicates = countable.filter((e) => !counted.has(e.id)).map((e) => e.id);
+        if (duplicates.length > 0) logger.debug({ tenant_id: input.tenant_id, duplicates: duplicates.length }, 'duplicate events ignored');
+        return { duplicates, refused: lateRefused.map((e) => ({ id: e.id, reason: 'period_invoiced' })) };
+      });
+    },
+
+    /** Records fired and superseded alerts under their unique (tenant, period, subject, threshold). */
+    async recordAlerts(input: RecordAlertsInput): Promise<void> {
+      await db('alerts')
+        .insert(
+          input.alerts.map((a) => ({
+            id: a.id,
+            tenant_id: input.tenant_id,
+            period_start: input.period_start,
+            subject: a.subject,
+            threshold: a.threshold,
+            level: a.level,
+            status: a.status,
+            used: a.used,
+            limit: a.limit,
+            covers: JSON.stringify(a.covers),
+            rule_id: a.rule_id ?? null,
+            fired_at: a.fired_at,
+          })),
+        )
+        .onConflict(['tenant_id', 'period_start', 'subject', 'threshold'])
+        .ignore();
+    },
+
+    /** Sends one notified alert through the tenant's channels, at most once per channel. */
+    async deliverAlert(input: DeliverAlertInput): Promise<DeliveryOutcome[]> {
+      const alert = await db('alerts').where({ id: input.alert_id }).first();
+      if (!alert) throw new Error(`alert ${input.alert_id} not recorded`);
+      const outcomes = await notifier.deliverAlert(
+        {
+          alert_id: alert.id,
+          tenant_id: alert.tenant_id,
+          subject: alert.subject,
+          threshold: Number(alert.threshold),
+          level: alert.level,
+          used: alert.used,
+          limit: alert.limit,
+          covers: alert.covers ?? [],
+          period_start: new Date(alert.period_start).toISOString(),
+          fired_at: new Date(alert.fired_at).toISOString(),
+        },
+        db,
+      );
+      await db('alerts')
+        .where({ id: input.alert_id })
+        .update({ channels: JSON.stringify(outcomes.map((o) => o.channel)) });
+      return outcomes;
+    },
+
+    /** Marks the period closed at its real end (early on a finance close) with its counters. */
+    async recordPeriodClosed(input: RecordPeriodClosedInput): Promise<void> {
+      await db('periods')
+        .where({ tenant_id: input.tenant_id, start: input.period.start })
+        .whereNot({ status: 'invoiced' })
+        .update({
+          end: input.period.end,
+          status: 'closed',
+          counters: JSON.stringify(input.counters),
+          grace_ends_at: input.grace_ends_at,
+          closed_at: new Date(),
+        });
+    },
+
+    /** Opens the next period on the tenant's plan as it stands now (plan changes apply here). */
+    async startPeriod(input: StartPeriodInput): Promise<StartPeriodResult> {
+      const tenant = await db('tenants').where({ id: input.tenant_id }).first<{ plan_id: string } | undefined>('plan_id');
+      if (!tenant) throw new Error(`tenant ${input.tenant_id} not found`);
+      const latest = await findPlanVersion(db, tenant.plan_id);
+      if (!latest) throw new Error(`plan ${tenant.plan_id} not found`);
+      await db('periods')
+        .insert({
+          tenant_id: input.tenant_id,
+          start: input.period.start,
+          end: input.period.end,
+          plan_id: latest.id,
+          plan_version: latest.version,
+          status: 'open',
+        })
+        .onConflict(['tenant_id', 'start'])
+        .ignore();
+      // A retried attempt keeps the version the first attempt stored.
+      const row = await db('periods')
+        .where({ tenant_id: input.tenant_id, start: input.period.start })
+        .first<{ plan_id: string; plan_version: number }>('plan_id', 'plan_version');
+      const plan = (await findPlanVersion(db, row.plan_id, row.plan_version))!;
+      const rules = await db('alert_rules')
+        .where({ tenant_id: input.tenant_id })
+        .whereNull('deleted_at')
+        .select<Array<{ id: string; metric: string | null; threshold: string }>>('id', 'metric', 'threshold');
+      return {
+        plan,
+        alert_rules: rules.map((r) => ({ id: r.id, subject: r.metric ?? '$cost', threshold: Number(r.threshold) })),
+      };
+    },
+
+    /** Writes (or refreshes) the draft invoice of a period in grace. */
+    async draftInvoice(ref: InvoiceRef): Promise<InvoiceSummary> {
+      return writePeriodInvoice(db, ref, false);
+    },
+
+    /** Rates the period from its stored events and finalizes its invoice, exactly once. */
+    async finalizeInvoice(ref: InvoiceRef): Promise<InvoiceSummary> {
+      const summary = await writePeriodInvoice(db, ref, true);
+      logger.info({ tenant_id: ref.tenant_id, invoice: summary }, 'invoice finalized');
+      return summary;
+    },
+  };
+}
+
+/** The activity functions as the worker registers them. */
+export type BillingActivities = ReturnType<typeof createActivities>;

@@ -1,0 +1,124 @@
+import { randomUUID } from 'node:crypto';
+import { WorkflowIdConflictPolicy, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { TypedSearchAttributes } from '@temporalio/common';
+import type { Period } from '../domain/periods';
+import type { PlanVersion } from '../domain/plan';
+import { SEARCH_ATTRIBUTES, type TenantBillingInput } from '../workflows/tenant-billing';
+import {
+  authorizeUpdate,
+  cancelSubscriptionUpdate,
+  closePeriodUpdate,
+  estimateQuery,
+  recordUsageSignal,
+  tenantWorkflowId,
+  usageQuery,
+  type AuthorizeRequest,
+  type AuthorizeResult,
+  type ClosePeriodResult,
+  type UsageEventInput,
+  type UsageView,
+} from '../workflows/messages';
+
+/** What the API needs to start a tenant's workflow. */
+export interface StartTenantInput {
+  tenantId: string;
+  tenantName: string;
+  timezone: string;
+  billingAnchor: string;
+  plan: PlanVersion;
+  period: Period;
+}
+
+/**
+ * The API's only door into Temporal: every workflow id, message name and search attribute the
+ * API uses goes through here, so routes stay thin and tests can read one place.
+ */
+export class BillingGateway {
+  constructor(
+    private readonly client: Client,
+    private readonly taskQueue: string,
+    private readonly options: { searchAttributes: boolean } = { searchAttributes: true },
+  ) {}
+
+  /** Starts `billing-<tenant>`; a second call for a running tenant is a no-op. */
+  async startTenant(input: StartTenantInput): Promise<string> {
+    const workflowId = tenantWorkflowId(input.tenantId);
+    const args: TenantBillingInput = {
+      tenant_id: input.tenantId,
+      timezone: input.timezone,
+      billing_anchor: input.billingAnchor,
+      plan: input.plan,
+      period: input.period,
+      search_attributes: this.options.searchAttributes,
+    };
+    await this.client.workflow.start('tenantBilling', {
+      taskQueue: this.taskQueue,
+      workflowId,
+      args: [args],
+      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+      staticSummary: `Billing for ${input.tenantName} (${input.tenantId})`,
+      staticDetails: `Plan ${input.plan.id} v${input.plan.version}, ${input.plan.interval}ly periods from ${input.billingAnchor} (${input.timezone}).`,
+      ...(this.options.searchAttributes
+        ? {
+            typedSearchAttributes: new TypedSearchAttributes([
+              { key: SEARCH_ATTRIBUTES.TenantId, value: input.tenantId },
+              { key: SEARCH_ATTRIBUTES.PlanId, value: input.plan.id },
+              { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(input.period.start) },
+              { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(input.period.end) },
+              { key: SEARCH_ATTRIBUTES.AlertLevel, value: 'none' },
+            ]),
+          }
+        : {}),
+    });
+    return workflowId;
+  }
+
+  /** Signals one batch of usage; resolves once Temporal has durably accepted it. */
+  async recordUsage(tenantId: string, events: UsageEventInput[], receivedAt: Date): Promise<void> {
+    await this.handle(tenantId).signal(recordUsageSignal, {
+      batchId: randomUUID(),
+      receivedAt: receivedAt.toISOString(),
+      events,
+    });
+  }
+
+  /** The current period's usage, from the workflow's counters. */
+  async usage(tenantId: string): Promise<UsageView> {
+    return this.handle(tenantId).query(usageQuery);
+  }
+
+  /** The cost of extra usage from where the tenant stands now. */
+  async estimate(tenantId: string, metric: string, quantity: number): Promise<{ amount: string; currency: string }> {
+    return this.handle(tenantId).query(estimateQuery, { metric, quantity });
+  }
+
+  /** Check-and-consume against a hard limit (a workflow update). */
+  async authorize(tenantId: string, request: AuthorizeRequest): Promise<AuthorizeResult> {
+    return this.handle(tenantId).executeUpdate(authorizeUpdate, { args: [request], updateId: `authorize-${request.id}` });
+  }
+
+  /** Finance closes the current period now. */
+  async closePeriod(tenantId: string, finalize: boolean): Promise<ClosePeriodResult> {
+    return this.handle(tenantId).executeUpdate(closePeriodUpdate, { args: [{ finalize }] });
+  }
+
+  /** Cancels the subscription: final invoice, then the workflow completes. */
+  async cancel(tenantId: string): Promise<ClosePeriodResult> {
+    return this.handle(tenantId).executeUpdate(cancelSubscriptionUpdate, { args: [] });
+  }
+
+  /** True when the tenant's workflow is running. */
+  async isRunning(tenantId: string): Promise<boolean> {
+    try {
+      const d = await this.handle(tenantId).describe();
+      return d.status.name === 'RUNNING';
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return false;
+      throw err;
+    }
+  }
+
+  private handle(tenantId: string) {
+    return this.client.workflow.getHandle(tenantWorkflowId(tenantId));
+  }
+}

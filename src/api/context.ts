@@ -1,0 +1,15 @@
+import type { Db } from '../db/knex';
+import type { Config } from '../config';
+import type { BillingGateway } from './billing-gateway';
+import type { TenantDirectory } from './tenant-directory';
+
+/** Everything a route needs, built once by `createApp`. */
+export interface ApiContext {
+  db: Db;
+  billing: BillingGateway;
+  tenants: TenantDirectory;
+  adminKey: string;
+  config: Pick<Config, 'TEMPORAL_NAMESPACE'>;
+  /** Readiness of Temporal (the API's client can reach the server). */
+  temporalReady: () => Promise<boolean>;
+}

@@ -1,0 +1,97 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { ZodError } from 'zod';
+
+/** The stable machine words of API.md; clients branch on these, never on titles. */
+export type ProblemCode =
+  | 'validation_failed'
+  | 'not_found'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'late_event'
+  | 'future_event'
+  | 'unknown_metric'
+  | 'conflict'
+  | 'payload_too_large'
+  | 'rate_limited'
+  | 'unavailable'
+  | 'internal';
+
+const TITLES: Record<ProblemCode, string> = {
+  validation_failed: 'Validation failed',
+  not_found: 'Not found',
+  unauthorized: 'Unauthorized',
+  forbidden: 'Forbidden',
+  late_event: 'Event too late',
+  future_event: 'Event in the future',
+  unknown_metric: 'Unknown metric',
+  conflict: 'Conflict',
+  payload_too_large: 'Payload too large',
+  rate_limited: 'Too many requests',
+  unavailable: 'Service unavailable',
+  internal: 'Internal error',
+};
+
+/** One bad field of a request: `events.3.quantity` and what is wrong with it. */
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+/** An error that becomes an RFC 9457 problem+json response with a stable `code`. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ProblemCode,
+    detail: string,
+    readonly errors?: FieldError[],
+    readonly headers?: Record<string, string>,
+  ) {
+    super(detail);
+  }
+}
+
+/** 404 exactly as if the resource did not exist (also what another tenant's key sees). */
+export function notFound(what: string): ApiError {
+  return new ApiError(404, 'not_found', `${what} not found`);
+}
+
+/** Turns zod issues into `errors[]` with dotted paths (`events.3.quantity`). */
+export function fieldErrors(error: ZodError): FieldError[] {
+  return error.issues.map((issue) => ({ path: issue.path.map(String).join('.') || '(body)', message: issue.message }));
+}
+
+/** The one error middleware: every 4xx/5xx body is problem+json; client input never yields a 5xx. */
+export function errorMiddleware(): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    const requestId = String(res.getHeader('x-request-id') ?? '');
+    let problem: ApiError;
+    if (err instanceof ApiError) problem = err;
+    else if (err instanceof ZodError) problem = new ApiError(422, 'validation_failed', 'the request is invalid', fieldErrors(err));
+    else if (err?.type === 'entity.parse.failed') problem = new ApiError(400, 'validation_failed', 'malformed JSON body');
+    else if (err?.type === 'entity.too.large') problem = new ApiError(413, 'payload_too_large', 'the request body is too large');
+    else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {
+      problem = new ApiError(err.status, 'validation_failed', String(err.message ?? 'bad request'));
+    } else {
+      req.log?.error({ err }, 'unhandled error');
+      problem = new ApiError(500, 'internal', 'an internal error occurred; it has been logged');
+    }
+    if (problem.headers) res.set(problem.headers);
+    res
+      .status(problem.status)
+      .type('application/problem+json')
+      .json({
+        type: `https://tally.dev/problems/${problem.code}`,
+        title: TITLES[problem.code],
+        status: problem.status,
+        detail: problem.message,
+        code: problem.code,
+        ...(problem.errors ? { errors: problem.errors } : {}),
+        request_id: requestId || undefined,
+      });
+  };
+}
+
+/** Unknown routes answer problem+json 404 too. */
+export function notFoundMiddleware(): RequestHandler {
+  return (req, _res, next) => next(new ApiError(404, 'not_found', `no route ${req.method} ${req.path}`));
+}

@@ -1,0 +1,41 @@
+import { loadConfigOrExit } from '../config';
+import { createDb } from '../db/knex';
+import { logger } from '../logger';
+import { connectTemporal } from '../temporal';
+import { createApp } from './app';
+import { listen } from './server';
+
+/** `npm run api`: the HTTP API alone, against TEMPORAL_ADDRESS and DATABASE_URL. */
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  if (!config.TEMPORAL_ADDRESS || !config.DATABASE_URL || !config.BILLING_ADMIN_KEY) {
+    logger.fatal('TEMPORAL_ADDRESS, DATABASE_URL and BILLING_ADMIN_KEY are required for `npm run api` (use `npm start` for the embedded stack)');
+    process.exit(78);
+  }
+  const db = createDb(config.DATABASE_URL);
+  const temporal = await connectTemporal(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
+  const app = createApp({
+    db,
+    temporal: temporal.client,
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    namespace: config.TEMPORAL_NAMESPACE,
+    adminKey: config.BILLING_ADMIN_KEY,
+    logger,
+  });
+  const server = await listen(app, config.PORT, config.HOST);
+  logger.info({ port: config.PORT }, 'API listening');
+  const stop = async () => {
+    await server.close();
+    await temporal.connection.close();
+    await db.destroy();
+    logger.info('API stopped');
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+void main().catch((err: unknown) => {
+  logger.fatal({ err }, 'API failed');
+  process.exit(1);
+});

@@ -1,0 +1,109 @@
+import { z } from 'zod';
+import { Dec } from '../domain/decimal';
+import { DEFAULT_ALERT_THRESHOLDS, DEFAULT_GRACE_PERIOD_SECONDS, METRIC_NAME_PATTERN, pricingProblems } from '../domain/plan';
+import { isValidTimeZone } from '../domain/periods';
+
+/**
+ * Request shapes of API v1, written once as zod schemas: validation, types and (later) the
+ * OpenAPI document all come from here.
+ */
+
+const idPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** Ids of plans and tenants: they appear in Temporal workflow ids, so they stay URL- and log-safe. */
+export const resourceId = z.string().regex(idPattern, 'must be 1-64 characters: letters, digits, _ . - (starting with a letter or digit)');
+
+/** A money or price amount as a decimal string (up to 10 decimal places, BILLING.md). */
+export const decimalString = z.string().regex(/^\d{1,18}(\.\d{1,10})?$/, 'must be a decimal string such as "29.00"');
+
+/** A quantity: a finite JSON number >= 0 with at most 6 decimal places. */
+export const quantity = z
+  .number()
+  .finite()
+  .min(0)
+  .max(1e15)
+  .refine((q) => new Dec(q).decimalPlaces() <= 6, 'must have at most 6 decimal places');
+
+const tier = z.object({
+  up_to: z.number().positive().finite().nullable(),
+  unit_price: decimalString,
+  flat_fee: decimalString.optional(),
+});
+
+const pricing = z.discriminatedUnion('model', [
+  z.object({ model: z.literal('per_unit'), unit_price: decimalString, included: quantity.optional() }),
+  z.object({ model: z.literal('graduated'), tiers: z.array(tier).min(1).max(50) }),
+  z.object({ model: z.literal('volume'), tiers: z.array(tier).min(1).max(50) }),
+  z.object({
+    model: z.literal('package'),
+    package_size: z.number().positive().finite(),
+    package_price: decimalString,
+    included: quantity.optional(),
+  }),
+]);
+
+const meter = z
+  .object({
+    metric: z.string().regex(METRIC_NAME_PATTERN, 'must match ^[a-z][a-z0-9_]{0,63}$'),
+    aggregation: z.enum(['sum', 'count', 'max', 'latest']),
+    limit: z.number().positive().finite().optional(),
+    hard_limit: z.boolean().optional(),
+    pricing,
+  })
+  .superRefine((m, ctx) => {
+    for (const problem of pricingProblems(m.pricing)) ctx.addIssue({ code: 'custom', path: ['pricing'], message: problem });
+    if (m.hard_limit && m.limit === undefined) ctx.addIssue({ code: 'custom', path: ['hard_limit'], message: 'a hard limit needs a limit' });
+  });
+
+/** `POST /v1/plans`. */
+export const createPlanBody = z
+  .object({
+    id: resourceId,
+    name: z.string().min(1).max(200),
+    currency: z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 code such as USD'),
+    interval: z.enum(['day', 'month', 'year']),
+    base_fee: decimalString,
+    alert_thresholds: z.array(z.number().positive().max(1000)).max(20).default(DEFAULT_ALERT_THRESHOLDS),
+    cost_limit: decimalString.optional(),
+    grace_period_seconds: z.number().int().min(0).max(90 * 86400).default(DEFAULT_GRACE_PERIOD_SECONDS),
+    meters: z.array(meter).min(1).max(100),
+  })
+  .superRefine((p, ctx) => {
+    const seen = new Set<string>();
+    p.meters.forEach((m, i) => {
+      if (seen.has(m.metric)) ctx.addIssue({ code: 'custom', path: ['meters', i, 'metric'], message: 'duplicate metric' });
+      seen.add(m.metric);
+    });
+  });
+
+/** `POST /v1/tenants`. */
+export const createTenantBody = z.object({
+  id: resourceId,
+  name: z.string().min(1).max(200),
+  plan_id: resourceId,
+  email: z.string().email().optional(),
+  webhook_url: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL').optional(),
+  timezone: z.string().refine(isValidTimeZone, 'must be an IANA time zone such as Europe/Paris').default('UTC'),
+  billing_anchor: z.string().datetime({ offset: true }).optional(),
+});
+
+/** One usage event of `POST /v1/events`. */
+export const usageEvent = z.object({
+  id: z.string().min(1).max(128),
+  tenant_id: resourceId.optional(),
+  metric: z.string().regex(METRIC_NAME_PATTERN, 'must match ^[a-z][a-z0-9_]{0,63}$'),
+  quantity: quantity.default(1),
+  timestamp: z.string().datetime({ offset: true }).optional(),
+  properties: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** `POST /v1/events`: 1..1000 events, validated all-or-nothing. */
+export const ingestBody = z.object({ events: z.array(usageEvent).min(1).max(1000) });
+
+/** `POST /v1/tenants/{id}/authorize`. */
+export const authorizeBody = z.object({ id: z.string().min(1).max(128), metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
+
+/** `POST /v1/tenants/{id}/estimate`. */
+export const estimateBody = z.object({ metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
+
+/** `POST /v1/tenants/{id}/close-period`. */
+export const closePeriodBody = z.object({ finalize: z.boolean().optional() }).default({});

@@ -1,0 +1,35 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Db } from './knex';
+
+/** Who a key belongs to: the admin, or exactly one tenant. */
+export type Principal = { kind: 'admin' } | { kind: 'tenant'; tenantId: string; keyId: string };
+
+/** Keys are stored as SHA-256 digests: high-entropy random keys need no slow hash, only no plaintext. */
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+/** A new tenant key: shown once, stored hashed. */
+export function generateApiKey(tenantId: string): { key: string; id: string; key_hash: string; prefix: string } {
+  const secret = randomBytes(24).toString('base64url');
+  const key = `tk_${secret}`;
+  return { key, id: `key_${randomBytes(8).toString('hex')}`, key_hash: hashApiKey(key), prefix: `${key.slice(0, 7)}…(${tenantId})` };
+}
+
+/** Constant-time comparison of two secrets of any length. */
+export function safeEqual(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+/** Resolves a presented key: the admin key is compared in constant time, tenant keys by digest lookup. */
+export async function resolveApiKey(db: Db, adminKey: string, presented: string): Promise<Principal | undefined> {
+  if (safeEqual(presented, adminKey)) return { kind: 'admin' };
+  const row = await db('api_keys')
+    .where({ key_hash: hashApiKey(presented) })
+    .whereNull('revoked_at')
+    .whereNotNull('tenant_id')
+    .first<{ id: string; tenant_id: string } | undefined>('id', 'tenant_id');
+  return row ? { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id } : undefined;
+}

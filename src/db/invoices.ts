@@ -1,0 +1,95 @@
+import type { Knex } from 'knex';
+import type { Db } from './knex';
+import { aggregateStoredUsage } from './usage';
+import { findPlanVersion } from './plans';
+import { ratePeriod } from '../domain/rating';
+import { invoiceId } from '../workflows/messages';
+import type { InvoiceRef, InvoiceSummary } from '../activities/types';
+
+interface PeriodRow {
+  tenant_id: string;
+  start: Date;
+  end: Date;
+  plan_id: string;
+  plan_version: number;
+  status: 'open' | 'closed' | 'invoiced';
+}
+
+interface InvoiceRow {
+  id: string;
+  number: number | null;
+  status: 'draft' | 'finalized' | 'void';
+  total: string;
+  currency: string;
+}
+
+/**
+ * Rates a period from its stored events and writes the invoice version `ref.version` as a draft
+ * or finalized. Runs in one transaction holding the period's row lock, so late events and the
+ * finalization cannot interleave; a finalized invoice is never rewritten (retries return it).
+ */
+export async function writePeriodInvoice(db: Db, ref: InvoiceRef, finalize: boolean): Promise<InvoiceSummary> {
+  return db.transaction(async (trx) => {
+    const period = await trx('periods')
+      .where({ tenant_id: ref.tenant_id, start: ref.period_start })
+      .forUpdate()
+      .first<PeriodRow | undefined>();
+    if (!period) throw new Error(`no period ${ref.period_start} for tenant ${ref.tenant_id}`);
+    const id = invoiceId(ref.tenant_id, ref.period_start, ref.version);
+    const existing = await trx('invoices').where({ id }).first<InvoiceRow | undefined>();
+    if (existing && existing.status !== 'draft') return summarize(trx, existing);
+
+    const plan = await findPlanVersion(trx, period.plan_id, period.plan_version);
+    if (!plan) throw new Error(`plan ${period.plan_id} v${period.plan_version} is missing`);
+    const counters = await aggregateStoredUsage(trx, ref.tenant_id, ref.period_start, plan.meters);
+    const rated = ratePeriod(plan, counters);
+    const now = new Date();
+    let number: number | null = null;
+    if (finalize) {
+      const [row] = await trx('tenants')
+        .where({ id: ref.tenant_id })
+        .increment('last_invoice_number', 1)
+        .returning<Array<{ last_invoice_number: number }>>('last_invoice_number');
+      number = row!.last_invoice_number;
+    }
+    const invoice = {
+      id,
+      tenant_id: ref.tenant_id,
+      number,
+      version: ref.version,
+      status: finalize ? 'finalized' : 'draft',
+      period_start: period.start,
+      period_end: period.end,
+      plan_id: plan.id,
+      plan_version: plan.version,
+      currency: plan.currency,
+      subtotal: rated.subtotal,
+      total: rated.total,
+      finalized_at: finalize ? now : null,
+    };
+    await trx('invoices').insert(invoice).onConflict('id').merge();
+    await trx('invoice_lines').where({ invoice_id: id }).delete();
+    if (rated.lines.length > 0) {
+      await trx('invoice_lines').insert(
+        rated.lines.map((line, position) => ({
+          invoice_id: id,
+          position,
+          metric: line.metric,
+          description: line.description,
+          quantity: line.quantity,
+          amount: line.amount,
+          tiers: line.tiers ? JSON.stringify(line.tiers) : null,
+        })),
+      );
+    }
+    await trx('periods')
+      .where({ tenant_id: ref.tenant_id, start: ref.period_start })
+      .update({ counters: JSON.stringify(counters), ...(finalize ? { status: 'invoiced' } : {}) });
+    return { invoice_id: id, number, status: invoice.status as InvoiceSummary['status'], total: rated.total, currency: plan.currency, lines: rated.lines.length };
+  });
+}
+
+async function summarize(trx: Knex.Transaction, row: InvoiceRow): Promise<InvoiceSummary> {
+  const [{ count }] = (await trx('invoice_lines').where({ invoice_id: row.id }).count({ count: '*' })) as [{ count: string }];
+  return { invoice_id: row.id, number: row.number, status: row.status, total: row.total, currency: row.currency, lines: Number(count) };
+}

@@ -1,0 +1,39 @@
+import path from 'node:path';
+import knex, { type Knex } from 'knex';
+import pg from 'pg';
+
+// PostgreSQL `numeric` and `bigint` stay strings (exact); timestamps come back as Date.
+pg.types.setTypeParser(pg.types.builtins.NUMERIC, (v) => v);
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
+
+/** The project's knex handle: one pool per process. */
+export type Db = Knex;
+
+/** Where the migrations live, for the migrate script, the tests and `npm start`. */
+export const MIGRATIONS_DIR = path.resolve(__dirname, '../../migrations');
+
+/** Opens a pool on `DATABASE_URL`; the pool is small because the work is short transactions. */
+export function createDb(databaseUrl: string, pool: { min?: number; max?: number } = {}): Db {
+  return knex({
+    client: 'pg',
+    connection: databaseUrl,
+    pool: { min: pool.min ?? 0, max: pool.max ?? 10 },
+    migrations: { directory: MIGRATIONS_DIR, loadExtensions: ['.ts'], tableName: 'knex_migrations' },
+  });
+}
+
+/** Brings the schema to the latest migration; safe to run on every start. */
+export async function migrateLatest(db: Db): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest()) as [number, string[]];
+  return applied;
+}
+
+/** True when PostgreSQL answers a trivial query (readiness). */
+export async function pingDb(db: Db): Promise<boolean> {
+  try {
+    await db.raw('select 1');
+    return true;
+  } catch {
+    return false;
+  }
+}

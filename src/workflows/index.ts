@@ -1,0 +1,3 @@
+/** The workflows the billing worker registers (the bundle's entry point). */
+export { tenantBilling } from './tenant-billing';
+export { periodInvoice } from './period-invoice';

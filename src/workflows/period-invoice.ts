@@ -1,0 +1,40 @@
+import { condition, proxyActivities, setHandler } from '@temporalio/workflow';
+import type * as activities from '../activities';
+import type { InvoiceSummary } from '../activities/types';
+import { finalizeInvoiceSignal } from './messages';
+
+/** One closed period's invoice (version n), waiting out the grace for late events. */
+export interface PeriodInvoiceInput {
+  tenant_id: string;
+  period_start: string;
+  period_end: string;
+  grace_ends_at: string;
+  version: number;
+}
+
+/** In-flight late events get this long after the grace ends to land before the invoice is final. */
+const SETTLE_MS = 10_000;
+
+const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+});
+
+/**
+ * Turns a closed period into its invoice: a draft during grace (late events still count in
+ * their period), then rated from the stored events and finalized once, with a deterministic id.
+ */
+export async function periodInvoice(input: PeriodInvoiceInput): Promise<InvoiceSummary> {
+  let finalizeNow = false;
+  setHandler(finalizeInvoiceSignal, () => {
+    finalizeNow = true;
+  });
+  const ref = { tenant_id: input.tenant_id, period_start: input.period_start, version: input.version };
+
+  const waitMs = Date.parse(input.grace_ends_at) - Date.now();
+  if (waitMs > 0) {
+    await acts.draftInvoice.executeWithOptions({ summary: 'draft invoice during grace' }, [ref]);
+    await condition(() => finalizeNow, waitMs + SETTLE_MS, { summary: 'grace period for late events' });
+  }
+  return await acts.finalizeInvoice.executeWithOptions({ summary: 'rate stored events and finalize' }, [ref]);
+}

@@ -1,0 +1,580 @@
+import {
+  ApplicationFailure,
+  ParentClosePolicy,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  startChild,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import type * as activities from '../activities';
+import type { AlertRecord, AlertRuleInput, CountableEvent, RefusedEvent } from '../activities/types';
+import { Dec, decimalToNumber } from '../domain/decimal';
+import { applyToCounter, type CounterState } from '../domain/aggregation';
+import { periodAfterEarlyClose, periodContaining, type Period } from '../domain/periods';
+import { findMeter, type PlanVersion } from '../domain/plan';
+import { estimateExtraCost, rateMeter, ratePeriod } from '../domain/rating';
+import { decideThresholds, highestLevel, levelForThreshold, usagePercent, type AlertLevel } from '../domain/thresholds';
+import {
+  COST_SUBJECT,
+  alertId,
+  authorizeUpdate,
+  cancelSubscriptionUpdate,
+  closePeriodUpdate,
+  estimateQuery,
+  invoiceId,
+  invoiceWorkflowId,
+  recordUsageSignal,
+  stateQuery,
+  usageQuery,
+  type AlertView,
+  type AuthorizeRequest,
+  type AuthorizeResult,
+  type ClosePeriodResult,
+  type UsageBatch,
+  type UsageEventInput,
+  type UsageView,
+} from './messages';
+import { periodInvoice } from './period-invoice';
+
+/** Search attributes of tenant workflows (API.md, "Temporal conventions"). */
+export const SEARCH_ATTRIBUTES = {
+  TenantId: defineSearchAttributeKey('TenantId', SearchAttributeType.KEYWORD),
+  PlanId: defineSearchAttributeKey('PlanId', SearchAttributeType.KEYWORD),
+  BillingPeriodStart: defineSearchAttributeKey('BillingPeriodStart', SearchAttributeType.DATETIME),
+  BillingPeriodEnd: defineSearchAttributeKey('BillingPeriodEnd', SearchAttributeType.DATETIME),
+  AlertLevel: defineSearchAttributeKey('AlertLevel', SearchAttributeType.KEYWORD),
+} as const;
+
+/** The last closed period, which keeps taking late events until its grace ends. */
+export interface PreviousPeriod extends Period {
+  grace_ends_at: string;
+  plan: PlanVersion;
+}
+
+/** What a run carries into the next run of the same period (history bounding). */
+export interface CarriedCounters {
+  counters: Record<string, CounterState>;
+  decided: Record<string, number[]>;
+  alerts: AlertView[];
+  events_counted: number;
+  authorizations: Record<string, AuthorizeResult>;
+}
+
+/** Everything one run needs; continue-as-new passes only this forward. */
+export interface TenantBillingInput {
+  tenant_id: string;
+  timezone: string;
+  billing_anchor: string;
+  plan: PlanVersion;
+  period: Period;
+  alert_rules?: AlertRuleInput[];
+  previous?: PreviousPeriod;
+  /** Set when the run continues within the same period. */
+  carried?: CarriedCounters;
+  /** Batches received but not counted yet, including events that belong to the next period. */
+  pending?: UsageBatch[];
+  /** Workflow-internal limits; tests lower them to exercise continue-as-new. */
+  limits?: Partial<RunLimits>;
+  /** Off on servers without the search attributes registered (e.g. the time-skipping test server). */
+  search_attributes?: boolean;
+}
+
+/** How a tenant's workflow ends (only on cancellation). */
+export interface TenantBillingResult {
+  cancelled: true;
+  final_invoice_id: string;
+}
+
+/** History bounds: continue as new well before Temporal's 10,000-signal / 51,200-event limits. */
+export interface RunLimits {
+  maxSignalsPerRun: number;
+  maxEventsPerRun: number;
+  maxEventsPerChunk: number;
+}
+
+const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxEventsPerRun: 20_000, maxEventsPerChunk: 2_000 };
+
+/** Events may be timestamped at most this far in the future (BILLING.md). */
+const FUTURE_TOLERANCE_MS = 5 * 60_000;
+
+const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
+});
+
+/**
+ * One tenant's subscription, one run per billing period. Usage arrives in batches by signal,
+ * is stored exactly once by an activity, and only what PostgreSQL newly accepted moves the
+ * counters. The run ends at the anniversary (or a finance close) by continuing as new into the
+ * next period, after handing the closed period to its invoice workflow.
+ */
+export async function tenantBilling(input: TenantBillingInput): Promise<TenantBillingResult> {
+  const limits: RunLimits = { ...DEFAULT_LIMITS, ...input.limits };
+  const tenantId = input.tenant_id;
+  const plan = input.plan;
+  const period = input.period;
+  const useSearchAttributes = input.search_attributes !== false;
+  let previous = input.previous;
+  const alertRules = input.alert_rules ?? [];
+
+  const counters: Record<string, CounterState> = { ...input.carried?.counters };
+  const decided: Record<string, number[]> = { ...input.carried?.decided };
+  const alerts: AlertView[] = [...(input.carried?.alerts ?? [])];
+  const authorizations: Record<string, AuthorizeResult> = { ...input.carried?.authorizations };
+  let eventsCounted = input.carried?.events_counted ?? 0;
+
+  const queue: UsageBatch[] = [...(input.pending ?? [])];
+  const deferred: UsageBatch[] = [];
+  const run = { signals: 0, events: 0, chunks: 0 };
+  let counting = false;
+  let authorizing = false;
+  /** Outcome of authorize-consumed events by id: the update handler waits on it. */
+  const consumed = new Map<string, 'counted' | 'duplicate' | 'refused'>();
+  const awaitingOutcome = new Set<string>();
+  /** Alert deliveries run beside counting (retries must not stall usage); awaited before the run ends. */
+  const deliveries = new Set<Promise<void>>();
+  let closeRequest: { finalize: boolean; cancel: boolean; at: string } | undefined;
+  let closeResult: ClosePeriodResult | undefined;
+
+  // ---- message handlers -------------------------------------------------------------------
+
+  setHandler(recordUsageSignal, (batch) => {
+    queue.push(batch);
+    run.signals += 1;
+    run.events += batch.events.length;
+  });
+
+  setHandler(usageQuery, () => usageView());
+  setHandler(estimateQuery, (request) => {
+    const meter = findMeter(plan, request.metric);
+    if (!meter) throw ApplicationFailure.nonRetryable(`unknown metric ${request.metric}`, 'unknown_metric');
+    return {
+      amount: estimateExtraCost(meter, counters[meter.metric]?.value ?? '0', request.quantity, plan.currency),
+      currency: plan.currency,
+    };
+  });
+  setHandler(stateQuery, () => ({
+    tenant_id: tenantId,
+    plan,
+    period,
+    previous_period: previous ? { start: previous.start, end: previous.end, grace_ends_at: previous.grace_ends_at } : null,
+    counters,
+    decided_thresholds: decided,
+    events_counted: eventsCounted,
+    pending_batches: queue.length,
+    pending_events: pendingEvents(),
+    deferred_events: deferred.reduce((n, b) => n + b.events.length, 0),
+    run,
+  }));
+
+  setHandler(
+    authorizeUpdate,
+    async (request: AuthorizeRequest): Promise<AuthorizeResult> => {
+      const known = authorizations[request.id];
+      if (known) return known;
+      // One check-and-consume at a time, against counters that include every acknowledged event.
+      await condition(() => !authorizing && queue.length === 0 && !counting);
+      authorizing = true;
+      try {
+        const again = authorizations[request.id];
+        if (again) return again;
+        const meter = findMeter(plan, request.metric)!;
+        const current = counters[meter.metric];
+        const prospective = applyToCounter(current, meter.aggregation, {
+          quantity: request.quantity,
+          timestamp: new Date(Date.now()).toISOString(),
+        });
+        const limit = meter.limit === undefined ? null : new Dec(meter.limit);
+        const remainingAfter = (value: string) => (limit === null ? null : decimalToNumber(Dec.max(0, limit.minus(value))));
+        if (meter.hard_limit && limit !== null && new Dec(prospective.value).greaterThan(limit)) {
+          const refused: AuthorizeResult = { allowed: false, reason: 'hard_limit', remaining: remainingAfter(current?.value ?? '0') };
+          authorizations[request.id] = refused;
+          return refused;
+        }
+        const now = new Date(Date.now()).toISOString();
+        queue.push({
+          batchId: `authorize-${request.id}`,
+          receivedAt: now,
+          events: [{ id: request.id, metric: request.metric, quantity: request.quantity, timestamp: now }],
+        });
+        awaitingOutcome.add(request.id);
+        await condition(() => consumed.has(request.id));
+        const outcome = consumed.get(request.id);
+        consumed.delete(request.id);
+        const result: AuthorizeResult =
+          outcome === 'refused'
+            ? { allowed: false, reason: 'hard_limit', remaining: remainingAfter(counters[meter.metric]?.value ?? '0') }
+            : { allowed: true, remaining: remainingAfter(counters[meter.metric]?.value ?? '0') };
+        authorizations[request.id] = result;
+        return result;
+      } finally {
+        authorizing = false;
+      }
+    },
+    {
+      validator: (request: AuthorizeRequest) => {
+        if (!findMeter(plan, request.metric)) {
+          throw ApplicationFailure.nonRetryable(`unknown metric ${request.metric}`, 'unknown_metric');
+        }
+        const q = Number(request.quantity);
+        if (!Number.isFinite(q) || q < 0) {
+          throw ApplicationFailure.nonRetryable('quantity must be a finite number >= 0', 'validation_failed');
+        }
+      },
+    },
+  );
+
+  const requestClose = async (finalize: boolean, cancel: boolean): Promise<ClosePeriodResult> => {
+    if (!closeRequest) closeRequest = { finalize, cancel, at: new Date(Date.now()).toISOString() };
+    await condition(() => closeResult !== undefined);
+    return closeResult!;
+  };
+  setHandler(closePeriodUpdate, (request) => requestClose(request?.finalize === true, false));
+  setHandler(cancelSubscriptionUpdate, () => requestClose(true, true));
+
+  // ---- the period's story in the UI ----------------------------------------------------------
+
+  if (useSearchAttributes) {
+    upsertSearchAttributes([
+      { key: SEARCH_ATTRIBUTES.PlanId, value: plan.id },
+      { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(period.start) },
+      { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(period.end) },
+    ]);
+  }
+  let alertLevel: AlertLevel = currentAlertLevel();
+  publishDetails();
+
+  // ---- the main loop -------------------------------------------------------------------------
+
+  for (;;) {
+    const now = Date.now();
+    const deadline = Math.min(Date.parse(period.end), previous ? Date.parse(previous.grace_ends_at) : Infinity);
+    await condition(
+      () => queue.length > 0 || closeRequest !== undefined || (historyFull() && allHandlersFinished()),
+      Math.max(deadline - now, 1),
+      { summary: Date.parse(period.end) <= deadline ? 'period end' : 'grace end of the previous period' },
+    );
+
+    if (queue.length > 0) {
+      await countNextChunk();
+      continue;
+    }
+    if (previous && Date.now() >= Date.parse(previous.grace_ends_at)) {
+      previous = undefined; // its invoice workflow finalizes on its own timer
+    }
+    if (closeRequest !== undefined || Date.now() >= Date.parse(period.end)) {
+      return await rollover();
+    }
+    if (historyFull() && allHandlersFinished()) {
+      log.info('history bound reached: continuing as new within the period', { ...run });
+      await Promise.all([...deliveries]);
+      await continueAsNew<typeof tenantBilling>({
+        ...input,
+        previous,
+        alert_rules: alertRules,
+        carried: { counters, decided, alerts, events_counted: eventsCounted, authorizations },
+        pending: [...deferred, ...queue],
+      });
+    }
+  }
+
+  // ---- counting ------------------------------------------------------------------------------
+
+  function pendingEvents(): number {
+    return queue.reduce((n, b) => n + b.events.length, 0);
+  }
+
+  function historyFull(): boolean {
+    return (
+      workflowInfo().continueAsNewSuggested ||
+      run.signals >= limits.maxSignalsPerRun ||
+      run.events >= limits.maxEventsPerRun
+    );
+  }
+
+  /** Takes up to `maxEventsPerChunk` events off the queue and counts them exactly once. */
+  async function countNextChunk(): Promise<void> {
+    counting = true;
+    try {
+      const chunk: Array<{ event: UsageEventInput; receivedAt: string }> = [];
+      while (queue.length > 0 && chunk.length < limits.maxEventsPerChunk) {
+        const batch = queue[0]!;
+        const room = limits.maxEventsPerChunk - chunk.length;
+        const taken = batch.events.length <= room ? batch.events : batch.events.slice(0, room);
+        for (const event of taken) chunk.push({ event, receivedAt: batch.receivedAt });
+        if (taken.length === batch.events.length) queue.shift();
+        else queue[0] = { ...batch, events: batch.events.slice(room) };
+      }
+
+      const countable: CountableEvent[] = [];
+      const refused: RefusedEvent[] = [];
+      const later: UsageBatch = { batchId: `deferred-${run.chunks}`, receivedAt: '', events: [] };
+      const seen = new Set<string>();
+      for (const { event, receivedAt } of chunk) {
+        if (seen.has(event.id)) continue; // the same id twice in one chunk counts once
+        seen.add(event.id);
+        const placed = placeEvent(event, receivedAt);
+        if (placed.kind === 'count') countable.push({ ...event, period_start: placed.periodStart, received_at: receivedAt });
+        else if (placed.kind === 'next') {
+          later.receivedAt = receivedAt;
+          later.events.push(event);
+        } else refused.push({ event, received_at: receivedAt, reason: placed.reason });
+      }
+      if (later.events.length > 0) deferred.push(later);
+
+      run.chunks += 1;
+      const chunkId = `${workflowInfo().runId}-${run.chunks}`;
+      const result = await acts.recordUsage.executeWithOptions(
+        { summary: `count ${countable.length} events`, startToCloseTimeout: '60 seconds' },
+        [{ tenant_id: tenantId, chunk_id: chunkId, events: countable, refused }],
+      );
+
+      const notCounted = new Set<string>([...result.duplicates, ...result.refused.map((r) => r.id)]);
+      const before = snapshotPercents();
+      for (const event of countable) {
+        const outcome = result.duplicates.includes(event.id) ? 'duplicate' : notCounted.has(event.id) ? 'refused' : 'counted';
+        settleAuthorization(event.id, outcome);
+        if (outcome !== 'counted' || event.period_start !== period.start) continue;
+        const meter = findMeter(plan, event.metric)!;
+        counters[meter.metric] = applyToCounter(counters[meter.metric], meter.aggregation, event);
+        eventsCounted += 1;
+      }
+      for (const r of refused) settleAuthorization(r.event.id, 'refused');
+      await fireAlerts(before);
+      publishDetails();
+    } finally {
+      counting = false;
+    }
+  }
+
+  /** Hands an authorize update the outcome of the event it consumed. */
+  function settleAuthorization(id: string, outcome: 'counted' | 'duplicate' | 'refused'): void {
+    if (!awaitingOutcome.delete(id)) return;
+    consumed.set(id, outcome);
+  }
+
+  /** Decides where one event counts: this period, the previous one (grace), the next, or nowhere. */
+  function placeEvent(
+    event: UsageEventInput,
+    receivedAt: string,
+  ): { kind: 'count'; periodStart: string } | { kind: 'next' } | { kind: 'refuse'; reason: string } {
+    const at = Date.parse(event.timestamp);
+    if (!Number.isFinite(at)) return { kind: 'refuse', reason: 'validation_failed' };
+    if (at > Date.parse(receivedAt) + FUTURE_TOLERANCE_MS) return { kind: 'refuse', reason: 'future_event' };
+    if (at >= Date.parse(period.end)) return { kind: 'next' };
+    if (at >= Date.parse(period.start)) {
+      return findMeter(plan, event.metric) ? { kind: 'count', periodStart: period.start } : { kind: 'refuse', reason: 'unknown_metric' };
+    }
+    if (previous && at >= Date.parse(previous.start) && Date.parse(receivedAt) < Date.parse(previous.grace_ends_at)) {
+      return findMeter(previous.plan, event.metric)
+        ? { kind: 'count', periodStart: previous.start }
+        : { kind: 'refuse', reason: 'unknown_metric' };
+    }
+    return { kind: 'refuse', reason: 'late_event' };
+  }
+
+  // ---- alerts --------------------------------------------------------------------------------
+
+  /** Every alert subject of this period with its thresholds and current percent. */
+  function snapshotPercents(): Map<string, string> {
+    const percents = new Map<string, string>();
+    for (const meter of plan.meters) {
+      if (meter.limit !== undefined && meter.limit > 0) {
+        percents.set(meter.metric, usagePercent(counters[meter.metric]?.value ?? '0', meter.limit));
+      }
+    }
+    if (plan.cost_limit !== undefined && new Dec(plan.cost_limit).greaterThan(0)) {
+      percents.set(COST_SUBJECT, usagePercent(ratePeriod(plan, counterValues()).total, plan.cost_limit));
+    }
+    return percents;
+  }
+
+  function thresholdsFor(subject: string): number[] {
+    const own = alertRules.filter((r) => r.subject === subject).map((r) => r.threshold);
+    return [...new Set([...plan.alert_thresholds, ...own])].sort((a, b) => a - b);
+  }
+
+  async function fireAlerts(before: Map<string, string>): Promise<void> {
+    const after = snapshotPercents();
+    const records: AlertRecord[] = [];
+    const firedAt = new Date(Date.now()).toISOString();
+    for (const [subject, percent] of after) {
+      if (before.get(subject) === percent) continue;
+      const decision = decideThresholds(thresholdsFor(subject), decided[subject] ?? [], percent);
+      if (decision.notify === null) continue;
+      decided[subject] = [...(decided[subject] ?? []), decision.notify, ...decision.superseded];
+      const used = subject === COST_SUBJECT ? ratePeriod(plan, counterValues()).total : counters[subject]?.value ?? '0';
+      const limit = subject === COST_SUBJECT ? plan.cost_limit! : String(findMeter(plan, subject)!.limit);
+      const covers = [...decision.superseded, decision.notify].sort((a, b) => a - b);
+      for (const threshold of covers) {
+        const status = threshold === decision.notify ? 'notified' : 'superseded';
+        records.push({
+          id: alertId(tenantId, period.start, subject, threshold),
+          subject,
+          threshold,
+          level: levelForThreshold(threshold),
+          status,
+          used,
+          limit,
+          covers: status === 'notified' ? covers : [],
+          fired_at: firedAt,
+          rule_id: alertRules.find((r) => r.subject === subject && r.threshold === threshold)?.id,
+        });
+      }
+    }
+    if (records.length === 0) return;
+    for (const record of records) {
+      alerts.push({
+        id: record.id,
+        metric: record.subject,
+        threshold: record.threshold,
+        level: record.level,
+        status: record.status,
+        used: decimalToNumber(record.used),
+        limit: decimalToNumber(record.limit),
+        period_start: period.start,
+        fired_at: record.fired_at,
+      });
+    }
+    await acts.recordAlerts.executeWithOptions(
+      { summary: records.filter((r) => r.status === 'notified').map((r) => `${r.subject} ${r.threshold}%`).join(', ') },
+      [{ tenant_id: tenantId, period_start: period.start, alerts: records }],
+    );
+    for (const record of records.filter((r) => r.status === 'notified')) {
+      const delivery: Promise<void> = acts.deliverAlert
+        .executeWithOptions(
+          {
+            summary: `notify ${record.subject} ${record.threshold}%`,
+            startToCloseTimeout: '30 seconds',
+            retry: { maximumAttempts: 8, initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
+          },
+          [{ tenant_id: tenantId, alert_id: record.id }],
+        )
+        .then(
+          () => undefined,
+          (err: unknown) => log.error('alert delivery failed for good', { alertId: record.id, error: String(err) }),
+        )
+        .finally(() => deliveries.delete(delivery));
+      deliveries.add(delivery);
+    }
+    const level = currentAlertLevel();
+    if (level !== alertLevel) {
+      alertLevel = level;
+      if (useSearchAttributes) upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.AlertLevel, value: level }]);
+    }
+  }
+
+  function currentAlertLevel(): AlertLevel {
+    return highestLevel(alerts.map((a) => a.level));
+  }
+
+  // ---- rollover ------------------------------------------------------------------------------
+
+  /** Closes this period, hands it to its invoice workflow and continues into the next period. */
+  async function rollover(): Promise<TenantBillingResult> {
+    const request = closeRequest;
+    const closedAt = request ? request.at : period.end;
+    const closed: Period = { start: period.start, end: closedAt };
+    const graceMs = request?.finalize ? 0 : plan.grace_period_seconds * 1000;
+    const graceEndsAt = new Date(Date.parse(closedAt) + graceMs).toISOString();
+
+    await acts.recordPeriodClosed.executeWithOptions({ summary: `close period ${closed.start} → ${closed.end}` }, [
+      { tenant_id: tenantId, period: closed, counters: counterValues(), grace_ends_at: graceEndsAt },
+    ]);
+    const invoiceWorkflow = invoiceWorkflowId(tenantId, closed.start, 1);
+    await startChild(periodInvoice, {
+      workflowId: invoiceWorkflow,
+      args: [{ tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1 }],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      staticSummary: `Invoice for ${tenantId}, period ${closed.start} → ${closed.end}`,
+    });
+
+    let next: Period | null = null;
+    let nextPlan = plan;
+    let nextRules = alertRules;
+    if (!request?.cancel) {
+      next = request
+        ? periodAfterEarlyClose(input.billing_anchor, plan.interval, input.timezone, closedAt)
+        : periodContaining(input.billing_anchor, plan.interval, input.timezone, closedAt);
+      const opened = await acts.startPeriod.executeWithOptions({ summary: `open period ${next.start} → ${next.end}` }, [
+        { tenant_id: tenantId, period: { start: next.start, end: next.end } },
+      ]);
+      nextPlan = opened.plan;
+      nextRules = opened.alert_rules;
+    }
+
+    closeResult = {
+      closed_period: closed,
+      invoice_id: invoiceId(tenantId, closed.start, 1),
+      invoice_workflow_id: invoiceWorkflow,
+      current_period: next ? { start: next.start, end: next.end } : null,
+    };
+    await Promise.all([...deliveries]);
+    await condition(allHandlersFinished);
+
+    if (request?.cancel || next === null) {
+      return { cancelled: true, final_invoice_id: closeResult.invoice_id };
+    }
+    return await continueAsNew<typeof tenantBilling>({
+      tenant_id: tenantId,
+      timezone: input.timezone,
+      billing_anchor: input.billing_anchor,
+      plan: nextPlan,
+      period: { start: next.start, end: next.end },
+      alert_rules: nextRules,
+      previous: graceMs > 0 ? { ...closed, grace_ends_at: graceEndsAt, plan } : undefined,
+      pending: [...deferred, ...queue],
+      limits: input.limits,
+      search_attributes: input.search_attributes,
+    });
+  }
+
+  // ---- views ---------------------------------------------------------------------------------
+
+  function counterValues(): Record<string, string> {
+    const values: Record<string, string> = {};
+    for (const meter of plan.meters) values[meter.metric] = counters[meter.metric]?.value ?? '0';
+    return values;
+  }
+
+  function usageView(): UsageView {
+    const rated = ratePeriod(plan, counterValues());
+    const metrics: UsageView['metrics'] = {};
+    for (const meter of plan.meters) {
+      const used = counters[meter.metric]?.value ?? '0';
+      metrics[meter.metric] = {
+        used: decimalToNumber(used),
+        limit: meter.limit ?? null,
+        percent: meter.limit ? decimalToNumber(usagePercent(used, meter.limit)) : null,
+        hard_limit: meter.hard_limit === true,
+        amount: rateMeter(meter, used, plan.currency).amount,
+      };
+    }
+    return {
+      tenant_id: tenantId,
+      plan_id: plan.id,
+      plan_version: plan.version,
+      period: { start: period.start, end: period.end, interval: plan.interval },
+      metrics,
+      costs: { base_fee: rated.base_fee, usage: rated.usage, total: rated.total, currency: plan.currency },
+      alerts,
+      alert_level: currentAlertLevel(),
+      pending_events: pendingEvents(),
+      as_of: new Date(Date.now()).toISOString(),
+    };
+  }
+
+  function publishDetails(): void {
+    const parts = plan.meters.map((m) => `${m.metric}: ${counters[m.metric]?.value ?? '0'}${m.limit ? ` / ${m.limit}` : ''}`);
+    setCurrentDetails(
+      [`**Period** ${period.start} → ${period.end} (plan ${plan.id} v${plan.version})`, ...parts, `alert level: ${alertLevel}`].join('\n\n'),
+    );
+  }
+}

@@ -1,0 +1,24 @@
+import { periodStartsFrom, periodContaining } from '../../../src/domain';
+import { IANAZone, DateTime } from 'luxon';
+it('probe', () => {
+  let t = performance.now();
+  for (let k = 0; k < 5000; k++) periodStartsFrom('2027-01-31T00:00:00Z', 'day', 'America/New_York', k);
+  console.log('start us', ((performance.now() - t) / 5000) * 1000);
+  t = performance.now();
+  for (let k = 0; k < 5000; k++) periodContaining('2027-01-31T00:00:00Z', 'day', 'America/New_York', '2030-01-01T00:00:00Z');
+  console.log('containing us', ((performance.now() - t) / 5000) * 1000);
+  const z = IANAZone.create('America/New_York');
+  t = performance.now();
+  for (let k = 0; k < 5000; k++) z.offset(1.8e12 + k * 1000);
+  console.log('offset us', ((performance.now() - t) / 5000) * 1000);
+  t = performance.now();
+  for (let k = 0; k < 5000; k++) DateTime.fromISO('2027-01-31T00:00:00Z', { zone: 'utc' });
+  console.log('fromISO us', ((performance.now() - t) / 5000) * 1000);
+  const f = new Intl.DateTimeFormat('en-US', { timeZone: 'America/New_York', hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' });
+  t = performance.now();
+  for (let k = 0; k < 5000; k++) f.formatToParts(1.8e12 + k * 1000);
+  console.log('intl us', ((performance.now() - t) / 5000) * 1000);
+  t = performance.now();
+  for (let k = 0; k < 5000; k++) expect(k).toBe(k);
+  console.log('expect us', ((performance.now() - t) / 5000) * 1000);
+});
