@@ -10,6 +10,7 @@ import {
   closePeriodUpdate,
   estimateQuery,
   recordUsageSignal,
+  settledUsageUpdate,
   tenantWorkflowId,
   usageQuery,
   type AuthorizeRequest,
@@ -83,8 +84,9 @@ export class BillingGateway {
   }
 
   /** The current period's usage, from the workflow's counters. */
-  async usage(tenantId: string): Promise<UsageView> {
-    return this.handle(tenantId).query(usageQuery);
+  async usage(tenantId: string, consistent = false): Promise<UsageView> {
+    const handle = this.handle(tenantId);
+    return consistent ? handle.executeUpdate(settledUsageUpdate) : handle.query(usageQuery);
   }
 
   /** The cost of extra usage from where the tenant stands now. */

@@ -16,13 +16,16 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   const databaseDir = path.resolve(options.dataDir, 'postgres');
   const database = options.database ?? 'tally';
   const fresh = !fs.existsSync(path.join(databaseDir, 'PG_VERSION'));
+  const asRoot = process.getuid?.() === 0;
+  // As root, PostgreSQL runs as a separate `postgres` user, which must be able to reach its directory.
+  if (asRoot) fs.chmodSync(path.resolve(options.dataDir), 0o755);
   const pg = new EmbeddedPostgres({
     databaseDir,
     port: options.port,
     user: 'tally',
     password: 'tally',
     persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=on'],
     onLog: () => undefined,
     onError: (message: unknown) => {

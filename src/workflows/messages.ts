@@ -128,6 +128,12 @@ export interface UsageView {
 /** Answers `GET /v1/tenants/{id}/usage`. */
 export const usageQuery = defineQuery<UsageView>('usage');
 
+/**
+ * Read-your-writes usage: an update is ordered after every signal already in history, so its
+ * answer includes every event acknowledged before it (`GET .../usage?consistent=true`).
+ */
+export const settledUsageUpdate = defineUpdate<UsageView>('settledUsage');
+
 /** The cost of extra usage given where the tenant stands in its tiers now. */
 export const estimateQuery = defineQuery<{ amount: string; currency: string }, [{ metric: string; quantity: number }]>('estimate');
 

@@ -31,6 +31,7 @@ import {
   invoiceId,
   invoiceWorkflowId,
   recordUsageSignal,
+  settledUsageUpdate,
   stateQuery,
   usageQuery,
   type AlertView,
@@ -152,6 +153,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   });
 
   setHandler(usageQuery, () => usageView());
+  setHandler(settledUsageUpdate, async () => {
+    await condition(() => queue.length === 0 && !counting, '10 seconds');
+    return usageView();
+  });
   setHandler(estimateQuery, (request) => {
     const meter = findMeter(plan, request.metric);
     if (!meter) throw ApplicationFailure.nonRetryable(`unknown metric ${request.metric}`, 'unknown_metric');

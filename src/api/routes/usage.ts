@@ -78,7 +78,7 @@ export function usageRouter(ctx: ApiContext): Router {
     const tenantId = tenantParam(req);
     assertTenantAccess(res, tenantId);
     await activeTenant(ctx, tenantId);
-    res.json(await ctx.billing.usage(tenantId));
+    res.json(await ctx.billing.usage(tenantId, req.query.consistent === 'true'));
   });
 
   router.post('/tenants/:id/authorize', async (req, res) => {

@@ -1,0 +1,89 @@
+import { Worker } from '@temporalio/worker';
+import type { Client, Connection } from '@temporalio/client';
+import type { NativeConnection } from '@temporalio/worker';
+import { createApp } from '../../src/api/app';
+import { listen, type RunningServer } from '../../src/api/server';
+import { createActivities } from '../../src/activities';
+import { createRecordingNotifier } from '../../src/activities/notifier';
+import type { Db } from '../../src/db/knex';
+import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
+
+/** The whole system under test: real HTTP API, real worker, real Temporal, real PostgreSQL. */
+export interface ApiHarness {
+  baseUrl: string;
+  adminKey: string;
+  db: Db;
+  client: Client;
+  taskQueue: string;
+  /** Calls the API; JSON in, JSON out. */
+  call(method: string, path: string, options?: { key?: string | null; body?: unknown; raw?: string }): Promise<{ status: number; body: any; headers: Headers }>;
+  stop(): Promise<void>;
+}
+
+/** Starts a worker on its own task queue and the API on a free port, against the test stack. */
+export async function startApiHarness(): Promise<ApiHarness> {
+  const db = testDb();
+  const temporal: { client: Client; connection: Connection; nativeConnection: NativeConnection } = await connectToTestTemporal();
+  const taskQueue = unique('billing');
+  const worker = await Worker.create({
+    connection: temporal.nativeConnection,
+    taskQueue,
+    workflowBundle: await workflowBundle(),
+    activities: createActivities({ db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger) }),
+  });
+  const workerRun = worker.run();
+  const adminKey = 'test-admin-key-0123456789abcdef';
+  const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger });
+  const server: RunningServer = await listen(app, 0, '127.0.0.1');
+  const baseUrl = `http://127.0.0.1:${server.port}`;
+
+  return {
+    baseUrl,
+    adminKey,
+    db,
+    client: temporal.client,
+    taskQueue,
+    async call(method, path, options = {}) {
+      const key = options.key === undefined ? adminKey : options.key;
+      const headers: Record<string, string> = {};
+      if (key) headers['x-api-key'] = key;
+      let body: string | undefined;
+      if (options.raw !== undefined) body = options.raw;
+      else if (options.body !== undefined) body = JSON.stringify(options.body);
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      const res = await fetch(`${baseUrl}${path}`, { method, headers, body });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        // not JSON (e.g. a PDF): keep the text
+      }
+      return { status: res.status, body: parsed, headers: res.headers };
+    },
+    async stop() {
+      await server.close();
+      worker.shutdown();
+      await workerRun;
+      await temporal.connection.close();
+      await temporal.nativeConnection.close();
+      await db.destroy();
+    },
+  };
+}
+
+/** Polls until `check` returns a value (not undefined) or the time is up. */
+export async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,60 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import { startEmbeddedPostgres } from '../../src/platform/postgres';
+import { startTemporalDevServer } from '../../src/platform/temporal-server';
+import { createDb, migrateLatest } from '../../src/db/knex';
+
+/** Where the running test stack is described for the test files and the tear-down. */
+export const STACK_FILE = path.resolve(__dirname, '../../.test-stack/stack.json');
+
+/** A free TCP port on loopback. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+declare global {
+  // eslint-disable-next-line no-var
+  var __TALLY_STACK_STOP__: (() => Promise<void>) | undefined;
+}
+
+/**
+ * Starts the servers once per test run: a real PostgreSQL (embedded, or DATABASE_URL) and a real
+ * Temporal dev server. Test files read their addresses from the environment.
+ */
+export default async function globalSetup(): Promise<void> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-test-'));
+  const stops: Array<() => Promise<void>> = [];
+
+  let databaseUrl = process.env.DATABASE_URL;
+  if (!databaseUrl) {
+    const pg = await startEmbeddedPostgres({ dataDir, port: await freePort() });
+    stops.push(pg.stop);
+    databaseUrl = pg.url;
+  }
+  const db = createDb(databaseUrl);
+  await migrateLatest(db);
+  await db.destroy();
+
+  const temporal = await startTemporalDevServer({ dataDir, port: await freePort(), uiPort: await freePort(), namespace: 'default' });
+  stops.push(temporal.stop);
+
+  process.env.TALLY_TEST_DATABASE_URL = databaseUrl;
+  process.env.TALLY_TEST_TEMPORAL_ADDRESS = temporal.address;
+  fs.mkdirSync(path.dirname(STACK_FILE), { recursive: true });
+  fs.writeFileSync(STACK_FILE, JSON.stringify({ databaseUrl, temporalAddress: temporal.address, dataDir, pid: process.pid }, null, 2));
+
+  globalThis.__TALLY_STACK_STOP__ = async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    fs.rmSync(STACK_FILE, { force: true });
+  };
+}
