@@ -72,6 +72,8 @@ async function main(): Promise<void> {
     const applied = await migrateLatest(db);
     logger.info({ applied }, 'schema up to date');
 
+    const temporal = await connectTemporal(temporalAddress, config.TEMPORAL_NAMESPACE);
+    stops.push({ name: 'Temporal client', stop: () => temporal.connection.close() });
     const workerConnection = await NativeConnection.connect({ address: temporalAddress });
     stops.push({ name: 'worker connection', stop: () => workerConnection.close() });
     const worker = await createBillingWorker({
@@ -81,6 +83,7 @@ async function main(): Promise<void> {
       db,
       logger,
       notifier: createRecordingNotifier(logger),
+      temporal: temporal.client,
     });
     const workerRun = worker.run();
     stops.push({
@@ -91,8 +94,6 @@ async function main(): Promise<void> {
       },
     });
 
-    const temporal = await connectTemporal(temporalAddress, config.TEMPORAL_NAMESPACE);
-    stops.push({ name: 'Temporal client', stop: () => temporal.connection.close() });
     const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
     const app = createApp({
       db,

@@ -1,3 +1,5 @@
+import { WorkflowExecutionAlreadyStartedError, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import { activityInfo } from '@temporalio/activity';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
 import { findPlanVersion } from '../db/plans';
@@ -15,6 +17,7 @@ import type {
   RecordUsageResult,
   StartPeriodInput,
   StartPeriodResult,
+  StartInvoiceWorkflowInput,
 } from './types';
 
 /** What activities need from the outside world; tests pass real ones pointed at test servers. */
@@ -22,14 +25,32 @@ export interface ActivityDeps {
   db: Db;
   notifier: Notifier;
   logger: Logger;
+  /** Starts invoice workflows (they are not children of any tenant run). */
+  temporal: Client;
 }
 
 /**
  * The billing activities: every side effect of the workflows, each idempotent so Temporal can
  * retry it freely (unique keys in PostgreSQL, deterministic ids from the workflow).
  */
-export function createActivities({ db, notifier, logger }: ActivityDeps) {
+export function createActivities({ db, notifier, logger, temporal }: ActivityDeps) {
   return {
+    /** Starts the invoice workflow of a closed period, idempotently (same id: the running one). */
+    async startInvoiceWorkflow(input: StartInvoiceWorkflowInput): Promise<void> {
+      try {
+        await temporal.workflow.start('periodInvoice', {
+          workflowId: input.workflow_id,
+          taskQueue: activityInfo().taskQueue,
+          args: [input.input],
+          workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+          workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+          staticSummary: `Invoice v${input.input.version} for ${input.input.tenant_id}, period ${input.input.period_start} → ${input.input.period_end}`,
+        });
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err; // already ran: nothing to do
+      }
+    },
+
     /** Stores a chunk of usage exactly once and says which events were not newly counted. */
     async recordUsage(input: RecordUsageInput): Promise<RecordUsageResult> {
       return db.transaction(async (trx) => {

@@ -115,3 +115,15 @@ export interface InvoiceSummary {
   currency: string;
   lines: number;
 }
+
+/** Starts a period's invoice workflow; a second start of the same id is a no-op. */
+export interface StartInvoiceWorkflowInput {
+  workflow_id: string;
+  input: {
+    tenant_id: string;
+    period_start: string;
+    period_end: string;
+    grace_ends_at: string;
+    version: number;
+  };
+}

@@ -4,6 +4,7 @@ import { createDb } from '../db/knex';
 import { logger } from '../logger';
 import { createRecordingNotifier } from '../activities/notifier';
 import { createBillingWorker } from './worker';
+import { connectTemporal } from '../temporal';
 
 /** `npm run worker`: the billing worker alone, against TEMPORAL_ADDRESS and DATABASE_URL. */
 async function main(): Promise<void> {
@@ -15,6 +16,7 @@ async function main(): Promise<void> {
   Runtime.install({ logger: undefined, telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'WARN' }) } } });
   const db = createDb(config.DATABASE_URL);
   const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  const temporal = await connectTemporal(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
   const worker = await createBillingWorker({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
@@ -22,10 +24,12 @@ async function main(): Promise<void> {
     db,
     logger,
     notifier: createRecordingNotifier(logger),
+    temporal: temporal.client,
   });
   logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE }, 'worker started');
   await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
   await connection.close();
+  await temporal.connection.close();
   await db.destroy();
   logger.info('worker stopped');
 }

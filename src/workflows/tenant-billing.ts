@@ -1,6 +1,5 @@
 import {
   ApplicationFailure,
-  ParentClosePolicy,
   allHandlersFinished,
   condition,
   continueAsNew,
@@ -8,7 +7,6 @@ import {
   proxyActivities,
   setCurrentDetails,
   setHandler,
-  startChild,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -42,7 +40,6 @@ import {
   type UsageEventInput,
   type UsageView,
 } from './messages';
-import { periodInvoice } from './period-invoice';
 
 /** Search attributes of tenant workflows (API.md, "Temporal conventions"). */
 export const SEARCH_ATTRIBUTES = {
@@ -237,7 +234,11 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   );
 
   const requestClose = async (finalize: boolean, cancel: boolean): Promise<ClosePeriodResult> => {
-    if (!closeRequest) closeRequest = { finalize, cancel, at: new Date(Date.now()).toISOString() };
+    if (!closeRequest) {
+      // Periods end on whole seconds (ids carry the start to the second), and never before they began.
+      const at = Math.max(Math.floor(Date.now() / 1000) * 1000, Date.parse(period.start) + 1000);
+      closeRequest = { finalize, cancel, at: new Date(at).toISOString() };
+    }
     await condition(() => closeResult !== undefined);
     return closeResult!;
   };
@@ -413,11 +414,13 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     for (const [subject, percent] of after) {
       if (before.get(subject) === percent) continue;
       const decision = decideThresholds(thresholdsFor(subject), decided[subject] ?? [], percent);
-      if (decision.notify === null) continue;
-      decided[subject] = [...(decided[subject] ?? []), decision.notify, ...decision.superseded];
+      if (decision.notify === null && decision.superseded.length === 0) continue;
+      // Superseded thresholds are recorded even when nothing is notified (a rule added below a
+      // threshold that already fired): each crossed threshold is decided exactly once.
+      decided[subject] = [...(decided[subject] ?? []), ...(decision.notify === null ? [] : [decision.notify]), ...decision.superseded];
       const used = subject === COST_SUBJECT ? ratePeriod(plan, counterValues()).total : counters[subject]?.value ?? '0';
       const limit = subject === COST_SUBJECT ? plan.cost_limit! : String(findMeter(plan, subject)!.limit);
-      const covers = [...decision.superseded, decision.notify].sort((a, b) => a - b);
+      const covers = [...decision.superseded, ...(decision.notify === null ? [] : [decision.notify])].sort((a, b) => a - b);
       for (const threshold of covers) {
         const status = threshold === decision.notify ? 'notified' : 'superseded';
         records.push({
@@ -494,12 +497,14 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       { tenant_id: tenantId, period: closed, counters: counterValues(), grace_ends_at: graceEndsAt },
     ]);
     const invoiceWorkflow = invoiceWorkflowId(tenantId, closed.start, 1);
-    await startChild(periodInvoice, {
-      workflowId: invoiceWorkflow,
-      args: [{ tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1 }],
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-      staticSummary: `Invoice for ${tenantId}, period ${closed.start} → ${closed.end}`,
-    });
+    // Started by an activity rather than as a child: the invoice outlives this run (it waits out
+    // the grace while the next period runs) and is owned by no run of the tenant's workflow.
+    await acts.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
+      {
+        workflow_id: invoiceWorkflow,
+        input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1 },
+      },
+    ]);
 
     let next: Period | null = null;
     let nextPlan = plan;

@@ -29,7 +29,7 @@ export async function startApiHarness(): Promise<ApiHarness> {
     connection: temporal.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
-    activities: createActivities({ db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger) }),
+    activities: createActivities({ db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client }),
   });
   const workerRun = worker.run();
   const adminKey = 'test-admin-key-0123456789abcdef';

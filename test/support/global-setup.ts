@@ -22,7 +22,6 @@ export async function freePort(): Promise<number> {
 }
 
 declare global {
-  // eslint-disable-next-line no-var
   var __TALLY_STACK_STOP__: (() => Promise<void>) | undefined;
 }
 

@@ -19,8 +19,11 @@ export function tenantsRouter(ctx: ApiContext): Router {
     if (!plan) {
       throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
     }
-    const anchor = new Date(body.billing_anchor ?? Date.now()).toISOString();
-    const first = periodContaining(anchor, plan.interval, body.timezone, anchor);
+    // Anniversaries count from the anchor (default: now, to the second); billing starts with the
+    // period that holds the present moment, so a past anchor does not invoice empty past periods.
+    const now = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString();
+    const anchor = body.billing_anchor ? new Date(body.billing_anchor).toISOString() : now;
+    const first = periodContaining(anchor, plan.interval, body.timezone, now);
     const period = { start: first.start, end: first.end };
     const key = generateApiKey(body.id);
     const created = await insertTenant(ctx.db, {

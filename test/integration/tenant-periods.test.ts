@@ -1,0 +1,148 @@
+import { Worker } from '@temporalio/worker';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { createActivities } from '../../src/activities';
+import { createRecordingNotifier } from '../../src/activities/notifier';
+import { startTimeSkippingServer } from '../../src/platform/temporal-server';
+import { aggregateStoredUsage } from '../../src/db/usage';
+import { periodStartsFrom } from '../../src/domain/periods';
+import { ratePeriod } from '../../src/domain/rating';
+import type { PlanVersion } from '../../src/domain/plan';
+import type { Db } from '../../src/db/knex';
+import { recordUsageSignal, stateQuery, usageQuery, tenantWorkflowId, type UsageEventInput } from '../../src/workflows/messages';
+import { installQuietRuntime, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
+import { createTenantFixture } from '../support/tenant-fixture';
+import { eventually } from '../support/api-harness';
+
+/**
+ * Months of billing in seconds on the time-skipping test server, with real activities on real
+ * PostgreSQL: anniversaries, counter resets, one finalized invoice per period, alerts that re-arm.
+ */
+let env: TestWorkflowEnvironment;
+let db: Db;
+let worker: Worker;
+let workerRun: Promise<void>;
+const taskQueue = unique('periods');
+
+beforeAll(async () => {
+  installQuietRuntime();
+  env = await startTimeSkippingServer();
+  db = testDb();
+  worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue,
+    workflowBundle: await workflowBundle(),
+    activities: createActivities({ db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: env.client }),
+  });
+  workerRun = worker.run();
+});
+
+afterAll(async () => {
+  worker?.shutdown();
+  await workerRun;
+  await env?.teardown();
+  await db?.destroy();
+});
+
+function tokensPlan(id: string, interval: PlanVersion['interval']): Omit<PlanVersion, 'version'> {
+  return {
+    id,
+    name: 'Tokens',
+    currency: 'USD',
+    interval,
+    base_fee: '10.00',
+    alert_thresholds: [80, 90, 100],
+    grace_period_seconds: 3600,
+    meters: [
+      {
+        metric: 'tokens',
+        aggregation: 'sum',
+        limit: 1000,
+        pricing: { model: 'graduated', tiers: [{ up_to: 500, unit_price: '0.01' }, { up_to: null, unit_price: '0.005' }] },
+      },
+    ],
+  };
+}
+
+/** Moves the test server's clock to an absolute instant (it starts at the real now). */
+async function sleepUntil(instantMs: number): Promise<void> {
+  const now = await env.currentTimeMs();
+  if (instantMs > now) await env.sleep(instantMs - now);
+}
+
+async function finalizedInvoices(tenantId: string) {
+  return db('invoices').where({ tenant_id: tenantId, status: 'finalized' }).orderBy('period_start');
+}
+
+/** Drives one tenant through `periods` consecutive periods and checks each one's invoice. */
+async function runPeriods(options: { interval: PlanVersion['interval']; anchor: string; periods: number }) {
+  const tenantId = unique('t');
+  const fixture = await createTenantFixture(db, { tenantId, plan: tokensPlan(unique('p'), options.interval), anchor: options.anchor });
+  const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input] });
+
+  const expectedTotals: string[] = [];
+  for (let k = 0; k < options.periods; k++) {
+    const start = periodStartsFrom(options.anchor, options.interval, 'UTC', k);
+    const end = periodStartsFrom(options.anchor, options.interval, 'UTC', k + 1);
+    // Each period: 850 tokens (crosses 80%), then 100 more (crosses 90%), and the very first
+    // event id again, which must never count twice.
+    const at = new Date(Date.parse(start) + 1000).toISOString();
+    const events: UsageEventInput[] = [
+      { id: `p${k}-a`, metric: 'tokens', quantity: 850, timestamp: at },
+      { id: `p${k}-b`, metric: 'tokens', quantity: 100, timestamp: at },
+      { id: 'p0-a', metric: 'tokens', quantity: 850, timestamp: at },
+    ];
+    await handle.signal(recordUsageSignal, { batchId: `b${k}`, receivedAt: at, events });
+    const usage = await eventually(async () => {
+      const u = await handle.query(usageQuery);
+      return u.period.start === start && u.metrics.tokens!.used === 950 && u.pending_events === 0 ? u : undefined;
+    }, 20_000, `usage of period ${k}`);
+    expect(usage.period).toMatchObject({ start, end });
+    // Alerts re-arm every period: 80% superseded, 90% notified, in this period only.
+    expect(usage.alerts.map((a) => [a.threshold, a.status])).toEqual([
+      [80, 'superseded'],
+      [90, 'notified'],
+    ]);
+    expectedTotals.push(ratePeriod(fixture.plan, { tokens: '950' }).total);
+    // Jump past the period's end, its grace and settle time: the next period opens, the invoice finalizes.
+    await sleepUntil(Date.parse(end) + 1000);
+    await eventually(async () => ((await handle.query(usageQuery)).period.start === end ? true : undefined), 20_000, `rollover ${k}`);
+  }
+  await sleepUntil((await env.currentTimeMs()) + 3600_000 + 20_000);
+  const invoices = await eventually(async () => {
+    const rows = await finalizedInvoices(tenantId);
+    return rows.length === options.periods ? rows : undefined;
+  }, 30_000, `${options.periods} finalized invoices`);
+
+  for (let k = 0; k < options.periods; k++) {
+    const start = periodStartsFrom(options.anchor, options.interval, 'UTC', k);
+    expect(invoices[k].period_start.toISOString()).toBe(start);
+    // Invariant 5: the total equals an independent recomputation from the stored events.
+    const counters = await aggregateStoredUsage(db, tenantId, start, fixture.plan.meters);
+    expect(Number(invoices[k].total)).toBe(Number(ratePeriod(fixture.plan, counters).total));
+    expect(Number(invoices[k].total)).toBe(Number(expectedTotals[k]));
+  }
+  // Invariant 3: the repeated id p0-a is stored once, in period 0.
+  const p0a = await db('usage_events').where({ tenant_id: tenantId, event_id: 'p0-a' });
+  expect(p0a).toHaveLength(1);
+  const numbers = invoices.map((i) => i.number);
+  expect(numbers).toEqual(Array.from({ length: options.periods }, (_, i) => i + 1));
+  const state = await handle.query(stateQuery);
+  expect(state.events_counted).toBe(0);
+  return { tenantId, invoices };
+}
+
+// The test server's clock starts at the real now and only moves forward: anchors are placed ahead of it.
+test('13 monthly periods from a Jan 31 anchor: clamped anniversaries, one invoice each, alerts re-arm', async () => {
+  const year = new Date(await env.currentTimeMs()).getUTCFullYear() + 1;
+  const { invoices } = await runPeriods({ interval: 'month', anchor: `${year}-01-31T00:00:00.000Z`, periods: 13 });
+  const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+  const expected = ['01-31', leap ? '02-29' : '02-28', '03-31', '04-30', '05-31', '06-30', '07-31', '08-31', '09-30', '10-31', '11-30', '12-31']
+    .map((d) => `${year}-${d}`)
+    .concat(`${year + 1}-01-31`);
+  expect(invoices.map((i) => i.period_start.toISOString().slice(0, 10))).toEqual(expected);
+});
+
+test('3 daily periods', async () => {
+  const day = Math.floor((await env.currentTimeMs()) / 86_400_000) + 2;
+  await runPeriods({ interval: 'day', anchor: new Date(day * 86_400_000 + 15 * 3_600_000).toISOString(), periods: 3 });
+});
