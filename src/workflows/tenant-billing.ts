@@ -95,9 +95,11 @@ export interface RunLimits {
   maxSignalsPerRun: number;
   maxEventsPerRun: number;
   maxEventsPerChunk: number;
+  /** The pending queue travels in the next run's input (payloads are limited to 2 MB). */
+  maxCarriedEvents: number;
 }
 
-const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxEventsPerRun: 20_000, maxEventsPerChunk: 2_000 };
+const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxEventsPerRun: 20_000, maxEventsPerChunk: 2_000, maxCarriedEvents: 5_000 };
 
 /** Events may be timestamped at most this far in the future (BILLING.md). */
 const FUTURE_TOLERANCE_MS = 5 * 60_000;
@@ -263,11 +265,23 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     const now = Date.now();
     const deadline = Math.min(Date.parse(period.end), previous ? Date.parse(previous.grace_ends_at) : Infinity);
     await condition(
-      () => queue.length > 0 || closeRequest !== undefined || (historyFull() && allHandlersFinished()),
+      () => queue.length > 0 || closeRequest !== undefined || readyToContinue(),
       Math.max(deadline - now, 1),
       { summary: Date.parse(period.end) <= deadline ? 'period end' : 'grace end of the previous period' },
     );
 
+    // History bound first, even under load: the queue is carried into the next run.
+    if (readyToContinue()) {
+      log.info('history bound reached: continuing as new within the period', { ...run, pending: pendingEvents() });
+      await Promise.all([...deliveries]);
+      await continueAsNew<typeof tenantBilling>({
+        ...input,
+        previous,
+        alert_rules: alertRules,
+        carried: { counters, decided, alerts, events_counted: eventsCounted, authorizations: recentAuthorizations() },
+        pending: [...deferred, ...queue],
+      });
+    }
     if (queue.length > 0) {
       await countNextChunk();
       continue;
@@ -278,23 +292,25 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     if (closeRequest !== undefined || Date.now() >= Date.parse(period.end)) {
       return await rollover();
     }
-    if (historyFull() && allHandlersFinished()) {
-      log.info('history bound reached: continuing as new within the period', { ...run });
-      await Promise.all([...deliveries]);
-      await continueAsNew<typeof tenantBilling>({
-        ...input,
-        previous,
-        alert_rules: alertRules,
-        carried: { counters, decided, alerts, events_counted: eventsCounted, authorizations },
-        pending: [...deferred, ...queue],
-      });
-    }
   }
 
   // ---- counting ------------------------------------------------------------------------------
 
   function pendingEvents(): number {
     return queue.reduce((n, b) => n + b.events.length, 0);
+  }
+
+  /**
+   * Continue as new when the history is long, no handler is mid-way, and what must be carried
+   * stays small (the pending queue travels in the next run's input, which has a size limit).
+   */
+  function readyToContinue(): boolean {
+    return historyFull() && allHandlersFinished() && !counting && pendingEvents() <= limits.maxCarriedEvents;
+  }
+
+  /** Authorize answers kept for idempotency; older ids fall back to the stored event (allowed). */
+  function recentAuthorizations(): Record<string, AuthorizeResult> {
+    return Object.fromEntries(Object.entries(authorizations).slice(-2_000));
   }
 
   function historyFull(): boolean {

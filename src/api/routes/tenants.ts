@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { ApiContext } from '../context';
-import { assertTenantAccess, requireAdmin, tenantParam } from '../auth';
-import { createTenantBody } from '../schemas';
+import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../auth';
+import { createTenantBody, updateTenantBody } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant, insertTenant, type TenantRow } from '../../db/tenants';
@@ -69,6 +69,35 @@ export function tenantsRouter(ctx: ApiContext): Router {
     const tenant = await findTenantOrThrow(ctx, tenantId);
     const current = await ctx.db('periods').where({ tenant_id: tenantId }).orderBy('start', 'desc').first<{ start: Date; end: Date } | undefined>('start', 'end');
     res.json({ ...presentTenant(tenant), current_period: current ? { start: current.start.toISOString(), end: current.end.toISOString() } : null });
+  });
+
+  router.patch('/:id', async (req, res) => {
+    const tenantId = tenantParam(req);
+    assertTenantAccess(res, tenantId);
+    const body = updateTenantBody.parse(req.body);
+    if (body.plan_id !== undefined && principalOf(res).kind !== 'admin') {
+      throw new ApiError(403, 'forbidden', 'only the admin key changes plans');
+    }
+    await findTenantOrThrow(ctx, tenantId);
+    if (body.plan_id !== undefined && !(await findPlanVersion(ctx.db, body.plan_id))) {
+      throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
+    }
+    // The running period keeps its plan version; the next period opens on the tenant's plan as
+    // stored here (the workflow's startPeriod activity reads it at the anniversary).
+    await ctx.db('tenants').where({ id: tenantId }).update({ ...body, updated_at: new Date() });
+    ctx.tenants.invalidate(tenantId);
+    res.json(presentTenant(await findTenantOrThrow(ctx, tenantId)));
+  });
+
+  router.delete('/:id', requireAdmin, async (req, res) => {
+    const tenantId = tenantParam(req);
+    const tenant = await findTenantOrThrow(ctx, tenantId);
+    if (tenant.status === 'cancelled') throw new ApiError(409, 'conflict', `tenant ${tenantId} is already cancelled`);
+    // Stop new usage first, then close and invoice the period in the workflow, which then completes.
+    await ctx.db('tenants').where({ id: tenantId }).update({ status: 'cancelled', cancelled_at: new Date(), updated_at: new Date() });
+    ctx.tenants.invalidate(tenantId);
+    const result = await ctx.billing.cancel(tenantId);
+    res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), final_invoice_id: result.invoice_id, closed_period: result.closed_period });
   });
 
   return router;

@@ -1,0 +1,419 @@
+/**
+ * Records workflow histories for the replay check (test/integration/replay.test.ts), which replays
+ * every `test/histories/*.json` against the current workflow code. A change that would break
+ * workflows already running (an activity, timer or other command added, removed or reordered
+ * without `patched()`) then fails in CI instead of stalling tenants in production.
+ *
+ *   npm run histories:record                            # same as --self-contained
+ *   npx tsx scripts/record-histories.ts [--out test/histories]
+ *
+ * Self-contained (the default when no workflow id is given): starts its own embedded PostgreSQL
+ * and Temporal dev server (temporary DATA_DIR, free ports), migrates, runs a billing worker and the
+ * HTTP API, and drives one tenant through a representative story over HTTP:
+ *   plan + tenant → usage batches (one resends an event id) → usage query and read-your-writes
+ *   usage (update) → authorize allowed, then refused at the hard limit → close with finalize:true
+ *   (continue-as-new, invoice 1) → more usage in the second period → a second close (invoice 2).
+ * It waits for both invoice workflows, then writes:
+ *   tenant-billing-period-1.json  the tenant workflow's first run (the one the first close ended)
+ *   tenant-billing-period-2.json  its second run
+ *   period-invoice-1.json, period-invoice-2.json   the two invoice workflows
+ * Everything it started is stopped and its data directory removed. It takes about 15 seconds.
+ *
+ * From a running stack (`npm start`, or any deployment you can reach):
+ *   TEMPORAL_ADDRESS=127.0.0.1:7233 DATABASE_URL=postgres://tally:tally@127.0.0.1:5433/tally \
+ *     npx tsx scripts/record-histories.ts --workflow-id billing-acme [--workflow-id ...] [--include-running]
+ * records every closed run of each id as `<workflow id>-<run id>.json` (the running run too with
+ * --include-running: a prefix of a history replays just as well). With DATABASE_URL, a
+ * `billing-<tenant>` id also brings the `invoice-<tenant>-...` workflows of the tenant's invoices.
+ * TEMPORAL_ADDRESS defaults to 127.0.0.1:$TEMPORAL_PORT, the namespace to $TEMPORAL_NAMESPACE.
+ *
+ * The committed histories are the compatibility baseline: never re-record them to make a failing
+ * replay test pass (that hides exactly the break the test exists to catch). Re-record, or add
+ * histories next to the old ones, when the workflows gain paths worth covering, after an
+ * incompatible change has been made safe with `patched()`, or once no workflow runs old code.
+ */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { Client } from '@temporalio/client';
+import { historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
+import { temporal as temporalProto } from '@temporalio/proto';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { createRecordingNotifier } from '../src/activities/notifier';
+import { createApp } from '../src/api/app';
+import { listen } from '../src/api/server';
+import { loadConfigOrExit } from '../src/config';
+import { createDb, migrateLatest } from '../src/db/knex';
+import { logger as appLogger } from '../src/logger';
+import { startEmbeddedPostgres } from '../src/platform/postgres';
+import { startTemporalDevServer } from '../src/platform/temporal-server';
+import { connectTemporal } from '../src/temporal';
+import { createBillingWorker } from '../src/workers/worker';
+import {
+  invoiceWorkflowId,
+  tenantWorkflowId,
+  type AuthorizeResult,
+  type ClosePeriodResult,
+  type UsageView,
+} from '../src/workflows/messages';
+
+/** Where histories go unless --out says otherwise: where the replay test reads them. */
+const DEFAULT_HISTORY_DIR = path.resolve(__dirname, '../test/histories');
+
+/** One history written to disk, for the summary the script prints. */
+interface RecordedFile {
+  file: string;
+  workflowId: string;
+  runId: string;
+  workflowType: string;
+  status: string;
+  events: number;
+}
+
+const NAMESPACE_SELF_CONTAINED = 'default';
+const TASK_QUEUE_SELF_CONTAINED = 'billing';
+const STORY_TENANT = 'replay-acme';
+const STORY_PLAN = 'replay-tokens';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      out: { type: 'string' },
+      'workflow-id': { type: 'string', multiple: true },
+      'self-contained': { type: 'boolean', default: false },
+      'include-running': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'usage: tsx scripts/record-histories.ts [--out DIR] [--self-contained | --workflow-id ID ... [--include-running]]\n',
+    );
+    return;
+  }
+  const outDir = values.out ? path.resolve(values.out) : DEFAULT_HISTORY_DIR;
+  const ids = values['workflow-id'] ?? [];
+  if (values['self-contained'] && ids.length > 0) throw new Error('--self-contained records its own story: drop --workflow-id');
+
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const started = Date.now();
+  const written =
+    ids.length > 0 ? await recordFromRunningStack(outDir, ids, values['include-running']) : await recordSelfContained(outDir);
+
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  process.stdout.write(`\nwrote ${written.length} histories to ${path.relative(process.cwd(), outDir) || '.'} in ${seconds}s:\n`);
+  for (const w of written) {
+    process.stdout.write(`  ${w.file}  ${w.workflowType} ${w.workflowId} run ${w.runId} (${w.status}, ${w.events} events)\n`);
+  }
+  if (written.length === 0) process.exitCode = 1;
+}
+
+// ---- (a) from a running stack ------------------------------------------------------------------
+
+/** Records the runs of the given workflow ids (plus a tenant's invoice workflows when it can find them). */
+async function recordFromRunningStack(outDir: string, ids: string[], includeRunning: boolean): Promise<RecordedFile[]> {
+  const config = loadConfigOrExit();
+  const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
+  const temporal = await connectTemporal(address, config.TEMPORAL_NAMESPACE);
+  const db = config.DATABASE_URL ? createDb(config.DATABASE_URL, { max: 2 }) : undefined;
+  try {
+    const workflowIds = new Set(ids);
+    for (const id of ids) {
+      if (!id.startsWith('billing-')) continue;
+      if (!db) {
+        process.stdout.write(`DATABASE_URL is unset: not looking up the invoice workflows of ${id}\n`);
+        continue;
+      }
+      const tenantId = id.slice('billing-'.length);
+      const invoices = await db('invoices')
+        .where({ tenant_id: tenantId })
+        .orderBy([{ column: 'period_start' }, { column: 'version' }])
+        .select<Array<{ period_start: Date; version: number }>>('period_start', 'version');
+      for (const inv of invoices) workflowIds.add(invoiceWorkflowId(tenantId, new Date(inv.period_start).toISOString(), inv.version));
+    }
+
+    const written: RecordedFile[] = [];
+    for (const workflowId of workflowIds) {
+      const runs: Array<{ runId: string; status: string; startTime: Date }> = [];
+      for await (const wf of temporal.client.workflow.list({ query: `WorkflowId = '${workflowId.replace(/'/g, "\\'")}'` })) {
+        runs.push({ runId: wf.runId, status: wf.status.name, startTime: wf.startTime });
+      }
+      runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
+      if (runs.length === 0) process.stdout.write(`no runs of ${workflowId} found (visibility can lag a few seconds)\n`);
+      for (const run of runs) {
+        if (run.status === 'RUNNING' && !includeRunning) {
+          process.stdout.write(`skipping the running run ${run.runId} of ${workflowId} (--include-running records it)\n`);
+          continue;
+        }
+        const file = `${workflowId.replace(/[^A-Za-z0-9_.-]/g, '_')}-${run.runId}.json`;
+        written.push(await writeHistory(temporal.client, outDir, file, workflowId, run.runId));
+      }
+    }
+    return written;
+  } finally {
+    await db?.destroy();
+    await temporal.connection.close();
+  }
+}
+
+// ---- (b) self-contained ------------------------------------------------------------------------
+
+/** Starts a private stack, drives the story over the HTTP API and records what it produced. */
+async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-histories-'));
+  const stops: Array<() => Promise<unknown>> = [];
+  const quiet = appLogger.child({ recorder: true });
+  quiet.level = process.env.LOG_LEVEL ?? 'error';
+  try {
+    step('starting PostgreSQL and the Temporal dev server');
+    const [pgPort, temporalPort, uiPort] = [await freePort(), await freePort(), await freePort()];
+    // Both at once (the dev server takes a few seconds); whichever started is stopped even if the other failed.
+    const [database, server] = await Promise.allSettled([
+      startEmbeddedPostgres({ dataDir, port: pgPort }),
+      startTemporalDevServer({ dataDir, port: temporalPort, uiPort, namespace: NAMESPACE_SELF_CONTAINED }),
+    ]);
+    if (database.status === 'fulfilled') stops.push(database.value.stop);
+    if (server.status === 'fulfilled') stops.push(server.value.stop);
+    if (database.status === 'rejected') throw database.reason;
+    if (server.status === 'rejected') throw server.reason;
+    const db = createDb(database.value.url, { max: 5 });
+    stops.push(() => db.destroy());
+    await migrateLatest(db);
+
+    const temporal = await connectTemporal(server.value.address, NAMESPACE_SELF_CONTAINED);
+    stops.push(() => temporal.connection.close());
+    const workerConnection = await NativeConnection.connect({ address: server.value.address });
+    stops.push(() => workerConnection.close());
+    step('bundling the workflows and starting the worker');
+    const worker = await createBillingWorker({
+      connection: workerConnection,
+      namespace: NAMESPACE_SELF_CONTAINED,
+      taskQueue: TASK_QUEUE_SELF_CONTAINED,
+      db,
+      logger: quiet,
+      notifier: createRecordingNotifier(quiet),
+      temporal: temporal.client,
+    });
+    const workerRun = worker.run();
+    stops.push(async () => {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await workerRun;
+    });
+    const adminKey = 'ak_replay_recorder_0123456789';
+    const app = createApp({
+      db,
+      temporal: temporal.client,
+      taskQueue: TASK_QUEUE_SELF_CONTAINED,
+      namespace: NAMESPACE_SELF_CONTAINED,
+      adminKey,
+      logger: quiet,
+    });
+    const api = await listen(app, 0, '127.0.0.1');
+    stops.push(() => api.close());
+
+    const story = await driveStory(`http://127.0.0.1:${api.port}`, adminKey, temporal.client);
+
+    step('writing histories');
+    fs.mkdirSync(outDir, { recursive: true });
+    const tenantWf = tenantWorkflowId(STORY_TENANT);
+    return [
+      await writeHistory(temporal.client, outDir, 'tenant-billing-period-1.json', tenantWf, story.tenantRuns[0]),
+      await writeHistory(temporal.client, outDir, 'tenant-billing-period-2.json', tenantWf, story.tenantRuns[1]),
+      ...(await Promise.all(
+        story.invoiceWorkflows.map((id, i) => writeHistory(temporal.client, outDir, `period-invoice-${i + 1}.json`, id)),
+      )),
+    ];
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch((err: unknown) => process.stderr.write(`stop failed: ${String(err)}\n`));
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** The story, over HTTP like a real client; returns the runs and invoice workflows it produced. */
+async function driveStory(
+  baseUrl: string,
+  adminKey: string,
+  client: Client,
+): Promise<{ tenantRuns: [string, string]; invoiceWorkflows: string[] }> {
+  const call = async <T = unknown>(method: string, url: string, key: string, body: unknown, expected: number): Promise<T> => {
+    const res = await fetch(`${baseUrl}${url}`, {
+      method,
+      headers: { 'x-api-key': key, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    if (res.status !== expected) throw new Error(`${method} ${url}: expected ${expected}, got ${res.status}: ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+  const workflowId = tenantWorkflowId(STORY_TENANT);
+
+  step('plan and tenant');
+  await call('POST', '/v1/plans', adminKey, {
+    id: STORY_PLAN,
+    name: 'Tokens with a hard API-call limit',
+    currency: 'USD',
+    interval: 'month',
+    base_fee: '10.00',
+    alert_thresholds: [80, 90, 100],
+    grace_period_seconds: 3600,
+    meters: [
+      {
+        metric: 'tokens',
+        aggregation: 'sum',
+        limit: 1000,
+        pricing: { model: 'graduated', tiers: [{ up_to: 500, unit_price: '0.01' }, { up_to: null, unit_price: '0.005' }] },
+      },
+      { metric: 'api_calls', aggregation: 'sum', limit: 100, hard_limit: true, pricing: { model: 'per_unit', unit_price: '0.001' } },
+    ],
+  }, 201);
+  const tenant = await call<{ api_key: string; current_period: { start: string } }>('POST', '/v1/tenants', adminKey, { id: STORY_TENANT, name: 'Acme (replay story)', plan_id: STORY_PLAN }, 201);
+  const key: string = tenant.api_key;
+  const used = (usage: UsageView, metric: string) => usage.metrics[metric]?.used;
+  const settled = async (what: (usage: UsageView) => boolean) => {
+    for (let i = 0; i < 100; i++) {
+      const usage = await call<UsageView>('GET', `/v1/tenants/${STORY_TENANT}/usage?consistent=true`, key, undefined, 200);
+      if (usage.pending_events === 0 && what(usage)) return usage;
+      await sleep(100);
+    }
+    throw new Error('usage never settled');
+  };
+
+  step('period 1: usage, a resent event, usage query, authorize allowed and refused');
+  await call('POST', '/v1/events', key, { events: [
+    { id: 'evt-1', metric: 'tokens', quantity: 850 },
+    { id: 'evt-2', metric: 'api_calls', quantity: 20 },
+  ] }, 202);
+  await settled((u) => used(u, 'tokens') === 850); // 85%: the 80% alert fires
+  await call('POST', '/v1/events', key, { events: [
+    { id: 'evt-3', metric: 'tokens', quantity: 100 },
+    { id: 'evt-1', metric: 'tokens', quantity: 850 }, // resent: PostgreSQL says duplicate
+  ] }, 202);
+  await settled((u) => used(u, 'tokens') === 950); // 95%: the 90% alert fires
+  const usage = await call<UsageView>('GET', `/v1/tenants/${STORY_TENANT}/usage`, key, undefined, 200);
+  if (used(usage, 'tokens') !== 950 || used(usage, 'api_calls') !== 20) throw new Error(`unexpected usage ${JSON.stringify(usage.metrics)}`);
+  const allowed = await call<AuthorizeResult>('POST', `/v1/tenants/${STORY_TENANT}/authorize`, key, { id: 'auth-1', metric: 'api_calls', quantity: 30 }, 200);
+  const refused = await call<AuthorizeResult>('POST', `/v1/tenants/${STORY_TENANT}/authorize`, key, { id: 'auth-2', metric: 'api_calls', quantity: 80 }, 200);
+  if (allowed.allowed !== true || refused.allowed !== false) throw new Error(`unexpected authorizations ${JSON.stringify([allowed, refused])}`);
+
+  const run1 = (await client.workflow.getHandle(workflowId).describe()).runId;
+  step('closing period 1 (finalize)');
+  const close1 = await closeWhenWholeSecondPassed(tenant.current_period.start, () =>
+    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200),
+  );
+  await waitClosed(client, workflowId, run1, 'CONTINUED_AS_NEW');
+  const run2 = continuedAsNewRunId(await client.workflow.getHandle(workflowId, run1).fetchHistory());
+
+  step('period 2: usage, then closing it (finalize)');
+  await call('POST', '/v1/events', key, { events: [
+    { id: 'evt-4', metric: 'tokens', quantity: 10 },
+    { id: 'evt-5', metric: 'api_calls', quantity: 1 },
+  ] }, 202);
+  await settled((u) => used(u, 'tokens') === 10);
+  const close2 = await closeWhenWholeSecondPassed(close1.current_period!.start, () =>
+    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200),
+  );
+  await waitClosed(client, workflowId, run2, 'CONTINUED_AS_NEW');
+
+  step('waiting for the invoice workflows');
+  const invoiceWorkflows: string[] = [close1.invoice_workflow_id, close2.invoice_workflow_id];
+  for (const id of invoiceWorkflows) await waitClosed(client, id, undefined, 'COMPLETED');
+  return { tenantRuns: [run1, run2], invoiceWorkflows };
+}
+
+/**
+ * A close lands on a whole second at least a second after the period began; closing only once
+ * that second has passed keeps the invoice's grace already over (finalize runs at once) on every
+ * recording, instead of a draft and a grace timer when the story runs fast.
+ */
+async function closeWhenWholeSecondPassed<T>(periodStart: string, close: () => Promise<T>): Promise<T> {
+  const wait = Date.parse(periodStart) + 1_200 - Date.now();
+  if (wait > 0) await sleep(wait);
+  return close();
+}
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+/** Fetches one run's history and writes it as Temporal's JSON history format (indented, for review). */
+async function writeHistory(client: Client, outDir: string, file: string, workflowId: string, runId?: string): Promise<RecordedFile> {
+  const handle = client.workflow.getHandle(workflowId, runId);
+  const [history, description] = await Promise.all([handle.fetchHistory(), handle.describe()]);
+  fs.mkdirSync(outDir, { recursive: true });
+  fs.writeFileSync(path.join(outDir, file), `${JSON.stringify(historyJson(history), null, 2)}\n`);
+  return {
+    file,
+    workflowId,
+    runId: description.runId,
+    workflowType: description.type,
+    status: description.status.name,
+    events: history.events?.length ?? 0,
+  };
+}
+
+/**
+ * The history in Temporal's JSON history format (what `historyFromJSON` and the replayer load).
+ * `historyToJSON` fails with "type must be a Type" when npm leaves @temporalio/common and
+ * @temporalio/proto each their own copy of protobufjs (as in this lockfile): protojson's
+ * `instanceof Type` then sees another copy's class. The fallback does the same conversion with
+ * the protojson of @temporalio/proto's own copy.
+ */
+function historyJson(history: History): unknown {
+  try {
+    return JSON.parse(historyToJSON(history));
+  } catch (err) {
+    if (!(err instanceof TypeError && err.message.includes('must be a Type'))) throw err;
+    const requireAsProto = createRequire(require.resolve('@temporalio/proto/package.json'));
+    const protojson = requireAsProto('protobufjs/ext/protojson') as { toJson(type: unknown, message: unknown): unknown };
+    const History = temporalProto.api.history.v1.History;
+    return protojson.toJson(History, History.fromObject(history));
+  }
+}
+
+/** The run a continued-as-new history handed over to. */
+function continuedAsNewRunId(history: History): string {
+  const last = history.events?.[history.events.length - 1];
+  const runId = last?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId;
+  if (!runId) throw new Error('the run did not continue as new');
+  return runId;
+}
+
+/** Polls a run until it is no longer running, and checks how it ended. */
+async function waitClosed(client: Client, workflowId: string, runId: string | undefined, expected: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = (await client.workflow.getHandle(workflowId, runId).describe()).status.name;
+    if (status === expected) return;
+    if (status !== 'RUNNING') throw new Error(`${workflowId} ended ${status}, expected ${expected}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${workflowId} to end ${expected}`);
+    await sleep(100);
+  }
+}
+
+/** A free TCP port on loopback. */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function step(text: string): void {
+  process.stdout.write(`- ${text}\n`);
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,103 @@
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { historyFromJSON, type History } from '@temporalio/common/lib/proto-utils';
+import { temporal as temporalProto } from '@temporalio/proto';
+import { DefaultLogger, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { DeterminismViolationError } from '@temporalio/workflow';
+import * as registeredWorkflows from '../../src/workflows';
+import { installQuietRuntime, workflowBundle } from '../support/stack';
+
+/**
+ * Replay safety: every recorded history (`npm run histories:record`, see
+ * scripts/record-histories.ts) must replay against the current workflow code. A change that would
+ * break running workflows (a command added, removed or reordered without `patched()`) fails here.
+ * No server is involved: the replayer feeds the history to the workflow code in-process.
+ */
+const HISTORY_DIR = path.resolve(__dirname, '../histories');
+const INCOMPATIBLE_WORKFLOWS = path.resolve(__dirname, '../fixtures/incompatible-workflows');
+
+interface RecordedHistory {
+  file: string;
+  workflowType: string;
+  history: History;
+}
+
+const histories: RecordedHistory[] = fs
+  .readdirSync(HISTORY_DIR)
+  .filter((f) => f.endsWith('.json'))
+  .sort()
+  .map((file) => {
+    const json = JSON.parse(fs.readFileSync(path.join(HISTORY_DIR, file), 'utf8'));
+    const workflowType: string | undefined = json.events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name;
+    if (!workflowType) throw new Error(`${file} does not start with WorkflowExecutionStarted`);
+    return { file, workflowType, history: loadHistory(json) };
+  });
+
+/**
+ * `historyFromJSON`, or, when this install holds two copies of protobufjs (@temporalio/common's
+ * and @temporalio/proto's are not deduplicated here, so protojson's `instanceof Type` check
+ * throws "type must be a Type"), the same parse through @temporalio/proto's own copy.
+ */
+function loadHistory(json: unknown): History {
+  try {
+    return historyFromJSON(json);
+  } catch (err) {
+    if (!(err instanceof TypeError && err.message.includes('must be a Type'))) throw err;
+    const requireAsProto = createRequire(require.resolve('@temporalio/proto/package.json'));
+    const protojson = requireAsProto('protobufjs/ext/protojson') as {
+      fromJson(type: unknown, json: unknown, options: { ignoreUnknownFields: boolean }): History | null;
+    };
+    const loaded = protojson.fromJson(temporalProto.api.history.v1.History, json, { ignoreUnknownFields: true });
+    if (!loaded) throw new TypeError('invalid history');
+    return loaded;
+  }
+}
+
+/** Histories carry no workflow id; the file name stands in (no workflow here reads its own id). */
+function replay(bundle: WorkflowBundleWithSourceMap, recorded: RecordedHistory): Promise<void> {
+  return Worker.runReplayHistory({ workflowBundle: bundle, replayName: `replay-${recorded.file}` }, recorded.history, recorded.file);
+}
+
+beforeAll(() => {
+  installQuietRuntime();
+});
+
+test('there is a recorded history of every workflow type the worker registers', () => {
+  const recordedTypes = new Set(histories.map((h) => h.workflowType));
+  expect(recordedTypes).toContain('tenantBilling');
+  expect(recordedTypes).toContain('periodInvoice');
+  for (const type of Object.keys(registeredWorkflows)) expect(recordedTypes).toContain(type);
+});
+
+describe('recorded histories replay against the current workflow code', () => {
+  test.each(histories.map((h) => [h.file, h] as const))('%s', async (_file, recorded) => {
+    await expect(replay(await workflowBundle(), recorded)).resolves.toBeUndefined();
+  });
+});
+
+describe('the check catches an incompatible change', () => {
+  let incompatible: WorkflowBundleWithSourceMap;
+  beforeAll(async () => {
+    incompatible = await bundleWorkflowCode({ workflowsPath: INCOMPATIBLE_WORKFLOWS, logger: new DefaultLogger('WARN') });
+  });
+
+  test('a tenant history replayed against tenantBilling with an extra first activity is a nondeterminism error', async () => {
+    const tenantHistories = histories.filter((h) => h.workflowType === 'tenantBilling');
+    expect(tenantHistories.length).toBeGreaterThan(0);
+    for (const recorded of tenantHistories) {
+      const error = await replay(incompatible, recorded).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(error).toBeInstanceOf(DeterminismViolationError);
+      expect((error as Error).name).toBe('DeterminismViolationError');
+      expect((error as Error).message).toMatch(/nondeterminism/i);
+    }
+  });
+
+  test('the unchanged periodInvoice in the same bundle still replays (the failure is the edit, not the bundle)', async () => {
+    const invoice = histories.find((h) => h.workflowType === 'periodInvoice')!;
+    await expect(replay(incompatible, invoice)).resolves.toBeUndefined();
+  });
+});
