@@ -17,7 +17,8 @@
  *   tenant-billing-period-1.json  the tenant workflow's first run (the one the first close ended)
  *   tenant-billing-period-2.json  its second run
  *   period-invoice-1.json, period-invoice-2.json   the two invoice workflows
- * Everything it started is stopped and its data directory removed. It takes about 15 seconds.
+ * Everything it started is stopped and its data directory removed. It takes about 5 seconds
+ * (mostly starting the servers and bundling the workflows).
  *
  * From a running stack (`npm start`, or any deployment you can reach):
  *   TEMPORAL_ADDRESS=127.0.0.1:7233 DATABASE_URL=postgres://tally:tally@127.0.0.1:5433/tally \

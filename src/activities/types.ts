@@ -125,5 +125,6 @@ export interface StartInvoiceWorkflowInput {
     period_end: string;
     grace_ends_at: string;
     version: number;
+    finalize_now: boolean;
   };
 }

@@ -26,7 +26,9 @@ export function invoiceId(tenantId: string, periodStart: string, version: number
 
 /** Alert ids are deterministic from their unique key, so a retried activity finds the same row. */
 export function alertId(tenantId: string, periodStart: string, subject: string, threshold: number): string {
-  return `al_${tenantId}_${formatPeriodStamp(periodStart)}_${subject.replace(/^\$/, '')}_${threshold}`;
+  // `cost-limit` cannot collide with a metric: metric names have no hyphen.
+  const name = subject === COST_SUBJECT ? 'cost-limit' : subject;
+  return `al_${tenantId}_${formatPeriodStamp(periodStart)}_${name}_${threshold}`;
 }
 
 /** The alert subject of a plan's cost limit; `$` keeps it apart from any metric name. */

@@ -10,6 +10,8 @@ export interface PeriodInvoiceInput {
   period_end: string;
   grace_ends_at: string;
   version: number;
+  /** No grace to wait for (finance finalized at close, or the plan has none). */
+  finalize_now?: boolean;
 }
 
 /** In-flight late events get this long after the grace ends to land before the invoice is final. */
@@ -25,14 +27,14 @@ const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
  * their period), then rated from the stored events and finalized once, with a deterministic id.
  */
 export async function periodInvoice(input: PeriodInvoiceInput): Promise<InvoiceSummary> {
-  let finalizeNow = false;
+  let finalizeNow = input.finalize_now === true;
   setHandler(finalizeInvoiceSignal, () => {
     finalizeNow = true;
   });
   const ref = { tenant_id: input.tenant_id, period_start: input.period_start, version: input.version };
 
   const waitMs = Date.parse(input.grace_ends_at) - Date.now();
-  if (waitMs > 0) {
+  if (!finalizeNow && waitMs > 0) {
     await acts.draftInvoice.executeWithOptions({ summary: 'draft invoice during grace' }, [ref]);
     await condition(() => finalizeNow, waitMs + SETTLE_MS, { summary: 'grace period for late events' });
   }

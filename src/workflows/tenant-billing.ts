@@ -237,8 +237,11 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   const requestClose = async (finalize: boolean, cancel: boolean): Promise<ClosePeriodResult> => {
     if (!closeRequest) {
-      // Periods end on whole seconds (ids carry the start to the second), and never before they began.
-      const at = Math.max(Math.floor(Date.now() / 1000) * 1000, Date.parse(period.start) + 1000);
+      // Periods end on whole seconds (ids carry the start to the second) unless that would end
+      // the period before it began (a close in its first second keeps millisecond precision).
+      const now = Date.now();
+      const second = Math.floor(now / 1000) * 1000;
+      const at = second > Date.parse(period.start) ? second : Math.max(now, Date.parse(period.start) + 1);
       closeRequest = { finalize, cancel, at: new Date(at).toISOString() };
     }
     await condition(() => closeResult !== undefined);
@@ -257,6 +260,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     ]);
   }
   let alertLevel: AlertLevel = currentAlertLevel();
+  // A new run starts from the previous run's search attributes: reset the level to this period's.
+  if (useSearchAttributes) upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.AlertLevel, value: alertLevel }]);
   publishDetails();
 
   // ---- the main loop -------------------------------------------------------------------------
@@ -518,7 +523,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     await acts.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
       {
         workflow_id: invoiceWorkflow,
-        input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1 },
+        input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1, finalize_now: graceMs === 0 },
       },
     ]);
 

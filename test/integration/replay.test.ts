@@ -13,6 +13,8 @@ import { installQuietRuntime, workflowBundle } from '../support/stack';
  * scripts/record-histories.ts) must replay against the current workflow code. A change that would
  * break running workflows (a command added, removed or reordered without `patched()`) fails here.
  * No server is involved: the replayer feeds the history to the workflow code in-process.
+ * Alone: `npx jest --selectProjects integration -- test/integration/replay.test.ts` (without the
+ * `--`, jest takes the path for a second project name and runs every integration suite).
  */
 const HISTORY_DIR = path.resolve(__dirname, '../histories');
 const INCOMPATIBLE_WORKFLOWS = path.resolve(__dirname, '../fixtures/incompatible-workflows');

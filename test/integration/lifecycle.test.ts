@@ -1,0 +1,200 @@
+import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { unique } from '../support/stack';
+import { aggregateStoredUsage } from '../../src/db/usage';
+import { ratePeriod } from '../../src/domain/rating';
+import { finalizeInvoiceSignal, invoiceWorkflowId, tenantWorkflowId } from '../../src/workflows/messages';
+import type { PlanVersion } from '../../src/domain/plan';
+
+/**
+ * A subscription's life through the real API: late events within grace, plan changes at the
+ * next period, cancellation, and BILLING.md's invariants checked against PostgreSQL.
+ */
+let api: ApiHarness;
+beforeAll(async () => {
+  api = await startApiHarness();
+});
+afterAll(async () => {
+  await api?.stop();
+});
+
+function planBody(id: string, unitPrice: string, grace = 3600) {
+  return {
+    id,
+    name: 'Bots',
+    currency: 'USD',
+    interval: 'month',
+    base_fee: '5.00',
+    grace_period_seconds: grace,
+    meters: [{ metric: 'bot_seconds', aggregation: 'sum', limit: 1000, pricing: { model: 'per_unit', unit_price: unitPrice } }],
+  };
+}
+
+async function createTenant(planId: string) {
+  const id = unique('life');
+  const res = await api.call('POST', '/v1/tenants', { body: { id, name: id, plan_id: planId } });
+  expect(res.status).toBe(201);
+  return { id, key: res.body.api_key as string, period: res.body.current_period as { start: string; end: string } };
+}
+
+async function settled(tenantId: string, key: string) {
+  const res = await api.call('GET', `/v1/tenants/${tenantId}/usage?consistent=true`, { key });
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+async function finalizedInvoice(invoiceId: string) {
+  return eventually(async () => {
+    const res = await api.call('GET', `/v1/invoices/${invoiceId}`);
+    return res.body?.status === 'finalized' ? res.body : undefined;
+  }, 20_000, `invoice ${invoiceId} finalized`);
+}
+
+test('a late event within grace counts in its own period; the invoice waits for the grace', async () => {
+  const planId = unique('bots');
+  expect((await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01') })).status).toBe(201);
+  const tenant = await createTenant(planId);
+  expect((await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'a', metric: 'bot_seconds', quantity: 100 }] } })).status).toBe(202);
+  await settled(tenant.id, tenant.key);
+
+  const close = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: {} });
+  expect(close.status).toBe(200);
+  const closed = close.body.closed_period;
+  // The invoice is a draft during the grace.
+  const draft = await eventually(async () => {
+    const res = await api.call('GET', `/v1/invoices/${close.body.invoice_id}`);
+    return res.status === 200 ? res.body : undefined;
+  }, 20_000, 'draft invoice');
+  expect(draft.status).toBe('draft');
+
+  // Timestamped in the closed period, received within its grace: counted there, not now.
+  const late = new Date(Date.parse(closed.end) - 200).toISOString();
+  const lateRes = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'late', metric: 'bot_seconds', quantity: 50, timestamp: late }] } });
+  expect(lateRes.status).toBe(202);
+  const now = await settled(tenant.id, tenant.key);
+  expect(now.period.start).toBe(closed.end);
+  expect(now.metrics.bot_seconds.used).toBe(0);
+  const stored = await api.db('usage_events').where({ tenant_id: tenant.id, event_id: 'late' }).first();
+  expect(new Date(stored.period_start).toISOString()).toBe(closed.start);
+
+  // Older than the previous period: refused, naming the problem.
+  const ancient = await api.call('POST', '/v1/events', {
+    key: tenant.key,
+    body: { events: [{ id: 'old', metric: 'bot_seconds', quantity: 1, timestamp: '2020-01-01T00:00:00Z' }] },
+  });
+  expect(ancient.status).toBe(422);
+  expect(ancient.body.code).toBe('late_event');
+  expect(ancient.body.errors[0].path).toBe('events.0.timestamp');
+  const future = await api.call('POST', '/v1/events', {
+    key: tenant.key,
+    body: { events: [{ id: 'fut', metric: 'bot_seconds', quantity: 1, timestamp: new Date(Date.now() + 3_600_000).toISOString() }] },
+  });
+  expect(future.status).toBe(422);
+  expect(future.body.code).toBe('future_event');
+
+  // Finance finalizes now instead of waiting the hour: the late event is on the invoice.
+  await api.client.workflow.getHandle(close.body.invoice_workflow_id).signal(finalizeInvoiceSignal);
+  const invoice = await finalizedInvoice(close.body.invoice_id);
+  expect(invoice.lines.find((l: any) => l.metric === 'bot_seconds')).toMatchObject({ quantity: 150, amount: '1.50' });
+  expect(invoice.total).toBe('6.50');
+});
+
+test('a plan change takes effect at the next period; the running period keeps its version', async () => {
+  const cheap = unique('cheap');
+  const dear = unique('dear');
+  await api.call('POST', '/v1/plans', { body: planBody(cheap, '0.01', 0) });
+  await api.call('POST', '/v1/plans', { body: planBody(dear, '0.10', 0) });
+  const tenant = await createTenant(cheap);
+  // A new version of the same plan, and then a switch to another plan: neither touches this period.
+  const v2 = await api.call('POST', '/v1/plans', { body: planBody(cheap, '0.02', 0) });
+  expect(v2.body.version).toBe(2);
+  const patch = await api.call('PATCH', `/v1/tenants/${tenant.id}`, { body: { plan_id: dear } });
+  expect(patch.status).toBe(200);
+  await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'p1', metric: 'bot_seconds', quantity: 100 }] } });
+  const before = await settled(tenant.id, tenant.key);
+  expect(before.plan_id).toBe(cheap);
+  expect(before.plan_version).toBe(1);
+  expect(before.metrics.bot_seconds.amount).toBe('1.00');
+
+  const close = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+  const invoice = await finalizedInvoice(close.body.invoice_id);
+  expect(invoice).toMatchObject({ plan_id: cheap, plan_version: 1, total: '6.00' });
+
+  await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'p2', metric: 'bot_seconds', quantity: 100 }] } });
+  const after = await settled(tenant.id, tenant.key);
+  expect(after.plan_id).toBe(dear);
+  expect(after.metrics.bot_seconds.amount).toBe('10.00');
+});
+
+test('cancellation closes the period, writes its final invoice and ends the workflow', async () => {
+  const planId = unique('cancel');
+  await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01') });
+  const tenant = await createTenant(planId);
+  await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c1', metric: 'bot_seconds', quantity: 300 }] } });
+  await settled(tenant.id, tenant.key);
+  const res = await api.call('DELETE', `/v1/tenants/${tenant.id}`);
+  expect(res.status).toBe(200);
+  expect(res.body.status).toBe('cancelled');
+  const invoice = await finalizedInvoice(res.body.final_invoice_id);
+  expect(invoice.total).toBe('8.00');
+  const description = await api.client.workflow.getHandle(tenantWorkflowId(tenant.id)).describe();
+  expect(description.status.name).toBe('COMPLETED');
+  const afterwards = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c2', metric: 'bot_seconds', quantity: 1 }] } });
+  expect(afterwards.status).toBe(404);
+});
+
+test('invariants 1-5 hold in PostgreSQL after a busy period', async () => {
+  const planId = unique('inv');
+  const plan = {
+    ...planBody(planId, '0.001', 0),
+    cost_limit: '6.00',
+    meters: [
+      { metric: 'tokens', aggregation: 'sum', limit: 1000, pricing: { model: 'graduated', tiers: [{ up_to: 100, unit_price: '0.01' }, { up_to: null, unit_price: '0.001' }] } },
+      { metric: 'peak', aggregation: 'max', limit: 10, pricing: { model: 'per_unit', unit_price: '0.5' } },
+      { metric: 'seats', aggregation: 'latest', pricing: { model: 'per_unit', unit_price: '1' } },
+    ],
+  };
+  expect((await api.call('POST', '/v1/plans', { body: plan })).status).toBe(201);
+  const tenant = await createTenant(planId);
+  const sent: Array<{ id: string; metric: string; quantity: number }> = [];
+  for (let batch = 0; batch < 10; batch++) {
+    const events = Array.from({ length: 20 }, (_, i) => {
+      const n = batch * 20 + i;
+      const metric = ['tokens', 'peak', 'seats'][n % 3]!;
+      return { id: `e${n % 150}`, metric: n % 150 === n ? metric : ['tokens', 'peak', 'seats'][(n % 150) % 3]!, quantity: (n % 7) + 0.5 };
+    });
+    await Promise.all([
+      api.call('POST', '/v1/events', { key: tenant.key, body: { events } }),
+      api.call('POST', '/v1/events', { key: tenant.key, body: { events: events.slice(0, 5) } }), // resent
+    ]);
+    sent.push(...events);
+  }
+  const usage = await settled(tenant.id, tenant.key);
+  const close = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+  const invoice = await finalizedInvoice(close.body.invoice_id);
+  const meters = plan.meters as PlanVersion['meters'];
+  const start = close.body.closed_period.start;
+
+  // 2 and 3: every acknowledged id is stored exactly once.
+  const ids = new Set(sent.map((e) => e.id));
+  const rows = await api.db('usage_events').where({ tenant_id: tenant.id }).select('event_id');
+  expect(rows).toHaveLength(ids.size);
+  expect(new Set(rows.map((r: any) => r.event_id))).toEqual(ids);
+  // 1: the counters equal the aggregation of the stored events.
+  const stored = await aggregateStoredUsage(api.db, tenant.id, start, meters);
+  for (const meter of meters) expect(usage.metrics[meter.metric].used).toBe(Number(stored[meter.metric]));
+  // 4: each (period, subject, threshold) at most once; notified ones cover all crossed ones.
+  const alerts = await api.db('alerts').where({ tenant_id: tenant.id });
+  const keys = alerts.map((a: any) => `${a.subject}/${Number(a.threshold)}`);
+  expect(new Set(keys).size).toBe(keys.length);
+  for (const meter of meters.filter((m) => m.limit)) {
+    const percent = (Number(stored[meter.metric]) / meter.limit!) * 100;
+    const crossed = [80, 90, 100].filter((t) => percent >= t);
+    expect(alerts.filter((a: any) => a.subject === meter.metric).map((a: any) => Number(a.threshold)).sort((a: number, b: number) => a - b)).toEqual(crossed);
+  }
+  // 5: one finalized invoice for the period, equal to an independent recomputation.
+  const finalized = await api.db('invoices').where({ tenant_id: tenant.id, status: 'finalized', period_start: start });
+  expect(finalized).toHaveLength(1);
+  const recomputed = ratePeriod({ ...(plan as any), version: 1, alert_thresholds: [80, 90, 100] }, stored);
+  expect(invoice.total).toBe(recomputed.total);
+  expect(invoiceWorkflowId(tenant.id, start, 1)).toBe(close.body.invoice_workflow_id);
+});
