@@ -19,7 +19,9 @@ function run(command, args) {
 
 const stale = !fs.existsSync(installed) || fs.statSync(installed).mtimeMs < fs.statSync(lock).mtimeMs;
 if (stale) {
-  console.log('bootstrap: installing the locked dependencies (npm ci)');
-  run('npm', ['ci', '--no-audit', '--no-fund']);
+  // `npm install` honours the lock file; `npm ci` would refuse a lock that lacks other platforms'
+  // optional binaries (registry mirrors that serve only this platform produce such locks).
+  console.log('bootstrap: installing the locked dependencies (npm install)');
+  run('npm', ['install', '--no-audit', '--no-fund']);
 }
 run(process.execPath, [path.join(root, 'scripts', 'temporal-binaries.mjs')]);
