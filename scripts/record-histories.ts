@@ -11,12 +11,14 @@
  * and Temporal dev server (temporary DATA_DIR, free ports), migrates, runs a billing worker and the
  * HTTP API, and drives one tenant through a representative story over HTTP:
  *   plan + tenant → usage batches (one resends an event id) → usage query and read-your-writes
- *   usage (update) → authorize allowed, then refused at the hard limit → close with finalize:true
- *   (continue-as-new, invoice 1) → more usage in the second period → a second close (invoice 2).
- * It waits for both invoice workflows, then writes:
+ *   usage (update) → authorize allowed, then refused at the hard limit → an alert rule added
+ *   mid-period → close with finalize:true (continue-as-new, invoice 1) → more usage in the second
+ *   period → a second close (invoice 2) → a rerun of invoice 1 (version 2).
+ * It waits for the invoice and rerun workflows, then writes:
  *   tenant-billing-period-1.json  the tenant workflow's first run (the one the first close ended)
  *   tenant-billing-period-2.json  its second run
  *   period-invoice-1.json, period-invoice-2.json   the two invoice workflows
+ *   invoice-rerun-1.json          the rerun workflow
  * Everything it started is stopped and its data directory removed. It takes about 5 seconds
  * (mostly starting the servers and bundling the workflows).
  *
@@ -35,7 +37,6 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -60,6 +61,7 @@ import {
   type ClosePeriodResult,
   type UsageView,
 } from '../src/workflows/messages';
+import { freePort } from '../src/platform/free-port';
 
 /** Where histories go unless --out says otherwise: where the replay test reads them. */
 const DEFAULT_HISTORY_DIR = path.resolve(__dirname, '../test/histories');
@@ -226,6 +228,9 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
       ...(await Promise.all(
         story.invoiceWorkflows.map((id, i) => writeHistory(temporal.client, outDir, `period-invoice-${i + 1}.json`, id)),
       )),
+      ...(await Promise.all(
+        story.rerunWorkflows.map((id, i) => writeHistory(temporal.client, outDir, `invoice-rerun-${i + 1}.json`, id)),
+      )),
     ];
   } finally {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => process.stderr.write(`stop failed: ${String(err)}\n`));
@@ -238,7 +243,7 @@ async function driveStory(
   baseUrl: string,
   adminKey: string,
   client: Client,
-): Promise<{ tenantRuns: [string, string]; invoiceWorkflows: string[] }> {
+): Promise<{ tenantRuns: [string, string]; invoiceWorkflows: string[]; rerunWorkflows: string[] }> {
   const call = async <T = unknown>(method: string, url: string, key: string, body: unknown, expected: number): Promise<T> => {
     const res = await fetch(`${baseUrl}${url}`, {
       method,
@@ -299,6 +304,10 @@ async function driveStory(
   const refused = await call<AuthorizeResult>('POST', `/v1/tenants/${STORY_TENANT}/authorize`, key, { id: 'auth-2', metric: 'api_calls', quantity: 80 }, 200);
   if (allowed.allowed !== true || refused.allowed !== false) throw new Error(`unexpected authorizations ${JSON.stringify([allowed, refused])}`);
 
+  // A rule added mid-period reaches the running workflow (signal alertRulesChanged) and fires at once.
+  await call('POST', `/v1/tenants/${STORY_TENANT}/alert-rules`, key, { metric: 'tokens', threshold: 50, channel: { type: 'email', to: 'ops@example.com' } }, 201);
+  await settled((u) => u.alerts.some((a) => a.threshold === 50));
+
   const run1 = (await client.workflow.getHandle(workflowId).describe()).runId;
   step('closing period 1 (finalize)');
   const close1 = await closeWhenWholeSecondPassed(tenant.current_period.start, () =>
@@ -321,7 +330,11 @@ async function driveStory(
   step('waiting for the invoice workflows');
   const invoiceWorkflows: string[] = [close1.invoice_workflow_id, close2.invoice_workflow_id];
   for (const id of invoiceWorkflows) await waitClosed(client, id, undefined, 'COMPLETED');
-  return { tenantRuns: [run1, run2], invoiceWorkflows };
+
+  step('rerunning invoice 1 (version 2 replaces version 1)');
+  const rerun = await call<{ workflow_id: string }>('POST', `/v1/invoices/${close1.invoice_id}/rerun`, adminKey, { reason: 'replay story' }, 202);
+  await waitClosed(client, rerun.workflow_id, undefined, 'COMPLETED');
+  return { tenantRuns: [run1, run2], invoiceWorkflows, rerunWorkflows: [rerun.workflow_id] };
 }
 
 /**
@@ -392,17 +405,6 @@ async function waitClosed(client: Client, workflowId: string, runId: string | un
   }
 }
 
-/** A free TCP port on loopback. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

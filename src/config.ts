@@ -23,6 +23,13 @@ const configSchema = z.object({
   BILLING_ADMIN_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
   SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // Per API key requests per second; the bucket holds twice that (burst). 0 turns the limit off.
+  RATE_LIMIT_INGEST_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(200),
+  RATE_LIMIT_READS_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(100),
+  // How long the first ingest request of an idle tenant waits for others to share its signal.
+  INGEST_COALESCE_WINDOW_MS: z.coerce.number().int().min(0).max(1000).default(2),
+  // The Temporal SDK runtime's Prometheus exporter (worker metrics); 0 turns it off.
+  TEMPORAL_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
 });
 
 /** The validated configuration of one tally process. */

@@ -1,15 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { NativeConnection, Runtime, makeTelemetryFilterString } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfigOrExit, type Config } from './config';
 import { createDb, migrateLatest } from './db/knex';
 import { logger } from './logger';
 import { connectTemporal } from './temporal';
-import { createApp } from './api/app';
+import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
 import { listen } from './api/server';
-import { createBillingWorker } from './workers/worker';
-import { createRecordingNotifier } from './activities/notifier';
+import { createBillingWorker, installWorkerRuntime } from './workers/worker';
+import { createNotifier } from './activities/notifier';
 import { startTemporalDevServer } from './platform/temporal-server';
 import { startEmbeddedPostgres } from './platform/postgres';
 
@@ -43,7 +43,11 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
 
   try {
-    Runtime.install({ telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'WARN' }) } } });
+    // The worker's SDK metrics stay on loopback: the API's /metrics appends them.
+    const runtime = installWorkerRuntime({
+      metricsBindAddress: config.TEMPORAL_METRICS_PORT > 0 ? `127.0.0.1:${config.TEMPORAL_METRICS_PORT}` : undefined,
+      logger,
+    });
 
     let temporalAddress = config.TEMPORAL_ADDRESS;
     let uiUrl: string | null = null;
@@ -83,7 +87,7 @@ async function main(): Promise<void> {
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       db,
       logger,
-      notifier: createRecordingNotifier(logger),
+      notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL }),
       temporal: temporal.client,
     });
     const workerRun = worker.run();
@@ -103,9 +107,18 @@ async function main(): Promise<void> {
       namespace: config.TEMPORAL_NAMESPACE,
       adminKey,
       logger,
+      workerMetricsUrl: runtime.metricsUrl,
+      ...appOptionsFromConfig(config),
     });
     const server = await listen(app, config.PORT, config.HOST);
-    stops.push({ name: 'API', stop: () => server.close() });
+    // First to stop: no new connections, requests in flight finish (their signals still reach
+    // Temporal), then the worker and the servers behind it stop.
+    stops.push({
+      name: 'API',
+      stop: async () => {
+        if ((await closeGracefully(app, server)) === 'timeout') logger.warn('requests still in flight after the shutdown timeout; closing anyway');
+      },
+    });
 
     printBanner(config, { apiPort: server.port, uiUrl, adminKey, temporalAddress });
     workerRun.catch((err: unknown) => {

@@ -6,9 +6,13 @@ import { findPlanVersion } from '../db/plans';
 import { insertRefusedEvents, insertUsageChunk } from '../db/usage';
 import { writePeriodInvoice } from '../db/invoices';
 import type { Notifier } from './notifier';
+import { deliverAlertEvent } from '../notifications/alerts';
+import { deliverInvoiceEvent, type InvoiceEventInput } from '../notifications/invoices';
+import { currentAttempt, deliveryFailure } from '../notifications/activity-attempts';
+import type { ChannelOutcome } from '../notifications/dispatch';
+import { createInvoicingActivities } from './invoicing';
 import type {
   DeliverAlertInput,
-  DeliveryOutcome,
   InvoiceRef,
   InvoiceSummary,
   RecordAlertsInput,
@@ -35,6 +39,7 @@ export interface ActivityDeps {
  */
 export function createActivities({ db, notifier, logger, temporal }: ActivityDeps) {
   return {
+    ...createInvoicingActivities({ db, logger }),
     /** Starts the invoice workflow of a closed period, idempotently (same id: the running one). */
     async startInvoiceWorkflow(input: StartInvoiceWorkflowInput): Promise<void> {
       try {
@@ -103,29 +108,30 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
         .ignore();
     },
 
-    /** Sends one notified alert through the tenant's channels, at most once per channel. */
-    async deliverAlert(input: DeliverAlertInput): Promise<DeliveryOutcome[]> {
-      const alert = await db('alerts').where({ id: input.alert_id }).first();
-      if (!alert) throw new Error(`alert ${input.alert_id} not recorded`);
-      const outcomes = await notifier.deliverAlert(
-        {
-          alert_id: alert.id,
-          tenant_id: alert.tenant_id,
-          subject: alert.subject,
-          threshold: Number(alert.threshold),
-          level: alert.level,
-          used: alert.used,
-          limit: alert.limit,
-          covers: alert.covers ?? [],
-          period_start: new Date(alert.period_start).toISOString(),
-          fired_at: new Date(alert.fired_at).toISOString(),
-        },
-        db,
-      );
-      await db('alerts')
-        .where({ id: input.alert_id })
-        .update({ channels: JSON.stringify(outcomes.map((o) => o.channel)) });
-      return outcomes;
+    /**
+     * Sends one notified alert through its channels (the tenant's email and webhook for the plan's
+     * thresholds, a rule's own channel for its threshold), at most once successfully per channel
+     * and target. Fails while a channel is pending, so Temporal retries with back-off; the last
+     * attempt marks what still fails as `failed`.
+     */
+    async deliverAlert(input: DeliverAlertInput): Promise<ChannelOutcome[]> {
+      try {
+        return await deliverAlertEvent({ db, notifier, logger }, input.alert_id, currentAttempt(notifier.maxAttempts));
+      } catch (err) {
+        throw deliveryFailure(err);
+      }
+    },
+
+    /**
+     * Sends `invoice.finalized` (after finalization) or `invoice.voided` (when a rerun voids an
+     * invoice) to the tenant's webhook, at most once successfully per invoice and type.
+     */
+    async notifyInvoiceEvent(input: InvoiceEventInput): Promise<ChannelOutcome[]> {
+      try {
+        return await deliverInvoiceEvent({ db, notifier, logger }, input, currentAttempt(notifier.maxAttempts));
+      } catch (err) {
+        throw deliveryFailure(err);
+      }
     },
 
     /** Marks the period closed at its real end (early on a finance close) with its counters. */

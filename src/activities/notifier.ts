@@ -1,49 +1,83 @@
-import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
+import {
+  DEFAULT_EMAIL_TIMEOUT_MS,
+  DEFAULT_WEBHOOK_TIMEOUT_MS,
+  createSmtpSender,
+  postWebhook,
+  type EmailMessage,
+  type WebhookRequest,
+} from '../notifications/transports';
 
-/** One alert ready to go out, with everything a channel needs. */
-export interface AlertNotification {
-  alert_id: string;
-  tenant_id: string;
-  subject: string;
-  threshold: number;
-  level: string;
-  used: string;
-  limit: string;
-  covers: number[];
-  period_start: string;
-  fired_at: string;
+export type { EmailMessage, WebhookRequest } from '../notifications/transports';
+
+/**
+ * The transports the delivery activities send through, injected into `createActivities` so tests
+ * point them at local servers. Bookkeeping (which target, at most once, retries) lives in
+ * `src/notifications/`, the same for every notifier.
+ */
+export interface Notifier {
+  /** Sends an email, or answers `recorded` when no SMTP server is configured; throws on failure. */
+  sendEmail(message: EmailMessage): Promise<'sent' | 'recorded'>;
+  /** POSTs a signed webhook (2xx or it throws), or answers `recorded` when sending is off. */
+  postWebhook(request: WebhookRequest): Promise<'sent' | 'recorded'>;
+  /**
+   * Gives a delivery up as `failed` after this many attempts even if the activity's retry policy
+   * allows more (tests keep failures short); unset, the retry policy alone decides.
+   */
+  readonly maxAttempts?: number;
 }
 
-/** A channel the alert goes through (email, webhook, or the log when none is configured). */
-export interface Notifier {
-  deliverAlert(alert: AlertNotification, db: Db): Promise<Array<{ channel: string; target: string; status: 'delivered' | 'recorded' | 'skipped' }>>;
+/** How the real notifier is configured: `SMTP_URL`, and bounds for tests. */
+export interface NotifierOptions {
+  logger: Logger;
+  /** `smtp://` or `smtps://`; unset, emails are recorded as deliveries, not sent. */
+  smtpUrl?: string;
+  /** Bound on one webhook request (default 10 s). */
+  webhookTimeoutMs?: number;
+  /** Bound on one SMTP send (default 15 s). */
+  emailTimeoutMs?: number;
+  /** See {@link Notifier.maxAttempts}. */
+  maxAttempts?: number;
 }
 
 /**
- * The notifier used until email and webhook channels are configured: it records the alert as a
- * `recorded` delivery (visible in the API) and logs it, so no alert is ever silently dropped.
- * The delivery row's unique key (alert id, channel, target) makes a retried activity a no-op.
+ * The production notifier: webhooks over HTTP with a timeout, emails over `SMTP_URL` when it is
+ * set (recorded, not sent, when it is not), so configuring SMTP is the only switch.
+ */
+export function createNotifier(options: NotifierOptions): Notifier {
+  const smtp = options.smtpUrl ? createSmtpSender(options.smtpUrl, options.emailTimeoutMs ?? DEFAULT_EMAIL_TIMEOUT_MS) : undefined;
+  if (!smtp) options.logger.info('SMTP_URL is unset: alert emails are recorded as deliveries, not sent');
+  return {
+    maxAttempts: options.maxAttempts,
+    async sendEmail(message) {
+      if (!smtp) {
+        options.logger.info({ to: message.to, subject: message.subject }, 'email recorded (no SMTP_URL)');
+        return 'recorded';
+      }
+      await smtp.send(message);
+      return 'sent';
+    },
+    async postWebhook(request) {
+      await postWebhook(request, options.webhookTimeoutMs ?? DEFAULT_WEBHOOK_TIMEOUT_MS);
+      return 'sent';
+    },
+  };
+}
+
+/**
+ * A notifier that sends nothing: every email and webhook is recorded as a delivery with status
+ * `recorded` and logged, so no alert is ever silently dropped. For tests and tools that must not
+ * reach the network (time-skipping tests, history recording).
  */
 export function createRecordingNotifier(logger: Logger): Notifier {
   return {
-    async deliverAlert(alert, db) {
-      const inserted = await db('notification_deliveries')
-        .insert({
-          event_id: alert.alert_id,
-          tenant_id: alert.tenant_id,
-          channel: 'log',
-          target: 'log',
-          status: 'recorded',
-          attempts: 1,
-          payload: JSON.stringify(alert),
-          delivered_at: new Date(),
-        })
-        .onConflict(['event_id', 'channel', 'target'])
-        .ignore()
-        .returning('id');
-      if (inserted.length > 0) logger.warn({ tenant_id: alert.tenant_id, alert }, 'usage alert');
-      return [{ channel: 'log', target: 'log', status: inserted.length > 0 ? 'recorded' : 'skipped' }];
+    async sendEmail(message) {
+      logger.warn({ to: message.to, subject: message.subject }, 'email recorded');
+      return 'recorded';
+    },
+    async postWebhook(request) {
+      logger.warn({ url: request.url }, 'webhook recorded');
+      return 'recorded';
     },
   };
 }

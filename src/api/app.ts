@@ -1,19 +1,44 @@
 import { randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
+import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
 import type { Client } from '@temporalio/client';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
+import type { Config } from '../config';
 import { BillingGateway } from './billing-gateway';
 import { TenantDirectory } from './tenant-directory';
 import { authenticate } from './auth';
-import { errorMiddleware, notFoundMiddleware } from './errors';
+import { ApiError, errorMiddleware, notFoundMiddleware } from './errors';
 import type { ApiContext } from './context';
 import { operationsRouter } from './routes/operations';
+import { createApiMetrics, type ApiMetrics } from './metrics';
+import { rateLimit } from './rate-limit';
+import type { CoalescerOptions } from './ingest-coalescer';
 import { plansRouter } from './routes/plans';
 import { tenantsRouter } from './routes/tenants';
 import { usageRouter } from './routes/usage';
 import { financeRouter } from './routes/finance';
+import { readsRouter } from './routes/reads';
+import { alertRulesRouter } from './routes/alert-rules';
+import { invoicesRouter } from './routes/invoices';
+
+/**
+ * Ids travel into SQL and Temporal ids: a path with control characters (`%00`) or broken
+ * percent-encoding names nothing that can exist, so it is a 404 before any lookup can fail on it.
+ */
+const rejectUnusablePaths: express.RequestHandler = (req, _res, next) => {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(req.path);
+  } catch {
+    return next(new ApiError(404, 'not_found', 'no such resource'));
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(decoded)) return next(new ApiError(404, 'not_found', 'no such resource'));
+  next();
+};
 
 /** What the HTTP API is built from; `npm start`, `npm run api` and tests all pass real ones. */
 export interface AppDeps {
@@ -25,19 +50,77 @@ export interface AppDeps {
   logger: Logger;
   /** False on servers without tally's search attributes (the time-skipping test server). */
   searchAttributes?: boolean;
+  /** Per-key request rates (RATE_LIMIT_*); absent or 0: no limit (tests drive the API hard). */
+  rateLimits?: { ingestPerSecond?: number; readsPerSecond?: number };
+  /** Ingest coalescing (INGEST_COALESCE_WINDOW_MS ...); on with defaults unless false. */
+  ingestCoalescing?: Omit<CoalescerOptions, 'onSignal'> | false;
+  /** The in-process Temporal worker's Prometheus endpoint, appended to `/metrics` (`npm start`). */
+  workerMetricsUrl?: string;
+  /** A metrics registry to record into; one is created per app otherwise. */
+  metrics?: ApiMetrics;
 }
+
+/** Requests in flight and whether the app is shutting down, per app (see {@link beginDrain}). */
+const drains = new WeakMap<Express, { draining: boolean; open: Set<ServerResponse> }>();
+
+/**
+ * Starts a graceful shutdown of `app`: readiness answers 503, and every response from now on,
+ * including those of requests already in flight, carries `Connection: close`. Without that a
+ * keep-alive connection that was busy when the server closed would stay open (and hold the
+ * server's close) until its keep-alive timeout; with it, each connection ends after its answer.
+ */
+export function beginDrain(app: Express): void {
+  const state = drains.get(app);
+  if (!state) return;
+  state.draining = true;
+  for (const res of state.open) if (!res.headersSent) res.setHeader('Connection', 'close');
+}
+
+/** The app's tuning from the process configuration, shared by `npm start` and `npm run api`. */
+export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'ingestCoalescing'> {
+  return {
+    rateLimits: { ingestPerSecond: config.RATE_LIMIT_INGEST_PER_SECOND, readsPerSecond: config.RATE_LIMIT_READS_PER_SECOND },
+    ingestCoalescing: { windowMs: config.INGEST_COALESCE_WINDOW_MS },
+  };
+}
+
+/**
+ * Graceful stop of a listening app: stop accepting connections, let requests in flight finish
+ * (each connection closes after its answer), then resolve. After `timeoutMs` it resolves anyway,
+ * so a stuck request cannot keep the process from stopping; the caller then exits.
+ */
+export async function closeGracefully(app: Express, server: { close(): Promise<void> }, timeoutMs = 15_000): Promise<'closed' | 'timeout'> {
+  beginDrain(app);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  try {
+    return await Promise.race([server.close().then(() => 'closed' as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Client-supplied request ids are echoed only when short and log-safe; otherwise a new one is made. */
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
 /** Builds the Express app of API v1: thin routes over the gateway and the repositories. */
 export function createApp(deps: AppDeps): Express {
+  const metrics = deps.metrics ?? createApiMetrics({ workerMetricsUrl: deps.workerMetricsUrl });
   const ctx: ApiContext = {
     db: deps.db,
-    billing: new BillingGateway(deps.temporal, deps.taskQueue, { searchAttributes: deps.searchAttributes !== false }),
+    billing: new BillingGateway(deps.temporal, deps.taskQueue, {
+      searchAttributes: deps.searchAttributes !== false,
+      coalescing: deps.ingestCoalescing === false ? false : { ...deps.ingestCoalescing, onSignal: (report) => metrics.recordSignal(report) },
+    }),
     tenants: new TenantDirectory(deps.db),
     adminKey: deps.adminKey,
     config: { TEMPORAL_NAMESPACE: deps.namespace },
     temporalReady: async () => {
       try {
-        await deps.temporal.connection.workflowService.getSystemInfo({});
+        // A deadline, so an unreachable server answers "not ready" instead of hanging the probe.
+        await deps.temporal.connection.withDeadline(Date.now() + 2_000, () => deps.temporal.connection.workflowService.getSystemInfo({}));
         return true;
       } catch {
         return false;
@@ -48,27 +131,50 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  const drain = { draining: false, open: new Set<ServerResponse>() };
+  drains.set(app, drain);
+  app.use((_req, res, next) => {
+    if (drain.draining) res.setHeader('Connection', 'close');
+    drain.open.add(res);
+    res.once('close', () => drain.open.delete(res));
+    next();
+  });
+  app.use(metrics.httpMiddleware());
   app.use(
     pinoHttp({
       logger: deps.logger,
       genReqId: (req, res) => {
-        const id = String(req.headers['x-request-id'] ?? '') || randomUUID();
+        const given = req.headers['x-request-id'];
+        const id = typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
         res.setHeader('x-request-id', id);
         return id;
       },
       customProps: (req) => ({ request_id: req.id }),
-      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' },
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' },
     }),
   );
+  // JSON API: no CSP here (nothing renders the answers); /docs sets its own strict one.
+  app.use(helmet({ contentSecurityPolicy: false }));
   app.use(express.json({ limit: '1mb', strict: true, type: ['application/json', 'application/*+json'] }));
 
-  app.use(operationsRouter(ctx));
+  app.use(operationsRouter(ctx, { metrics, draining: () => drain.draining }));
   const v1 = express.Router();
+  v1.use(rejectUnusablePaths);
   v1.use(authenticate(deps.db, deps.adminKey));
+  v1.use(
+    rateLimit({
+      ingestPerSecond: deps.rateLimits?.ingestPerSecond,
+      readsPerSecond: deps.rateLimits?.readsPerSecond,
+      onLimited: (budget) => metrics.recordRateLimited(budget),
+    }),
+  );
   v1.use('/plans', plansRouter(ctx));
   v1.use('/tenants', tenantsRouter(ctx));
   v1.use(usageRouter(ctx));
   v1.use(financeRouter(ctx));
+  v1.use(readsRouter(ctx));
+  v1.use(alertRulesRouter(ctx, deps.temporal));
+  v1.use(invoicesRouter(ctx, { client: deps.temporal, taskQueue: deps.taskQueue }));
   app.use('/v1', v1);
 
   app.use(notFoundMiddleware());

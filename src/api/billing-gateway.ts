@@ -19,6 +19,15 @@ import {
   type UsageEventInput,
   type UsageView,
 } from '../workflows/messages';
+import { IngestCoalescer, type CoalescerOptions } from './ingest-coalescer';
+
+/** How the gateway talks to Temporal; tests and `createApp` set these. */
+export interface BillingGatewayOptions {
+  /** False on servers without tally's search attributes (the time-skipping test server). */
+  searchAttributes: boolean;
+  /** Ingest coalescing options, or false to send one signal per request and tenant. */
+  coalescing?: CoalescerOptions | false;
+}
 
 /** What the API needs to start a tenant's workflow. */
 export interface StartTenantInput {
@@ -35,11 +44,17 @@ export interface StartTenantInput {
  * API uses goes through here, so routes stay thin and tests can read one place.
  */
 export class BillingGateway {
+  private readonly coalescer: IngestCoalescer | undefined;
+
   constructor(
     private readonly client: Client,
     private readonly taskQueue: string,
-    private readonly options: { searchAttributes: boolean } = { searchAttributes: true },
-  ) {}
+    private readonly options: BillingGatewayOptions = { searchAttributes: true },
+  ) {
+    // Coalescing is on unless explicitly turned off: it is how ingest scales per tenant.
+    this.coalescer =
+      options.coalescing === false ? undefined : new IngestCoalescer((t, e, r) => this.signalUsage(t, e, r), options.coalescing ?? {});
+  }
 
   /** Starts `billing-<tenant>`; a second call for a running tenant is a no-op. */
   async startTenant(input: StartTenantInput): Promise<string> {
@@ -74,8 +89,22 @@ export class BillingGateway {
     return workflowId;
   }
 
-  /** Signals one batch of usage; resolves once Temporal has durably accepted it. */
+  /**
+   * Records one request's usage; resolves once Temporal has durably accepted the signal that
+   * carries it. Concurrent requests for one tenant share a signal (see ingest-coalescer.ts).
+   */
   async recordUsage(tenantId: string, events: UsageEventInput[], receivedAt: Date): Promise<void> {
+    if (this.coalescer) await this.coalescer.submit(tenantId, events, receivedAt);
+    else await this.signalUsage(tenantId, events, receivedAt);
+  }
+
+  /** Resolves once no usage signal is queued or in flight (graceful shutdown, tests). */
+  async drainUsage(): Promise<void> {
+    await this.coalescer?.drain();
+  }
+
+  /** One `recordUsage` signal: the only place usage enters a workflow. */
+  private async signalUsage(tenantId: string, events: UsageEventInput[], receivedAt: Date): Promise<void> {
     await this.handle(tenantId).signal(recordUsageSignal, {
       batchId: randomUUID(),
       receivedAt: receivedAt.toISOString(),

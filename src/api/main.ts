@@ -2,7 +2,7 @@ import { loadConfigOrExit } from '../config';
 import { createDb } from '../db/knex';
 import { logger } from '../logger';
 import { connectTemporal } from '../temporal';
-import { createApp } from './app';
+import { appOptionsFromConfig, closeGracefully, createApp } from './app';
 import { listen } from './server';
 
 /** `npm run api`: the HTTP API alone, against TEMPORAL_ADDRESS and DATABASE_URL. */
@@ -21,18 +21,27 @@ async function main(): Promise<void> {
     namespace: config.TEMPORAL_NAMESPACE,
     adminKey: config.BILLING_ADMIN_KEY,
     logger,
+    ...appOptionsFromConfig(config),
   });
   const server = await listen(app, config.PORT, config.HOST);
-  logger.info({ port: config.PORT }, 'API listening');
-  const stop = async () => {
-    await server.close();
+  logger.info({ port: server.port }, 'API listening');
+  let stopping = false;
+  // Stop accepting, finish the requests in flight (their signals need the Temporal connection,
+  // so it closes after them), then release the connections.
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping the API: finishing requests in flight');
+    const outcome = await closeGracefully(app, server);
+    if (outcome === 'timeout') logger.warn('requests still in flight after the shutdown timeout; closing anyway');
     await temporal.connection.close();
     await db.destroy();
     logger.info('API stopped');
     process.exit(0);
   };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
+  // `on`, not `once`: a second signal during shutdown must not kill requests in flight.
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
 }
 
 void main().catch((err: unknown) => {

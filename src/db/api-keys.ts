@@ -33,3 +33,33 @@ export async function resolveApiKey(db: Db, adminKey: string, presented: string)
     .first<{ id: string; tenant_id: string } | undefined>('id', 'tenant_id');
   return row ? { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id } : undefined;
 }
+
+/** A tenant key just issued: `key` is the only copy of the secret and is shown once. */
+export interface IssuedApiKey {
+  id: string;
+  tenant_id: string;
+  key: string;
+  prefix: string;
+  created_at: Date;
+  /** How many earlier keys of the tenant this issue revoked. */
+  revoked: number;
+}
+
+/**
+ * Rotates a tenant's key: issues a new one and revokes every earlier key of the tenant in the
+ * same transaction, so there is never a moment with no valid key or with two. The tenant row is
+ * locked first, so concurrent rotations run one after the other and exactly one key survives.
+ * Revoked rows stay (with `revoked_at`) for audit; `resolveApiKey` ignores them at once, since it
+ * reads PostgreSQL on every request. Undefined when the tenant does not exist.
+ */
+export async function rotateTenantApiKey(db: Db, tenantId: string): Promise<IssuedApiKey | undefined> {
+  return db.transaction(async (trx) => {
+    const tenant = await trx('tenants').where({ id: tenantId }).forUpdate().first<{ id: string } | undefined>('id');
+    if (!tenant) return undefined;
+    const now = new Date();
+    const revoked = await trx('api_keys').where({ tenant_id: tenantId }).whereNull('revoked_at').update({ revoked_at: now });
+    const issued = generateApiKey(tenantId);
+    await trx('api_keys').insert({ id: issued.id, tenant_id: tenantId, key_hash: issued.key_hash, prefix: issued.prefix, created_at: now });
+    return { id: issued.id, tenant_id: tenantId, key: issued.key, prefix: issued.prefix, created_at: now, revoked };
+  });
+}

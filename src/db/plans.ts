@@ -33,13 +33,11 @@ export async function findPlanVersion(db: Db, planId: string, version?: number):
   return row?.definition;
 }
 
-/** Every plan at its latest version, newest first. */
-export async function listLatestPlans(db: Db): Promise<Array<PlanVersion & { created_at: Date }>> {
-  const rows = await db('plan_versions as v')
+/** Every plan at its latest version (a query to scope, sort and page; selects `definition`). */
+export function latestPlanVersions(db: Db) {
+  return db('plan_versions as v')
     .join('plans as p', function joinLatest() {
       this.on('p.id', '=', 'v.plan_id').andOn('p.latest_version', '=', 'v.version');
     })
-    .orderBy('p.created_at', 'desc')
-    .select<Array<{ definition: PlanVersion; created_at: Date }>>('v.definition', 'p.created_at');
-  return rows.map((r) => ({ ...r.definition, created_at: r.created_at }));
+    .select('v.definition');
 }

@@ -1,9 +1,9 @@
-import { NativeConnection, Runtime, makeTelemetryFilterString } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { loadConfigOrExit } from '../config';
 import { createDb } from '../db/knex';
 import { logger } from '../logger';
-import { createRecordingNotifier } from '../activities/notifier';
-import { createBillingWorker } from './worker';
+import { createNotifier } from '../activities/notifier';
+import { createBillingWorker, installWorkerRuntime } from './worker';
 import { connectTemporal } from '../temporal';
 
 /** `npm run worker`: the billing worker alone, against TEMPORAL_ADDRESS and DATABASE_URL. */
@@ -13,7 +13,11 @@ async function main(): Promise<void> {
     logger.fatal('TEMPORAL_ADDRESS and DATABASE_URL are required for `npm run worker` (use `npm start` for the embedded stack)');
     process.exit(78);
   }
-  Runtime.install({ logger: undefined, telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'WARN' }) } } });
+  // The SDK's own metrics, for Prometheus to scrape from this process (HOST: all interfaces by default).
+  const runtime = installWorkerRuntime({
+    metricsBindAddress: config.TEMPORAL_METRICS_PORT > 0 ? `${config.HOST}:${config.TEMPORAL_METRICS_PORT}` : undefined,
+    logger,
+  });
   const db = createDb(config.DATABASE_URL);
   const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
   const temporal = await connectTemporal(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
@@ -23,10 +27,10 @@ async function main(): Promise<void> {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     db,
     logger,
-    notifier: createRecordingNotifier(logger),
+    notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL }),
     temporal: temporal.client,
   });
-  logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE }, 'worker started');
+  logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, metrics: runtime.metricsUrl ?? null }, 'worker started');
   await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
   await connection.close();
   await temporal.connection.close();

@@ -1,4 +1,4 @@
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, makeTelemetryFilterString, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
 
 /** Where the workflow bundle's entry point is (the worker bundles it with webpack at start). */
@@ -26,4 +26,37 @@ export async function createBillingWorker(options: BillingWorkerOptions): Promis
     maxCachedWorkflows: 2_000,
     ...tuning,
   });
+}
+
+/** What {@link installWorkerRuntime} set up. */
+export interface WorkerRuntime {
+  /** Where the SDK's Prometheus exporter serves `/metrics`; undefined when off or not bound. */
+  metricsUrl?: string;
+}
+
+/**
+ * Installs the Temporal SDK runtime once per process: core logs at warnings, and, when a bind
+ * address is given, the SDK's Prometheus exporter (worker task slots, poll latencies, workflow
+ * and activity task metrics). A port already in use must not stop billing, so the runtime is then
+ * installed without metrics and the failure is logged.
+ */
+export function installWorkerRuntime(options: { metricsBindAddress?: string; logger?: { warn: (obj: object, msg: string) => void } }): WorkerRuntime {
+  const logging = { filter: makeTelemetryFilterString({ core: 'WARN' }) };
+  if (options.metricsBindAddress) {
+    try {
+      Runtime.install({ telemetryOptions: { logging, metrics: { prometheus: { bindAddress: options.metricsBindAddress } } } });
+      const [host, port] = splitHostPort(options.metricsBindAddress);
+      const reachable = host === '0.0.0.0' || host === '::' || host === '[::]' ? '127.0.0.1' : host;
+      return { metricsUrl: `http://${reachable}:${port}/metrics` };
+    } catch (err) {
+      options.logger?.warn({ err, bind_address: options.metricsBindAddress }, 'Temporal worker metrics are off: the exporter could not start');
+    }
+  }
+  Runtime.install({ telemetryOptions: { logging } });
+  return {};
+}
+
+function splitHostPort(address: string): [string, string] {
+  const i = address.lastIndexOf(':');
+  return [address.slice(0, i), address.slice(i + 1)];
 }

@@ -1,3 +1,4 @@
 /** The workflows the billing worker registers (the bundle's entry point). */
 export { tenantBilling } from './tenant-billing';
 export { periodInvoice } from './period-invoice';
+export { invoiceRerun } from './invoice-rerun';

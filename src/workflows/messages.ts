@@ -3,6 +3,7 @@ import type { AlertLevel } from '../domain/thresholds';
 import type { CounterState } from '../domain/aggregation';
 import { formatPeriodStamp, type Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
+import type { AlertRuleInput } from '../activities/types';
 
 /**
  * The messages of the tenant workflow, shared by the workflow, the API and the tests: one
@@ -156,6 +157,28 @@ export interface TenantStateView {
 
 /** Answers ops questions about a tenant (the Temporal UI's query tab shows it). */
 export const stateQuery = defineQuery<TenantStateView>('state');
+
+/** A change to a tenant's alert rules, sent by the API right after the change is stored. */
+export interface AlertRulesChange {
+  /** Rules created (or changed): replace any rule with the same id. */
+  upsert?: AlertRuleInput[];
+  /** Ids of rules deleted. */
+  removed?: string[];
+}
+
+/**
+ * Brings rules created or deleted mid-period to the running period (a new period loads them in
+ * `startPeriod`): they apply from the moment they are created, once per period.
+ */
+export const alertRulesChangedSignal = defineSignal<[AlertRulesChange]>('alertRulesChanged');
+
+/** Applies one change to a rule list, by rule id, so applying it twice changes nothing. */
+export function applyAlertRulesChange(rules: readonly AlertRuleInput[], change: AlertRulesChange): AlertRuleInput[] {
+  const gone = new Set([...(change.removed ?? []), ...(change.upsert ?? []).map((r) => r.id)]);
+  const kept = rules.filter((r) => !gone.has(r.id));
+  const removed = new Set(change.removed ?? []);
+  return [...kept, ...(change.upsert ?? []).filter((r) => !removed.has(r.id))];
+}
 
 /** Finalizes an invoice now instead of waiting for the end of its grace period. */
 export const finalizeInvoiceSignal = defineSignal('finalizeNow');

@@ -1,4 +1,4 @@
-import { condition, proxyActivities, setHandler } from '@temporalio/workflow';
+import { condition, log, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type * as activities from '../activities';
 import type { InvoiceSummary } from '../activities/types';
 import { finalizeInvoiceSignal } from './messages';
@@ -38,5 +38,22 @@ export async function periodInvoice(input: PeriodInvoiceInput): Promise<InvoiceS
     await acts.draftInvoice.executeWithOptions({ summary: 'draft invoice during grace' }, [ref]);
     await condition(() => finalizeNow, waitMs + SETTLE_MS, { summary: 'grace period for late events' });
   }
-  return await acts.finalizeInvoice.executeWithOptions({ summary: 'rate stored events and finalize' }, [ref]);
+  const summary = await acts.finalizeInvoice.executeWithOptions({ summary: 'rate stored events and finalize' }, [ref]);
+  // `patched`: runs recorded before invoice webhooks existed replay without this activity.
+  if (summary.status === 'finalized' && patched('invoice-finalized-webhook')) {
+    try {
+      await acts.notifyInvoiceEvent.executeWithOptions(
+        {
+          summary: 'webhook invoice.finalized',
+          startToCloseTimeout: '30 seconds',
+          retry: { maximumAttempts: 8, initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
+        },
+        [{ tenant_id: input.tenant_id, invoice_id: summary.invoice_id, type: 'invoice.finalized' }],
+      );
+    } catch (err) {
+      // The delivery row says `failed`; the invoice itself is final either way.
+      log.error('invoice.finalized webhook failed for good', { invoiceId: summary.invoice_id, error: String(err) });
+    }
+  }
+  return summary;
 }

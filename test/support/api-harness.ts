@@ -4,7 +4,7 @@ import type { NativeConnection } from '@temporalio/worker';
 import { createApp } from '../../src/api/app';
 import { listen, type RunningServer } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
-import { createRecordingNotifier } from '../../src/activities/notifier';
+import { createNotifier, type NotifierOptions } from '../../src/activities/notifier';
 import type { Db } from '../../src/db/knex';
 import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
 
@@ -20,8 +20,11 @@ export interface ApiHarness {
   stop(): Promise<void>;
 }
 
-/** Starts a worker on its own task queue and the API on a free port, against the test stack. */
-export async function startApiHarness(): Promise<ApiHarness> {
+/**
+ * Starts a worker on its own task queue and the API on a free port, against the test stack. The
+ * worker's notifier is the real one (webhooks over HTTP; emails recorded unless `smtpUrl`).
+ */
+export async function startApiHarness(options: { notifier?: Omit<NotifierOptions, 'logger'> } = {}): Promise<ApiHarness> {
   const db = testDb();
   const temporal: { client: Client; connection: Connection; nativeConnection: NativeConnection } = await connectToTestTemporal();
   const taskQueue = unique('billing');
@@ -29,7 +32,7 @@ export async function startApiHarness(): Promise<ApiHarness> {
     connection: temporal.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
-    activities: createActivities({ db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client }),
+    activities: createActivities({ db, logger: quietLogger, notifier: createNotifier({ logger: quietLogger, ...options.notifier }), temporal: temporal.client }),
   });
   const workerRun = worker.run();
   const adminKey = 'test-admin-key-0123456789abcdef';

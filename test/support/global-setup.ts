@@ -1,25 +1,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import { startEmbeddedPostgres } from '../../src/platform/postgres';
 import { startTemporalDevServer } from '../../src/platform/temporal-server';
 import { createDb, migrateLatest } from '../../src/db/knex';
+import { freePort } from '../../src/platform/free-port';
 
 /** Where the running test stack is described for the test files and the tear-down. */
 export const STACK_FILE = path.resolve(__dirname, '../../.test-stack/stack.json');
 
-/** A free TCP port on loopback. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 declare global {
   var __TALLY_STACK_STOP__: (() => Promise<void>) | undefined;

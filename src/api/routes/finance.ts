@@ -1,10 +1,21 @@
 import { Router } from 'express';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../auth';
-import { closePeriodBody } from '../schemas';
+import { closePeriodBody, resourceId } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { roundMoney } from '../../domain/decimal';
 import { normalizeDecimal } from '../../db/usage';
+import { findTenant } from '../../db/tenants';
+import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import type { InvoiceLineChange } from '../../invoices/changes';
+
+/** `GET /v1/tenants/{id}/invoices`: pagination only; exported for the OpenAPI document. */
+export const listInvoicesQuery = paginationQuery;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type InvoiceRow = { id: string } & Record<string, any>;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type LineRow = { invoice_id: string } & Record<string, any>;
 
 /** Finance: closing periods and reading invoices. */
 export function financeRouter(ctx: ApiContext): Router {
@@ -13,7 +24,7 @@ export function financeRouter(ctx: ApiContext): Router {
   router.post('/tenants/:id/close-period', requireAdmin, async (req, res) => {
     const tenantId = tenantParam(req);
     const body = closePeriodBody.parse(req.body ?? {});
-    const tenant = await ctx.tenants.get(tenantId);
+    const tenant = resourceId.safeParse(tenantId).success ? await ctx.tenants.get(tenantId) : undefined;
     if (!tenant) throw notFound(`tenant ${tenantId}`);
     if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
     const result = await ctx.billing.closePeriod(tenantId, body.finalize === true);
@@ -22,7 +33,8 @@ export function financeRouter(ctx: ApiContext): Router {
   });
 
   router.get('/invoices/:invoiceId', async (req, res) => {
-    const invoice = await ctx.db('invoices').where({ id: req.params.invoiceId }).first();
+    // PostgreSQL text cannot hold NUL: such an id names no invoice (a 404, not a failed query).
+    const invoice = req.params.invoiceId.includes('\u0000') ? undefined : await ctx.db('invoices').where({ id: req.params.invoiceId }).first();
     const principal = principalOf(res);
     if (!invoice || (principal.kind === 'tenant' && principal.tenantId !== invoice.tenant_id)) {
       throw notFound(`invoice ${req.params.invoiceId}`);
@@ -34,10 +46,22 @@ export function financeRouter(ctx: ApiContext): Router {
   router.get('/tenants/:id/invoices', async (req, res) => {
     const tenantId = tenantParam(req);
     assertTenantAccess(res, tenantId);
-    const rows = await ctx.db('invoices').where({ tenant_id: tenantId }).orderBy([{ column: 'period_start', order: 'desc' }, { column: 'version', order: 'desc' }]).limit(100);
-    const data = [];
-    for (const row of rows) data.push(presentInvoice(row, await ctx.db('invoice_lines').where({ invoice_id: row.id }).orderBy('position')));
-    res.json({ data, has_more: false, total_count: data.length });
+    if (!resourceId.safeParse(tenantId).success || !(await findTenant(ctx.db, tenantId))) throw notFound(`tenant ${tenantId}`);
+    const query = parseListQuery(listInvoicesQuery, req);
+    // Newest period first, and within a period the newest version (a rerun) first.
+    const page = await paginate<InvoiceRow>(ctx.db('invoices').where({ tenant_id: tenantId }).select('*'), query, {
+      sort: ['period_start', 'version'],
+      idColumn: 'id',
+    });
+    const ids = page.data.map((row) => row.id);
+    const lines: LineRow[] = ids.length === 0 ? [] : await ctx.db('invoice_lines').whereIn('invoice_id', ids).orderBy(['invoice_id', 'position']);
+    const byInvoice = new Map<string, LineRow[]>();
+    for (const line of lines) {
+      const list = byInvoice.get(line.invoice_id) ?? [];
+      list.push(line);
+      byInvoice.set(line.invoice_id, list);
+    }
+    res.json({ ...page, data: page.data.map((row) => presentInvoice(row, byInvoice.get(row.id) ?? [])) });
   });
 
   return router;
@@ -71,5 +95,11 @@ export function presentInvoice(invoice: any, lines: any[]) {
     finalized_at: iso(invoice.finalized_at),
     replaces: invoice.replaces ?? undefined,
     replaced_by: invoice.replaced_by ?? undefined,
+    // A rerun's audit trail: when a version was voided, why and by whom n+1 was made, and
+    // per-line what changed from the version it replaces.
+    ...(invoice.voided_at ? { voided_at: iso(invoice.voided_at) } : {}),
+    ...(invoice.reason ? { reason: invoice.reason as string } : {}),
+    ...(invoice.requested_by ? { requested_by: invoice.requested_by as string } : {}),
+    ...(invoice.replaces && invoice.changes ? { changes: invoice.changes as InvoiceLineChange[] } : {}),
   };
 }

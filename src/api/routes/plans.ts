@@ -2,7 +2,9 @@ import { Router } from 'express';
 import type { ApiContext } from '../context';
 import { requireAdmin } from '../auth';
 import { createPlanBody } from '../schemas';
-import { findPlanVersion, listLatestPlans, savePlanVersion } from '../../db/plans';
+import { findPlanVersion, latestPlanVersions, savePlanVersion } from '../../db/plans';
+import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import type { PlanVersion } from '../../domain/plan';
 import { notFound } from '../errors';
 
 /** Plans (admin): posting an existing id appends a version; running periods keep theirs. */
@@ -16,9 +18,12 @@ export function plansRouter(ctx: ApiContext): Router {
     res.status(201).json(plan);
   });
 
-  router.get('/', async (_req, res) => {
-    const plans = await listLatestPlans(ctx.db);
-    res.json({ data: plans.map(({ created_at: _c, ...plan }) => plan), has_more: false, total_count: plans.length });
+  router.get('/', async (req, res) => {
+    const page = await paginate<{ definition: PlanVersion }>(latestPlanVersions(ctx.db), parseListQuery(paginationQuery, req), {
+      sort: ['p.created_at', 'p.id'],
+      idColumn: 'p.id',
+    });
+    res.json({ ...page, data: page.data.map((row) => row.definition) });
   });
 
   router.get('/:planId', async (req, res) => {

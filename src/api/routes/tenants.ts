@@ -1,13 +1,18 @@
 import { Router } from 'express';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../auth';
-import { createTenantBody, updateTenantBody } from '../schemas';
+import { createTenantBody, resourceId, updateTenantBody } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant, insertTenant, type TenantRow } from '../../db/tenants';
-import { generateApiKey } from '../../db/api-keys';
+import { generateApiKey, rotateTenantApiKey } from '../../db/api-keys';
+import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { periodContaining } from '../../domain/periods';
 import { tenantWorkflowId } from '../../workflows/messages';
+import { generateWebhookSecret, issueWebhookSecretIfMissing, rotateWebhookSecret } from '../../notifications/secrets';
+
+/** `GET /v1/tenants` (admin): pagination only; exported for the OpenAPI document. */
+export const listTenantsQuery = paginationQuery;
 
 /** Tenants: creating one issues its key and starts its billing workflow. */
 export function tenantsRouter(ctx: ApiContext): Router {
@@ -26,6 +31,8 @@ export function tenantsRouter(ctx: ApiContext): Router {
     const first = periodContaining(anchor, plan.interval, body.timezone, now);
     const period = { start: first.start, end: first.end };
     const key = generateApiKey(body.id);
+    // A webhook gets its signing secret now; it is shown once, in this response.
+    const webhookSecret = body.webhook_url ? generateWebhookSecret() : null;
     const created = await insertTenant(ctx.db, {
       tenant: {
         id: body.id,
@@ -33,7 +40,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
         plan_id: plan.id,
         email: body.email ?? null,
         webhook_url: body.webhook_url ?? null,
-        webhook_secret: null,
+        webhook_secret: webhookSecret,
         timezone: body.timezone,
         billing_anchor: new Date(anchor),
       },
@@ -54,13 +61,18 @@ export function tenantsRouter(ctx: ApiContext): Router {
       });
       throw new ApiError(503, 'unavailable', `could not start the billing workflow: ${(err as Error).message}`);
     }
-    res.status(201).json({ ...presentTenant(await findTenantOrThrow(ctx, body.id)), current_period: period, api_key: key.key });
+    res.status(201).json({
+      ...presentTenant(await findTenantOrThrow(ctx, body.id)),
+      current_period: period,
+      api_key: key.key,
+      ...(webhookSecret ? { webhook_secret: webhookSecret } : {}),
+    });
   });
 
-  router.get('/', requireAdmin, async (_req, res) => {
-    const rows = await ctx.db('tenants').orderBy('created_at', 'desc').limit(100).select<TenantRow[]>('*');
-    const [{ count }] = (await ctx.db('tenants').count({ count: '*' })) as [{ count: string }];
-    res.json({ data: rows.map(presentTenant), has_more: Number(count) > rows.length, total_count: Number(count) });
+  router.get('/', requireAdmin, async (req, res) => {
+    const query = parseListQuery(listTenantsQuery, req);
+    const page = await paginate<TenantRow>(ctx.db('tenants').select('*'), query, { sort: ['created_at', 'id'], idColumn: 'id' });
+    res.json({ ...page, data: page.data.map(presentTenant) });
   });
 
   router.get('/:id', async (req, res) => {
@@ -86,7 +98,10 @@ export function tenantsRouter(ctx: ApiContext): Router {
     // stored here (the workflow's startPeriod activity reads it at the anniversary).
     await ctx.db('tenants').where({ id: tenantId }).update({ ...body, updated_at: new Date() });
     ctx.tenants.invalidate(tenantId);
-    res.json(presentTenant(await findTenantOrThrow(ctx, tenantId)));
+    // Setting a webhook issues the signing secret if the tenant has none yet (shown once, here);
+    // an existing secret is kept: changing it is `POST /v1/tenants/{id}/webhook-secret`.
+    const webhookSecret = body.webhook_url ? await issueWebhookSecretIfMissing(ctx.db, tenantId) : undefined;
+    res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), ...(webhookSecret ? { webhook_secret: webhookSecret } : {}) });
   });
 
   router.delete('/:id', requireAdmin, async (req, res) => {
@@ -100,11 +115,41 @@ export function tenantsRouter(ctx: ApiContext): Router {
     res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), final_invoice_id: result.invoice_id, closed_period: result.closed_period });
   });
 
+  // Webhook secret rotation: the admin or the tenant itself. The new secret signs every delivery
+  // from now on (retries included) and is shown once, in this response.
+  router.post('/:id/webhook-secret', async (req, res) => {
+    const tenantId = tenantParam(req);
+    assertTenantAccess(res, tenantId);
+    const secret = await rotateWebhookSecret(ctx.db, tenantId);
+    if (!secret) throw notFound(`tenant ${tenantId}`);
+    req.log?.info({ tenant_id: tenantId }, 'webhook secret rotated');
+    res.json({ tenant_id: tenantId, webhook_secret: secret, rotated_at: new Date().toISOString() });
+  });
+
+  // Key rotation: the admin, or the tenant itself (e.g. after a leak). The new key is shown once;
+  // every earlier key of the tenant stops working with this response.
+  router.post('/:id/api-keys', async (req, res) => {
+    const tenantId = tenantParam(req);
+    assertTenantAccess(res, tenantId);
+    const issued = resourceId.safeParse(tenantId).success ? await rotateTenantApiKey(ctx.db, tenantId) : undefined;
+    if (!issued) throw notFound(`tenant ${tenantId}`);
+    req.log?.info({ tenant_id: tenantId, key_id: issued.id, revoked: issued.revoked }, 'tenant api key rotated');
+    res.status(201).json({
+      id: issued.id,
+      tenant_id: tenantId,
+      api_key: issued.key,
+      prefix: issued.prefix,
+      created_at: issued.created_at.toISOString(),
+      revoked_keys: issued.revoked,
+    });
+  });
+
   return router;
 }
 
 async function findTenantOrThrow(ctx: ApiContext, id: string): Promise<TenantRow> {
-  const tenant = await findTenant(ctx.db, id);
+  // An id no tenant can have (e.g. with a NUL byte, which PostgreSQL refuses) does not exist.
+  const tenant = resourceId.safeParse(id).success ? await findTenant(ctx.db, id) : undefined;
   if (!tenant) throw notFound(`tenant ${id}`);
   return tenant;
 }

@@ -1,0 +1,198 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort } from '../src/platform/free-port';
+
+export { freePort };
+
+/** The project root, whatever the current directory. */
+export const ROOT = path.resolve(__dirname, '..');
+
+
+/** A running tally stack (`src/main.ts` as a child process), as a user would run it. */
+export interface BenchStack {
+  apiUrl: string;
+  adminKey: string;
+  temporalAddress: string;
+  databaseUrl: string;
+  pid: number;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+/** Starts the whole system on free ports and a fresh data directory; resolves when /readyz is 200. */
+export async function startStack(extraEnv: Record<string, string> = {}): Promise<BenchStack> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-bench-'));
+  const [port, temporalPort, uiPort, pgPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const adminKey = 'bench-admin-key-0123456789abcdef';
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATA_DIR: dataDir,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    TEMPORAL_PORT: String(temporalPort),
+    TEMPORAL_UI_PORT: String(uiPort),
+    POSTGRES_PORT: String(pgPort),
+    BILLING_ADMIN_KEY: adminKey,
+    LOG_LEVEL: 'warn',
+    RATE_LIMIT_INGEST_PER_SECOND: '0',
+    RATE_LIMIT_READS_PER_SECOND: '0',
+    ...extraEnv,
+  };
+  delete env.TEMPORAL_ADDRESS;
+  delete env.DATABASE_URL;
+  const child: ChildProcess = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), ['src/main.ts'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output = (output + String(d)).slice(-20_000)));
+  child.stderr!.on('data', (d) => (output = (output + String(d)).slice(-20_000)));
+  const apiUrl = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the stack exited early:\n${output}`);
+    try {
+      const res = await fetch(`${apiUrl}/readyz`);
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`the stack did not become ready:\n${output}`);
+    await sleep(250);
+  }
+  // The worker runs inside the tsx child's node process: find it for RSS readings.
+  const pid = findNodeChild(child.pid!) ?? child.pid!;
+  return {
+    apiUrl,
+    adminKey,
+    temporalAddress: `127.0.0.1:${temporalPort}`,
+    databaseUrl: `postgres://tally:tally@127.0.0.1:${pgPort}/tally`,
+    pid,
+    dataDir,
+    async stop() {
+      try {
+        process.kill(-child.pid!, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+      const exited = await Promise.race([
+        new Promise((r) => child.once('exit', () => r(true))),
+        sleep(30_000).then(() => false),
+      ]);
+      if (!exited) {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The node process under `tsx` (tsx runs the program in a child). */
+function findNodeChild(parent: number): number | undefined {
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === parent) return Number(entry);
+    } catch {
+      // process went away
+    }
+  }
+  return undefined;
+}
+
+/** Resident memory of a process in MB. */
+export function rssMb(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Math.round((kb / 1024) * 10) / 10;
+}
+
+/** Sleeps `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A keep-alive HTTP client: fetch's per-request overhead would dominate the load generator. */
+export class HttpClient {
+  private readonly agent: http.Agent;
+  private readonly base: URL;
+
+  constructor(baseUrl: string, private readonly key: string, maxSockets = 256) {
+    this.base = new URL(baseUrl);
+    this.agent = new http.Agent({ keepAlive: true, maxSockets });
+  }
+
+  /** Sends one request; resolves with the status and parsed body. */
+  request(method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: this.base.hostname,
+          port: this.base.port,
+          method,
+          path: pathname,
+          agent: this.agent,
+          headers: {
+            'x-api-key': this.key,
+            ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown = text;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              // keep text
+            }
+            resolve({ status: res.statusCode ?? 0, body: parsed });
+          });
+        },
+      );
+      req.on('error', reject);
+      if (payload) req.write(payload);
+      req.end();
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** The value at quantile `q` (0..1) of a list of numbers. */
+export function quantile(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return Math.round(sorted[index]! * 100) / 100;
+}
+
+/** The median of a list. */
+export function median(values: number[]): number {
+  return quantile(values, 0.5);
+}
+
+/** Runs `worker` on `concurrency` loops until `until()` is false. */
+export async function runLoops(concurrency: number, until: () => boolean, worker: (loop: number) => Promise<void>): Promise<void> {
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, loop) => {
+      while (until()) await worker(loop);
+    }),
+  );
+}

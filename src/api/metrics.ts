@@ -1,0 +1,189 @@
+import type { Request, RequestHandler } from 'express';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SignalReport } from './ingest-coalescer';
+import type { RateLimitBudget } from './rate-limit';
+
+/**
+ * `GET /metrics`: what ops graph and alert on, in the Prometheus text format.
+ *
+ * - HTTP: request count and latency by method, route pattern and status. The label is the Express
+ *   route pattern (`/v1/tenants/:id/usage`), never the raw URL, so tenant ids do not multiply the
+ *   series; requests that match no route share the label `unmatched`.
+ * - Ingest: requests and events acknowledged, signals sent, and how many requests each signal
+ *   carried (the coalescing ratio).
+ * - Rate limiting: refused requests per budget.
+ * - Node.js process metrics, and when the worker runs in the same process (`npm start`), the
+ *   Temporal SDK runtime's own metrics scraped from its local Prometheus exporter.
+ *
+ * Each app gets its own registry (not prom-client's global one), so tests can build many apps in
+ * one process.
+ */
+
+/** What the app records into, and how `/metrics` renders. */
+export interface ApiMetrics {
+  readonly registry: Registry;
+  /** Records every request's count and latency when its response ends. */
+  httpMiddleware(): RequestHandler;
+  /** One ingest signal was acknowledged (or failed). */
+  recordSignal(report: SignalReport): void;
+  /** One request was refused by a rate limit. */
+  recordRateLimited(budget: RateLimitBudget): void;
+  /** The exposition text: this process's metrics, then the worker runtime's when configured. */
+  render(): Promise<{ contentType: string; body: string }>;
+}
+
+/** Options of {@link createApiMetrics}. */
+export interface ApiMetricsOptions {
+  /** The Temporal SDK runtime's Prometheus endpoint in this process (`http://127.0.0.1:9464/metrics`). */
+  workerMetricsUrl?: string;
+  /** Node.js process metrics (default true). */
+  processMetrics?: boolean;
+}
+
+/** The route label of requests that matched no route (404s, and 401/429 refused before routing). */
+export const UNMATCHED_ROUTE = 'unmatched';
+
+const ROUTE_PATTERN = Symbol('tally.routePattern');
+
+/** Builds a registry with tally's metrics. */
+export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
+  const registry = new Registry();
+  if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+
+  const httpRequests = new Counter({
+    name: 'tally_http_requests_total',
+    help: 'HTTP requests answered, by method, route pattern and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers,
+  });
+  const httpDuration = new Histogram({
+    name: 'tally_http_request_duration_seconds',
+    help: 'HTTP request latency in seconds, by method, route pattern and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+  const ingestRequests = new Counter({
+    name: 'tally_ingest_requests_total',
+    help: 'Ingest batches (per tenant of a POST /v1/events) acknowledged durably by Temporal.',
+    registers,
+  });
+  const ingestEvents = new Counter({ name: 'tally_ingest_events_total', help: 'Usage events acknowledged durably by Temporal.', registers });
+  const ingestSignals = new Counter({
+    name: 'tally_ingest_signals_total',
+    help: 'recordUsage signals sent, by result (ok, error).',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const signalRequests = new Histogram({
+    name: 'tally_ingest_requests_per_signal',
+    help: 'How many ingest batches one recordUsage signal carried (coalescing).',
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+    registers,
+  });
+  const signalDuration = new Histogram({
+    name: 'tally_ingest_signal_duration_seconds',
+    help: 'Time until Temporal acknowledged a recordUsage signal, in seconds.',
+    buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers,
+  });
+  let acknowledgedRequests = 0;
+  let acknowledgedSignals = 0;
+  new Gauge({
+    name: 'tally_ingest_coalescing_ratio',
+    help: 'Ingest batches per successful recordUsage signal since the process started (1 = no coalescing).',
+    registers,
+    collect() {
+      this.set(acknowledgedSignals === 0 ? 0 : acknowledgedRequests / acknowledgedSignals);
+    },
+  });
+  const rateLimited = new Counter({
+    name: 'tally_rate_limited_total',
+    help: 'Requests refused with 429 by a per-key rate limit, by budget (ingest, reads).',
+    labelNames: ['budget'] as const,
+    registers,
+  });
+  const workerUp = options.workerMetricsUrl
+    ? new Gauge({ name: 'tally_worker_metrics_up', help: '1 if the in-process Temporal worker metrics could be scraped.', registers })
+    : undefined;
+
+  return {
+    registry,
+    httpMiddleware() {
+      return (req, res, next) => {
+        const started = process.hrtime.bigint();
+        captureRoutePattern(req);
+        let recorded = false;
+        const record = (status: string) => {
+          if (recorded) return;
+          recorded = true;
+          const labels = { method: req.method, route: routePatternOf(req), status };
+          httpRequests.inc(labels);
+          httpDuration.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+        };
+        res.once('finish', () => record(String(res.statusCode)));
+        // The client went away before the answer: nginx's 499, so aborted requests stay visible.
+        res.once('close', () => record(res.writableFinished ? String(res.statusCode) : '499'));
+        next();
+      };
+    },
+    recordSignal(report) {
+      ingestSignals.inc({ result: report.ok ? 'ok' : 'error' });
+      signalDuration.observe(report.durationMs / 1000);
+      if (!report.ok) return;
+      signalRequests.observe(report.requests);
+      ingestRequests.inc(report.requests);
+      ingestEvents.inc(report.events);
+      acknowledgedRequests += report.requests;
+      acknowledgedSignals += 1;
+    },
+    recordRateLimited(budget) {
+      rateLimited.inc({ budget });
+    },
+    async render() {
+      let worker = '';
+      if (options.workerMetricsUrl) {
+        try {
+          const res = await fetch(options.workerMetricsUrl, { signal: AbortSignal.timeout(2_000) });
+          if (!res.ok) throw new Error(`HTTP ${res.status}`);
+          worker = await res.text();
+          workerUp?.set(1);
+        } catch (err) {
+          workerUp?.set(0);
+          worker = `# worker metrics unavailable: ${String((err as Error).message ?? err).replace(/\s+/g, ' ')}\n`;
+        }
+      }
+      const own = await registry.metrics();
+      const body = worker ? `${own.endsWith('\n') ? own : `${own}\n`}${worker}` : own;
+      return { contentType: registry.contentType, body };
+    },
+  };
+}
+
+/**
+ * Express sets `req.route` when a route matches; at that moment `req.baseUrl` is the mount path
+ * of the router holding it. Once an error leaves the router, `baseUrl` is restored, so the full
+ * pattern is captured at assignment time rather than read when the response ends.
+ */
+function captureRoutePattern(req: Request): void {
+  let route: unknown;
+  const holder = req as unknown as Record<symbol, string | undefined>;
+  Object.defineProperty(req, 'route', {
+    configurable: true,
+    enumerable: true,
+    get: () => route,
+    set: (value: unknown) => {
+      route = value;
+      const path = (value as { path?: unknown } | undefined)?.path;
+      if (typeof path === 'string') {
+        const full = `${req.baseUrl}${path}`;
+        holder[ROUTE_PATTERN] = full.length > 1 && full.endsWith('/') ? full.slice(0, -1) : full;
+      }
+    },
+  });
+}
+
+function routePatternOf(req: Request): string {
+  return (req as unknown as Record<symbol, string | undefined>)[ROUTE_PATTERN] ?? UNMATCHED_ROUTE;
+}

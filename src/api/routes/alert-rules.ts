@@ -1,0 +1,235 @@
+import { randomBytes } from 'node:crypto';
+import { Router, type Response } from 'express';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { z } from 'zod';
+import type { ApiContext } from '../context';
+import { assertTenantAccess, tenantParam } from '../auth';
+import { ApiError, notFound } from '../errors';
+import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { findTenant, type TenantRow } from '../../db/tenants';
+import { findPlanVersion } from '../../db/plans';
+import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
+import { Dec } from '../../domain/decimal';
+import { issueWebhookSecretIfMissing } from '../../notifications/secrets';
+import type { RuleChannel } from '../../notifications/alerts';
+import { COST_SUBJECT, alertRulesChangedSignal, tenantWorkflowId, type AlertRulesChange } from '../../workflows/messages';
+
+/** A rule's channel: an email address, or an http(s) webhook signed with the tenant's secret. */
+export const ruleChannel = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('email'), to: z.string().email() }).strict(),
+  z.object({ type: z.literal('webhook'), url: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL') }).strict(),
+]);
+
+/**
+ * `POST /v1/tenants/{id}/alert-rules`: `metric` (a meter with a limit) or `cost: true` (the plan's
+ * cost limit), a threshold percent of that limit, and a channel.
+ */
+export const createAlertRuleBody = z
+  .object({
+    metric: z.string().regex(METRIC_NAME_PATTERN, 'must be a metric of the plan').optional(),
+    cost: z.literal(true).optional(),
+    threshold: z
+      .number()
+      .positive()
+      .max(1000)
+      .refine((t) => new Dec(t).decimalPlaces() <= 4, 'must have at most 4 decimal places'),
+    channel: ruleChannel,
+  })
+  .strict()
+  .superRefine((b, ctx) => {
+    if ((b.metric === undefined) === (b.cost === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['metric'], message: 'give exactly one of metric or cost: true' });
+    }
+  });
+
+/** `GET /v1/tenants/{id}/deliveries`: pagination, optionally one event's or one status's rows. */
+export const listDeliveriesQuery = paginationQuery.extend({
+  event_id: z.string().min(1).max(256).optional(),
+  status: z.enum(['pending', 'delivered', 'failed', 'recorded']).optional(),
+});
+
+interface RuleRow {
+  id: string;
+  tenant_id: string;
+  metric: string | null;
+  threshold: string;
+  channel: RuleChannel;
+  created_at: Date;
+  deleted_at: Date | null;
+}
+
+interface DeliveryRow {
+  id: string;
+  event_id: string;
+  event_type: string | null;
+  channel: string;
+  target: string;
+  status: string;
+  attempts: number;
+  last_error: string | null;
+  created_at: Date;
+  last_attempt_at: Date | null;
+  delivered_at: Date | null;
+}
+
+/**
+ * A tenant's alert rules and its notification deliveries. Tenant key on its own tenant, or the
+ * admin; another tenant's ids answer 404. A rule change is stored, then signalled to the running
+ * workflow (`alertRulesChanged`), so it applies from now on; new periods load rules from storage.
+ */
+export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
+  const router = Router();
+
+  router.post('/tenants/:id/alert-rules', async (req, res) => {
+    const tenant = await ownTenant(ctx, res, tenantParam(req));
+    if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenant.id} is cancelled`);
+    const body = createAlertRuleBody.parse(req.body);
+    await assertWatchable(ctx, tenant, body);
+    const row: RuleRow = {
+      id: `ar_${randomBytes(8).toString('hex')}`,
+      tenant_id: tenant.id,
+      metric: body.metric ?? null,
+      threshold: String(body.threshold),
+      channel: body.channel,
+      created_at: new Date(),
+      deleted_at: null,
+    };
+    await ctx.db('alert_rules').insert({ ...row, channel: JSON.stringify(row.channel) });
+    // A webhook rule needs the tenant's signing secret: issued (and shown once) now if it has none,
+    // before the workflow hears of the rule, which may fire at once.
+    const secret = body.channel.type === 'webhook' ? await issueWebhookSecretIfMissing(ctx.db, tenant.id) : undefined;
+    try {
+      await signalRules(temporal, tenant.id, { upsert: [{ id: row.id, subject: row.metric ?? COST_SUBJECT, threshold: body.threshold }] });
+    } catch (err) {
+      // Without the signal the running period would not see the rule: undo, so a retry is clean.
+      await ctx.db('alert_rules').where({ id: row.id }).delete();
+      if (secret) await ctx.db('tenants').where({ id: tenant.id, webhook_secret: secret }).update({ webhook_secret: null });
+      throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
+    }
+    req.log?.info({ tenant_id: tenant.id, rule_id: row.id }, 'alert rule created');
+    res.status(201).json({ ...presentRule(row), ...(secret ? { webhook_secret: secret } : {}) });
+  });
+
+  router.get('/tenants/:id/alert-rules', async (req, res) => {
+    const tenant = await ownTenant(ctx, res, tenantParam(req));
+    const query = parseListQuery(paginationQuery, req);
+    const page = await paginate<RuleRow>(ctx.db('alert_rules').where({ tenant_id: tenant.id }).whereNull('deleted_at').select('*'), query, {
+      sort: ['created_at', 'id'],
+      idColumn: 'id',
+    });
+    res.json({ ...page, data: page.data.map(presentRule) });
+  });
+
+  router.get('/tenants/:id/alert-rules/:ruleId', async (req, res) => {
+    const tenant = await ownTenant(ctx, res, tenantParam(req));
+    res.json(presentRule(await findRule(ctx, tenant.id, String(req.params.ruleId))));
+  });
+
+  router.delete('/tenants/:id/alert-rules/:ruleId', async (req, res) => {
+    const tenant = await ownTenant(ctx, res, tenantParam(req));
+    const rule = await findRule(ctx, tenant.id, String(req.params.ruleId));
+    const deletedAt = new Date();
+    await ctx.db('alert_rules').where({ id: rule.id }).whereNull('deleted_at').update({ deleted_at: deletedAt });
+    try {
+      await signalRules(temporal, tenant.id, { removed: [rule.id] });
+    } catch (err) {
+      await ctx.db('alert_rules').where({ id: rule.id, deleted_at: deletedAt }).update({ deleted_at: null });
+      throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
+    }
+    req.log?.info({ tenant_id: tenant.id, rule_id: rule.id }, 'alert rule deleted');
+    res.status(204).end();
+  });
+
+  router.get('/tenants/:id/deliveries', async (req, res) => {
+    const tenant = await ownTenant(ctx, res, tenantParam(req));
+    const query = parseListQuery(listDeliveriesQuery, req);
+    const scope = ctx.db('notification_deliveries').where({ tenant_id: tenant.id });
+    const filtered = scope.clone();
+    if (query.event_id) filtered.where({ event_id: query.event_id });
+    if (query.status) filtered.where({ status: query.status });
+    const page = await paginate<DeliveryRow>(filtered.select('*'), query, {
+      sort: ['created_at', 'id'],
+      idColumn: 'id',
+      parseId: (id) => (/^\d{1,18}$/.test(id) ? id : undefined),
+      cursorScope: scope,
+    });
+    res.json({ ...page, data: page.data.map(presentDelivery) });
+  });
+
+  return router;
+}
+
+/** The tenant of the route, seen by its own key or the admin; anything else is 404. */
+async function ownTenant(ctx: ApiContext, res: Response, tenantId: string): Promise<TenantRow> {
+  assertTenantAccess(res, tenantId);
+  const tenant = await findTenant(ctx.db, tenantId);
+  if (!tenant) throw notFound(`tenant ${tenantId}`);
+  return tenant;
+}
+
+async function findRule(ctx: ApiContext, tenantId: string, ruleId: string): Promise<RuleRow> {
+  const rule = await ctx.db('alert_rules').where({ id: ruleId, tenant_id: tenantId }).whereNull('deleted_at').first<RuleRow | undefined>();
+  if (!rule) throw notFound(`alert rule ${ruleId}`);
+  return rule;
+}
+
+/**
+ * A rule must be able to fire: its metric is a meter with a limit, or the plan has a cost limit,
+ * on the plan of the running period or on the plan the next period will use.
+ */
+async function assertWatchable(ctx: ApiContext, tenant: TenantRow, body: z.infer<typeof createAlertRuleBody>): Promise<void> {
+  const current = await ctx.db('periods').where({ tenant_id: tenant.id }).orderBy('start', 'desc').first<{ plan_id: string; plan_version: number } | undefined>('plan_id', 'plan_version');
+  const plans = [
+    current ? await findPlanVersion(ctx.db, current.plan_id, current.plan_version) : undefined,
+    await findPlanVersion(ctx.db, tenant.plan_id),
+  ].filter((p): p is PlanVersion => p !== undefined);
+  if (body.metric !== undefined) {
+    const metric = body.metric;
+    if (!plans.some((p) => findMeter(p, metric)?.limit !== undefined)) {
+      throw new ApiError(422, 'unknown_metric', `the tenant's plan has no meter ${metric} with a limit`, [
+        { path: 'metric', message: 'must be a metric of the plan that has a limit' },
+      ]);
+    }
+  } else if (!plans.some((p) => p.cost_limit !== undefined)) {
+    throw new ApiError(422, 'validation_failed', "the tenant's plan has no cost_limit", [{ path: 'cost', message: 'the plan has no cost_limit' }]);
+  }
+}
+
+/** Tells the running workflow; a tenant whose workflow has ended (cancelled) needs nothing. */
+async function signalRules(temporal: Client, tenantId: string, change: AlertRulesChange): Promise<void> {
+  try {
+    await temporal.workflow.getHandle(tenantWorkflowId(tenantId)).signal(alertRulesChangedSignal, change);
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError)) throw err;
+  }
+}
+
+/** The public shape of a rule: `metric` or `cost: true`, as it was created. */
+function presentRule(row: RuleRow) {
+  return {
+    id: row.id,
+    tenant_id: row.tenant_id,
+    ...(row.metric === null ? { cost: true as const } : { metric: row.metric }),
+    threshold: Number(row.threshold),
+    channel: row.channel,
+    created_at: new Date(row.created_at).toISOString(),
+  };
+}
+
+/** The public shape of a delivery: where an event went, how many attempts, and how it ended. */
+function presentDelivery(row: DeliveryRow) {
+  const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
+  return {
+    id: String(row.id),
+    event_id: row.event_id,
+    event_type: row.event_type,
+    channel: row.channel,
+    target: row.target,
+    status: row.status,
+    attempts: Number(row.attempts),
+    last_error: row.last_error,
+    created_at: iso(row.created_at),
+    last_attempt_at: iso(row.last_attempt_at),
+    delivered_at: iso(row.delivered_at),
+  };
+}

@@ -1,0 +1,228 @@
+import { Router, type Request } from 'express';
+import { z } from 'zod';
+import { WorkflowExecutionAlreadyStartedError, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import type { ApiContext } from '../context';
+import { principalOf, requireAdmin } from '../auth';
+import { ApiError, notFound } from '../errors';
+import { resourceId } from '../schemas';
+import { presentInvoice } from './finance';
+import { findPlanVersion } from '../../db/plans';
+import { findTenant } from '../../db/tenants';
+import { invoiceId, invoiceWorkflowId } from '../../workflows/messages';
+import type { invoiceRerun } from '../../workflows/invoice-rerun';
+import type { InvoiceRerunInput } from '../../activities/invoicing';
+import { renderInvoicePdf, type PdfInvoice } from '../../invoices/pdf';
+
+/** `POST /v1/invoices/{id}/rerun` body; exported for the OpenAPI document. */
+export const rerunInvoiceBody = z.object({
+  reason: z.string().trim().min(1, 'must say why the invoice is rerun').max(1000),
+  plan_id: resourceId.optional(),
+});
+
+/** `Idempotency-Key`: any printable ASCII, 1..255 characters. */
+const idempotencyKey = z.string().regex(/^[\x20-\x7e]{1,255}$/, 'must be 1-255 printable ASCII characters');
+
+/** Where the router starts rerun workflows: the API's Temporal client and the worker's task queue. */
+export interface InvoiceWorkflows {
+  client: Client;
+  taskQueue: string;
+}
+
+interface InvoiceRow {
+  id: string;
+  tenant_id: string;
+  number: number | null;
+  version: number;
+  status: 'draft' | 'finalized' | 'void';
+  period_start: Date;
+  period_end: Date;
+  plan_id: string;
+  plan_version: number;
+  replaced_by: string | null;
+}
+
+interface PeriodRow {
+  plan_id: string;
+  plan_version: number;
+}
+
+interface RerunRow {
+  idempotency_key: string;
+  tenant_id: string;
+  invoice_id: string;
+  new_invoice_id: string;
+  workflow_id: string;
+  reason: string;
+  plan_id: string | null;
+  rerun_plan_id: string;
+  rerun_plan_version: number;
+  requested_by: string;
+}
+
+/**
+ * Invoice reruns and PDFs. Reruns start the `invoiceRerun` workflow directly (the tenant
+ * workflow is not involved: a rerun is about a period already closed); PDFs are rendered from
+ * the invoice as `presentInvoice` shows it.
+ */
+export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Router {
+  const router = Router();
+
+  /** Starts the rerun's workflow; `false` when its id already exists (running or done). */
+  async function startRerun(input: InvoiceRerunInput, workflowId: string, key: string | undefined): Promise<boolean> {
+    const reason = input.reason.length > 120 ? `${input.reason.slice(0, 117)}...` : input.reason;
+    try {
+      await workflows.client.workflow.start<typeof invoiceRerun>('invoiceRerun', {
+        workflowId,
+        taskQueue: workflows.taskQueue,
+        args: [input],
+        // One rerun of a version, ever: the id names version n+1. Only a failed (or terminated)
+        // attempt may be started again.
+        workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL,
+        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        staticSummary: `Rerun v${input.version - 1} → v${input.version} of ${input.tenant_id}'s invoice: "${reason}" (asked by ${input.requested_by})`,
+        staticDetails: [
+          `Voids ${input.replaces} and writes ${invoiceId(input.tenant_id, input.period_start, input.version)} finalized.`,
+          `Period ${input.period_start} → ${input.period_end}, rated from its stored events with plan ${input.plan.id} v${input.plan.version}.`,
+          `Reason: ${input.reason}`,
+          `Requested by: ${input.requested_by}`,
+        ].join('\n\n'),
+        ...(key ? { memo: { idempotency_key: key } } : {}),
+      });
+      return true;
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) return false;
+      throw err;
+    }
+  }
+
+  function inputOf(row: RerunRow, invoice: Pick<InvoiceRow, 'period_start' | 'period_end' | 'version'>): InvoiceRerunInput {
+    return {
+      tenant_id: row.tenant_id,
+      period_start: new Date(invoice.period_start).toISOString(),
+      period_end: new Date(invoice.period_end).toISOString(),
+      replaces: row.invoice_id,
+      version: invoice.version + 1,
+      plan: { id: row.rerun_plan_id, version: row.rerun_plan_version },
+      reason: row.reason,
+      requested_by: row.requested_by,
+    };
+  }
+
+  /** The same key answers the same 202, after making sure its workflow was started. */
+  async function replay(row: RerunRow, invoiceParam: string, body: z.infer<typeof rerunInvoiceBody>): Promise<{ invoice_id: string; workflow_id: string }> {
+    if (row.invoice_id !== invoiceParam || row.reason !== body.reason || (row.plan_id ?? undefined) !== body.plan_id) {
+      throw new ApiError(
+        409,
+        'conflict',
+        `Idempotency-Key "${row.idempotency_key}" was already used for another request (a rerun of ${row.invoice_id}); use a new key for a new request`,
+      );
+    }
+    const invoice = await ctx.db('invoices').where({ id: row.invoice_id }).first<InvoiceRow>();
+    // Started, running or done: the id exists and nothing happens. Only a crash between storing
+    // the key and starting the workflow (or a failed run) makes this start anything.
+    await startRerun(inputOf(row, invoice), row.workflow_id, row.idempotency_key);
+    return { invoice_id: row.new_invoice_id, workflow_id: row.workflow_id };
+  }
+
+  function idempotencyKeyOf(req: Request): string | undefined {
+    const raw = req.get('idempotency-key');
+    if (raw === undefined) return undefined;
+    const parsed = idempotencyKey.safeParse(raw);
+    if (!parsed.success) throw new ApiError(422, 'validation_failed', 'the Idempotency-Key header is invalid', [{ path: 'headers.idempotency-key', message: parsed.error.issues[0]!.message }]);
+    return parsed.data;
+  }
+
+  /**
+   * `POST /v1/invoices/{id}/rerun` (admin): recompute the period as version n+1 and void n, in a
+   * workflow. 202 with the new version's id and the workflow id; the same `Idempotency-Key`
+   * answers the same. Only the finalized version can be rerun (409 otherwise), and only once.
+   */
+  router.post('/invoices/:invoiceId/rerun', requireAdmin, async (req, res) => {
+    const invoiceParam = String(req.params.invoiceId);
+    const body = rerunInvoiceBody.parse(req.body ?? {});
+    const key = idempotencyKeyOf(req);
+    const principal = principalOf(res);
+    const requestedBy = principal.kind === 'admin' ? 'admin' : principal.keyId;
+    const answer = (result: { invoice_id: string; workflow_id: string }) =>
+      res.status(202).location(`/v1/invoices/${result.invoice_id}`).json(result);
+
+    if (key) {
+      const known = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow | undefined>();
+      if (known) return answer(await replay(known, invoiceParam, body));
+    }
+
+    const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first<InvoiceRow | undefined>();
+    if (!invoice) throw notFound(`invoice ${invoiceParam}`);
+    if (invoice.status === 'void') {
+      throw new ApiError(409, 'conflict', `invoice ${invoice.id} is void${invoice.replaced_by ? ` (replaced by ${invoice.replaced_by})` : ''}: only the finalized version of a period can be rerun`);
+    }
+    if (invoice.status !== 'finalized') {
+      throw new ApiError(409, 'conflict', `invoice ${invoice.id} is a draft (its period is still in grace): only a finalized invoice can be rerun`);
+    }
+    let plan: { id: string; version: number };
+    if (body.plan_id) {
+      const latest = await findPlanVersion(ctx.db, body.plan_id);
+      if (!latest) throw new ApiError(422, 'validation_failed', 'the request is invalid', [{ path: 'plan_id', message: `plan ${body.plan_id} does not exist` }]);
+      plan = { id: latest.id, version: latest.version };
+    } else {
+      const period = await ctx.db('periods')
+        .where({ tenant_id: invoice.tenant_id, start: invoice.period_start })
+        .first<PeriodRow | undefined>('plan_id', 'plan_version');
+      plan = period ? { id: period.plan_id, version: period.plan_version } : { id: invoice.plan_id, version: invoice.plan_version };
+    }
+
+    const periodStart = new Date(invoice.period_start).toISOString();
+    const row: RerunRow = {
+      idempotency_key: key ?? '',
+      tenant_id: invoice.tenant_id,
+      invoice_id: invoice.id,
+      new_invoice_id: invoiceId(invoice.tenant_id, periodStart, invoice.version + 1),
+      workflow_id: invoiceWorkflowId(invoice.tenant_id, periodStart, invoice.version + 1),
+      reason: body.reason,
+      plan_id: body.plan_id ?? null,
+      rerun_plan_id: plan.id,
+      rerun_plan_version: plan.version,
+      requested_by: requestedBy,
+    };
+    if (key) {
+      const stored = await ctx.db('invoice_reruns').insert(row).onConflict('idempotency_key').ignore().returning('idempotency_key');
+      if (stored.length === 0) {
+        // The same key, concurrently: whoever stored it first defines the answer.
+        const winner = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow>();
+        return answer(await replay(winner, invoiceParam, body));
+      }
+    }
+    if (!(await startRerun(inputOf(row, invoice), row.workflow_id, key))) {
+      if (key) {
+        const started = await workflows.client.workflow.getHandle(row.workflow_id).describe().catch(() => undefined);
+        if (started?.memo?.idempotency_key === key) return answer({ invoice_id: row.new_invoice_id, workflow_id: row.workflow_id });
+        await ctx.db('invoice_reruns').where({ idempotency_key: key }).delete(); // not this key's rerun
+      }
+      throw new ApiError(409, 'conflict', `invoice ${invoice.id} already has a rerun in progress (workflow ${row.workflow_id}); it will be void once it completes`);
+    }
+    req.log?.info({ invoice_id: invoice.id, new_invoice_id: row.new_invoice_id, workflow_id: row.workflow_id, requested_by: requestedBy }, 'invoice rerun started');
+    return answer({ invoice_id: row.new_invoice_id, workflow_id: row.workflow_id });
+  });
+
+  /**
+   * `GET /v1/invoices/{id}/pdf` (admin or the tenant's own key; another tenant's invoice is a
+   * 404 as if it did not exist): the invoice as a PDF, with a VOID watermark on void versions.
+   */
+  router.get('/invoices/:invoiceId/pdf', async (req, res) => {
+    const invoiceParam = String(req.params.invoiceId);
+    const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first();
+    const principal = principalOf(res);
+    if (!invoice || (principal.kind === 'tenant' && principal.tenantId !== invoice.tenant_id)) throw notFound(`invoice ${invoiceParam}`);
+    const lines = await ctx.db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position');
+    const tenant = await findTenant(ctx.db, invoice.tenant_id);
+    const pdf = await renderInvoicePdf(presentInvoice(invoice, lines) as PdfInvoice, { id: invoice.tenant_id, name: tenant?.name ?? invoice.tenant_id });
+    res
+      .status(200)
+      .type('application/pdf')
+      .set('Content-Disposition', `inline; filename="${invoice.id}.pdf"`)
+      .set('Cache-Control', 'private, no-store')
+      .send(pdf);
+  });
+
+  return router;
+}

@@ -1,0 +1,355 @@
+import { Router, type Request, type Response } from 'express';
+import { z } from 'zod';
+import type { ApiContext } from '../context';
+import { assertTenantAccess, tenantParam } from '../auth';
+import { notFound } from '../errors';
+import { resourceId } from '../schemas';
+import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { findTenant, type TenantRow } from '../../db/tenants';
+import { findPlanVersion } from '../../db/plans';
+import { aggregateStoredUsage, normalizeDecimal } from '../../db/usage';
+import { roundMoney } from '../../domain/decimal';
+import { METRIC_NAME_PATTERN } from '../../domain/plan';
+import { formatPeriodStamp } from '../../domain/periods';
+import { COST_SUBJECT, type UsageView } from '../../workflows/messages';
+
+// ---------------------------------------------------------------------------------------------
+// Schemas. Exported so the OpenAPI document can be generated from the same definitions that
+// validate requests; response schemas describe exactly what the presenters below return.
+// ---------------------------------------------------------------------------------------------
+
+const isoInstant = z.string().datetime({ offset: true, message: 'must be an ISO-8601 instant such as 2026-11-22T10:00:00Z' });
+
+/**
+ * `GET /v1/tenants/{id}/events`: pagination plus filters. `from` is inclusive and `to` exclusive
+ * (half-open, like periods), both compared with the event's own timestamp.
+ */
+export const listEventsQuery = paginationQuery
+  .extend({
+    metric: z.string().regex(METRIC_NAME_PATTERN, 'must match ^[a-z][a-z0-9_]{0,63}$').optional(),
+    from: isoInstant.optional(),
+    to: isoInstant.optional(),
+  })
+  .refine((q) => q.from === undefined || q.to === undefined || Date.parse(q.from) <= Date.parse(q.to), {
+    path: ['to'],
+    message: 'must not be before from',
+  });
+
+/** `GET /v1/tenants/{id}/periods`: pagination only. */
+export const listPeriodsQuery = paginationQuery;
+
+/** `GET /v1/tenants/{id}/alerts`: pagination only. */
+export const listAlertsQuery = paginationQuery;
+
+/** One stored usage event, as `GET /v1/tenants/{id}/events` lists it. */
+export const usageEventView = z.object({
+  id: z.string(),
+  tenant_id: z.string(),
+  metric: z.string(),
+  quantity: z.number(),
+  timestamp: z.string(),
+  period_start: z.string(),
+  properties: z.record(z.string(), z.unknown()).nullable(),
+  received_at: z.string(),
+});
+
+/** One billing period, as `GET /v1/tenants/{id}/periods` lists it. */
+export const periodView = z.object({
+  id: z.string(),
+  tenant_id: z.string(),
+  start: z.string(),
+  end: z.string(),
+  status: z.enum(['open', 'closed', 'invoiced']),
+  plan_id: z.string(),
+  plan_version: z.number().int(),
+  counters: z.record(z.string(), z.number()),
+  /** `live`: the workflow's counters of the running period; `stored`: PostgreSQL. */
+  counters_source: z.enum(['live', 'stored']),
+  totals: z.object({ invoice_id: z.string(), subtotal: z.string(), total: z.string(), currency: z.string() }).nullable(),
+  invoice_ids: z.array(z.string()),
+  grace_ends_at: z.string().nullable(),
+  closed_at: z.string().nullable(),
+});
+
+/** One alert, as `GET /v1/tenants/{id}/alerts` lists it (fields of API.md plus `kind`). */
+export const alertView = z.object({
+  id: z.string(),
+  kind: z.enum(['meter', 'cost']),
+  /** The meter's metric; null for the plan's cost limit (`kind: "cost"`). */
+  metric: z.string().nullable(),
+  threshold: z.number(),
+  level: z.string(),
+  status: z.enum(['notified', 'superseded', 'failed']),
+  used: z.number(),
+  limit: z.number(),
+  period_start: z.string(),
+  fired_at: z.string(),
+  /** The channel types the alert went to (`email`, `webhook`, `log`); per-target outcomes are deliveries. */
+  channels: z.array(z.string()),
+  covers: z.array(z.number()),
+});
+
+/** A page of any list endpoint, for the OpenAPI document. */
+export function pageOf<T extends z.ZodType>(item: T) {
+  return z.object({ data: z.array(item), has_more: z.boolean(), total_count: z.number().int() });
+}
+
+type UsageEventView = z.infer<typeof usageEventView>;
+type PeriodView = z.infer<typeof periodView>;
+type AlertView = z.infer<typeof alertView>;
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Read-only history of a tenant: stored events, periods and alerts, all paginated newest first.
+ * Mounted at `/v1`; a tenant key reads only its own tenant (others answer 404, as if absent).
+ */
+export function readsRouter(ctx: ApiContext): Router {
+  const router = Router();
+
+  router.get('/tenants/:id/events', async (req, res) => {
+    const tenantId = tenantParam(req);
+    await readableTenant(ctx, res, tenantId);
+    const query = parseListQuery(listEventsQuery, req);
+    const scope = ctx.db('usage_events').where({ tenant_id: tenantId });
+    const filtered = scope.clone();
+    if (query.metric !== undefined) filtered.where('metric', query.metric);
+    if (query.from !== undefined) filtered.where('timestamp', '>=', new Date(query.from));
+    if (query.to !== undefined) filtered.where('timestamp', '<', new Date(query.to));
+    // Newest first by the event's timestamp; `seq` (receive order) breaks ties, as for `latest`.
+    const page = await paginate<EventRow>(
+      filtered.select('event_id', 'tenant_id', 'metric', 'quantity', 'timestamp', 'period_start', 'properties', 'received_at'),
+      query,
+      { sort: ['timestamp', 'seq'], idColumn: 'event_id', cursorScope: scope },
+    );
+    res.json({ ...page, data: page.data.map(presentEvent) });
+  });
+
+  router.get('/tenants/:id/periods', async (req, res) => {
+    const tenantId = tenantParam(req);
+    const tenant = await readableTenant(ctx, res, tenantId);
+    const query = parseListQuery(listPeriodsQuery, req);
+    const page = await paginate<PeriodRow>(ctx.db('periods').where({ tenant_id: tenantId }).select('*'), query, {
+      sort: 'start',
+      idColumn: 'start',
+      parseId: (id) => parsePeriodId(tenantId, id),
+    });
+
+    const starts = page.data.map((p) => p.start);
+    const invoices =
+      starts.length === 0
+        ? []
+        : await ctx.db('invoices')
+            .where({ tenant_id: tenantId })
+            .whereIn('period_start', starts)
+            .orderBy('version', 'asc')
+            .select<InvoiceTotalsRow[]>('id', 'period_start', 'version', 'status', 'subtotal', 'total', 'currency');
+    const live = page.data.some((p) => p.status === 'open') && tenant.status === 'active' ? await liveUsage(ctx, req, tenantId) : undefined;
+
+    const data: PeriodView[] = [];
+    for (const period of page.data) {
+      const versions = invoices.filter((i) => i.period_start.getTime() === period.start.getTime());
+      data.push(presentPeriod(period, versions, await periodCounters(ctx, period, live)));
+    }
+    res.json({ ...page, data });
+  });
+
+  router.get('/tenants/:id/alerts', async (req, res) => {
+    const tenantId = tenantParam(req);
+    await readableTenant(ctx, res, tenantId);
+    const query = parseListQuery(listAlertsQuery, req);
+    // Alerts decided by one chunk share `fired_at`; the highest threshold (the notified one) first.
+    const page = await paginate<AlertRow>(ctx.db('alerts').where({ tenant_id: tenantId }).select('*'), query, {
+      sort: ['fired_at', 'threshold', 'id'],
+      idColumn: 'id',
+    });
+    res.json({ ...page, data: page.data.map(presentAlert) });
+  });
+
+  return router;
+}
+
+/** The tenant behind a read route: another tenant's key and an unknown id both answer 404. */
+async function readableTenant(ctx: ApiContext, res: Response, tenantId: string): Promise<TenantRow> {
+  assertTenantAccess(res, tenantId);
+  // An id no tenant can have (e.g. with a NUL byte, which PostgreSQL refuses) does not exist.
+  if (!resourceId.safeParse(tenantId).success) throw notFound(`tenant ${tenantId}`);
+  // Straight from PostgreSQL, not the ingest cache: a tenant created a moment ago must be found.
+  const tenant = await findTenant(ctx.db, tenantId);
+  if (!tenant) throw notFound(`tenant ${tenantId}`);
+  return tenant;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------------
+
+interface EventRow {
+  event_id: string;
+  tenant_id: string;
+  metric: string;
+  quantity: string;
+  timestamp: Date;
+  period_start: Date;
+  properties: Record<string, unknown> | null;
+  received_at: Date;
+}
+
+function presentEvent(row: EventRow): UsageEventView {
+  return {
+    id: row.event_id,
+    tenant_id: row.tenant_id,
+    metric: row.metric,
+    quantity: Number(normalizeDecimal(row.quantity)),
+    timestamp: row.timestamp.toISOString(),
+    period_start: row.period_start.toISOString(),
+    properties: row.properties ?? null,
+    received_at: row.received_at.toISOString(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Periods
+// ---------------------------------------------------------------------------------------------
+
+interface PeriodRow {
+  tenant_id: string;
+  start: Date;
+  end: Date;
+  plan_id: string;
+  plan_version: number;
+  status: 'open' | 'closed' | 'invoiced';
+  counters: Record<string, string> | null;
+  grace_ends_at: Date | null;
+  closed_at: Date | null;
+}
+
+interface InvoiceTotalsRow {
+  id: string;
+  period_start: Date;
+  version: number;
+  status: 'draft' | 'finalized' | 'void';
+  subtotal: string;
+  total: string;
+  currency: string;
+}
+
+/**
+ * A period's public id: `per_<tenant>_<start as YYYYMMDDTHHmmssZ>`, the stamp invoice ids use, so
+ * a period and its invoices read alike. It is what `starting_after` takes on `/periods`.
+ */
+export function periodId(tenantId: string, start: Date | string): string {
+  return `per_${tenantId}_${formatPeriodStamp(new Date(start).toISOString())}`;
+}
+
+/** The start instant a period id names, or undefined when it is not a period id of this tenant. */
+function parsePeriodId(tenantId: string, id: string): string | undefined {
+  const prefix = `per_${tenantId}_`;
+  if (!id.startsWith(prefix)) return undefined;
+  const match = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\.\d{3})?Z$/.exec(id.slice(prefix.length));
+  if (!match) return undefined;
+  const [, year, month, day, hour, minute, second, millis] = match;
+  const iso = `${year}-${month}-${day}T${hour}:${minute}:${second}${millis ?? '.000'}Z`;
+  // Round-trip, so 20260231T... (which Date would roll over into March) is refused, not sent to SQL.
+  const at = new Date(iso);
+  return !Number.isNaN(at.getTime()) && at.toISOString() === iso ? iso : undefined;
+}
+
+/** The running period's usage from the workflow, or undefined when it cannot answer now. */
+async function liveUsage(ctx: ApiContext, req: Request, tenantId: string): Promise<UsageView | undefined> {
+  try {
+    return await ctx.billing.usage(tenantId);
+  } catch (err) {
+    // The listing still answers, from PostgreSQL, when the workflow is momentarily unreachable.
+    req.log?.warn({ err, tenant_id: tenantId }, 'usage query failed; periods listed with stored counters');
+    return undefined;
+  }
+}
+
+/**
+ * A period's counters: live from the workflow for the running period (they include events not
+ * yet invoiced); otherwise the snapshot stored at close or invoicing; and for an open period the
+ * workflow cannot report, the aggregation of its stored events (what its invoice would rate).
+ */
+async function periodCounters(
+  ctx: ApiContext,
+  period: PeriodRow,
+  live: UsageView | undefined,
+): Promise<{ values: Record<string, number>; source: 'live' | 'stored' }> {
+  if (live && period.status === 'open' && Date.parse(live.period.start) === period.start.getTime()) {
+    return { values: Object.fromEntries(Object.entries(live.metrics).map(([metric, m]) => [metric, Number(m.used)])), source: 'live' };
+  }
+  let stored = period.counters;
+  if (!stored) {
+    const plan = await findPlanVersion(ctx.db, period.plan_id, period.plan_version);
+    stored = plan ? await aggregateStoredUsage(ctx.db, period.tenant_id, period.start, plan.meters) : {};
+  }
+  return { values: Object.fromEntries(Object.entries(stored).map(([metric, v]) => [metric, Number(normalizeDecimal(String(v)))])), source: 'stored' };
+}
+
+function presentPeriod(period: PeriodRow, invoices: InvoiceTotalsRow[], counters: { values: Record<string, number>; source: 'live' | 'stored' }): PeriodView {
+  // The period's bill is its newest version that is not void (a rerun voids the one it replaces).
+  const current = [...invoices].reverse().find((i) => i.status !== 'void') ?? invoices[invoices.length - 1];
+  const iso = (d: Date | null) => (d ? d.toISOString() : null);
+  return {
+    id: periodId(period.tenant_id, period.start),
+    tenant_id: period.tenant_id,
+    start: period.start.toISOString(),
+    end: period.end.toISOString(),
+    status: period.status,
+    plan_id: period.plan_id,
+    plan_version: period.plan_version,
+    counters: counters.values,
+    counters_source: counters.source,
+    totals: current
+      ? {
+          invoice_id: current.id,
+          subtotal: roundMoney(current.subtotal, current.currency),
+          total: roundMoney(current.total, current.currency),
+          currency: current.currency,
+        }
+      : null,
+    invoice_ids: invoices.map((i) => i.id),
+    grace_ends_at: iso(period.grace_ends_at),
+    closed_at: iso(period.closed_at),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alerts
+// ---------------------------------------------------------------------------------------------
+
+interface AlertRow {
+  id: string;
+  subject: string;
+  threshold: string;
+  level: string;
+  status: 'notified' | 'superseded' | 'failed';
+  used: string;
+  limit: string;
+  covers: number[] | null;
+  channels: Array<string | { type: string; target?: string; status?: string }> | null;
+  period_start: Date;
+  fired_at: Date;
+}
+
+function presentAlert(row: AlertRow): AlertView {
+  const cost = row.subject === COST_SUBJECT;
+  return {
+    id: row.id,
+    kind: cost ? 'cost' : 'meter',
+    metric: cost ? null : row.subject,
+    threshold: Number(normalizeDecimal(row.threshold)),
+    level: row.level,
+    status: row.status,
+    used: Number(normalizeDecimal(row.used)),
+    limit: Number(normalizeDecimal(row.limit)),
+    period_start: row.period_start.toISOString(),
+    fired_at: row.fired_at.toISOString(),
+    // Stored as channel names; tolerate `{ type, ... }` entries too, so the shape stays names only.
+    channels: [...new Set((row.channels ?? []).map((c) => (typeof c === 'string' ? c : c.type)))],
+    covers: row.covers ?? [],
+  };
+}

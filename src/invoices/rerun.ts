@@ -1,0 +1,169 @@
+/**
+ * The write of an invoice rerun: version n+1 rated from the period's stored events, version n
+ * voided, both in one transaction. See `writeInvoiceRerun`.
+ */
+import type { Db } from '../db/knex';
+import { aggregateStoredUsage } from '../db/usage';
+import { findPlanVersion } from '../db/plans';
+import { ratePeriod } from '../domain/rating';
+import { Dec, roundMoney } from '../domain/decimal';
+import { invoiceId } from '../workflows/messages';
+import { diffInvoiceLines, type InvoiceLineChange } from './changes';
+
+/** What finance asked for: rerun version `version - 1` of a period as `version`. */
+export interface InvoiceRerunInput {
+  tenant_id: string;
+  period_start: string;
+  period_end: string;
+  /** Id of version n, the finalized invoice this rerun voids. */
+  replaces: string;
+  /** n + 1. */
+  version: number;
+  /** The plan version to rate with, resolved when the request was accepted. */
+  plan: { id: string; version: number };
+  reason: string;
+  /** Who asked: `admin` or the id of the API key. */
+  requested_by: string;
+}
+
+/** The rerun's result (the workflow's result in the Temporal UI): both versions and what changed. */
+export interface InvoiceRerunResult {
+  invoice_id: string;
+  number: number | null;
+  version: number;
+  status: 'finalized' | 'void';
+  plan_id: string;
+  plan_version: number;
+  total: string;
+  currency: string;
+  replaced: { invoice_id: string; number: number | null; total: string; currency: string };
+  /** `total - replaced.total`, or null across currencies. */
+  total_delta: string | null;
+  changes: InvoiceLineChange[];
+}
+
+/** A rerun that must not happen (not retried): the version is no longer the finalized one, etc. */
+export class InvoiceRerunRefused extends Error {
+  override readonly name = 'InvoiceRerunRefused';
+}
+
+interface InvoiceRow {
+  id: string;
+  tenant_id: string;
+  number: number | null;
+  version: number;
+  status: 'draft' | 'finalized' | 'void';
+  period_start: Date;
+  plan_id: string;
+  plan_version: number;
+  currency: string;
+  total: string;
+  replaces: string | null;
+  replaced_by: string | null;
+  changes: InvoiceLineChange[] | null;
+}
+
+/**
+ * Rates the period from its stored events with `input.plan`, voids version n (`void`,
+ * `voided_at`, `replaced_by`) and writes version n+1 finalized (`replaces`, `reason`,
+ * `requested_by`, `changes`) with the tenant's next invoice number, in ONE transaction: version n
+ * is voided before n+1 is inserted, so the partial unique index (one finalized invoice per tenant
+ * and period) holds at every instant, and a failure leaves no gap in the numbers. It holds the
+ * period's row lock like `writePeriodInvoice`. Idempotent: once n+1 exists, a retry returns it.
+ */
+export async function writeInvoiceRerun(db: Db, input: InvoiceRerunInput): Promise<InvoiceRerunResult> {
+  return db.transaction(async (trx) => {
+    const period = await trx('periods')
+      .where({ tenant_id: input.tenant_id, start: input.period_start })
+      .forUpdate()
+      .first<{ start: Date } | undefined>('start');
+    if (!period) throw new InvoiceRerunRefused(`no period ${input.period_start} for tenant ${input.tenant_id}`);
+    const id = invoiceId(input.tenant_id, input.period_start, input.version);
+    const source = await trx('invoices').where({ id: input.replaces }).forUpdate().first<InvoiceRow | undefined>();
+    if (!source || source.tenant_id !== input.tenant_id || new Date(source.period_start).getTime() !== new Date(period.start).getTime()) {
+      throw new InvoiceRerunRefused(`invoice ${input.replaces} is not an invoice of tenant ${input.tenant_id} for period ${input.period_start}`);
+    }
+    const existing = await trx('invoices').where({ id }).first<InvoiceRow | undefined>();
+    if (existing) {
+      if (existing.replaces !== source.id || existing.status === 'draft') {
+        throw new InvoiceRerunRefused(`invoice ${id} exists and is not a rerun of ${source.id}`);
+      }
+      return result(existing, source); // a retry after the commit: the same answer
+    }
+    if (source.status !== 'finalized' || source.replaced_by) {
+      throw new InvoiceRerunRefused(`invoice ${source.id} is ${source.status}${source.replaced_by ? ` (replaced by ${source.replaced_by})` : ''}: only the finalized version can be rerun`);
+    }
+    if (source.version + 1 !== input.version) {
+      throw new InvoiceRerunRefused(`invoice ${source.id} is version ${source.version}, so its rerun is version ${source.version + 1}, not ${input.version}`);
+    }
+
+    const plan = await findPlanVersion(trx, input.plan.id, input.plan.version);
+    if (!plan) throw new InvoiceRerunRefused(`plan ${input.plan.id} v${input.plan.version} is missing`);
+    const counters = await aggregateStoredUsage(trx, input.tenant_id, input.period_start, plan.meters);
+    const rated = ratePeriod(plan, counters);
+    const sourceLines = await trx('invoice_lines')
+      .where({ invoice_id: source.id })
+      .orderBy('position')
+      .select<Array<{ metric: string; description: string; quantity: string; amount: string }>>('metric', 'description', 'quantity', 'amount');
+    const changes = diffInvoiceLines({ currency: source.currency, lines: sourceLines }, { currency: plan.currency, lines: rated.lines });
+
+    const now = new Date();
+    // Void first: the partial unique index allows one finalized invoice per period at any instant.
+    await trx('invoices').where({ id: source.id }).update({ status: 'void', voided_at: now, replaced_by: id });
+    const [counter] = await trx('tenants')
+      .where({ id: input.tenant_id })
+      .increment('last_invoice_number', 1)
+      .returning<Array<{ last_invoice_number: number }>>('last_invoice_number');
+    const row = {
+      id,
+      tenant_id: input.tenant_id,
+      number: counter!.last_invoice_number,
+      version: input.version,
+      status: 'finalized' as const,
+      period_start: input.period_start,
+      period_end: input.period_end,
+      plan_id: plan.id,
+      plan_version: plan.version,
+      currency: plan.currency,
+      subtotal: rated.subtotal,
+      total: rated.total,
+      replaces: source.id,
+      reason: input.reason,
+      requested_by: input.requested_by,
+      changes: JSON.stringify(changes),
+      finalized_at: now,
+    };
+    await trx('invoices').insert(row);
+    if (rated.lines.length > 0) {
+      await trx('invoice_lines').insert(
+        rated.lines.map((line, position) => ({
+          invoice_id: id,
+          position,
+          metric: line.metric,
+          description: line.description,
+          quantity: line.quantity,
+          amount: line.amount,
+          tiers: line.tiers ? JSON.stringify(line.tiers) : null,
+        })),
+      );
+    }
+    return result({ ...row, period_start: period.start, replaced_by: null, changes }, { ...source, status: 'void', replaced_by: id });
+  });
+}
+
+function result(invoice: InvoiceRow, source: InvoiceRow): InvoiceRerunResult {
+  const sameCurrency = invoice.currency === source.currency;
+  return {
+    invoice_id: invoice.id,
+    number: invoice.number,
+    version: invoice.version,
+    status: invoice.status === 'void' ? 'void' : 'finalized',
+    plan_id: invoice.plan_id,
+    plan_version: invoice.plan_version,
+    total: roundMoney(invoice.total, invoice.currency),
+    currency: invoice.currency,
+    replaced: { invoice_id: source.id, number: source.number, total: roundMoney(source.total, source.currency), currency: source.currency },
+    total_delta: sameCurrency ? roundMoney(new Dec(invoice.total).minus(source.total), invoice.currency) : null,
+    changes: invoice.changes ?? [],
+  };
+}

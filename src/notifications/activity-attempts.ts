@@ -1,0 +1,30 @@
+import { activityInfo } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { DeliveryIncompleteError, type AttemptContext } from './dispatch';
+
+/**
+ * Glue between Temporal's retries and the delivery rows: the activity's retry policy decides
+ * when an attempt is the last one, and the last attempt marks what is still failing `failed`.
+ */
+
+/**
+ * This activity attempt, and whether it is the last one the retry policy (or the notifier's
+ * `maxAttempts`, if lower) allows. Without a bound on attempts, no attempt is final.
+ */
+export function currentAttempt(notifierMaxAttempts?: number): AttemptContext {
+  const info = activityInfo();
+  const policyMax = info.retryPolicy?.maximumAttempts || Infinity;
+  const max = Math.min(policyMax, notifierMaxAttempts ?? Infinity);
+  return { attempt: info.attempt, final: info.attempt >= max };
+}
+
+/**
+ * What the activity throws for an incomplete delivery: retryable while attempts remain, and
+ * non-retryable once the failing channels have been marked `failed` (the workflow logs it).
+ */
+export function deliveryFailure(err: unknown): unknown {
+  if (err instanceof DeliveryIncompleteError && err.final) {
+    return ApplicationFailure.nonRetryable(err.message, 'DeliveryFailed', err.outcomes);
+  }
+  return err;
+}

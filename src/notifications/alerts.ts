@@ -1,0 +1,138 @@
+import { findPlanVersion } from '../db/plans';
+import { decimalToNumber } from '../domain/decimal';
+import { COST_SUBJECT } from '../workflows/messages';
+import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type ChannelOutcome, type DeliveryPlan, type DispatchDeps, type WebhookEvent } from './dispatch';
+
+/**
+ * `alert.triggered`: who gets a notified alert, and what they get. The plan's thresholds go to
+ * the tenant's own `email` and `webhook_url`; a tenant alert rule's threshold goes to that rule's
+ * channel. A notification covers several thresholds when one batch jumped over them (BILLING.md),
+ * so it goes to the channels of every threshold it covers. The alert id is the event id.
+ */
+
+interface AlertRow {
+  id: string;
+  tenant_id: string;
+  period_start: Date;
+  subject: string;
+  threshold: string;
+  level: string;
+  status: string;
+  used: string;
+  limit: string;
+  covers: number[] | null;
+  rule_id: string | null;
+  fired_at: Date;
+}
+
+/** A rule's channel as stored in `alert_rules.channel` (and as the API spells it). */
+export type RuleChannel = { type: 'email'; to: string } | { type: 'webhook'; url: string };
+
+/**
+ * Delivers one notified alert through each of its channels, at most once successfully per
+ * channel and target. After every attempt the alert's `channels` shows where each stands; when
+ * the last attempt fails a channel, the alert's status becomes `failed`.
+ */
+export async function deliverAlertEvent(deps: DispatchDeps, alertId: string, attempt: AttemptContext): Promise<ChannelOutcome[]> {
+  const { db } = deps;
+  const alert = await db('alerts').where({ id: alertId }).first<AlertRow | undefined>();
+  if (!alert) throw new Error(`alert ${alertId} not recorded`);
+  const tenant = await db('tenants')
+    .where({ id: alert.tenant_id })
+    .first<{ id: string; name: string; email: string | null; webhook_url: string | null } | undefined>('id', 'name', 'email', 'webhook_url');
+  if (!tenant) throw new Error(`tenant ${alert.tenant_id} not found`);
+
+  const threshold = Number(alert.threshold);
+  const covers = alert.covers && alert.covers.length > 0 ? alert.covers.map(Number) : [threshold];
+  const period = await db('periods')
+    .where({ tenant_id: alert.tenant_id, start: alert.period_start })
+    .first<{ plan_id: string; plan_version: number } | undefined>('plan_id', 'plan_version');
+  const plan = period ? await findPlanVersion(db, period.plan_id, period.plan_version) : undefined;
+  // Rules that existed when the alert fired (a rule deleted afterwards still gets its alert).
+  const rules = await db('alert_rules')
+    .where({ tenant_id: alert.tenant_id })
+    .modify((q) => (alert.subject === COST_SUBJECT ? q.whereNull('metric') : q.where({ metric: alert.subject })))
+    .whereIn('threshold', covers)
+    .andWhere((q) => q.whereNull('deleted_at').orWhere('deleted_at', '>', alert.fired_at))
+    .select<Array<{ id: string; channel: RuleChannel }>>('id', 'channel');
+
+  const event: WebhookEvent = {
+    id: alert.id,
+    type: 'alert.triggered',
+    created_at: new Date(alert.fired_at).toISOString(),
+    data: {
+      id: alert.id,
+      tenant_id: alert.tenant_id,
+      kind: alert.subject === COST_SUBJECT ? 'cost' : 'meter',
+      metric: alert.subject === COST_SUBJECT ? null : alert.subject,
+      threshold,
+      level: alert.level,
+      used: decimalToNumber(alert.used),
+      limit: decimalToNumber(alert.limit),
+      covers,
+      period_start: new Date(alert.period_start).toISOString(),
+      fired_at: new Date(alert.fired_at).toISOString(),
+      rule_ids: rules.map((r) => r.id),
+    },
+  };
+  const email = alertEmail(alert, tenant, covers);
+
+  const plans: DeliveryPlan[] = [];
+  const byPlan = !plan || covers.some((t) => plan.alert_thresholds.includes(t));
+  if (byPlan && tenant.email) plans.push({ channel: 'email', target: tenant.email, payload: email });
+  if (byPlan && tenant.webhook_url) plans.push({ channel: 'webhook', target: tenant.webhook_url, payload: event });
+  for (const rule of rules) {
+    if (rule.channel.type === 'email') plans.push({ channel: 'email', target: rule.channel.to, payload: email });
+    else plans.push({ channel: 'webhook', target: rule.channel.url, payload: event });
+  }
+  // Nowhere to send it: kept as a `recorded` delivery and logged, never dropped silently.
+  if (plans.length === 0) plans.push({ channel: 'log', target: 'log', payload: event.data });
+
+  try {
+    const outcomes = await dispatchEvent(deps, { id: alert.id, type: 'alert.triggered', tenant_id: alert.tenant_id }, plans, attempt);
+    await showOnAlert(deps, alert.id, outcomes);
+    return outcomes;
+  } catch (err) {
+    if (err instanceof DeliveryIncompleteError) await showOnAlert(deps, alert.id, err.outcomes);
+    throw err;
+  }
+}
+
+/**
+ * Writes the alert's channel types (`alerts.channels`, e.g. `["email","webhook"]`) and makes the
+ * alert `failed` when a channel was given up; per-target detail is in `GET …/deliveries`.
+ */
+async function showOnAlert(deps: DispatchDeps, alertId: string, outcomes: ChannelOutcome[]): Promise<void> {
+  const channels = [...new Set(outcomes.map((o) => o.channel))];
+  const failed = outcomes.some((o) => o.status === 'failed');
+  await deps.db('alerts')
+    .where({ id: alertId })
+    .whereNot({ status: 'superseded' })
+    .update({ channels: JSON.stringify(channels), ...(failed ? { status: 'failed' } : {}) });
+}
+
+/** The alert email: subject and a plain-text body naming metric, threshold, used and limit. */
+function alertEmail(alert: AlertRow, tenant: { id: string; name: string }, covers: number[]): { subject: string; text: string } {
+  const metric = alert.subject === COST_SUBJECT ? 'cost' : alert.subject;
+  const threshold = Number(alert.threshold);
+  const used = String(decimalToNumber(alert.used));
+  const limit = String(decimalToNumber(alert.limit));
+  const percent = Number(alert.limit) > 0 ? ((Number(alert.used) / Number(alert.limit)) * 100).toFixed(1) : 'n/a';
+  return {
+    subject: `[tally] ${tenant.name}: ${metric} reached ${threshold}% of its limit (${alert.level})`,
+    text: [
+      `Usage alert for ${tenant.name} (${tenant.id})`,
+      '',
+      `Metric: ${metric}`,
+      `Threshold: ${threshold}% (${alert.level})`,
+      `Used: ${used}`,
+      `Limit: ${limit}`,
+      `Percent: ${percent}%`,
+      ...(covers.length > 1 ? [`Covers thresholds: ${covers.map((t) => `${t}%`).join(', ')}`] : []),
+      `Period start: ${new Date(alert.period_start).toISOString()}`,
+      `Fired at: ${new Date(alert.fired_at).toISOString()}`,
+      `Alert id: ${alert.id}`,
+      '',
+    ].join('\n'),
+  };
+}

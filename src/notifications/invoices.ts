@@ -1,0 +1,80 @@
+import { roundMoney } from '../domain/decimal';
+import { dispatchEvent, type AttemptContext, type ChannelOutcome, type DispatchDeps, type WebhookEvent } from './dispatch';
+
+/**
+ * `invoice.finalized` and `invoice.voided` webhooks to the tenant's `webhook_url`. The event id is
+ * derived from the invoice id and the type, so each invoice version is announced once per type.
+ */
+
+/** What the invoice workflow (finalized) or a rerun (voided) asks to announce. */
+export interface InvoiceEventInput {
+  tenant_id: string;
+  invoice_id: string;
+  type: 'invoice.finalized' | 'invoice.voided';
+}
+
+/** The event id of an invoice event: `ev_<invoice id>_finalized` or `ev_<invoice id>_voided`. */
+export function invoiceEventId(invoiceId: string, type: InvoiceEventInput['type']): string {
+  return `ev_${invoiceId}_${type === 'invoice.finalized' ? 'finalized' : 'voided'}`;
+}
+
+interface InvoiceRow {
+  id: string;
+  tenant_id: string;
+  number: number | null;
+  status: string;
+  version: number;
+  period_start: Date;
+  period_end: Date;
+  plan_id: string;
+  plan_version: number;
+  currency: string;
+  subtotal: string;
+  total: string;
+  replaces: string | null;
+  replaced_by: string | null;
+  created_at: Date;
+  finalized_at: Date | null;
+  voided_at: Date | null;
+}
+
+/**
+ * Sends the invoice event to the tenant's webhook, at most once successfully. Without a
+ * `webhook_url` there is nothing to send and nothing is recorded (invoices are read via the API).
+ */
+export async function deliverInvoiceEvent(deps: DispatchDeps, input: InvoiceEventInput, attempt: AttemptContext): Promise<ChannelOutcome[]> {
+  const tenant = await deps.db('tenants').where({ id: input.tenant_id }).first<{ webhook_url: string | null } | undefined>('webhook_url');
+  if (!tenant) throw new Error(`tenant ${input.tenant_id} not found`);
+  if (!tenant.webhook_url) return [];
+  const invoice = await deps.db('invoices').where({ id: input.invoice_id, tenant_id: input.tenant_id }).first<InvoiceRow | undefined>();
+  if (!invoice) throw new Error(`invoice ${input.invoice_id} not found`);
+
+  const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
+  const happenedAt = input.type === 'invoice.finalized' ? invoice.finalized_at : invoice.voided_at;
+  const id = invoiceEventId(invoice.id, input.type);
+  const event: WebhookEvent = {
+    id,
+    type: input.type,
+    created_at: iso(happenedAt) ?? new Date().toISOString(),
+    data: {
+      id: invoice.id,
+      number: invoice.number,
+      tenant_id: invoice.tenant_id,
+      status: invoice.status,
+      version: invoice.version,
+      period_start: iso(invoice.period_start),
+      period_end: iso(invoice.period_end),
+      plan_id: invoice.plan_id,
+      plan_version: invoice.plan_version,
+      currency: invoice.currency,
+      subtotal: roundMoney(invoice.subtotal, invoice.currency),
+      total: roundMoney(invoice.total, invoice.currency),
+      created_at: iso(invoice.created_at),
+      finalized_at: iso(invoice.finalized_at),
+      voided_at: iso(invoice.voided_at),
+      replaces: invoice.replaces,
+      replaced_by: invoice.replaced_by,
+    },
+  };
+  return dispatchEvent(deps, { id, type: input.type, tenant_id: input.tenant_id }, [{ channel: 'webhook', target: tenant.webhook_url, payload: event }], attempt);
+}

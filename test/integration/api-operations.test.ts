@@ -1,0 +1,412 @@
+/**
+ * Operations of the HTTP API against the real stack (Temporal dev server, PostgreSQL, a real
+ * worker): ingest coalescing, rate limits, body limit, request ids, security headers, /metrics,
+ * /openapi.json and /docs, readiness failures, and graceful shutdown of `npm run api` and
+ * `npm start` (spawned as processes, with a request in flight when SIGTERM arrives).
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Client, Connection } from '@temporalio/client';
+import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { quietLogger, testDatabaseUrl, testTemporalAddress, unique } from '../support/stack';
+import { createApp } from '../../src/api/app';
+import { listen, type RunningServer } from '../../src/api/server';
+import { createDb } from '../../src/db/knex';
+import { stateQuery, tenantWorkflowId } from '../../src/workflows/messages';
+import { freePort } from '../../src/platform/free-port';
+
+const ROOT = path.resolve(__dirname, '../..');
+const API_MD = path.resolve(ROOT, '../shared/spec/API.md');
+
+let h: ApiHarness;
+let tenantId: string;
+let tenantKey: string;
+const extraServers: RunningServer[] = [];
+const extraCleanups: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  h = await startApiHarness();
+  const planId = unique('ops_plan');
+  const plan = await h.call('POST', '/v1/plans', {
+    body: {
+      id: planId,
+      name: 'Ops',
+      currency: 'USD',
+      interval: 'month',
+      base_fee: '0.00',
+      meters: [{ metric: 'calls', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.01' } }],
+    },
+  });
+  expect(plan.status).toBe(201);
+  tenantId = unique('ops');
+  const tenant = await h.call('POST', '/v1/tenants', { body: { id: tenantId, name: 'Ops tenant', plan_id: planId } });
+  expect(tenant.status).toBe(201);
+  tenantKey = tenant.body.api_key;
+});
+
+afterAll(async () => {
+  for (const s of extraServers) await s.close();
+  for (const c of extraCleanups) await c();
+  await h?.stop();
+});
+
+
+async function usedCalls(key: string, tenant: string): Promise<number> {
+  const usage = await h.call('GET', `/v1/tenants/${tenant}/usage?consistent=true`, { key });
+  expect(usage.status).toBe(200);
+  return usage.body.metrics.calls.used;
+}
+
+describe('ingest coalescing', () => {
+  test('50 concurrent requests for one tenant share fewer signals, and every event is counted', async () => {
+    const before = (await h.client.workflow.getHandle(tenantWorkflowId(tenantId)).query(stateQuery)).run.signals;
+    const requests = 50;
+    const responses = await Promise.all(
+      Array.from({ length: requests }, (_, i) =>
+        h.call('POST', '/v1/events', {
+          key: tenantKey,
+          body: { events: [{ id: `co-${i}-a`, metric: 'calls', quantity: 1 }, { id: `co-${i}-b`, metric: 'calls', quantity: 2 }] },
+        }),
+      ),
+    );
+    expect(responses.map((r) => r.status)).toEqual(Array(requests).fill(202));
+    expect(responses.every((r) => r.body.received === 2)).toBe(true);
+
+    // Durable and counted: every acknowledged event is in the counters.
+    expect(await usedCalls(tenantKey, tenantId)).toBe(requests * 3);
+    const state = await h.client.workflow.getHandle(tenantWorkflowId(tenantId)).query(stateQuery);
+    const signals = state.run.signals - before;
+    console.log(`coalescing: ${requests} requests -> ${signals} recordUsage signals (ratio ${(requests / signals).toFixed(1)})`);
+    expect(signals).toBeGreaterThan(0);
+    expect(signals).toBeLessThan(requests);
+
+    const metrics = await fetch(`${h.baseUrl}/metrics`).then((r) => r.text());
+    expect(metrics).toMatch(/^tally_ingest_events_total \d+/m);
+    expect(Number(/^tally_ingest_requests_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(requests);
+    expect(Number(/^tally_ingest_coalescing_ratio ([\d.]+)/m.exec(metrics)?.[1])).toBeGreaterThan(1);
+  });
+});
+
+describe('protection', () => {
+  test('per-key rate limits: 429 rate_limited with Retry-After; ingest and reads have separate budgets', async () => {
+    const app = createApp({
+      db: h.db,
+      temporal: h.client,
+      taskQueue: h.taskQueue,
+      namespace: 'default',
+      adminKey: h.adminKey,
+      logger: quietLogger,
+      rateLimits: { ingestPerSecond: 1, readsPerSecond: 1 },
+    });
+    const server = await listen(app, 0, '127.0.0.1');
+    extraServers.push(server);
+    const base = `http://127.0.0.1:${server.port}`;
+    const get = () => fetch(`${base}/v1/tenants/${tenantId}`, { headers: { 'x-api-key': tenantKey } });
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await get()).status);
+    expect(statuses).toEqual([200, 200, 429]); // burst of 2x the rate, then refused
+    const refused = await get();
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(await refused.json()).toMatchObject({ status: 429, code: 'rate_limited' });
+
+    // Ingest has its own budget; the admin key has its own bucket.
+    const ingest = await fetch(`${base}/v1/events`, {
+      method: 'POST',
+      headers: { 'x-api-key': tenantKey, 'content-type': 'application/json' },
+      body: JSON.stringify({ events: [{ id: 'rl-1', metric: 'calls' }] }),
+    });
+    expect(ingest.status).toBe(202);
+    expect((await fetch(`${base}/v1/tenants/${tenantId}`, { headers: { 'x-api-key': h.adminKey } })).status).toBe(200);
+    // Unauthenticated probes are public and never limited.
+    for (let i = 0; i < 5; i++) expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const metrics = await fetch(`${base}/metrics`).then((r) => r.text());
+    expect(metrics).toContain('tally_rate_limited_total{budget="reads"} 2');
+  });
+
+  test('a body over 1 MiB is refused with 413 payload_too_large', async () => {
+    const events = Array.from({ length: 900 }, (_, i) => ({ id: `big-${i}`, metric: 'calls', properties: { pad: 'x'.repeat(1_200) } }));
+    const raw = JSON.stringify({ events });
+    expect(Buffer.byteLength(raw)).toBeGreaterThan(1024 * 1024);
+    const res = await h.call('POST', '/v1/events', { key: tenantKey, raw });
+    expect(res.status).toBe(413);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(res.body).toMatchObject({ status: 413, code: 'payload_too_large' });
+  });
+
+  test('X-Request-Id is echoed (header and error body) when sane, and replaced otherwise', async () => {
+    const given = 'req-ops-test-0001';
+    const res = await fetch(`${h.baseUrl}/v1/tenants/does_not_exist`, { headers: { 'x-api-key': h.adminKey, 'x-request-id': given } });
+    expect(res.status).toBe(404);
+    expect(res.headers.get('x-request-id')).toBe(given);
+    expect(await res.json()).toMatchObject({ code: 'not_found', request_id: given });
+
+    const generated = await fetch(`${h.baseUrl}/healthz`);
+    expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    const hostile = await fetch(`${h.baseUrl}/healthz`, { headers: { 'x-request-id': `a b ${'x'.repeat(300)}` } });
+    expect(hostile.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  test('security headers: helmet on every answer, a strict CSP on /docs only', async () => {
+    const json = await fetch(`${h.baseUrl}/v1/plans`, { headers: { 'x-api-key': h.adminKey } });
+    expect(json.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(json.headers.get('x-frame-options')).toBe('SAMEORIGIN');
+    expect(json.headers.get('strict-transport-security')).toMatch(/max-age=/);
+    expect(json.headers.get('x-powered-by')).toBeNull();
+    expect(json.headers.get('content-security-policy')).toBeNull();
+    const docs = await fetch(`${h.baseUrl}/docs`);
+    expect(docs.headers.get('content-security-policy')).toMatch(/default-src 'none'/);
+    expect(docs.headers.get('content-security-policy')).toMatch(/style-src 'sha256-/);
+  });
+});
+
+test.each(['/v1/tenants/%00', '/v1/tenants/a%00b/usage', '/v1/invoices/%00/pdf', '/v1/tenants/%E0%A4%A/usage', '/v1/tenants/x%1f/alert-rules'])(
+  'a path with control characters or broken encoding is a 404, never a 5xx: %s',
+  async (path) => {
+    const res = await h.call('GET', path);
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toMatch(/application\/problem\+json/);
+    expect(res.body.code).toBe('not_found');
+  },
+);
+
+describe('operations endpoints', () => {
+  test('/metrics: Prometheus text with HTTP metrics labelled by route pattern', async () => {
+    await h.call('GET', `/v1/tenants/${tenantId}/usage`, { key: tenantKey });
+    const res = await fetch(`${h.baseUrl}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    expect(text).toMatch(/^tally_http_requests_total\{method="POST",route="\/v1\/events",status="202"\} \d+/m);
+    expect(text).toMatch(/^tally_http_requests_total\{method="GET",route="\/v1\/tenants\/:id\/usage",status="200"\} \d+/m);
+    expect(text).toMatch(/^tally_http_request_duration_seconds_bucket\{/m);
+    expect(text).toMatch(/^tally_ingest_signals_total\{result="ok"\} \d+/m);
+    expect(text).toMatch(/^process_cpu_seconds_total/m);
+    expect(text).not.toContain(tenantId); // no raw URLs in labels
+  });
+
+  test('/openapi.json is OpenAPI 3 and documents every API.md path the app serves; /docs is HTML', async () => {
+    const res = await fetch(`${h.baseUrl}/openapi.json`);
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, unknown>> };
+    expect(doc.openapi).toMatch(/^3\.\d+\.\d+$/);
+
+    const shape = (p: string) => p.replace(/\{[^}]+\}/g, '{}');
+    const documented = new Set(Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${shape(p)}`)));
+    const served: string[] = [];
+    for (const { method, path: p } of apiMdRoutes()) {
+      // Probe with ids that do not exist and an empty body: harmless, and only an unknown route
+      // answers "no route".
+      const url = p.replace(/\{[^}]+\}/g, 'zz_missing');
+      const probe = await fetch(`${h.baseUrl}${url}`, {
+        method,
+        headers: { 'x-api-key': h.adminKey, ...(method === 'GET' || method === 'DELETE' ? {} : { 'content-type': 'application/json' }) },
+        body: method === 'GET' || method === 'DELETE' ? undefined : '{}',
+      });
+      const text = await probe.text();
+      if (probe.status === 404 && text.includes('no route')) continue;
+      served.push(`${method} ${shape(p)}`);
+    }
+    expect(served.length).toBeGreaterThanOrEqual(20);
+    for (const r of served) expect(`${r}: ${documented.has(r)}`).toBe(`${r}: true`);
+
+    const docs = await fetch(`${h.baseUrl}/docs`);
+    expect(docs.status).toBe(200);
+    expect(docs.headers.get('content-type')).toMatch(/^text\/html/);
+    const html = await docs.text();
+    expect(html).toMatch(/^<!doctype html>/i);
+    expect(html).toContain('<code>/v1/events</code>');
+    expect(html).toContain('events');
+  });
+
+  test('/readyz answers 200 when both dependencies answer, 503 when PostgreSQL or Temporal does not', async () => {
+    const ok = await fetch(`${h.baseUrl}/readyz`);
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ status: 'ready', postgres: true, temporal: true });
+
+    const closedPort = await freePort();
+    const deadDb = createDb(`postgres://nobody:nothing@127.0.0.1:${closedPort}/nothing`);
+    extraCleanups.push(() => deadDb.destroy());
+    const noDb = await listen(createApp({ db: deadDb, temporal: h.client, taskQueue: h.taskQueue, namespace: 'default', adminKey: h.adminKey, logger: quietLogger }), 0, '127.0.0.1');
+    extraServers.push(noDb);
+    const r1 = await fetch(`http://127.0.0.1:${noDb.port}/readyz`);
+    expect(r1.status).toBe(503);
+    expect(await r1.json()).toMatchObject({ status: 'unavailable', postgres: false, temporal: true });
+
+    const deadConnection = Connection.lazy({ address: `127.0.0.1:${closedPort}` });
+    extraCleanups.push(() => deadConnection.close());
+    const noTemporal = await listen(
+      createApp({ db: h.db, temporal: new Client({ connection: deadConnection }), taskQueue: h.taskQueue, namespace: 'default', adminKey: h.adminKey, logger: quietLogger }),
+      0,
+      '127.0.0.1',
+    );
+    extraServers.push(noTemporal);
+    const started = Date.now();
+    const r2 = await fetch(`http://127.0.0.1:${noTemporal.port}/readyz`);
+    expect(r2.status).toBe(503);
+    expect(await r2.json()).toMatchObject({ status: 'unavailable', postgres: true, temporal: false });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
+// ---- graceful shutdown of the real entry points ----------------------------------------------
+
+interface Spawned {
+  child: ChildProcess;
+  port: number;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function spawnEntry(entry: string, env: Record<string, string>): Spawned & { ready: Promise<void> } {
+  const port = Number(env.PORT);
+  const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), [entry], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  extraCleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  const ready = eventually(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`exited early:\n${log}`);
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      return res.ok ? true : undefined;
+    },
+    120_000,
+    `${entry} to answer /healthz`,
+  ).then(() => undefined);
+  return { child, port, output: () => log, exited, ready };
+}
+
+/** Starts a POST /v1/events whose body arrives in two halves; resolves with its answer. */
+function slowIngest(port: number, key: string, ids: string[]): { sentHead: Promise<void>; finish: () => void; answer: Promise<{ status: number; connection: string | undefined; body: string }> } {
+  const body = Buffer.from(JSON.stringify({ events: ids.map((id) => ({ id, metric: 'calls', quantity: 1 })) }));
+  const half = Math.floor(body.length / 2);
+  let finish = () => {};
+  let sentHead: () => void = () => {};
+  const head = new Promise<void>((r) => (sentHead = r));
+  const answer = new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, method: 'POST', path: '/v1/events', headers: { 'x-api-key': key, 'content-type': 'application/json', 'content-length': body.length } },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: text }));
+      },
+    );
+    req.on('error', reject);
+    req.write(body.subarray(0, half), () => sentHead());
+    finish = () => req.end(body.subarray(half));
+  });
+  return { sentHead: head, finish: () => finish(), answer };
+}
+
+async function connectionRefused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+/** SIGTERM with a request in flight: no new connections, the request completes (202), clean exit. */
+async function checkGracefulStop(p: Spawned, idPrefix: string): Promise<void> {
+  // An idle keep-alive connection must not hold the shutdown either.
+  const agent = new http.Agent({ keepAlive: true });
+  await new Promise<void>((resolve, reject) => http.get({ host: '127.0.0.1', port: p.port, path: '/healthz', agent }, (res) => res.resume().on('end', resolve)).on('error', reject));
+
+  const ids = [`${idPrefix}-1`, `${idPrefix}-2`, `${idPrefix}-3`];
+  const before = await usedCalls(tenantKey, tenantId);
+  const inflight = slowIngest(p.port, tenantKey, ids);
+  await inflight.sentHead;
+  await new Promise((r) => setTimeout(r, 300)); // the server has the request's headers
+  const sigtermAt = Date.now();
+  p.child.kill('SIGTERM');
+  await eventually(async () => ((await connectionRefused(p.port)) ? true : undefined), 10_000, 'the listener to close');
+  inflight.finish();
+  const answer = await inflight.answer;
+  expect(answer).toMatchObject({ status: 202, connection: 'close' });
+  expect(JSON.parse(answer.body)).toEqual({ received: 3 });
+  let timer: NodeJS.Timeout | undefined;
+  const exit = await Promise.race([p.exited, new Promise((r) => (timer = setTimeout(() => r('timeout'), 30_000)))]);
+  clearTimeout(timer);
+  expect({ exit, log: p.output().slice(-2_000) }).toMatchObject({ exit: { code: 0, signal: null } });
+  expect(Date.now() - sigtermAt).toBeLessThan(30_000);
+  agent.destroy();
+  // The 202 was durable: the events are counted (by the harness's worker).
+  expect(await usedCalls(tenantKey, tenantId)).toBe(before + ids.length);
+}
+
+describe('graceful shutdown', () => {
+  test('`npm run api` (src/api/main.ts) finishes the request in flight, then exits 0', async () => {
+    const port = await freePort();
+    const p = spawnEntry('src/api/main.ts', {
+      PORT: String(port),
+      TEMPORAL_ADDRESS: testTemporalAddress(),
+      DATABASE_URL: testDatabaseUrl(),
+      BILLING_ADMIN_KEY: h.adminKey,
+      TEMPORAL_TASK_QUEUE: h.taskQueue,
+    });
+    await p.ready;
+    await checkGracefulStop(p, 'gs-api');
+  });
+
+  test("`npm start` (src/main.ts) serves the worker's Temporal metrics on /metrics and stops gracefully", async () => {
+    const port = await freePort();
+    const metricsPort = await freePort();
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-ops-'));
+    extraCleanups.push(async () => fs.rmSync(dataDir, { recursive: true, force: true }));
+    const p = spawnEntry('src/main.ts', {
+      PORT: String(port),
+      TEMPORAL_ADDRESS: testTemporalAddress(),
+      DATABASE_URL: testDatabaseUrl(),
+      BILLING_ADMIN_KEY: h.adminKey,
+      // Its own queue: its worker must not take the harness's tasks.
+      TEMPORAL_TASK_QUEUE: unique('ops_start'),
+      TEMPORAL_METRICS_PORT: String(metricsPort),
+      DATA_DIR: dataDir,
+    });
+    await p.ready;
+    const metrics = await eventually(
+      async () => {
+        const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+        return /^temporal_\w+/m.test(text) ? text : undefined;
+      },
+      30_000,
+      'temporal_ metrics on /metrics',
+    );
+    expect(metrics).toContain('tally_worker_metrics_up 1');
+    expect(metrics).toMatch(/^tally_http_requests_total/m);
+    // The exporter is on loopback only, at the configured port.
+    expect((await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).status).toBe(200);
+    await checkGracefulStop(p, 'gs-start');
+  });
+});
+
+/** Every `METHOD /path` named in API.md. */
+function apiMdRoutes(): Array<{ method: string; path: string }> {
+  const out = new Map<string, { method: string; path: string }>();
+  for (const line of fs.readFileSync(API_MD, 'utf8').split('\n')) {
+    for (const m of line.matchAll(/`((?:(?:GET|POST|PATCH|DELETE)`? and `?)*(?:GET|POST|PATCH|DELETE)) (\/[^`?\s]*)/g)) {
+      for (const method of m[1]!.match(/GET|POST|PATCH|DELETE/g)!) out.set(`${method} ${m[2]}`, { method, path: m[2]! });
+    }
+  }
+  return [...out.values()];
+}
