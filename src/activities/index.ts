@@ -188,6 +188,8 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
     /** Rates the period from its stored events and finalizes its invoice, exactly once. */
     async finalizeInvoice(ref: InvoiceRef): Promise<InvoiceSummary> {
       const summary = await writePeriodInvoice(db, ref, true);
+      const tenant = await db('tenants').where({ id: ref.tenant_id }).first<{ webhook_url: string | null } | undefined>('webhook_url');
+      summary.webhook = Boolean(tenant?.webhook_url);
       logger.info({ tenant_id: ref.tenant_id, invoice: summary }, 'invoice finalized');
       return summary;
     },

@@ -114,6 +114,8 @@ export interface InvoiceSummary {
   total: string;
   currency: string;
   lines: number;
+  /** The tenant has a webhook: the invoice workflow sends `invoice.finalized` only then. */
+  webhook?: boolean;
 }
 
 /** Starts a period's invoice workflow; a second start of the same id is a no-op. */

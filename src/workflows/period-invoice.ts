@@ -1,4 +1,4 @@
-import { condition, log, patched, proxyActivities, setHandler } from '@temporalio/workflow';
+import { condition, log, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
 import type * as activities from '../activities';
 import type { InvoiceSummary } from '../activities/types';
 import { finalizeInvoiceSignal } from './messages';
@@ -17,8 +17,16 @@ export interface PeriodInvoiceInput {
 /** In-flight late events get this long after the grace ends to land before the invoice is final. */
 const SETTLE_MS = 10_000;
 
+/** The webhook goes to the outside world and retries for minutes: a regular activity. */
 const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
   startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+});
+
+/** Rating and writing the invoice is one short transaction: a local activity (no server round trip). */
+const local = proxyLocalActivities<ReturnType<typeof activities.createActivities>>({
+  startToCloseTimeout: '2 minutes',
+  localRetryThreshold: '10 seconds',
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
 
@@ -35,12 +43,12 @@ export async function periodInvoice(input: PeriodInvoiceInput): Promise<InvoiceS
 
   const waitMs = Date.parse(input.grace_ends_at) - Date.now();
   if (!finalizeNow && waitMs > 0) {
-    await acts.draftInvoice.executeWithOptions({ summary: 'draft invoice during grace' }, [ref]);
+    await local.draftInvoice.executeWithOptions({ summary: 'draft invoice during grace' }, [ref]);
     await condition(() => finalizeNow, waitMs + SETTLE_MS, { summary: 'grace period for late events' });
   }
-  const summary = await acts.finalizeInvoice.executeWithOptions({ summary: 'rate stored events and finalize' }, [ref]);
+  const summary = await local.finalizeInvoice.executeWithOptions({ summary: 'rate stored events and finalize' }, [ref]);
   // `patched`: runs recorded before invoice webhooks existed replay without this activity.
-  if (summary.status === 'finalized' && patched('invoice-finalized-webhook')) {
+  if (summary.status === 'finalized' && summary.webhook && patched('invoice-finalized-webhook')) {
     try {
       await acts.notifyInvoiceEvent.executeWithOptions(
         {

@@ -5,6 +5,7 @@ import {
   continueAsNew,
   log,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -107,8 +108,22 @@ const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxEventsPerRun: 20
 /** Events may be timestamped at most this far in the future (BILLING.md). */
 const FUTURE_TOLERANCE_MS = 5 * 60_000;
 
+/** Deliveries talk to the outside world and retry for minutes: regular activities. */
 const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
   startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
+});
+
+/**
+ * Short PostgreSQL transactions (count a chunk, record alerts, roll the period) run as local
+ * activities: the worker runs them inside the workflow task and records one marker, instead of
+ * a schedule/start/complete round trip through the server for each — the server is the shared
+ * bottleneck of every tenant. Their results are recorded like any activity's, so the chunk-id
+ * design keeps counting exactly-once across retries and worker crashes.
+ */
+const local = proxyLocalActivities<ReturnType<typeof activities.createActivities>>({
+  startToCloseTimeout: '30 seconds',
+  localRetryThreshold: '10 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 
@@ -376,7 +391,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
       run.chunks += 1;
       const chunkId = `${workflowInfo().runId}-${run.chunks}`;
-      const result = await acts.recordUsage.executeWithOptions(
+      const result = await local.recordUsage.executeWithOptions(
         { summary: `count ${countable.length} events`, startToCloseTimeout: '60 seconds' },
         [{ tenant_id: tenantId, chunk_id: chunkId, events: countable, refused }],
       );
@@ -490,7 +505,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         fired_at: record.fired_at,
       });
     }
-    await acts.recordAlerts.executeWithOptions(
+    await local.recordAlerts.executeWithOptions(
       { summary: records.filter((r) => r.status === 'notified').map((r) => `${r.subject} ${r.threshold}%`).join(', ') },
       [{ tenant_id: tenantId, period_start: period.start, alerts: records }],
     );
@@ -532,13 +547,13 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     const graceMs = request?.finalize ? 0 : plan.grace_period_seconds * 1000;
     const graceEndsAt = new Date(Date.parse(closedAt) + graceMs).toISOString();
 
-    await acts.recordPeriodClosed.executeWithOptions({ summary: `close period ${closed.start} → ${closed.end}` }, [
+    await local.recordPeriodClosed.executeWithOptions({ summary: `close period ${closed.start} → ${closed.end}` }, [
       { tenant_id: tenantId, period: closed, counters: counterValues(), grace_ends_at: graceEndsAt },
     ]);
     const invoiceWorkflow = invoiceWorkflowId(tenantId, closed.start, 1);
     // Started by an activity rather than as a child: the invoice outlives this run (it waits out
     // the grace while the next period runs) and is owned by no run of the tenant's workflow.
-    await acts.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
+    await local.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
       {
         workflow_id: invoiceWorkflow,
         input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1, finalize_now: graceMs === 0 },
@@ -552,7 +567,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       next = request
         ? periodAfterEarlyClose(input.billing_anchor, plan.interval, input.timezone, closedAt)
         : periodContaining(input.billing_anchor, plan.interval, input.timezone, closedAt);
-      const opened = await acts.startPeriod.executeWithOptions({ summary: `open period ${next.start} → ${next.end}` }, [
+      const opened = await local.startPeriod.executeWithOptions({ summary: `open period ${next.start} → ${next.end}` }, [
         { tenant_id: tenantId, period: { start: next.start, end: next.end } },
       ]);
       nextPlan = opened.plan;
