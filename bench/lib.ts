@@ -23,7 +23,7 @@ export interface BenchStack {
 }
 
 /** Starts the whole system on free ports and a fresh data directory; resolves when /readyz is 200. */
-export async function startStack(extraEnv: Record<string, string> = {}): Promise<BenchStack> {
+export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs: string[] = []): Promise<BenchStack> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-bench-'));
   const [port, temporalPort, uiPort, pgPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const adminKey = 'bench-admin-key-0123456789abcdef';
@@ -43,7 +43,9 @@ export async function startStack(extraEnv: Record<string, string> = {}): Promise
   };
   delete env.TEMPORAL_ADDRESS;
   delete env.DATABASE_URL;
-  const child: ChildProcess = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), ['src/main.ts'], {
+  // `node --import tsx` rather than the tsx binary: one process to measure, and room for node flags
+  // such as --cpu-prof (not allowed in NODE_OPTIONS).
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -65,8 +67,7 @@ export async function startStack(extraEnv: Record<string, string> = {}): Promise
     if (Date.now() > deadline) throw new Error(`the stack did not become ready:\n${output}`);
     await sleep(250);
   }
-  // The worker runs inside the tsx child's node process: find it for RSS readings.
-  const pid = findNodeChild(child.pid!) ?? child.pid!;
+  const pid = child.pid!;
   return {
     apiUrl,
     adminKey,
@@ -94,21 +95,6 @@ export async function startStack(extraEnv: Record<string, string> = {}): Promise
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
-}
-
-/** The node process under `tsx` (tsx runs the program in a child). */
-function findNodeChild(parent: number): number | undefined {
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === parent) return Number(entry);
-    } catch {
-      // process went away
-    }
-  }
-  return undefined;
 }
 
 /** Resident memory of a process in MB. */

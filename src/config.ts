@@ -30,6 +30,8 @@ const configSchema = z.object({
   INGEST_COALESCE_WINDOW_MS: z.coerce.number().int().min(0).max(1000).default(2),
   // The Temporal SDK runtime's Prometheus exporter (worker metrics); 0 turns it off.
   TEMPORAL_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
+  /** Workflows kept in the worker's memory; beyond it the least recent replay from history when touched. */
+  WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(1_000),
 });
 
 /** The validated configuration of one tally process. */

@@ -82,6 +82,7 @@ async function main(): Promise<void> {
     const workerConnection = await NativeConnection.connect({ address: temporalAddress });
     stops.push({ name: 'worker connection', stop: () => workerConnection.close() });
     const worker = await createBillingWorker({
+      tuning: { maxCachedWorkflows: config.WORKER_MAX_CACHED_WORKFLOWS },
       connection: workerConnection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.TEMPORAL_TASK_QUEUE,

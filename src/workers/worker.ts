@@ -23,7 +23,7 @@ export async function createBillingWorker(options: BillingWorkerOptions): Promis
     taskQueue,
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
     activities: createActivities(deps),
-    maxCachedWorkflows: 2_000,
+    maxCachedWorkflows: 1_000,
     ...tuning,
   });
 }
