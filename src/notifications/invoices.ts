@@ -1,5 +1,5 @@
-import { roundMoney } from '../domain/decimal';
 import { dispatchEvent, type AttemptContext, type ChannelOutcome, type DispatchDeps, type WebhookEvent } from './dispatch';
+import { presentInvoice } from '../invoices/present';
 
 /**
  * `invoice.finalized` and `invoice.voided` webhooks to the tenant's `webhook_url`. The event id is
@@ -52,29 +52,8 @@ export async function deliverInvoiceEvent(deps: DispatchDeps, input: InvoiceEven
   const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
   const happenedAt = input.type === 'invoice.finalized' ? invoice.finalized_at : invoice.voided_at;
   const id = invoiceEventId(invoice.id, input.type);
-  const event: WebhookEvent = {
-    id,
-    type: input.type,
-    created_at: iso(happenedAt) ?? new Date().toISOString(),
-    data: {
-      id: invoice.id,
-      number: invoice.number,
-      tenant_id: invoice.tenant_id,
-      status: invoice.status,
-      version: invoice.version,
-      period_start: iso(invoice.period_start),
-      period_end: iso(invoice.period_end),
-      plan_id: invoice.plan_id,
-      plan_version: invoice.plan_version,
-      currency: invoice.currency,
-      subtotal: roundMoney(invoice.subtotal, invoice.currency),
-      total: roundMoney(invoice.total, invoice.currency),
-      created_at: iso(invoice.created_at),
-      finalized_at: iso(invoice.finalized_at),
-      voided_at: iso(invoice.voided_at),
-      replaces: invoice.replaces,
-      replaced_by: invoice.replaced_by,
-    },
-  };
+  const lines = await deps.db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position');
+  // The receiver gets the invoice exactly as `GET /v1/invoices/{id}` shows it.
+  const event: WebhookEvent = { id, type: input.type, created_at: iso(happenedAt) ?? new Date().toISOString(), data: presentInvoice(invoice, lines) };
   return dispatchEvent(deps, { id, type: input.type, tenant_id: input.tenant_id }, [{ channel: 'webhook', target: tenant.webhook_url, payload: event }], attempt);
 }

@@ -5,7 +5,7 @@ import type { ApiContext } from '../context';
 import { principalOf, requireAdmin } from '../auth';
 import { ApiError, notFound } from '../errors';
 import { resourceId } from '../schemas';
-import { presentInvoice } from './finance';
+import { presentInvoice } from '../../invoices/present';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant } from '../../db/tenants';
 import { invoiceId, invoiceWorkflowId } from '../../workflows/messages';
