@@ -5,6 +5,23 @@ import { findPlanVersion } from './plans';
 import { ratePeriod } from '../domain/rating';
 import { invoiceId } from '../workflows/messages';
 import type { InvoiceRef, InvoiceSummary } from '../activities/types';
+import type { InvoiceLineDraft } from '../domain/rating';
+
+/** Writes an invoice's rated lines in their order (shared by period invoices and reruns). */
+export async function insertInvoiceLines(trx: Knex.Transaction, invoiceId: string, lines: InvoiceLineDraft[]): Promise<void> {
+  if (lines.length === 0) return;
+  await trx('invoice_lines').insert(
+    lines.map((line, position) => ({
+      invoice_id: invoiceId,
+      position,
+      metric: line.metric,
+      description: line.description,
+      quantity: line.quantity,
+      amount: line.amount,
+      tiers: line.tiers ? JSON.stringify(line.tiers) : null,
+    })),
+  );
+}
 
 interface PeriodRow {
   tenant_id: string;
@@ -69,19 +86,7 @@ export async function writePeriodInvoice(db: Db, ref: InvoiceRef, finalize: bool
     };
     await trx('invoices').insert(invoice).onConflict('id').merge();
     await trx('invoice_lines').where({ invoice_id: id }).delete();
-    if (rated.lines.length > 0) {
-      await trx('invoice_lines').insert(
-        rated.lines.map((line, position) => ({
-          invoice_id: id,
-          position,
-          metric: line.metric,
-          description: line.description,
-          quantity: line.quantity,
-          amount: line.amount,
-          tiers: line.tiers ? JSON.stringify(line.tiers) : null,
-        })),
-      );
-    }
+    await insertInvoiceLines(trx, id, rated.lines);
     await trx('periods')
       .where({ tenant_id: ref.tenant_id, start: ref.period_start })
       .update({ counters: JSON.stringify(counters), ...(finalize ? { status: 'invoiced' } : {}) });

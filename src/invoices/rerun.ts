@@ -5,6 +5,7 @@
 import type { Db } from '../db/knex';
 import { aggregateStoredUsage } from '../db/usage';
 import { findPlanVersion } from '../db/plans';
+import { insertInvoiceLines } from '../db/invoices';
 import { ratePeriod } from '../domain/rating';
 import { Dec, roundMoney } from '../domain/decimal';
 import { invoiceId } from '../workflows/messages';
@@ -134,19 +135,7 @@ export async function writeInvoiceRerun(db: Db, input: InvoiceRerunInput): Promi
       finalized_at: now,
     };
     await trx('invoices').insert(row);
-    if (rated.lines.length > 0) {
-      await trx('invoice_lines').insert(
-        rated.lines.map((line, position) => ({
-          invoice_id: id,
-          position,
-          metric: line.metric,
-          description: line.description,
-          quantity: line.quantity,
-          amount: line.amount,
-          tiers: line.tiers ? JSON.stringify(line.tiers) : null,
-        })),
-      );
-    }
+    await insertInvoiceLines(trx, id, rated.lines);
     return result({ ...row, period_start: period.start, replaced_by: null, changes }, { ...source, status: 'void', replaced_by: id });
   });
 }
