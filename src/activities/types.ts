@@ -127,6 +127,5 @@ export interface StartInvoiceWorkflowInput {
     period_end: string;
     grace_ends_at: string;
     version: number;
-    finalize_now: boolean;
   };
 }

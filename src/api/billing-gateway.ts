@@ -10,6 +10,7 @@ import {
   closePeriodUpdate,
   estimateQuery,
   recordUsageSignal,
+  USAGE_SIGNAL_DEADLINE_MS,
   settledUsageUpdate,
   tenantWorkflowId,
   usageQuery,
@@ -20,6 +21,7 @@ import {
   type UsageView,
 } from '../workflows/messages';
 import { IngestCoalescer, type CoalescerOptions } from './ingest-coalescer';
+import { ApiError } from './errors';
 
 /** How the gateway talks to Temporal; tests and `createApp` set these. */
 export interface BillingGatewayOptions {
@@ -105,11 +107,21 @@ export class BillingGateway {
 
   /** One `recordUsage` signal: the only place usage enters a workflow. */
   private async signalUsage(tenantId: string, events: UsageEventInput[], receivedAt: Date): Promise<void> {
-    await this.handle(tenantId).signal(recordUsageSignal, {
-      batchId: randomUUID(),
-      receivedAt: receivedAt.toISOString(),
-      events,
-    });
+    // Acknowledge only what lands in the tenant's history within the deadline: a closed period is
+    // sealed after its grace plus a settle time longer than this, so nothing acknowledged for it
+    // can arrive after its invoice was finalized. Late is better refused (503, retried) than lost.
+    const deadline = receivedAt.getTime() + USAGE_SIGNAL_DEADLINE_MS;
+    const unavailable = (why: string) =>
+      new ApiError(503, 'unavailable', `usage could not be recorded in time (${why}); nothing was recorded, retry`, undefined, { 'Retry-After': '1' });
+    if (Date.now() >= deadline) throw unavailable('deadline passed before sending');
+    try {
+      await this.client.withDeadline(deadline, () =>
+        this.handle(tenantId).signal(recordUsageSignal, { batchId: randomUUID(), receivedAt: receivedAt.toISOString(), events }),
+      );
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw err;
+      throw unavailable((err as Error).message);
+    }
   }
 
   /** The current period's usage, from the workflow's counters. */

@@ -35,6 +35,18 @@ export function alertId(tenantId: string, periodStart: string, subject: string, 
 /** The alert subject of a plan's cost limit; `$` keeps it apart from any metric name. */
 export const COST_SUBJECT = '$cost';
 
+/**
+ * An API request must land its usage signal within this long after receiving the request, or it
+ * fails unacknowledged (503): so every acknowledged event is in its tenant's history by then.
+ */
+export const USAGE_SIGNAL_DEADLINE_MS = 3_000;
+
+/**
+ * A closed period is sealed (its invoice finalizes) this long after its grace ends: longer than
+ * the signal deadline plus clock skew, so no acknowledged event for it can still be on its way.
+ */
+export const LATE_EVENT_SETTLE_MS = 8_000;
+
 /** One usage event as the API accepted it (timestamp already defaulted to receipt time). */
 export interface UsageEventInput {
   id: string;
@@ -145,7 +157,7 @@ export interface TenantStateView {
   tenant_id: string;
   plan: PlanVersion;
   period: Period;
-  previous_period: { start: string; end: string; grace_ends_at: string } | null;
+  closing_periods: Array<{ start: string; end: string; grace_ends_at: string; seal_at: string }>;
   counters: Record<string, CounterState>;
   decided_thresholds: Record<string, number[]>;
   events_counted: number;

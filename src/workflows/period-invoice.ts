@@ -1,4 +1,4 @@
-import { condition, log, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
+import { condition, log, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
 import type * as activities from '../activities';
 import type { InvoiceSummary } from '../activities/types';
 import { finalizeInvoiceSignal } from './messages';
@@ -10,12 +10,14 @@ export interface PeriodInvoiceInput {
   period_end: string;
   grace_ends_at: string;
   version: number;
-  /** No grace to wait for (finance finalized at close, or the plan has none). */
-  finalize_now?: boolean;
 }
 
-/** In-flight late events get this long after the grace ends to land before the invoice is final. */
-const SETTLE_MS = 10_000;
+/**
+ * The tenant workflow seals the period (signal `finalizeNow`) once every acknowledged event for
+ * it has been counted. Should that signal never come (the tenant workflow was terminated by hand),
+ * the invoice finalizes this long after the grace anyway.
+ */
+const UNSEALED_FALLBACK_MS = 60 * 60_000;
 
 /** The webhook goes to the outside world and retries for minutes: a regular activity. */
 const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
@@ -35,20 +37,18 @@ const local = proxyLocalActivities<ReturnType<typeof activities.createActivities
  * their period), then rated from the stored events and finalized once, with a deterministic id.
  */
 export async function periodInvoice(input: PeriodInvoiceInput): Promise<InvoiceSummary> {
-  let finalizeNow = input.finalize_now === true;
+  let sealed = false;
   setHandler(finalizeInvoiceSignal, () => {
-    finalizeNow = true;
+    sealed = true;
   });
   const ref = { tenant_id: input.tenant_id, period_start: input.period_start, version: input.version };
 
-  const waitMs = Date.parse(input.grace_ends_at) - Date.now();
-  if (!finalizeNow && waitMs > 0) {
-    await local.draftInvoice.executeWithOptions({ summary: 'draft invoice during grace' }, [ref]);
-    await condition(() => finalizeNow, waitMs + SETTLE_MS, { summary: 'grace period for late events' });
-  }
+  await local.draftInvoice.executeWithOptions({ summary: 'draft invoice while late events settle' }, [ref]);
+  const waitMs = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0) + UNSEALED_FALLBACK_MS;
+  const sealedInTime = await condition(() => sealed, waitMs, { summary: 'until the tenant workflow seals the period' });
+  if (!sealedInTime) log.warn('period never sealed by its tenant workflow: finalizing on the fallback timer', { ...ref });
   const summary = await local.finalizeInvoice.executeWithOptions({ summary: 'rate stored events and finalize' }, [ref]);
-  // `patched`: runs recorded before invoice webhooks existed replay without this activity.
-  if (summary.status === 'finalized' && summary.webhook && patched('invoice-finalized-webhook')) {
+  if (summary.status === 'finalized' && summary.webhook) {
     try {
       await acts.notifyInvoiceEvent.executeWithOptions(
         {

@@ -9,6 +9,7 @@ import {
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
+  getExternalWorkflowHandle,
   workflowInfo,
 } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
@@ -29,6 +30,8 @@ import {
   cancelSubscriptionUpdate,
   closePeriodUpdate,
   estimateQuery,
+  finalizeInvoiceSignal,
+  LATE_EVENT_SETTLE_MS,
   invoiceId,
   invoiceWorkflowId,
   recordUsageSignal,
@@ -54,10 +57,17 @@ export const SEARCH_ATTRIBUTES = {
   AlertLevel: defineSearchAttributeKey('AlertLevel', SearchAttributeType.KEYWORD),
 } as const;
 
-/** The last closed period, which keeps taking late events until its grace ends. */
-export interface PreviousPeriod extends Period {
+/**
+ * A closed period that still takes events until it is sealed: late events received within its
+ * grace, and events acknowledged before the close whose signal lands after it. The tenant
+ * workflow seals it (and lets its invoice finalize) only once every such event is in its history.
+ */
+export interface ClosingPeriod extends Period {
   grace_ends_at: string;
+  /** grace end + LATE_EVENT_SETTLE_MS: past it no acknowledged event for the period can still arrive. */
+  seal_at: string;
   plan: PlanVersion;
+  invoice_workflow_id: string;
 }
 
 /** What a run carries into the next run of the same period (history bounding). */
@@ -77,7 +87,10 @@ export interface TenantBillingInput {
   plan: PlanVersion;
   period: Period;
   alert_rules?: AlertRuleInput[];
-  previous?: PreviousPeriod;
+  /** Closed periods not sealed yet (usually none or one). */
+  closing?: ClosingPeriod[];
+  /** Set when the subscription was cancelled: the run only seals its last period, then ends. */
+  cancelled?: { final_invoice_id: string };
   /** Set when the run continues within the same period. */
   carried?: CarriedCounters;
   /** Batches received but not counted yet, including events that belong to the next period. */
@@ -139,7 +152,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const plan = input.plan;
   const period = input.period;
   const useSearchAttributes = input.search_attributes !== false;
-  let previous = input.previous;
+  const closing: ClosingPeriod[] = [...(input.closing ?? [])];
+  let cancelled = input.cancelled;
   let alertRules = input.alert_rules ?? [];
   /** Rule changes signalled in this run: replayed onto the rules `startPeriod` reads at rollover. */
   const ruleChanges: AlertRulesChange[] = [];
@@ -195,7 +209,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     tenant_id: tenantId,
     plan,
     period,
-    previous_period: previous ? { start: previous.start, end: previous.end, grace_ends_at: previous.grace_ends_at } : null,
+    closing_periods: closing.map((c) => ({ start: c.start, end: c.end, grace_ends_at: c.grace_ends_at, seal_at: c.seal_at })),
     counters,
     decided_thresholds: decided,
     events_counted: eventsCounted,
@@ -295,11 +309,12 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   for (;;) {
     const now = Date.now();
-    const deadline = Math.min(Date.parse(period.end), previous ? Date.parse(previous.grace_ends_at) : Infinity);
+    const nextSeal = Math.min(...closing.map((c) => Date.parse(c.seal_at)));
+    const deadline = Math.min(cancelled ? Infinity : Date.parse(period.end), nextSeal);
     await condition(
-      () => queue.length > 0 || closeRequest !== undefined || readyToContinue() || rulesChanged,
+      () => queue.length > 0 || (closeRequest !== undefined && !cancelled) || readyToContinue() || rulesChanged,
       Math.max(deadline - now, 1),
-      { summary: Date.parse(period.end) <= deadline ? 'period end' : 'grace end of the previous period' },
+      { summary: deadline === nextSeal ? 'seal the closed period (late events settled)' : 'period end' },
     );
 
     // History bound first, even under load: the queue is carried into the next run.
@@ -308,7 +323,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       await Promise.all([...deliveries]);
       await continueAsNew<typeof tenantBilling>({
         ...input,
-        previous,
+        closing,
+        cancelled,
         alert_rules: alertRules,
         carried: { counters, decided, alerts, events_counted: eventsCounted, authorizations: recentAuthorizations() },
         pending: [...deferred, ...queue],
@@ -324,11 +340,20 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       await fireAlerts(new Map());
       continue;
     }
-    if (previous && Date.now() >= Date.parse(previous.grace_ends_at)) {
-      previous = undefined; // its invoice workflow finalizes on its own timer
+    // Every event signalled before now has been counted (the queue is empty): seal what is due.
+    for (const due of closing.filter((c) => Date.now() >= Date.parse(c.seal_at))) {
+      await getExternalWorkflowHandle(due.invoice_workflow_id).signal(finalizeInvoiceSignal);
+      closing.splice(closing.indexOf(due), 1);
+    }
+    if (cancelled) {
+      if (closing.length === 0) {
+        await condition(allHandlersFinished);
+        return { cancelled: true, final_invoice_id: cancelled.final_invoice_id };
+      }
+      continue;
     }
     if (closeRequest !== undefined || Date.now() >= Date.parse(period.end)) {
-      return await rollover();
+      await rollover();
     }
   }
 
@@ -428,15 +453,16 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     const at = Date.parse(event.timestamp);
     if (!Number.isFinite(at)) return { kind: 'refuse', reason: 'validation_failed' };
     if (at > Date.parse(receivedAt) + FUTURE_TOLERANCE_MS) return { kind: 'refuse', reason: 'future_event' };
-    if (at >= Date.parse(period.end)) return { kind: 'next' };
-    if (at >= Date.parse(period.start)) {
+    if (!cancelled && at >= Date.parse(period.start)) {
+      // A requested close ends the period at its own instant, even before the rollover runs.
+      if (at >= Date.parse(closeRequest?.at ?? period.end)) return { kind: 'next' };
       return findMeter(plan, event.metric) ? { kind: 'count', periodStart: period.start } : { kind: 'refuse', reason: 'unknown_metric' };
     }
-    if (previous && at >= Date.parse(previous.start) && Date.parse(receivedAt) < Date.parse(previous.grace_ends_at)) {
-      return findMeter(previous.plan, event.metric)
-        ? { kind: 'count', periodStart: previous.start }
-        : { kind: 'refuse', reason: 'unknown_metric' };
+    const home = closing.find((c) => at >= Date.parse(c.start) && at < Date.parse(c.end));
+    if (home && Date.parse(receivedAt) < Date.parse(home.grace_ends_at)) {
+      return findMeter(home.plan, event.metric) ? { kind: 'count', periodStart: home.start } : { kind: 'refuse', reason: 'unknown_metric' };
     }
+    if (cancelled && at >= Date.parse(period.start)) return { kind: 'refuse', reason: 'subscription_cancelled' };
     return { kind: 'refuse', reason: 'late_event' };
   }
 
@@ -540,7 +566,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   // ---- rollover ------------------------------------------------------------------------------
 
   /** Closes this period, hands it to its invoice workflow and continues into the next period. */
-  async function rollover(): Promise<TenantBillingResult> {
+  async function rollover(): Promise<void> {
     const request = closeRequest;
     const closedAt = request ? request.at : period.end;
     const closed: Period = { start: period.start, end: closedAt };
@@ -556,7 +582,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     await local.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
       {
         workflow_id: invoiceWorkflow,
-        input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1, finalize_now: graceMs === 0 },
+        input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1 },
       },
     ]);
 
@@ -581,20 +607,28 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       invoice_workflow_id: invoiceWorkflow,
       current_period: next ? { start: next.start, end: next.end } : null,
     };
+    closing.push({
+      ...closed,
+      grace_ends_at: graceEndsAt,
+      seal_at: new Date(Date.parse(graceEndsAt) + LATE_EVENT_SETTLE_MS).toISOString(),
+      plan,
+      invoice_workflow_id: invoiceWorkflow,
+    });
+    if (request?.cancel || next === null) {
+      // Stay until the last period is sealed: events acknowledged before the cancellation still count.
+      cancelled = { final_invoice_id: closeResult.invoice_id };
+      return;
+    }
     await Promise.all([...deliveries]);
     await condition(allHandlersFinished);
-
-    if (request?.cancel || next === null) {
-      return { cancelled: true, final_invoice_id: closeResult.invoice_id };
-    }
-    return await continueAsNew<typeof tenantBilling>({
+    await continueAsNew<typeof tenantBilling>({
       tenant_id: tenantId,
       timezone: input.timezone,
       billing_anchor: input.billing_anchor,
       plan: nextPlan,
       period: { start: next.start, end: next.end },
       alert_rules: nextRules,
-      previous: graceMs > 0 ? { ...closed, grace_ends_at: graceEndsAt, plan } : undefined,
+      closing,
       pending: [...deferred, ...queue],
       limits: input.limits,
       search_attributes: input.search_attributes,
