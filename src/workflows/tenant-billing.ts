@@ -77,6 +77,8 @@ export interface CarriedCounters {
   alerts: AlertView[];
   events_counted: number;
   authorizations: Record<string, AuthorizeResult>;
+  /** The latest timestamp counted in this period: an early close never ends the period before it. */
+  latest_counted_at?: number;
 }
 
 /** Everything one run needs; continue-as-new passes only this forward. */
@@ -164,6 +166,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const alerts: AlertView[] = [...(input.carried?.alerts ?? [])];
   const authorizations: Record<string, AuthorizeResult> = { ...input.carried?.authorizations };
   let eventsCounted = input.carried?.events_counted ?? 0;
+  let latestCountedAt = input.carried?.latest_counted_at ?? 0;
 
   const queue: UsageBatch[] = [...(input.pending ?? [])];
   const deferred: UsageBatch[] = [];
@@ -278,11 +281,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   const requestClose = async (finalize: boolean, cancel: boolean): Promise<ClosePeriodResult> => {
     if (!closeRequest) {
-      // Periods end on whole seconds (ids carry the start to the second) unless that would end
-      // the period before it began (a close in its first second keeps millisecond precision).
-      const now = Date.now();
-      const second = Math.floor(now / 1000) * 1000;
-      const at = second > Date.parse(period.start) ? second : Math.max(now, Date.parse(period.start) + 1);
+      // The period ends on the next whole second (ids carry the start to the second), and never
+      // before an event it already counted (events may be stamped up to 5 minutes ahead).
+      const second = (ms: number) => Math.ceil(ms / 1000) * 1000;
+      const at = Math.max(second(Date.now()), second(latestCountedAt + 1), second(Date.parse(period.start) + 1));
       closeRequest = { finalize, cancel, at: new Date(at).toISOString() };
     }
     await condition(() => closeResult !== undefined);
@@ -326,7 +328,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         closing,
         cancelled,
         alert_rules: alertRules,
-        carried: { counters, decided, alerts, events_counted: eventsCounted, authorizations: recentAuthorizations() },
+        carried: { counters, decided, alerts, events_counted: eventsCounted, authorizations: recentAuthorizations(), latest_counted_at: latestCountedAt },
         pending: [...deferred, ...queue],
       });
     }
@@ -430,6 +432,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         const meter = findMeter(plan, event.metric)!;
         counters[meter.metric] = applyToCounter(counters[meter.metric], meter.aggregation, event);
         eventsCounted += 1;
+        latestCountedAt = Math.max(latestCountedAt, Date.parse(event.timestamp));
       }
       for (const r of refused) settleAuthorization(r.event.id, 'refused');
       await fireAlerts(before);
@@ -458,8 +461,11 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       if (at >= Date.parse(closeRequest?.at ?? period.end)) return { kind: 'next' };
       return findMeter(plan, event.metric) ? { kind: 'count', periodStart: period.start } : { kind: 'refuse', reason: 'unknown_metric' };
     }
+    // A closed period takes its events until it is sealed. The API refuses events received after
+    // the grace (late_event); one it acknowledged anyway (its view of the periods was a moment
+    // old) is still counted where it belongs rather than lost.
     const home = closing.find((c) => at >= Date.parse(c.start) && at < Date.parse(c.end));
-    if (home && Date.parse(receivedAt) < Date.parse(home.grace_ends_at)) {
+    if (home) {
       return findMeter(home.plan, event.metric) ? { kind: 'count', periodStart: home.start } : { kind: 'refuse', reason: 'unknown_metric' };
     }
     if (cancelled && at >= Date.parse(period.start)) return { kind: 'refuse', reason: 'subscription_cancelled' };
