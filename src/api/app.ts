@@ -23,6 +23,7 @@ import { financeRouter } from './routes/finance';
 import { readsRouter } from './routes/reads';
 import { alertRulesRouter } from './routes/alert-rules';
 import { invoicesRouter } from './routes/invoices';
+import { rejectUnsafeJson } from './body-guard';
 
 /**
  * Ids travel into SQL and Temporal ids: a path with control characters (`%00`) or broken
@@ -102,6 +103,20 @@ export async function closeGracefully(app: Express, server: { close(): Promise<v
   }
 }
 
+/** Request headers that carry credentials: logged as `[redacted]`, never as their value. */
+const SECRET_HEADERS = ['x-api-key', 'authorization', 'proxy-authorization', 'cookie'];
+
+/**
+ * pino-http's request serializer logs every header; this copy hides the credentials, so API keys
+ * (the admin key included) never reach the logs. It copies: the headers object is the live one.
+ */
+function redactRequest<T extends { headers?: Record<string, unknown> }>(req: T): T {
+  if (!req.headers) return req;
+  const headers = { ...req.headers };
+  for (const name of SECRET_HEADERS) if (headers[name] !== undefined) headers[name] = '[redacted]';
+  return { ...req, headers };
+}
+
 /** Client-supplied request ids are echoed only when short and log-safe; otherwise a new one is made. */
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
@@ -150,12 +165,15 @@ export function createApp(deps: AppDeps): Express {
         return id;
       },
       customProps: (req) => ({ request_id: req.id }),
+      serializers: { req: redactRequest },
       autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' },
     }),
   );
   // JSON API: no CSP here (nothing renders the answers); /docs sets its own strict one.
   app.use(helmet({ contentSecurityPolicy: false }));
   app.use(express.json({ limit: '1mb', strict: true, type: ['application/json', 'application/*+json'] }));
+  // Text PostgreSQL cannot store and nesting JSON.stringify cannot write: 422 before any route.
+  app.use(rejectUnsafeJson());
 
   app.use(operationsRouter(ctx, { metrics, draining: () => drain.draining }));
   const v1 = express.Router();

@@ -9,8 +9,38 @@ import { isValidTimeZone } from '../domain/periods';
  */
 
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/**
+ * Names every plain JavaScript object already answers (`constructor`, `toString`, `__proto__`...).
+ * The tenant workflow keeps counters by metric and authorize answers by id in plain objects, so
+ * such a name reads an inherited member instead of an absent entry: a meter named `constructor`
+ * fails every workflow task that counts it, an authorize id `constructor` answers a function.
+ * Refused at the API until the workflow keys those objects safely (see SECURITY.md).
+ */
+const OBJECT_MEMBER_NAMES = new Set(Object.getOwnPropertyNames(Object.prototype));
+const notObjectMember = (name: string) => !OBJECT_MEMBER_NAMES.has(name);
+const OBJECT_MEMBER_MESSAGE = 'is reserved (a name every JavaScript object has)';
+
 /** Ids of plans and tenants: they appear in Temporal workflow ids, so they stay URL- and log-safe. */
 export const resourceId = z.string().regex(idPattern, 'must be 1-64 characters: letters, digits, _ . - (starting with a letter or digit)');
+
+/**
+ * A webhook target: http(s) only, and without credentials in the URL. Node's fetch refuses a URL
+ * with `user:password@`, so such a webhook could never be delivered, and every failed attempt
+ * would copy the password into the delivery's `last_error` and the worker's logs.
+ */
+export const webhookUrl = z
+  .string()
+  .url()
+  .regex(/^https?:\/\//, 'must be an http(s) URL')
+  .refine((url) => {
+    try {
+      const parsed = new URL(url);
+      return parsed.username === '' && parsed.password === '';
+    } catch {
+      return false;
+    }
+  }, 'must not contain credentials (user:password@)');
 
 /** A money or price amount as a decimal string (up to 10 decimal places, BILLING.md). */
 export const decimalString = z.string().regex(/^\d{1,18}(\.\d{1,10})?$/, 'must be a decimal string such as "29.00"');
@@ -43,7 +73,7 @@ const pricing = z.discriminatedUnion('model', [
 
 const meter = z
   .object({
-    metric: z.string().regex(METRIC_NAME_PATTERN, 'must match ^[a-z][a-z0-9_]{0,63}$'),
+    metric: z.string().regex(METRIC_NAME_PATTERN, 'must match ^[a-z][a-z0-9_]{0,63}$').refine(notObjectMember, OBJECT_MEMBER_MESSAGE),
     aggregation: z.enum(['sum', 'count', 'max', 'latest']),
     limit: z.number().positive().finite().optional(),
     hard_limit: z.boolean().optional(),
@@ -81,7 +111,7 @@ export const createTenantBody = z.object({
   name: z.string().min(1).max(200),
   plan_id: resourceId,
   email: z.string().email().optional(),
-  webhook_url: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL').optional(),
+  webhook_url: webhookUrl.optional(),
   timezone: z.string().refine(isValidTimeZone, 'must be an IANA time zone such as Europe/Paris').default('UTC'),
   billing_anchor: z.string().datetime({ offset: true }).optional(),
 });
@@ -92,7 +122,7 @@ export const updateTenantBody = z
     plan_id: resourceId.optional(),
     name: z.string().min(1).max(200).optional(),
     email: z.string().email().nullable().optional(),
-    webhook_url: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL').nullable().optional(),
+    webhook_url: webhookUrl.nullable().optional(),
   })
   .strict();
 
@@ -110,7 +140,7 @@ export const usageEvent = z.object({
 export const ingestBody = z.object({ events: z.array(usageEvent).min(1).max(1000) });
 
 /** `POST /v1/tenants/{id}/authorize`. */
-export const authorizeBody = z.object({ id: z.string().min(1).max(128), metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
+export const authorizeBody = z.object({ id: z.string().min(1).max(128).refine(notObjectMember, OBJECT_MEMBER_MESSAGE), metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
 
 /** `POST /v1/tenants/{id}/estimate`. */
 export const estimateBody = z.object({ metric: z.string().regex(METRIC_NAME_PATTERN), quantity });

@@ -15,7 +15,7 @@ import {
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { AlertRecord, AlertRuleInput, CountableEvent, RefusedEvent } from '../activities/types';
-import { Dec, decimalToNumber } from '../domain/decimal';
+import { Dec, decimalToNumber, parseQuantity } from '../domain/decimal';
 import { applyToCounter, type CounterState } from '../domain/aggregation';
 import { periodAfterEarlyClose, periodContaining, type Period } from '../domain/periods';
 import { findMeter, type PlanVersion } from '../domain/plan';
@@ -407,6 +407,11 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       for (const { event, receivedAt } of chunk) {
         if (seen.has(event.id)) continue; // the same id twice in one chunk counts once
         seen.add(event.id);
+        const problem = eventProblem(event);
+        if (problem) {
+          refused.push({ event: storableEvent(event), received_at: receivedAt, reason: 'validation_failed' });
+          continue;
+        }
         const placed = placeEvent(event, receivedAt);
         if (placed.kind === 'count') countable.push({ ...event, period_start: placed.periodStart, received_at: receivedAt });
         else if (placed.kind === 'next') {
@@ -440,6 +445,38 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     } finally {
       counting = false;
     }
+  }
+
+  /**
+   * What makes an event impossible to count or store, whatever sent it (the API validates, a
+   * direct signal does not): a quantity that is not a decimal >= 0 with <= 6 places, or text
+   * PostgreSQL cannot store (NUL, unpaired surrogates) in the id, metric or properties.
+   */
+  function eventProblem(event: UsageEventInput): string | undefined {
+    if (typeof event.id !== 'string' || event.id.length === 0 || event.id.length > 128 || !storableText(event.id)) return 'id';
+    if (typeof event.metric !== 'string' || !storableText(event.metric)) return 'metric';
+    if (typeof event.quantity !== 'number' && typeof event.quantity !== 'string') return 'quantity';
+    try {
+      parseQuantity(event.quantity);
+    } catch {
+      return 'quantity';
+    }
+    if (typeof event.timestamp !== 'string') return 'timestamp';
+    if (event.properties !== undefined && (event.properties === null || typeof event.properties !== 'object' || !storableText(JSON.stringify(event.properties)))) {
+      return 'properties';
+    }
+    return undefined;
+  }
+
+  function storableText(text: string): boolean {
+    return !text.includes('\u0000') && !/\\u0000/.test(text) && !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(text);
+  }
+
+  /** A refused event as `rejected_events` can hold it: unstorable text replaced, properties dropped. */
+  function storableEvent(event: UsageEventInput): UsageEventInput {
+    // eslint-disable-next-line no-control-regex -- NUL is exactly what PostgreSQL text cannot hold
+    const clean = (value: unknown) => String(value).replace(/\u0000|[\ud800-\udfff]/g, '\ufffd').slice(0, 256);
+    return { id: clean(event.id), metric: clean(event.metric), quantity: clean(event.quantity), timestamp: clean(event.timestamp) };
   }
 
   /** Hands an authorize update the outcome of the event it consumed. */

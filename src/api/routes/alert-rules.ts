@@ -11,13 +11,14 @@ import { findPlanVersion } from '../../db/plans';
 import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
 import { Dec } from '../../domain/decimal';
 import { issueWebhookSecretIfMissing } from '../../notifications/secrets';
+import { webhookUrl } from '../schemas';
 import type { RuleChannel } from '../../notifications/alerts';
 import { COST_SUBJECT, alertRulesChangedSignal, tenantWorkflowId, type AlertRulesChange } from '../../workflows/messages';
 
 /** A rule's channel: an email address, or an http(s) webhook signed with the tenant's secret. */
 export const ruleChannel = z.discriminatedUnion('type', [
   z.object({ type: z.literal('email'), to: z.string().email() }).strict(),
-  z.object({ type: z.literal('webhook'), url: z.string().url().regex(/^https?:\/\//, 'must be an http(s) URL') }).strict(),
+  z.object({ type: z.literal('webhook'), url: webhookUrl }).strict(),
 ]);
 
 /**

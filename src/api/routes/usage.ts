@@ -123,6 +123,14 @@ function judgeEvent(
   if (at > receivedAt.getTime() + FUTURE_TOLERANCE_MS) {
     return { field: 'timestamp', message: 'more than 5 minutes in the future', code: 'future_event' };
   }
+  // The current period may have ended by the clock before its workflow rolled over (a backlog, a
+  // Temporal outage) or before this cache saw the rollover: its events are then late events,
+  // accepted only within its grace, as the workflow judges them (else acknowledged, then refused).
+  const current = tenant.current;
+  const currentGraceEndsAt = current.end.getTime() + tenant.plan.grace_period_seconds * 1000;
+  if (at >= current.start.getTime() && at < current.end.getTime() && receivedAt.getTime() >= currentGraceEndsAt) {
+    return { field: 'timestamp', message: `too late: belongs to period ${current.start.toISOString()} (grace ended)`, code: 'late_event' };
+  }
   const inCurrentOrLater = at >= tenant.current.start.getTime();
   const previous = tenant.previous;
   const inGrace =
