@@ -40,6 +40,9 @@ export type Config = z.infer<typeof configSchema>;
 /** The names of every variable the config module reads (docker-compose.yml is checked against it). */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(configSchema.shape);
 
+/** Variables whose values may hold credentials: named in errors, never shown. */
+const SECRET_VARIABLES = new Set(['BILLING_ADMIN_KEY', 'SMTP_URL', 'DATABASE_URL']);
+
 /** Raised with one line per bad variable, so the operator sees everything wrong at once. */
 export class ConfigError extends Error {}
 
@@ -54,7 +57,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => {
       const name = String(issue.path[0]);
-      return `  ${name}=${JSON.stringify(raw[name] ?? '')}: ${issue.message}`;
+      // Never echo a secret (an admin key, a password inside a URL) into logs.
+      const shown = SECRET_VARIABLES.has(name) ? '(value hidden)' : JSON.stringify(raw[name] ?? '');
+      return `  ${name}=${shown}: ${issue.message}`;
     });
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
