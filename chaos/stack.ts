@@ -1,0 +1,454 @@
+/**
+ * The chaos stack: PostgreSQL, the Temporal dev server, the worker and the API as separate
+ * processes on free ports, each of which can be killed and started again on its own.
+ *
+ * - PostgreSQL runs through `startEmbeddedPostgres` (data under DATA_DIR/postgres). A restart is
+ *   either a fast shutdown (SIGINT, what `stop()` does) or an immediate shutdown (SIGQUIT to the
+ *   postmaster: no checkpoint, WAL crash recovery on the next start), then a start on the same
+ *   directory and port.
+ * - The Temporal dev server is `temporal server start-dev` in its own process group, on a SQLite
+ *   file under DATA_DIR, with the five search attributes of API.md; it restarts on the same file
+ *   and port.
+ * - The worker (`src/workers/main.ts`) and the API (`src/api/main.ts`) run as `node --import tsx`
+ *   in their own process groups, so `kill -9` of one leaves everything else running.
+ *
+ * Every child's output goes to DATA_DIR/logs/<name>.log (appended across restarts).
+ *
+ * The worker, the API and the migrations run from a snapshot of the code taken when the run starts
+ * (DATA_DIR/code: `src/`, `migrations/`, `package.json`, `tsconfig.json`, and a link to
+ * `node_modules`), so every restart runs the same code even while someone edits the working tree.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { freePort } from '../src/platform/free-port';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from '../src/platform/postgres';
+import { readTemporalBinaries } from '../src/platform/temporal-binaries';
+import { CONFIG_VARIABLES } from '../src/config';
+
+/** The project root, whatever the current directory. */
+export const ROOT = path.resolve(__dirname, '..');
+
+/** The search attributes tally's workflows use (API.md, "Temporal conventions"). */
+const SEARCH_ATTRIBUTES = ['TenantId=Keyword', 'PlanId=Keyword', 'BillingPeriodStart=Datetime', 'BillingPeriodEnd=Datetime', 'AlertLevel=Keyword'];
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A child process in its own process group, restartable with the same command line. */
+/** The code a run tests: where its snapshot is, and which version it is. */
+export interface CodeSnapshot {
+  root: string;
+  /** The commit, and for a working-tree snapshot the files that differ from it. */
+  version: { commit: string; ref: string | null; dirty: string[] };
+}
+
+/**
+ * Copies the code the stack runs into `dir`: the working tree, or with `ref` a commit read with
+ * `git archive` (read-only). `node_modules` is linked, not copied.
+ */
+export function snapshotCode(dir: string, ref?: string): CodeSnapshot {
+  const root = path.join(dir, 'code');
+  fs.mkdirSync(root, { recursive: true });
+  const entries = ['src', 'migrations', 'package.json', 'tsconfig.json'];
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  let commit = 'unknown';
+  let dirty: string[] = [];
+  if (ref) {
+    commit = git('rev-parse', '--verify', `${ref}^{commit}`);
+    const archive = execFileSync('git', ['archive', '--format=tar', commit, ...entries], { cwd: ROOT, maxBuffer: 256 * 1024 * 1024 });
+    execFileSync('tar', ['-x', '-C', root], { input: archive });
+  } else {
+    for (const entry of entries) fs.cpSync(path.join(ROOT, entry), path.join(root, entry), { recursive: true });
+    try {
+      commit = git('rev-parse', 'HEAD');
+      // Not trimmed: each line starts with its two-letter status (` M path`).
+      dirty = execFileSync('git', ['status', '--porcelain', '--', ...entries], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => line.slice(3));
+    } catch {
+      // not a git checkout: the snapshot is still the working tree
+    }
+  }
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(root, 'node_modules'));
+  return { root, version: { commit, ref: ref ?? null, dirty } };
+}
+
+class Managed {
+  private child: ChildProcess | undefined;
+  private exited: Promise<number | null> = Promise.resolve(null);
+  private output = '';
+  starts = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly command: string,
+    private readonly args: string[],
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly logFile: string,
+    private readonly cwd: string = ROOT,
+  ) {}
+
+  get pid(): number | undefined {
+    return this.child && this.child.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
+  }
+
+  get running(): boolean {
+    return this.pid !== undefined;
+  }
+
+  /** The recent output of the current incarnation (for readiness lines and error messages). */
+  get recentOutput(): string {
+    return this.output;
+  }
+
+  start(): void {
+    if (this.running) throw new Error(`${this.name} is already running`);
+    this.starts += 1;
+    this.output = '';
+    const log = fs.openSync(this.logFile, 'a');
+    fs.writeSync(log, `\n===== ${new Date().toISOString()} start #${this.starts}: ${this.command} ${this.args.join(' ')}\n`);
+    const child = spawn(this.command, this.args, { cwd: this.cwd, env: this.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const onData = (d: Buffer) => {
+      fs.writeSync(log, d);
+      this.output = (this.output + d.toString('utf8')).slice(-20_000);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        try {
+          fs.writeSync(log, `===== ${new Date().toISOString()} exited code=${code} signal=${signal}\n`);
+          fs.closeSync(log);
+        } catch {
+          // closed already
+        }
+        resolve(code);
+      }),
+    );
+    this.child = child;
+  }
+
+  /** Signals the whole process group and waits for the exit (SIGKILL after `graceMs`). */
+  async stop(signal: NodeJS.Signals, graceMs = 15_000): Promise<void> {
+    const child = this.child;
+    if (!child || child.pid === undefined) return;
+    if (child.exitCode === null && child.signalCode === null) killGroup(child.pid, signal);
+    const done = await Promise.race([this.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    if (!done) {
+      killGroup(child.pid, 'SIGKILL');
+      await this.exited;
+    }
+    // Anything left in the group (there should be nothing) goes too.
+    killGroup(child.pid, 'SIGKILL');
+  }
+
+  async waitFor(pattern: RegExp, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pattern.test(this.output)) {
+      if (!this.running) throw new Error(`${this.name} exited while starting:\n${this.output.slice(-4000)}`);
+      if (Date.now() > deadline) throw new Error(`${this.name} not ready after ${timeoutMs} ms:\n${this.output.slice(-4000)}`);
+      await sleep(100);
+    }
+  }
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone
+  }
+}
+
+/** Options of a chaos stack. */
+export interface StackOptions {
+  dataDir: string;
+  /** Where the worker, the API and the migrations run from (see {@link snapshotCode}). */
+  codeRoot: string;
+  adminKey: string;
+  /** Extra environment for the worker (e.g. LOG_LEVEL). */
+  workerEnv?: Record<string, string>;
+}
+
+/** The running stack and its fault levers. */
+export class ChaosStack {
+  readonly apiUrl: string;
+  readonly temporalAddress: string;
+  readonly logDir: string;
+  databaseUrl = '';
+  private postgres: EmbeddedDatabase | undefined;
+  private readonly temporal: Managed;
+  private readonly worker: Managed;
+  private readonly api: Managed;
+
+  private constructor(
+    private readonly options: StackOptions,
+    private readonly ports: { api: number; temporal: number; postgres: number },
+  ) {
+    this.apiUrl = `http://127.0.0.1:${ports.api}`;
+    this.temporalAddress = `127.0.0.1:${ports.temporal}`;
+    this.logDir = path.join(options.dataDir, 'logs');
+    fs.mkdirSync(this.logDir, { recursive: true });
+    const databaseUrl = `postgres://tally:tally@127.0.0.1:${ports.postgres}/tally`;
+    const base = cleanEnv();
+    const cli = readTemporalBinaries().cli.path;
+    if (!cli) throw new Error('the Temporal CLI is not resolved locally: run `npm run temporal:binaries`');
+    this.temporal = new Managed(
+      'temporal',
+      cli,
+      [
+        'server',
+        'start-dev',
+        '--db-filename',
+        path.join(options.dataDir, 'temporal.sqlite'),
+        '--ip',
+        '127.0.0.1',
+        '--port',
+        String(ports.temporal),
+        '--headless',
+        '--log-level',
+        'warn',
+        ...SEARCH_ATTRIBUTES.flatMap((sa) => ['--search-attribute', sa]),
+      ],
+      base,
+      path.join(this.logDir, 'temporal.log'),
+    );
+    const common = { ...base, TEMPORAL_ADDRESS: this.temporalAddress, DATABASE_URL: databaseUrl, HOST: '127.0.0.1' };
+    this.worker = new Managed(
+      'worker',
+      process.execPath,
+      ['--import', 'tsx', 'src/workers/main.ts'],
+      { ...common, TEMPORAL_METRICS_PORT: '0', LOG_LEVEL: 'info', TALLY_SERVICE: 'worker', ...options.workerEnv },
+      path.join(this.logDir, 'worker.log'),
+      options.codeRoot,
+    );
+    this.api = new Managed(
+      'api',
+      process.execPath,
+      ['--import', 'tsx', 'src/api/main.ts'],
+      {
+        ...common,
+        PORT: String(ports.api),
+        BILLING_ADMIN_KEY: options.adminKey,
+        RATE_LIMIT_INGEST_PER_SECOND: '0',
+        RATE_LIMIT_READS_PER_SECOND: '0',
+        LOG_LEVEL: 'warn',
+        TALLY_SERVICE: 'api',
+      },
+      path.join(this.logDir, 'api.log'),
+      options.codeRoot,
+    );
+  }
+
+  /** Allocates ports and starts PostgreSQL, Temporal, the migrations, the worker and the API. */
+  static async start(options: StackOptions, log: (m: string) => void): Promise<ChaosStack> {
+    const ports = { api: await freePort(), temporal: await freePort(), postgres: await freePort() };
+    const stack = new ChaosStack(options, ports);
+    activeStacks.add(stack);
+    let t = Date.now();
+    await Promise.all([stack.startPostgres(), stack.startTemporal()]);
+    log(`PostgreSQL and Temporal up in ${elapsed(t)}`);
+    t = Date.now();
+    await stack.migrate();
+    log(`migrations applied in ${elapsed(t)}`);
+    t = Date.now();
+    await Promise.all([stack.startWorker(), stack.startApi()]);
+    log(`worker and API up in ${elapsed(t)}`);
+    return stack;
+  }
+
+  // ---- PostgreSQL --------------------------------------------------------------------------
+
+  async startPostgres(): Promise<void> {
+    // A start right after an immediate shutdown can race the last backends leaving: retry.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.postgres = await startEmbeddedPostgres({ dataDir: this.options.dataDir, port: this.ports.postgres });
+        this.databaseUrl = this.postgres.url;
+        return;
+      } catch (err) {
+        if (attempt >= 5) throw new Error(`PostgreSQL did not start: ${String(err)}`);
+        await sleep(1000);
+      }
+    }
+  }
+
+  /** `fast`: SIGINT (what `stop()` sends); `immediate`: SIGQUIT, a crash as far as the data goes. */
+  async stopPostgres(mode: 'fast' | 'immediate'): Promise<void> {
+    const pg = this.postgres;
+    this.postgres = undefined;
+    if (mode === 'fast' && pg) {
+      await Promise.race([pg.stop(), sleep(30_000)]);
+    }
+    const pid = this.postmasterPid();
+    if (pid !== undefined) {
+      signalPid(pid, mode === 'fast' ? 'SIGINT' : 'SIGQUIT');
+      const deadline = Date.now() + 30_000;
+      while (alive(pid) && Date.now() < deadline) await sleep(100);
+      if (alive(pid)) signalPid(pid, 'SIGKILL');
+      while (alive(pid)) await sleep(100);
+    }
+  }
+
+  private postmasterPid(): number | undefined {
+    try {
+      const pid = Number(fs.readFileSync(path.join(this.options.dataDir, 'postgres', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      return pid > 0 && alive(pid) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  // ---- Temporal ----------------------------------------------------------------------------
+
+  async startTemporal(): Promise<void> {
+    this.temporal.start();
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (!this.temporal.running) throw new Error(`the Temporal dev server exited:\n${this.temporal.recentOutput.slice(-4000)}`);
+      if (await this.temporalAnswers()) return;
+      if (Date.now() > deadline) throw new Error(`the Temporal dev server is not ready:\n${this.temporal.recentOutput.slice(-4000)}`);
+      await sleep(250);
+    }
+  }
+
+  async stopTemporal(signal: NodeJS.Signals): Promise<void> {
+    await this.temporal.stop(signal);
+  }
+
+  private async temporalAnswers(): Promise<boolean> {
+    if (!(await tcpOpen(this.ports.temporal))) return false;
+    let connection: Connection | undefined;
+    try {
+      connection = await Connection.connect({ address: this.temporalAddress, connectTimeout: 2000 });
+      await connection.workflowService.describeNamespace({ namespace: 'default' });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await connection?.close().catch(() => undefined);
+    }
+  }
+
+  // ---- migrations, worker, API ---------------------------------------------------------------
+
+  async migrate(): Promise<void> {
+    const env = { ...cleanEnv(), DATABASE_URL: this.databaseUrl, LOG_LEVEL: 'warn' };
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/db/migrate.ts'], { cwd: this.options.codeRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d) => (output += String(d)));
+    child.stderr.on('data', (d) => (output += String(d)));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    if (code !== 0) throw new Error(`migrations failed (exit ${code}):\n${output}`);
+  }
+
+  async startWorker(): Promise<void> {
+    this.worker.start();
+    await this.worker.waitFor(/worker started/, 120_000);
+  }
+
+  async killWorker(): Promise<void> {
+    await this.worker.stop('SIGKILL');
+  }
+
+  async startApi(): Promise<void> {
+    this.api.start();
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (!this.api.running) throw new Error(`the API exited:\n${this.api.recentOutput.slice(-4000)}`);
+      try {
+        const res = await fetch(`${this.apiUrl}/healthz`);
+        if (res.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`the API is not ready:\n${this.api.recentOutput.slice(-4000)}`);
+      await sleep(100);
+    }
+  }
+
+  async killApi(): Promise<void> {
+    await this.api.stop('SIGKILL');
+  }
+
+  /** Which processes are up (the end check requires all of them). */
+  status(): Record<string, boolean> {
+    return { postgres: this.postmasterPid() !== undefined, temporal: this.temporal.running, worker: this.worker.running, api: this.api.running };
+  }
+
+  /** Brings up whatever is down (after the faults, before the checks). */
+  async ensureUp(): Promise<void> {
+    if (this.postmasterPid() === undefined) await this.startPostgres();
+    if (!this.temporal.running) await this.startTemporal();
+    if (!this.worker.running) await this.startWorker();
+    if (!this.api.running) await this.startApi();
+  }
+
+  /** Stops everything, gently first (API, worker, Temporal, PostgreSQL), then by force. */
+  async shutdown(): Promise<void> {
+    activeStacks.delete(this);
+    await this.api.stop('SIGTERM', 10_000).catch(() => undefined);
+    await this.worker.stop('SIGTERM', 10_000).catch(() => undefined);
+    await this.temporal.stop('SIGTERM', 10_000).catch(() => undefined);
+    await this.stopPostgres('fast').catch(() => undefined);
+  }
+
+  /** Last resort on an abrupt exit: SIGKILL every group and the postmaster, synchronously. */
+  killAllNow(): void {
+    for (const m of [this.api, this.worker, this.temporal]) if (m.pid !== undefined) killGroup(m.pid, 'SIGKILL');
+    const pid = this.postmasterPid();
+    if (pid !== undefined) signalPid(pid, 'SIGQUIT');
+  }
+}
+
+/** Stacks not shut down yet: killed synchronously if the process exits abruptly. */
+export const activeStacks = new Set<ChaosStack>();
+
+/** The parent's environment without any of tally's variables (each child gets exactly its own). */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of CONFIG_VARIABLES) delete env[name];
+  delete env.NODE_OPTIONS;
+  return env;
+}
+
+function elapsed(since: number): string {
+  return `${((Date.now() - since) / 1000).toFixed(1)} s`;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // gone
+  }
+}
+
+function tcpOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+    socket.setTimeout(1000, () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
