@@ -273,10 +273,14 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   const requestClose = async (finalize: boolean, cancel: boolean): Promise<ClosePeriodResult> => {
     if (!closeRequest) {
-      // The period ends on the next whole second (ids carry the start to the second), and never
-      // before an event it already counted (events may be stamped up to 5 minutes ahead).
-      const second = (ms: number) => Math.ceil(ms / 1000) * 1000;
-      const at = Math.max(second(Date.now()), second(latestCountedAt + 1), second(Date.parse(period.start) + 1));
+      // The period ends now, to the second (ids carry the start to the second; a close in the
+      // period's first second keeps milliseconds) — but never before an event it already counted
+      // (events may be stamped up to 5 minutes ahead). Events counted after this instant with
+      // timestamps at or past it go to the next period.
+      const now = Date.now();
+      const second = Math.floor(now / 1000) * 1000;
+      const start = Date.parse(period.start);
+      const at = Math.max(second > start ? second : now, latestCountedAt + 1, start + 1);
       closeRequest = { finalize, cancel, at: new Date(at).toISOString() };
     }
     await condition(() => closeResult !== undefined);
