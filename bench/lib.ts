@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../src/platform/free-port';
@@ -107,58 +106,6 @@ export function rssMb(pid: number): number {
 /** Sleeps `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** A keep-alive HTTP client: fetch's per-request overhead would dominate the load generator. */
-export class HttpClient {
-  private readonly agent: http.Agent;
-  private readonly base: URL;
-
-  constructor(baseUrl: string, private readonly key: string, maxSockets = 256) {
-    this.base = new URL(baseUrl);
-    this.agent = new http.Agent({ keepAlive: true, maxSockets });
-  }
-
-  /** Sends one request; resolves with the status and parsed body. */
-  request(method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise((resolve, reject) => {
-      const req = http.request(
-        {
-          host: this.base.hostname,
-          port: this.base.port,
-          method,
-          path: pathname,
-          agent: this.agent,
-          headers: {
-            'x-api-key': this.key,
-            ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
-          },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let parsed: unknown = text;
-            try {
-              parsed = text ? JSON.parse(text) : undefined;
-            } catch {
-              // keep text
-            }
-            resolve({ status: res.statusCode ?? 0, body: parsed });
-          });
-        },
-      );
-      req.on('error', reject);
-      if (payload) req.write(payload);
-      req.end();
-    });
-  }
-
-  close(): void {
-    this.agent.destroy();
-  }
 }
 
 /** The value at quantile `q` (0..1) of a list of numbers. */

@@ -7,7 +7,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { HttpClient, ROOT, runLoops, sleep, startStack } from './lib';
+import { HttpClient } from './http';
+import { ROOT, runLoops, sleep, startStack } from './lib';
 
 /** CPU ticks per process name since boot (the stack's node process is told apart from ours). */
 function cpuTicks(stackPid: number): Map<string, number> {

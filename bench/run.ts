@@ -10,7 +10,8 @@ import path from 'node:path';
 import http from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
-import { HttpClient, ROOT, freePort, median, quantile, rssMb, runLoops, sleep, startStack, type BenchStack } from './lib';
+import { HttpClient } from './http';
+import { ROOT, freePort, median, quantile, rssMb, runLoops, sleep, startStack, type BenchStack } from './lib';
 import { recordUsageSignal, stateQuery, tenantWorkflowId } from '../src/workflows/messages';
 import { renderChart } from './chart';
 

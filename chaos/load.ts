@@ -13,7 +13,7 @@
  * earlier acknowledged events (identical), and resends of earlier ids with another quantity
  * (which must be ignored: the first acknowledged content is the one that counts).
  */
-import { ChaosHttp } from './http';
+import { HttpClient } from '../bench/http';
 import { sleep } from './stack';
 
 export interface ChaosEvent {
@@ -116,7 +116,7 @@ export class LoadGenerator {
   private nextSlot = 0;
 
   constructor(
-    private readonly http: ChaosHttp,
+    private readonly http: HttpClient,
     private readonly options: LoadOptions,
   ) {
     this.random = prng(options.seed);
@@ -246,7 +246,7 @@ export class LoadGenerator {
         return;
       }
       this.stats.requests += 1;
-      const res = await this.http.request('POST', '/v1/events', { events }, this.options.requestTimeoutMs);
+      const res = await this.http.attempt('POST', '/v1/events', { events }, this.options.requestTimeoutMs);
       if (res.status === 202) {
         this.stats.batches_acked += 1;
         if (kind !== 'conflict') this.record(events);

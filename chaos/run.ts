@@ -73,7 +73,7 @@ import { Client, Connection } from '@temporalio/client';
 import { createDb, type Db } from '../src/db/knex';
 import { stateQuery, tenantWorkflowId } from '../src/workflows/messages';
 import { freePort } from '../src/platform/free-port';
-import { ChaosHttp } from './http';
+import { HttpClient } from '../bench/http';
 import { LoadGenerator, MEAN_TOKEN_QUANTITY, METRIC_MIX, prng } from './load';
 import { ChaosStack, ROOT, activeStacks, sleep, snapshotCode, type CodeSnapshot } from './stack';
 import { verify, type KnownClose, type Verdict } from './verify';
@@ -198,7 +198,7 @@ function seconds(ms: number): number {
 let dataDir = '';
 let code: CodeSnapshot | undefined;
 let stack: ChaosStack | undefined;
-let api: ChaosHttp | undefined;
+let api: HttpClient | undefined;
 let webhookServer: http.Server | undefined;
 let db: Db | undefined;
 let temporalConnection: Connection | undefined;
@@ -308,7 +308,7 @@ async function main(): Promise<number> {
   let t = Date.now();
   stack = await ChaosStack.start({ dataDir, adminKey: ADMIN_KEY, codeRoot: code.root }, log);
   timings.startup_s = seconds(Date.now() - t);
-  api = new ChaosHttp(stack.apiUrl, ADMIN_KEY);
+  api = new HttpClient(stack.apiUrl, ADMIN_KEY, 64);
 
   // ---- plans and tenants ----------------------------------------------------------------------
   const perTenantPerSecond = MODE.eventsPerSecond / MODE.tenants;
@@ -326,7 +326,7 @@ async function main(): Promise<number> {
     { metric: 'seats', aggregation: 'latest', pricing: { model: 'per_unit', unit_price: '0' } },
   ];
   for (const [id, grace] of [['chaos_g0', 0], ['chaos_grace', GRACE]] as const) {
-    const res = await api.request('POST', '/v1/plans', {
+    const res = await api.attempt('POST', '/v1/plans', {
       id,
       name: `Chaos ${id}`,
       currency: 'USD',
@@ -367,7 +367,7 @@ async function main(): Promise<number> {
         const i = next++;
         const id = tenants[i]!;
         const anchor = anchorOf(id);
-        const res = await api!.request('POST', '/v1/tenants', {
+        const res = await api!.attempt('POST', '/v1/tenants', {
           id,
           name: `Chaos tenant ${i}`,
           plan_id: planOf(id, i),
@@ -406,7 +406,7 @@ async function main(): Promise<number> {
     const sentAt = Date.now();
     const deadline = Date.now() + 20_000;
     for (;;) {
-      const res = await api!.request('POST', `/v1/tenants/${tenant}/close-period`, { finalize }, 30_000);
+      const res = await api!.attempt('POST', `/v1/tenants/${tenant}/close-period`, { finalize }, 30_000);
       // Retry only when the request surely did not arrive (the API is down): a close is not idempotent.
       if (res.status === 0 && res.error === 'ECONNREFUSED' && Date.now() < deadline) {
         await sleep(500);

@@ -12,7 +12,7 @@ import { ratePeriod } from '../src/domain/rating';
 import { usagePercent } from '../src/domain/thresholds';
 import { COST_SUBJECT, stateQuery, tenantWorkflowId, type TenantStateView } from '../src/workflows/messages';
 import type { AckedEvent } from './load';
-import type { ChaosHttp } from './http';
+import type { HttpClient } from '../bench/http';
 
 /** A closed period the driver knows of (a finance close answered 200, or an anniversary passed). */
 export interface KnownClose {
@@ -23,7 +23,7 @@ export interface KnownClose {
 export interface VerifyInput {
   db: Db;
   temporal: Client;
-  api: ChaosHttp;
+  api: HttpClient;
   tenants: string[];
   acked: Map<string, Map<string, AckedEvent>>;
   sent: Map<string, Set<string>>;
@@ -218,7 +218,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   let usageAnswered = 0;
   let workflowAlertDuplicates = 0;
   for (const tenant of tenants) {
-    const usage = await input.api.request('GET', `/v1/tenants/${tenant}/usage?consistent=true`, undefined, 30_000);
+    const usage = await input.api.attempt('GET', `/v1/tenants/${tenant}/usage?consistent=true`, undefined, 30_000);
     if (usage.status === 200) usageAnswered += 1;
     else note('usage_not_answered', { tenant, status: usage.status, body: usage.body, error: usage.error });
     let state: TenantStateView;
