@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { WorkflowIdConflictPolicy, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WorkflowIdConflictPolicy, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import { TypedSearchAttributes } from '@temporalio/common';
 import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
@@ -10,6 +12,7 @@ import {
   closePeriodUpdate,
   estimateQuery,
   recordUsageSignal,
+  PERIOD_ROLLING_OVER,
   USAGE_SIGNAL_DEADLINE_MS,
   settledUsageUpdate,
   tenantWorkflowId,
@@ -137,7 +140,19 @@ export class BillingGateway {
 
   /** Check-and-consume against a hard limit (a workflow update). */
   async authorize(tenantId: string, request: AuthorizeRequest): Promise<AuthorizeResult> {
-    return this.handle(tenantId).executeUpdate(authorizeUpdate, { args: [request], updateId: `authorize-${request.id}` });
+    // A request that meets a rollover is answered by the next period's run: retry a few times.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.handle(tenantId).executeUpdate(authorizeUpdate, { args: [request], updateId: `authorize-${request.id}` });
+      } catch (err) {
+        const rollingOver = err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure && err.cause.type === PERIOD_ROLLING_OVER;
+        if (!rollingOver) throw err;
+        if (attempt >= 10) {
+          throw new ApiError(503, 'unavailable', 'the billing period is rolling over; retry', undefined, { 'Retry-After': '1' });
+        }
+        await sleep(100 * attempt);
+      }
+    }
   }
 
   /** Finance closes the current period now. */

@@ -47,6 +47,12 @@ export const USAGE_SIGNAL_DEADLINE_MS = 3_000;
  */
 export const LATE_EVENT_SETTLE_MS = 8_000;
 
+/**
+ * Failure type of an authorize update that reached a run while its period was rolling over: the
+ * run ends with every handler finished, so the caller retries and the next period answers.
+ */
+export const PERIOD_ROLLING_OVER = 'period_rolling_over';
+
 /** One usage event as the API accepted it (timestamp already defaulted to receipt time). */
 export interface UsageEventInput {
   id: string;

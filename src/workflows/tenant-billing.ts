@@ -4,6 +4,7 @@ import {
   condition,
   continueAsNew,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -31,6 +32,7 @@ import {
   estimateQuery,
   finalizeInvoiceSignal,
   LATE_EVENT_SETTLE_MS,
+  PERIOD_ROLLING_OVER,
   invoiceId,
   invoiceWorkflowId,
   recordUsageSignal,
@@ -67,7 +69,16 @@ export interface ClosingPeriod extends Period {
   seal_at: string;
   plan: PlanVersion;
   invoice_workflow_id: string;
+  /**
+   * The period's counters and decided thresholds at the close: late events keep moving them, so a
+   * threshold they cross still fires once. Absent on periods closed before alerts for late events.
+   */
+  counters?: Record<string, CounterState>;
+  decided?: Record<string, number[]>;
 }
+
+/** A queued batch and when its signal reached this workflow (seals wait for what arrived before them). */
+type QueuedBatch = UsageBatch & { arrived_at?: string };
 
 /** What a run carries into the next run of the same period (history bounding). */
 export interface CarriedCounters {
@@ -119,6 +130,22 @@ export interface RunLimits {
 
 const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxEventsPerRun: 20_000, maxEventsPerChunk: 2_000, maxCarriedEvents: 5_000 };
 
+/** One period's alert state: the current period's, or a closed period's that late events still move. */
+interface AlertBook {
+  period_start: string;
+  plan: PlanVersion;
+  counters: Record<string, CounterState>;
+  decided: Record<string, number[]>;
+  current: boolean;
+}
+
+/** Every meter of a plan with its counter value ('0' when nothing was counted). */
+function valuesOf(plan: PlanVersion, counters: Record<string, CounterState>): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const meter of plan.meters) values[meter.metric] = counters[meter.metric]?.value ?? '0';
+  return values;
+}
+
 /** Events may be timestamped at most this far in the future (BILLING.md). */
 const FUTURE_TOLERANCE_MS = 5 * 60_000;
 
@@ -160,7 +187,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   let eventsCounted = input.carried?.events_counted ?? 0;
   let latestCountedAt = input.carried?.latest_counted_at ?? 0;
 
-  const queue: UsageBatch[] = [...(input.pending ?? [])];
+  const queue: QueuedBatch[] = [...(input.pending ?? [])];
   const deferred: UsageBatch[] = [];
   const run = { signals: 0, events: 0, chunks: 0 };
   let counting = false;
@@ -172,11 +199,20 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const deliveries = new Set<Promise<void>>();
   let closeRequest: { finalize: boolean; cancel: boolean; at: string } | undefined;
   let closeResult: ClosePeriodResult | undefined;
+  /** Set once the rollover began: nothing may start waiting on this run's counters any more. */
+  let rollingOver = false;
+
+  // Behaviour added after tenant workflows were running: runs recorded without these markers
+  // replay on the old paths (see docs/architecture.md, "Changing workflow code").
+  /** Late events counted into a closed period move its counters and fire its thresholds. */
+  const alertsForLateEvents = patched('alerts-for-late-events');
+  /** The rollover and the seal do not wait for an empty queue (sustained ingest). */
+  const closesUnderLoad = patched('close-and-seal-under-load');
 
   // ---- message handlers -------------------------------------------------------------------
 
   setHandler(recordUsageSignal, (batch) => {
-    queue.push(batch);
+    queue.push(closesUnderLoad ? { ...batch, arrived_at: new Date(Date.now()).toISOString() } : batch);
     run.signals += 1;
     run.events += batch.events.length;
   });
@@ -189,7 +225,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   setHandler(usageQuery, () => usageView());
   setHandler(settledUsageUpdate, async () => {
-    await condition(() => queue.length === 0 && !counting, '10 seconds');
+    // A rollover that began answers with the closed period's final view rather than waiting.
+    await condition(() => (queue.length === 0 && !counting) || (closesUnderLoad && rollingOver), '10 seconds');
     return usageView();
   });
   setHandler(estimateQuery, (request) => {
@@ -220,7 +257,11 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       const known = authorizations[request.id];
       if (known) return known;
       // One check-and-consume at a time, against counters that include every acknowledged event.
-      await condition(() => !authorizing && queue.length === 0 && !counting);
+      await condition(() => (!authorizing && queue.length === 0 && !counting) || (closesUnderLoad && rollingOver));
+      if (closesUnderLoad && rollingOver) {
+        // The run must end with every handler finished: the caller retries against the next period.
+        throw ApplicationFailure.create({ type: PERIOD_ROLLING_OVER, message: 'the period is rolling over; retry', nonRetryable: true });
+      }
       authorizing = true;
       try {
         const again = authorizations[request.id];
@@ -328,6 +369,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         pending: [...deferred, ...queue],
       });
     }
+    if (closesUnderLoad) {
+      if (await stepUnderLoad()) return { cancelled: true, final_invoice_id: cancelled!.final_invoice_id };
+      continue;
+    }
     if (queue.length > 0) {
       await countNextChunk();
       continue;
@@ -335,7 +380,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     if (rulesChanged) {
       // A rule applies from the moment it is created: judge it against the usage so far.
       rulesChanged = false;
-      await fireAlerts(new Map());
+      await fireAlerts(currentBook(), new Map());
       continue;
     }
     // Every event signalled before now has been counted (the queue is empty): seal what is due.
@@ -352,6 +397,50 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     }
     if (closeRequest !== undefined || Date.now() >= Date.parse(period.end)) {
       await rollover();
+    }
+  }
+
+  /**
+   * One step of the main loop when closes do not wait for an empty queue: seal what has settled,
+   * roll over when due, else count. Under sustained ingest the queue is never empty, so a close
+   * waits only until the queue is small enough to carry into the next run. True when the
+   * cancelled subscription's last period is sealed and the workflow may end.
+   */
+  async function stepUnderLoad(): Promise<boolean> {
+    await sealSettledPeriods();
+    if (cancelled) {
+      if (closing.length === 0 && queue.length === 0) {
+        await condition(allHandlersFinished);
+        return true;
+      }
+    } else if (
+      (closeRequest !== undefined || Date.now() >= Date.parse(period.end)) &&
+      pendingEvents() <= limits.maxCarriedEvents &&
+      awaitingOutcome.size === 0
+    ) {
+      await rollover(); // continues as new, except for a cancellation
+      return false;
+    }
+    if (queue.length > 0) {
+      await countNextChunk();
+    } else if (rulesChanged) {
+      rulesChanged = false;
+      await fireAlerts(currentBook(), new Map());
+    }
+    return false;
+  }
+
+  /**
+   * Seals each closed period whose seal time passed once every batch that reached the workflow
+   * before that time is counted: an acknowledged event for the period arrives no later (the API
+   * acknowledges only signals landing within its deadline, well inside the settle time).
+   */
+  async function sealSettledPeriods(): Promise<void> {
+    const now = Date.now();
+    const oldestArrival = queue.length === 0 ? Infinity : Date.parse(queue[0]!.arrived_at ?? '') || -Infinity;
+    for (const due of closing.filter((c) => now >= Date.parse(c.seal_at) && oldestArrival >= Date.parse(c.seal_at))) {
+      await getExternalWorkflowHandle(due.invoice_workflow_id).signal(finalizeInvoiceSignal);
+      closing.splice(closing.indexOf(due), 1);
     }
   }
 
@@ -425,18 +514,28 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       );
 
       const notCounted = new Set<string>([...result.duplicates, ...result.refused.map((r) => r.id)]);
-      const before = snapshotPercents();
+      const current = currentBook();
+      const before = new Map<AlertBook, Map<string, string>>([[current, snapshotPercents(current)]]);
       for (const event of countable) {
         const outcome = result.duplicates.includes(event.id) ? 'duplicate' : notCounted.has(event.id) ? 'refused' : 'counted';
         settleAuthorization(event.id, outcome);
-        if (outcome !== 'counted' || event.period_start !== period.start) continue;
-        const meter = findMeter(plan, event.metric)!;
-        counters[meter.metric] = applyToCounter(counters[meter.metric], meter.aggregation, event);
-        eventsCounted += 1;
-        latestCountedAt = Math.max(latestCountedAt, Date.parse(event.timestamp));
+        if (outcome !== 'counted') continue;
+        if (event.period_start === period.start) {
+          const meter = findMeter(plan, event.metric)!;
+          counters[meter.metric] = applyToCounter(counters[meter.metric], meter.aggregation, event);
+          eventsCounted += 1;
+          latestCountedAt = Math.max(latestCountedAt, Date.parse(event.timestamp));
+        } else if (alertsForLateEvents) {
+          // A late event in a closed period: its thresholds are judged like the current period's.
+          const book = closedBook(event.period_start);
+          if (!book) continue;
+          if (!before.has(book)) before.set(book, snapshotPercents(book));
+          const meter = findMeter(book.plan, event.metric)!;
+          book.counters[meter.metric] = applyToCounter(book.counters[meter.metric], meter.aggregation, event);
+        }
       }
       for (const r of refused) settleAuthorization(r.event.id, 'refused');
-      await fireAlerts(before);
+      for (const [book, percents] of before) await fireAlerts(book, percents);
       publishDetails();
     } finally {
       counting = false;
@@ -507,43 +606,57 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   // ---- alerts --------------------------------------------------------------------------------
 
-  /** Every alert subject of this period with its thresholds and current percent. */
-  function snapshotPercents(): Map<string, string> {
+  /** The current period's alert book: its counters and decisions are this run's own. */
+  function currentBook(): AlertBook {
+    return { period_start: period.start, plan, counters, decided, current: true };
+  }
+
+  /** The alert book of a closed period that still takes late events (none for older runs' periods). */
+  function closedBook(periodStart: string): AlertBook | undefined {
+    const home = closing.find((c) => c.start === periodStart);
+    if (!home?.counters || !home.decided) return undefined;
+    return { period_start: home.start, plan: home.plan, counters: home.counters, decided: home.decided, current: false };
+  }
+
+  /** Every alert subject of a period with its current percent. */
+  function snapshotPercents(book: AlertBook): Map<string, string> {
     const percents = new Map<string, string>();
-    for (const meter of plan.meters) {
+    for (const meter of book.plan.meters) {
       if (meter.limit !== undefined && meter.limit > 0) {
-        percents.set(meter.metric, usagePercent(counters[meter.metric]?.value ?? '0', meter.limit));
+        percents.set(meter.metric, usagePercent(book.counters[meter.metric]?.value ?? '0', meter.limit));
       }
     }
-    if (plan.cost_limit !== undefined && new Dec(plan.cost_limit).greaterThan(0)) {
-      percents.set(COST_SUBJECT, usagePercent(ratePeriod(plan, counterValues()).total, plan.cost_limit));
+    if (book.plan.cost_limit !== undefined && new Dec(book.plan.cost_limit).greaterThan(0)) {
+      percents.set(COST_SUBJECT, usagePercent(ratePeriod(book.plan, valuesOf(book.plan, book.counters)).total, book.plan.cost_limit));
     }
     return percents;
   }
 
-  function thresholdsFor(subject: string): number[] {
+  function thresholdsFor(book: AlertBook, subject: string): number[] {
     const own = alertRules.filter((r) => r.subject === subject).map((r) => r.threshold);
-    return [...new Set([...plan.alert_thresholds, ...own])].sort((a, b) => a - b);
+    return [...new Set([...book.plan.alert_thresholds, ...own])].sort((a, b) => a - b);
   }
 
-  async function fireAlerts(before: Map<string, string>): Promise<void> {
-    const after = snapshotPercents();
+  /** Decides, records and delivers the thresholds a period crossed since `before`. */
+  async function fireAlerts(book: AlertBook, before: Map<string, string>): Promise<void> {
+    const { plan, counters, decided } = book;
+    const after = snapshotPercents(book);
     const records: AlertRecord[] = [];
     const firedAt = new Date(Date.now()).toISOString();
     for (const [subject, percent] of after) {
       if (before.get(subject) === percent) continue;
-      const decision = decideThresholds(thresholdsFor(subject), decided[subject] ?? [], percent);
+      const decision = decideThresholds(thresholdsFor(book, subject), decided[subject] ?? [], percent);
       if (decision.notify === null && decision.superseded.length === 0) continue;
       // Superseded thresholds are recorded even when nothing is notified (a rule added below a
       // threshold that already fired): each crossed threshold is decided exactly once.
       decided[subject] = [...(decided[subject] ?? []), ...(decision.notify === null ? [] : [decision.notify]), ...decision.superseded];
-      const used = subject === COST_SUBJECT ? ratePeriod(plan, counterValues()).total : counters[subject]?.value ?? '0';
+      const used = subject === COST_SUBJECT ? ratePeriod(plan, valuesOf(plan, counters)).total : counters[subject]?.value ?? '0';
       const limit = subject === COST_SUBJECT ? plan.cost_limit! : String(findMeter(plan, subject)!.limit);
       const covers = [...decision.superseded, ...(decision.notify === null ? [] : [decision.notify])].sort((a, b) => a - b);
       for (const threshold of covers) {
         const status = threshold === decision.notify ? 'notified' : 'superseded';
         records.push({
-          id: alertId(tenantId, period.start, subject, threshold),
+          id: alertId(tenantId, book.period_start, subject, threshold),
           subject,
           threshold,
           level: levelForThreshold(threshold),
@@ -557,7 +670,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       }
     }
     if (records.length === 0) return;
-    for (const record of records) {
+    // The usage view and the alert level speak of the current period only.
+    for (const record of book.current ? records : []) {
       alerts.push({
         id: record.id,
         metric: record.subject,
@@ -570,9 +684,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         fired_at: record.fired_at,
       });
     }
+    const crossed = records.filter((r) => r.status === 'notified').map((r) => `${r.subject} ${r.threshold}%`).join(', ');
     await acts.recordAlerts.executeWithOptions(
-      { summary: records.filter((r) => r.status === 'notified').map((r) => `${r.subject} ${r.threshold}%`).join(', ') },
-      [{ tenant_id: tenantId, period_start: period.start, alerts: records }],
+      { summary: book.current ? crossed : `${crossed} (late events, period ${book.period_start})` },
+      [{ tenant_id: tenantId, period_start: book.period_start, alerts: records }],
     );
     for (const record of records.filter((r) => r.status === 'notified')) {
       const delivery: Promise<void> = acts.deliverAlert
@@ -606,6 +721,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   /** Closes this period, hands it to its invoice workflow and continues into the next period. */
   async function rollover(): Promise<void> {
+    rollingOver = true;
     const request = closeRequest;
     const closedAt = request ? request.at : period.end;
     const closed: Period = { start: period.start, end: closedAt };
@@ -652,6 +768,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       seal_at: new Date(Date.parse(graceEndsAt) + LATE_EVENT_SETTLE_MS).toISOString(),
       plan,
       invoice_workflow_id: invoiceWorkflow,
+      ...(alertsForLateEvents ? { counters, decided } : {}),
     });
     if (request?.cancel || next === null) {
       // Stay until the last period is sealed: events acknowledged before the cancellation still count.
@@ -677,9 +794,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   // ---- views ---------------------------------------------------------------------------------
 
   function counterValues(): Record<string, string> {
-    const values: Record<string, string> = {};
-    for (const meter of plan.meters) values[meter.metric] = counters[meter.metric]?.value ?? '0';
-    return values;
+    return valuesOf(plan, counters);
   }
 
   function usageView(): UsageView {

@@ -8,7 +8,7 @@ import { periodStartsFrom } from '../../src/domain/periods';
 import { ratePeriod } from '../../src/domain/rating';
 import type { PlanVersion } from '../../src/domain/plan';
 import type { Db } from '../../src/db/knex';
-import { recordUsageSignal, stateQuery, usageQuery, tenantWorkflowId, type UsageEventInput } from '../../src/workflows/messages';
+import { closePeriodUpdate, recordUsageSignal, stateQuery, usageQuery, tenantWorkflowId, type UsageEventInput } from '../../src/workflows/messages';
 import { installQuietRuntime, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
@@ -145,4 +145,96 @@ test('13 monthly periods from a Jan 31 anchor: clamped anniversaries, one invoic
 test('3 daily periods', async () => {
   const day = Math.floor((await env.currentTimeMs()) / 86_400_000) + 2;
   await runPeriods({ interval: 'day', anchor: new Date(day * 86_400_000 + 15 * 3_600_000).toISOString(), periods: 3 });
+});
+
+test('late events that cross a threshold of a closed period fire it once, in that period', async () => {
+  const tenantId = unique('t');
+  const day = Math.floor((await env.currentTimeMs()) / 86_400_000) + 2;
+  const anchor = new Date(day * 86_400_000).toISOString();
+  const fixture = await createTenantFixture(db, { tenantId, plan: tokensPlan(unique('p'), 'day'), anchor });
+  const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input] });
+  const { start, end } = fixture.period;
+  const inPeriod = new Date(Date.parse(start) + 1000).toISOString();
+
+  await sleepUntil(Date.parse(start) + 2000);
+  await handle.signal(recordUsageSignal, { batchId: 'b0', receivedAt: inPeriod, events: [{ id: 'e1', metric: 'tokens', quantity: 850, timestamp: inPeriod }] });
+  await eventually(async () => ((await handle.query(usageQuery)).metrics.tokens!.used === 850 ? true : undefined), 20_000, '850 counted');
+
+  // The period ends; within its grace, late events take it to 95% then 100%, one of them twice.
+  await sleepUntil(Date.parse(end) + 1000);
+  await eventually(async () => ((await handle.query(usageQuery)).period.start === end ? true : undefined), 20_000, 'rollover');
+  const lateAt = new Date(Date.parse(end) + 2000).toISOString();
+  const late = (id: string, quantity: number): UsageEventInput => ({ id, metric: 'tokens', quantity, timestamp: inPeriod });
+  const alertsOf = (periodStart: string) =>
+    db('alerts').where({ tenant_id: tenantId, period_start: periodStart }).orderBy('threshold').select('threshold', 'status', 'used');
+  await handle.signal(recordUsageSignal, { batchId: 'b1', receivedAt: lateAt, events: [late('e2', 100)] });
+  await eventually(async () => ((await alertsOf(start)).length === 2 ? true : undefined), 20_000, 'the 90% alert');
+  await handle.signal(recordUsageSignal, { batchId: 'b2', receivedAt: lateAt, events: [late('e2', 100), late('e3', 50)] });
+  await handle.signal(recordUsageSignal, { batchId: 'b3', receivedAt: lateAt, events: [late('e3', 50)] });
+  const closedAlerts = await eventually(async () => {
+    const rows = await alertsOf(start);
+    return rows.length === 3 ? rows : undefined;
+  }, 20_000, 'alerts of the closed period');
+  expect(closedAlerts.map((a) => [Number(a.threshold), a.status, Number(a.used)])).toEqual([
+    [80, 'notified', 850],
+    [90, 'notified', 950],
+    [100, 'notified', 1000],
+  ]);
+  // The current period's view and alerts are untouched by the closed period's late events.
+  const usage = await handle.query(usageQuery);
+  expect(usage.metrics.tokens!.used).toBe(0);
+  expect(usage.alerts).toEqual([]);
+  expect(await alertsOf(end)).toEqual([]);
+
+  // The invoice, sealed after the grace, bills all three distinct events.
+  await sleepUntil(Date.parse(end) + 3600_000 + 20_000);
+  const [invoice] = await eventually(async () => {
+    const rows = await finalizedInvoices(tenantId);
+    return rows.length === 1 ? rows : undefined;
+  }, 30_000, 'finalized invoice');
+  expect(Number(invoice.total)).toBe(Number(ratePeriod(fixture.plan, { tokens: '1000' }).total));
+  expect(await alertsOf(start)).toHaveLength(3);
+});
+
+test('a close under sustained ingest does not wait for the queue to drain, and its invoice waits for every event', async () => {
+  const tenantId = unique('t');
+  const anchor = new Date((await env.currentTimeMs()) - 60_000).toISOString();
+  const plan = { ...tokensPlan(unique('p'), 'month'), grace_period_seconds: 0 };
+  // Small chunks: 4,000 queued events take 200 counting activities to drain.
+  const fixture = await createTenantFixture(db, { tenantId, plan, anchor, limits: { maxEventsPerChunk: 20 } });
+  const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input] });
+
+  const sent: UsageEventInput[] = [];
+  for (let b = 0; b < 40; b++) {
+    const at = new Date(await env.currentTimeMs()).toISOString();
+    const events = Array.from({ length: 100 }, (_, i): UsageEventInput => ({ id: `e${b}-${i}`, metric: 'tokens', quantity: 1, timestamp: at }));
+    sent.push(...events);
+    await handle.signal(recordUsageSignal, { batchId: `b${b}`, receivedAt: at, events });
+  }
+  const closed = await handle.executeUpdate(closePeriodUpdate, { args: [{ finalize: true }] });
+  // The next run took over the queue: the close did not wait for 4,000 events to be counted.
+  const state = await handle.query(stateQuery);
+  expect(state.period.start).toBe(closed.current_period!.start);
+  expect(state.pending_events).toBeGreaterThan(0);
+
+  // Every event is stored once, in the period its timestamp falls in (the close ends the period at
+  // a whole second, so the last events sent may open the next one); the invoice of the closed
+  // period finalizes only after its last event was counted.
+  const [invoice] = await eventually(async () => {
+    const rows = await finalizedInvoices(tenantId);
+    return rows.length === 1 ? rows : undefined;
+  }, 60_000, 'finalized invoice');
+  const stored = await eventually(async () => {
+    const rows = await db('usage_events').where({ tenant_id: tenantId }).select('event_id', 'period_start', 'timestamp');
+    return rows.length === sent.length ? rows : undefined;
+  }, 60_000, 'every event stored');
+  const closedEnd = Date.parse(closed.closed_period.end);
+  for (const row of stored) {
+    const expected = row.timestamp.getTime() < closedEnd ? closed.closed_period.start : closed.current_period!.start;
+    expect([row.event_id, row.period_start.toISOString()]).toEqual([row.event_id, expected]);
+  }
+  expect(await db('rejected_events').where({ tenant_id: tenantId })).toEqual([]);
+  const inClosed = stored.filter((r) => r.timestamp.getTime() < closedEnd).length;
+  expect(inClosed).toBeGreaterThan(0);
+  expect(Number(invoice.total)).toBe(Number(ratePeriod(fixture.plan, { tokens: String(inClosed) }).total));
 });
