@@ -6,6 +6,7 @@ import type { Client } from '@temporalio/client';
 import type { Db } from '../src/db/knex';
 import { aggregateStoredUsage, normalizeDecimal } from '../src/db/usage';
 import { findPlanVersion } from '../src/db/plans';
+import type { InvoiceRow, PeriodRow } from '../src/db/invoices';
 import { Dec } from '../src/domain/decimal';
 import type { PlanVersion } from '../src/domain/plan';
 import { ratePeriod } from '../src/domain/rating';
@@ -43,15 +44,6 @@ interface StoredRow {
   period_start: Date;
 }
 
-interface PeriodRow {
-  tenant_id: string;
-  start: Date;
-  end: Date;
-  plan_id: string;
-  plan_version: number;
-  status: string;
-}
-
 interface AlertRow {
   id: string;
   tenant_id: string;
@@ -60,18 +52,6 @@ interface AlertRow {
   threshold: string;
   status: string;
   used: string;
-}
-
-interface InvoiceRow {
-  id: string;
-  tenant_id: string;
-  period_start: Date;
-  period_end: Date;
-  status: string;
-  total: string;
-  subtotal: string;
-  plan_id: string;
-  plan_version: number;
 }
 
 /** What the checks found; `violations` lists every failed check in words. */

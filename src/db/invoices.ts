@@ -6,6 +6,7 @@ import { ratePeriod } from '../domain/rating';
 import { invoiceId } from '../workflows/messages';
 import type { InvoiceRef, InvoiceSummary } from '../activities/types';
 import type { InvoiceLineDraft } from '../domain/rating';
+import type { InvoiceLineChange } from '../invoices/changes';
 
 /** Writes an invoice's rated lines in their order (shared by period invoices and reruns). */
 export async function insertInvoiceLines(trx: Knex.Transaction, invoiceId: string, lines: InvoiceLineDraft[]): Promise<void> {
@@ -23,21 +24,53 @@ export async function insertInvoiceLines(trx: Knex.Transaction, invoiceId: strin
   );
 }
 
-interface PeriodRow {
+/**
+ * A row of `periods` as PostgreSQL returns it. One definition for every reader (invoicing, the
+ * API's period list, the chaos checks), so a column change is made once.
+ */
+export interface PeriodRow {
   tenant_id: string;
   start: Date;
   end: Date;
   plan_id: string;
   plan_version: number;
   status: 'open' | 'closed' | 'invoiced';
+  /** The snapshot taken at close or invoicing: `{ metric: "decimal" }`. */
+  counters: Record<string, string> | null;
+  grace_ends_at: Date | null;
+  closed_at: Date | null;
+  created_at: Date;
 }
 
-interface InvoiceRow {
+/**
+ * A row of `invoices` as PostgreSQL returns it (money columns are decimal strings). One definition
+ * for every reader (invoicing, reruns, the API, the chaos checks); take a `Pick` where only a
+ * few columns are selected.
+ */
+export interface InvoiceRow {
   id: string;
+  tenant_id: string;
+  /** Sequential per tenant, assigned at finalization. */
   number: number | null;
+  version: number;
   status: 'draft' | 'finalized' | 'void';
-  total: string;
+  period_start: Date;
+  period_end: Date;
+  plan_id: string;
+  plan_version: number;
   currency: string;
+  subtotal: string;
+  total: string;
+  /** On a rerun's version: the id of the version it voided; `replaced_by` is the other way. */
+  replaces: string | null;
+  replaced_by: string | null;
+  reason: string | null;
+  requested_by: string | null;
+  /** On a rerun's version: how its lines differ from the version it replaced. */
+  changes: InvoiceLineChange[] | null;
+  created_at: Date;
+  finalized_at: Date | null;
+  voided_at: Date | null;
 }
 
 /**

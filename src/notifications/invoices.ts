@@ -1,5 +1,6 @@
 import { dispatchEvent, type AttemptContext, type ChannelOutcome, type DispatchDeps, type WebhookEvent } from './dispatch';
 import { presentInvoice } from '../invoices/present';
+import type { InvoiceRow } from '../db/invoices';
 
 /**
  * `invoice.finalized` and `invoice.voided` webhooks to the tenant's `webhook_url`. The event id is
@@ -16,26 +17,6 @@ export interface InvoiceEventInput {
 /** The event id of an invoice event: `ev_<invoice id>_finalized` or `ev_<invoice id>_voided`. */
 export function invoiceEventId(invoiceId: string, type: InvoiceEventInput['type']): string {
   return `ev_${invoiceId}_${type === 'invoice.finalized' ? 'finalized' : 'voided'}`;
-}
-
-interface InvoiceRow {
-  id: string;
-  tenant_id: string;
-  number: number | null;
-  status: string;
-  version: number;
-  period_start: Date;
-  period_end: Date;
-  plan_id: string;
-  plan_version: number;
-  currency: string;
-  subtotal: string;
-  total: string;
-  replaces: string | null;
-  replaced_by: string | null;
-  created_at: Date;
-  finalized_at: Date | null;
-  voided_at: Date | null;
 }
 
 /**

@@ -7,6 +7,7 @@ import { resourceId } from '../schemas';
 import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
 import { findPlanVersion } from '../../db/plans';
+import type { InvoiceRow, PeriodRow } from '../../db/invoices';
 import { aggregateStoredUsage, normalizeDecimal } from '../../db/usage';
 import { roundMoney } from '../../domain/decimal';
 import { METRIC_NAME_PATTERN } from '../../domain/plan';
@@ -214,27 +215,8 @@ function presentEvent(row: EventRow): UsageEventView {
 // Periods
 // ---------------------------------------------------------------------------------------------
 
-interface PeriodRow {
-  tenant_id: string;
-  start: Date;
-  end: Date;
-  plan_id: string;
-  plan_version: number;
-  status: 'open' | 'closed' | 'invoiced';
-  counters: Record<string, string> | null;
-  grace_ends_at: Date | null;
-  closed_at: Date | null;
-}
-
-interface InvoiceTotalsRow {
-  id: string;
-  period_start: Date;
-  version: number;
-  status: 'draft' | 'finalized' | 'void';
-  subtotal: string;
-  total: string;
-  currency: string;
-}
+/** The columns of an invoice version that a period's totals show. */
+type InvoiceTotalsRow = Pick<InvoiceRow, 'id' | 'period_start' | 'version' | 'status' | 'subtotal' | 'total' | 'currency'>;
 
 /**
  * A period's public id: `per_<tenant>_<start as YYYYMMDDTHHmmssZ>`, the stamp invoice ids use, so
