@@ -5,7 +5,7 @@
 import type { Db } from '../db/knex';
 import { aggregateStoredUsage } from '../db/usage';
 import { findPlanVersion } from '../db/plans';
-import { insertInvoiceLines } from '../db/invoices';
+import { insertInvoiceLines, type InvoiceRow } from '../db/invoices';
 import { ratePeriod } from '../domain/rating';
 import { Dec, roundMoney } from '../domain/decimal';
 import { invoiceId } from '../workflows/messages';
@@ -48,21 +48,20 @@ export class InvoiceRerunRefused extends Error {
   override readonly name = 'InvoiceRerunRefused';
 }
 
-interface InvoiceRow {
-  id: string;
-  tenant_id: string;
-  number: number | null;
-  version: number;
-  status: 'draft' | 'finalized' | 'void';
-  period_start: Date;
-  plan_id: string;
-  plan_version: number;
-  currency: string;
-  total: string;
-  replaces: string | null;
-  replaced_by: string | null;
-  changes: InvoiceLineChange[] | null;
+/**
+ * Why this invoice version cannot be rerun, in words, or undefined when it can: only a period's
+ * finalized version, not yet replaced. One rule, so the API's 409 and the rerun's own refusal
+ * (when the version changed between the request and the workflow) say the same thing.
+ */
+export function rerunRefusal(invoice: Pick<InvoiceRow, 'id' | 'status' | 'replaced_by'>): string | undefined {
+  if (invoice.status === 'finalized' && !invoice.replaced_by) return undefined;
+  const state = invoice.status === 'draft' ? 'a draft (its period is still in grace)' : invoice.status;
+  const replacement = invoice.replaced_by ? ` (replaced by ${invoice.replaced_by})` : '';
+  return `invoice ${invoice.id} is ${state}${replacement}: only the finalized version of a period can be rerun`;
 }
+
+/** The columns of an invoice version that a rerun's result reports. */
+type RerunVersion = Pick<InvoiceRow, 'id' | 'number' | 'version' | 'status' | 'plan_id' | 'plan_version' | 'currency' | 'total' | 'changes'>;
 
 /**
  * Rates the period from its stored events with `input.plan`, voids version n (`void`,
@@ -91,9 +90,8 @@ export async function writeInvoiceRerun(db: Db, input: InvoiceRerunInput): Promi
       }
       return result(existing, source); // a retry after the commit: the same answer
     }
-    if (source.status !== 'finalized' || source.replaced_by) {
-      throw new InvoiceRerunRefused(`invoice ${source.id} is ${source.status}${source.replaced_by ? ` (replaced by ${source.replaced_by})` : ''}: only the finalized version can be rerun`);
-    }
+    const refusal = rerunRefusal(source);
+    if (refusal) throw new InvoiceRerunRefused(refusal);
     if (source.version + 1 !== input.version) {
       throw new InvoiceRerunRefused(`invoice ${source.id} is version ${source.version}, so its rerun is version ${source.version + 1}, not ${input.version}`);
     }
@@ -136,11 +134,11 @@ export async function writeInvoiceRerun(db: Db, input: InvoiceRerunInput): Promi
     };
     await trx('invoices').insert(row);
     await insertInvoiceLines(trx, id, rated.lines);
-    return result({ ...row, period_start: period.start, replaced_by: null, changes }, { ...source, status: 'void', replaced_by: id });
+    return result({ ...row, changes }, { ...source, status: 'void' });
   });
 }
 
-function result(invoice: InvoiceRow, source: InvoiceRow): InvoiceRerunResult {
+function result(invoice: RerunVersion, source: RerunVersion): InvoiceRerunResult {
   const sameCurrency = invoice.currency === source.currency;
   return {
     invoice_id: invoice.id,

@@ -8,6 +8,8 @@ import { resourceId } from '../schemas';
 import { presentInvoice } from '../../invoices/present';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant } from '../../db/tenants';
+import type { InvoiceRow, PeriodRow } from '../../db/invoices';
+import { rerunRefusal } from '../../invoices/rerun';
 import { invoiceId, invoiceWorkflowId } from '../../workflows/messages';
 import type { invoiceRerun } from '../../workflows/invoice-rerun';
 import type { InvoiceRerunInput } from '../../activities/invoicing';
@@ -26,24 +28,6 @@ const idempotencyKey = z.string().regex(/^[\x20-\x7e]{1,255}$/, 'must be 1-255 p
 export interface InvoiceWorkflows {
   client: Client;
   taskQueue: string;
-}
-
-interface InvoiceRow {
-  id: string;
-  tenant_id: string;
-  number: number | null;
-  version: number;
-  status: 'draft' | 'finalized' | 'void';
-  period_start: Date;
-  period_end: Date;
-  plan_id: string;
-  plan_version: number;
-  replaced_by: string | null;
-}
-
-interface PeriodRow {
-  plan_id: string;
-  plan_version: number;
 }
 
 interface RerunRow {
@@ -153,12 +137,8 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
 
     const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first<InvoiceRow | undefined>();
     if (!invoice) throw notFound(`invoice ${invoiceParam}`);
-    if (invoice.status === 'void') {
-      throw new ApiError(409, 'conflict', `invoice ${invoice.id} is void${invoice.replaced_by ? ` (replaced by ${invoice.replaced_by})` : ''}: only the finalized version of a period can be rerun`);
-    }
-    if (invoice.status !== 'finalized') {
-      throw new ApiError(409, 'conflict', `invoice ${invoice.id} is a draft (its period is still in grace): only a finalized invoice can be rerun`);
-    }
+    const refusal = rerunRefusal(invoice);
+    if (refusal) throw new ApiError(409, 'conflict', refusal);
     let plan: { id: string; version: number };
     if (body.plan_id) {
       const latest = await findPlanVersion(ctx.db, body.plan_id);
@@ -167,7 +147,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
     } else {
       const period = await ctx.db('periods')
         .where({ tenant_id: invoice.tenant_id, start: invoice.period_start })
-        .first<PeriodRow | undefined>('plan_id', 'plan_version');
+        .first<Pick<PeriodRow, 'plan_id' | 'plan_version'> | undefined>('plan_id', 'plan_version');
       plan = period ? { id: period.plan_id, version: period.plan_version } : { id: invoice.plan_id, version: invoice.plan_version };
     }
 
