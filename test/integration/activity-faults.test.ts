@@ -1,6 +1,5 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { SMTPServer } from 'smtp-server';
 import { Worker } from '@temporalio/worker';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
@@ -26,6 +25,7 @@ import {
 import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
+import { startSmtpInbox } from '../support/smtp-inbox';
 
 /**
  * Fault injection around the activities, on the real dev server and PostgreSQL, with a worker
@@ -403,40 +403,26 @@ test('a receiver that redirects is never followed: the signed body does not reac
 });
 
 test('a tenant name with CR/LF cannot inject email headers or recipients into its alert email', async () => {
-  const mails: Array<{ rcpt: string[]; raw: string }> = [];
-  const smtp = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    logger: false,
-    onData(stream, session, callback) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        mails.push({ rcpt: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
-        callback();
-      });
-    },
-  });
-  const port = await new Promise<number>((resolve) => smtp.listen(0, '127.0.0.1', () => resolve((smtp.server.address() as AddressInfo).port)));
+  const smtp = await startSmtpInbox();
   const taskQueue = unique('smtp');
-  const worker = await startWorker(taskQueue, { notifier: createNotifier({ logger: quietLogger, smtpUrl: `smtp://127.0.0.1:${port}` }) });
+  const worker = await startWorker(taskQueue, { notifier: createNotifier({ logger: quietLogger, smtpUrl: `smtp://127.0.0.1:${smtp.port}` }) });
   try {
     // A tenant may rename itself (PATCH name): the API takes any text without NUL, CR/LF included.
     const name = 'Evil\r\nBcc: victim@example.com\r\nX-Injected: yes\r\n\r\nforged body';
     const tenant = await startTenant(taskQueue, {}, { name, email: 'owner@example.com' });
     await signal(tenant.handle, minutes('e', 1, 85));
-    const mail = await eventually(async () => mails[0], 20_000, 'the alert email');
-    expect(mail.rcpt).toEqual(['owner@example.com']);
+    const mail = await eventually(async () => smtp.mails[0], 20_000, 'the alert email');
+    expect(mail.to).toEqual(['owner@example.com']);
     const head = mail.raw.slice(0, mail.raw.indexOf('\r\n\r\n'));
     const headerNames = head.split('\r\n').filter((l) => !/^[ \t]/.test(l)).map((l) => l.slice(0, l.indexOf(':')).toLowerCase());
     expect(headerNames).not.toContain('bcc');
     expect(headerNames).not.toContain('x-injected');
     expect(headerNames.filter((h) => h === 'subject')).toHaveLength(1);
     await new Promise((r) => setTimeout(r, 500));
-    expect(mails).toHaveLength(1);
+    expect(smtp.mails).toHaveLength(1);
   } finally {
     await worker.stop();
-    await new Promise<void>((done) => smtp.close(() => done()));
+    await smtp.close();
   }
 });
 

@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { SMTPServer } from 'smtp-server';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
 import { unique } from '../support/stack';
+import { startSmtpInbox, type SmtpInbox } from '../support/smtp-inbox';
 import { verifyBillingSignature } from '../../src/notifications/verify-signature';
 
 /**
@@ -56,63 +56,16 @@ function startReceiver(): Promise<{ url: string; requests: Received[]; close(): 
   });
 }
 
-// ---- a local SMTP server --------------------------------------------------------------------
-
-interface Mail {
-  to: string[];
-  headers: Record<string, string>;
-  text: string;
-}
-
-/** Decodes the plain-text body nodemailer writes (7bit or quoted-printable). */
-function parseMail(raw: string, to: string[]): Mail {
-  const split = raw.indexOf('\r\n\r\n');
-  const headerText = raw.slice(0, split).replace(/\r\n[ \t]+/g, ' ');
-  const headers: Record<string, string> = {};
-  for (const line of headerText.split('\r\n')) {
-    const i = line.indexOf(':');
-    if (i > 0) headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
-  }
-  let text = raw.slice(split + 4);
-  if (/quoted-printable/i.test(headers['content-transfer-encoding'] ?? '')) {
-    text = text.replace(/=\r\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-  }
-  return { to, headers, text: text.replace(/\r\n/g, '\n') };
-}
-
-function startSmtp(): Promise<{ port: number; mails: Mail[]; close(): Promise<void> }> {
-  const mails: Mail[] = [];
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    logger: false,
-    onData(stream, session, callback) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        mails.push(parseMail(Buffer.concat(chunks).toString('utf8'), session.envelope.rcptTo.map((r) => r.address)));
-        callback();
-      });
-    },
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.server.address() as AddressInfo;
-      resolve({ port, mails, close: () => new Promise<void>((done) => server.close(() => done())) });
-    });
-  });
-}
-
 // ---- the stack ------------------------------------------------------------------------------
 
 let api: ApiHarness;
 let receiver: Awaited<ReturnType<typeof startReceiver>>;
-let smtp: Awaited<ReturnType<typeof startSmtp>>;
+let smtp: SmtpInbox;
 let planId: string;
 
 beforeAll(async () => {
   receiver = await startReceiver();
-  smtp = await startSmtp();
+  smtp = await startSmtpInbox();
   // Four attempts (1 s, 2 s, 4 s apart under the workflow's retry policy) keep the give-up short.
   api = await startApiHarness({ notifier: { smtpUrl: `smtp://127.0.0.1:${smtp.port}`, maxAttempts: 4 } });
   planId = unique('notify');
