@@ -186,6 +186,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const authorizations: Record<string, AuthorizeResult> = { ...input.carried?.authorizations };
   let eventsCounted = input.carried?.events_counted ?? 0;
   let latestCountedAt = input.carried?.latest_counted_at ?? 0;
+  /** The latest timestamp placed in this period by the chunk being counted (its outcome not known yet). */
+  let latestPlacedAt = 0;
 
   const queue: QueuedBatch[] = [...(input.pending ?? [])];
   const deferred: UsageBatch[] = [];
@@ -321,7 +323,9 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       const now = Date.now();
       const second = Math.floor(now / 1000) * 1000;
       const start = Date.parse(period.start);
-      const at = Math.max(second > start ? second : now, latestCountedAt + 1, start + 1);
+      // A chunk in flight already placed its events in this period: the period must hold them too.
+      const latest = closesUnderLoad ? Math.max(latestCountedAt, latestPlacedAt) : latestCountedAt;
+      const at = Math.max(second > start ? second : now, latest + 1, start + 1);
       closeRequest = { finalize, cancel, at: new Date(at).toISOString() };
     }
     await condition(() => closeResult !== undefined);
@@ -498,7 +502,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
           continue;
         }
         const placed = placeEvent(event, receivedAt);
-        if (placed.kind === 'count') countable.push({ ...event, period_start: placed.periodStart, received_at: receivedAt });
+        if (placed.kind === 'count') {
+          countable.push({ ...event, period_start: placed.periodStart, received_at: receivedAt });
+          if (placed.periodStart === period.start) latestPlacedAt = Math.max(latestPlacedAt, Date.parse(event.timestamp));
+        }
         else if (placed.kind === 'next') {
           later.receivedAt = receivedAt;
           later.events.push(event);

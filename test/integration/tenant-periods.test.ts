@@ -8,10 +8,11 @@ import { periodStartsFrom } from '../../src/domain/periods';
 import { ratePeriod } from '../../src/domain/rating';
 import type { PlanVersion } from '../../src/domain/plan';
 import type { Db } from '../../src/db/knex';
-import { closePeriodUpdate, recordUsageSignal, stateQuery, usageQuery, tenantWorkflowId, type UsageEventInput } from '../../src/workflows/messages';
+import { PERIOD_ROLLING_OVER, closePeriodUpdate, recordUsageSignal, stateQuery, usageQuery, tenantWorkflowId, type UsageEventInput } from '../../src/workflows/messages';
 import { installQuietRuntime, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
+import { BillingGateway } from '../../src/api/billing-gateway';
 
 /**
  * Months of billing in seconds on the time-skipping test server, with real activities on real
@@ -237,4 +238,42 @@ test('a close under sustained ingest does not wait for the queue to drain, and i
   const inClosed = stored.filter((r) => r.timestamp.getTime() < closedEnd).length;
   expect(inClosed).toBeGreaterThan(0);
   expect(Number(invoice.total)).toBe(Number(ratePeriod(fixture.plan, { tokens: String(inClosed) }).total));
+});
+
+test('an authorize request that meets a rollover is answered by the next period, once', async () => {
+  const tenantId = unique('t');
+  const anchor = new Date((await env.currentTimeMs()) - 60_000).toISOString();
+  const plan = { ...tokensPlan(unique('p'), 'month'), grace_period_seconds: 0 };
+  const fixture = await createTenantFixture(db, { tenantId, plan, anchor, limits: { maxEventsPerChunk: 20 } });
+  const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input] });
+  const gateway = new BillingGateway(env.client, taskQueue, { searchAttributes: false, coalescing: false });
+
+  // A long queue: the authorize request waits for it to drain, and the close does not.
+  for (let b = 0; b < 20; b++) {
+    const at = new Date(await env.currentTimeMs()).toISOString();
+    const events = Array.from({ length: 100 }, (_, i): UsageEventInput => ({ id: `e${b}-${i}`, metric: 'tokens', quantity: 1, timestamp: at }));
+    await handle.signal(recordUsageSignal, { batchId: `b${b}`, receivedAt: at, events });
+  }
+  const firstRunId = (await handle.describe()).runId;
+  const authorized = gateway.authorize(tenantId, { id: 'auth-1', metric: 'tokens', quantity: 5 });
+  await new Promise((resolve) => setTimeout(resolve, 500)); // the authorize update is admitted first
+  const closed = await handle.executeUpdate(closePeriodUpdate, { args: [{ finalize: true }] });
+
+  expect(await authorized).toMatchObject({ allowed: true });
+  // Asked again (a client retry), the same id is not consumed twice.
+  expect(await gateway.authorize(tenantId, { id: 'auth-1', metric: 'tokens', quantity: 5 })).toMatchObject({ allowed: true });
+  const consumed = await eventually(async () => {
+    const rows = await db('usage_events').where({ tenant_id: tenantId, event_id: 'auth-1' }).select('period_start', 'quantity');
+    return rows.length > 0 ? rows : undefined;
+  }, 30_000, 'the authorized event stored');
+  expect(consumed).toHaveLength(1);
+  expect(Number(consumed[0].quantity)).toBe(5);
+  // Consumed in the period that was current when it was answered: the next one.
+  expect(consumed[0].period_start.toISOString()).toBe(closed.current_period!.start);
+  // The first run refused it while rolling over (so it could end with every handler finished).
+  const history = await env.client.workflow.getHandle(tenantWorkflowId(tenantId), firstRunId).fetchHistory();
+  const refusals = (history.events ?? []).filter(
+    (e) => e.workflowExecutionUpdateCompletedEventAttributes?.outcome?.failure?.applicationFailureInfo?.type === PERIOD_ROLLING_OVER,
+  );
+  expect(refusals).toHaveLength(1);
 });
