@@ -129,3 +129,30 @@ export async function runLoops(concurrency: number, until: () => boolean, worker
     }),
   );
 }
+
+/**
+ * A quantile of a Prometheus histogram, summed over every label set whose labels contain
+ * `labelFilter`, over the samples taken between two scrapes (`before` may be ''). The worker's
+ * Temporal metrics show where a slow request waited: task schedule-to-start is time queued,
+ * execution is time working. Buckets are upper bounds: the answer is the first bound reaching
+ * the quantile.
+ */
+export function histogramQuantile(before: string, after: string, name: string, q: number, labelFilter = ''): number | null {
+  const counts = (metrics: string) => {
+    const buckets = new Map<number, number>();
+    for (const line of metrics.split('\n')) {
+      if (!line.startsWith(`${name}_bucket{`) || !line.includes(labelFilter)) continue;
+      const le = /le="([^"]+)"/.exec(line)?.[1];
+      const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+      if (le === undefined || !Number.isFinite(value)) continue;
+      const bound = le === '+Inf' ? Infinity : Number(le);
+      buckets.set(bound, (buckets.get(bound) ?? 0) + value);
+    }
+    return buckets;
+  };
+  const start = counts(before);
+  const sorted = [...counts(after)].map(([bound, n]) => [bound, n - (start.get(bound) ?? 0)] as const).sort((a, b) => a[0] - b[0]);
+  const total = sorted.at(-1)?.[1] ?? 0;
+  if (total <= 0) return null;
+  return sorted.find(([, cumulative]) => cumulative >= q * total)![0];
+}

