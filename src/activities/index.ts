@@ -5,6 +5,7 @@ import type { Logger } from '../logger';
 import { findPlanVersion } from '../db/plans';
 import { insertRefusedEvents, insertUsageChunk } from '../db/usage';
 import { writePeriodInvoice } from '../db/invoices';
+import { insertAlerts } from '../db/alerts';
 import type { Notifier } from './notifier';
 import { deliverAlertEvent } from '../notifications/alerts';
 import { deliverInvoiceEvent, type InvoiceEventInput } from '../notifications/invoices';
@@ -87,25 +88,7 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
 
     /** Records fired and superseded alerts under their unique (tenant, period, subject, threshold). */
     async recordAlerts(input: RecordAlertsInput): Promise<void> {
-      await db('alerts')
-        .insert(
-          input.alerts.map((a) => ({
-            id: a.id,
-            tenant_id: input.tenant_id,
-            period_start: input.period_start,
-            subject: a.subject,
-            threshold: a.threshold,
-            level: a.level,
-            status: a.status,
-            used: a.used,
-            limit: a.limit,
-            covers: JSON.stringify(a.covers),
-            rule_id: a.rule_id ?? null,
-            fired_at: a.fired_at,
-          })),
-        )
-        .onConflict(['tenant_id', 'period_start', 'subject', 'threshold'])
-        .ignore();
+      await insertAlerts(db, input.tenant_id, input.period_start, input.alerts);
     },
 
     /**
@@ -115,6 +98,7 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
      * attempt marks what still fails as `failed`.
      */
     async deliverAlert(input: DeliverAlertInput): Promise<ChannelOutcome[]> {
+      if (input.record) await insertAlerts(db, input.tenant_id, input.record.period_start, [input.record.alert]);
       try {
         return await deliverAlertEvent({ db, notifier, logger }, input.alert_id, currentAttempt(notifier.maxAttempts));
       } catch (err) {

@@ -63,6 +63,11 @@ export interface RecordAlertsInput {
 export interface DeliverAlertInput {
   tenant_id: string;
   alert_id: string;
+  /**
+   * The alert itself, stored (idempotently) before it is sent: the delivery then need not wait
+   * for `recordAlerts` to complete first, which saves the alert a round trip through the server.
+   */
+  record?: { period_start: string; alert: AlertRecord };
 }
 
 /** How a delivery attempt ended, per channel. */

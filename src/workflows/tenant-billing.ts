@@ -210,6 +210,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const alertsForLateEvents = patched('alerts-for-late-events');
   /** The rollover and the seal do not wait for an empty queue (sustained ingest). */
   const closesUnderLoad = patched('close-and-seal-under-load');
+  /** Deliveries start beside `recordAlerts`, each storing its own alert first (one round trip less). */
+  const deliversWithRecord = patched('deliver-alerts-with-record');
 
   // ---- message handlers -------------------------------------------------------------------
 
@@ -692,10 +694,14 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       });
     }
     const crossed = records.filter((r) => r.status === 'notified').map((r) => `${r.subject} ${r.threshold}%`).join(', ');
-    await acts.recordAlerts.executeWithOptions(
-      { summary: book.current ? crossed : `${crossed} (late events, period ${book.period_start})` },
-      [{ tenant_id: tenantId, period_start: book.period_start, alerts: records }],
-    );
+    const recording = () =>
+      acts.recordAlerts.executeWithOptions(
+        { summary: book.current ? crossed : `${crossed} (late events, period ${book.period_start})` },
+        [{ tenant_id: tenantId, period_start: book.period_start, alerts: records }],
+      );
+    // Older runs record first, then deliver; newer ones deliver at once (each delivery stores its
+    // own alert first) and still await the record of every decided threshold before going on.
+    if (!deliversWithRecord) await recording();
     for (const record of records.filter((r) => r.status === 'notified')) {
       const delivery: Promise<void> = acts.deliverAlert
         .executeWithOptions(
@@ -704,7 +710,13 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
             startToCloseTimeout: '30 seconds',
             retry: { maximumAttempts: 8, initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
           },
-          [{ tenant_id: tenantId, alert_id: record.id }],
+          [
+            {
+              tenant_id: tenantId,
+              alert_id: record.id,
+              ...(deliversWithRecord ? { record: { period_start: book.period_start, alert: record } } : {}),
+            },
+          ],
         )
         .then(
           () => undefined,
@@ -713,6 +725,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         .finally(() => deliveries.delete(delivery));
       deliveries.add(delivery);
     }
+    if (deliversWithRecord) await recording();
     const level = currentAlertLevel();
     if (level !== alertLevel) {
       alertLevel = level;

@@ -1,0 +1,25 @@
+import type { Db } from './knex';
+import type { AlertRecord } from '../activities/types';
+
+/** Stores alerts once per (tenant, period, subject, threshold): a retry or a second writer is a no-op. */
+export async function insertAlerts(db: Db, tenantId: string, periodStart: string, alerts: AlertRecord[]): Promise<void> {
+  await db('alerts')
+    .insert(
+      alerts.map((a) => ({
+        id: a.id,
+        tenant_id: tenantId,
+        period_start: periodStart,
+        subject: a.subject,
+        threshold: a.threshold,
+        level: a.level,
+        status: a.status,
+        used: a.used,
+        limit: a.limit,
+        covers: JSON.stringify(a.covers),
+        rule_id: a.rule_id ?? null,
+        fired_at: a.fired_at,
+      })),
+    )
+    .onConflict(['tenant_id', 'period_start', 'subject', 'threshold'])
+    .ignore();
+}
