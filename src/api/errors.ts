@@ -71,6 +71,9 @@ export function errorMiddleware(): ErrorRequestHandler {
     else if (err?.type === 'entity.too.large') problem = new ApiError(413, 'payload_too_large', 'the request body is too large');
     else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {
       problem = new ApiError(err.status, 'validation_failed', String(err.message ?? 'bad request'));
+    } else if (isDependencyOutage(err)) {
+      req.log?.warn({ err }, 'a dependency is unavailable');
+      problem = new ApiError(503, 'unavailable', 'the database or the workflow service is unavailable; retry', undefined, { 'Retry-After': '1' });
     } else {
       req.log?.error({ err }, 'unhandled error');
       problem = new ApiError(500, 'internal', 'an internal error occurred; it has been logged');
@@ -94,4 +97,25 @@ export function errorMiddleware(): ErrorRequestHandler {
 /** Unknown routes answer problem+json 404 too. */
 export function notFoundMiddleware(): RequestHandler {
   return (req, _res, next) => next(new ApiError(404, 'not_found', `no route ${req.method} ${req.path}`));
+}
+
+/** Connection-level failures of node sockets and of PostgreSQL (SQLSTATE class 08, 57P01-57P03). */
+const OUTAGE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', '57P01', '57P02', '57P03']);
+/** gRPC UNAVAILABLE and DEADLINE_EXCEEDED: the Temporal server is down or not answering. */
+const GRPC_OUTAGE = new Set([4, 14]);
+
+/**
+ * True when an error means PostgreSQL or Temporal could not be reached, rather than a bug: the
+ * client gets 503 with Retry-After (as during a restart of either), not a 500 that reads as a
+ * defect. Follows `cause` chains (Temporal's ServiceError wraps the gRPC error).
+ */
+export function isDependencyOutage(err: unknown): boolean {
+  type Failure = { code?: unknown; details?: unknown; name?: unknown; message?: unknown; cause?: unknown };
+  for (let e = err as Failure | undefined, depth = 0; e && depth < 5; e = e.cause as Failure | undefined, depth++) {
+    if (typeof e.code === 'string' && (OUTAGE_CODES.has(e.code) || e.code.startsWith('08'))) return true;
+    if (typeof e.code === 'number' && GRPC_OUTAGE.has(e.code) && typeof e.details === 'string') return true;
+    if (e.name === 'KnexTimeoutError') return true;
+    if (typeof e.message === 'string' && /Connection terminated|the database system is (starting up|shutting down)/.test(e.message)) return true;
+  }
+  return false;
 }

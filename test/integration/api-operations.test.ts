@@ -251,6 +251,15 @@ describe('operations endpoints', () => {
     expect(r2.status).toBe(503);
     expect(await r2.json()).toMatchObject({ status: 'unavailable', postgres: true, temporal: false });
     expect(Date.now() - started).toBeLessThan(5_000);
+
+    // API calls during either outage: 503 unavailable with Retry-After, never a 500.
+    const adminGet = (port: number, route: string) => fetch(`http://127.0.0.1:${port}${route}`, { headers: { 'x-api-key': h.adminKey } });
+    for (const res of [await adminGet(noDb.port, '/v1/tenants'), await adminGet(noTemporal.port, `/v1/tenants/${tenantId}/usage`)]) {
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect(res.headers.get('content-type')).toContain('application/problem+json');
+      expect(await res.json()).toMatchObject({ status: 503, code: 'unavailable' });
+    }
   });
 });
 
