@@ -77,8 +77,6 @@ export interface ClosingPeriod extends Period {
   decided?: Record<string, number[]>;
 }
 
-/** A queued batch and when its signal reached this workflow (seals wait for what arrived before them). */
-type QueuedBatch = UsageBatch & { arrived_at?: string };
 
 /** What a run carries into the next run of the same period (history bounding). */
 export interface CarriedCounters {
@@ -189,7 +187,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   /** The latest timestamp placed in this period by the chunk being counted (its outcome not known yet). */
   let latestPlacedAt = 0;
 
-  const queue: QueuedBatch[] = [...(input.pending ?? [])];
+  const queue: UsageBatch[] = [...(input.pending ?? [])];
   const deferred: UsageBatch[] = [];
   const run = { signals: 0, events: 0, chunks: 0 };
   let counting = false;
@@ -216,7 +214,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   // ---- message handlers -------------------------------------------------------------------
 
   setHandler(recordUsageSignal, (batch) => {
-    queue.push(closesUnderLoad ? { ...batch, arrived_at: new Date(Date.now()).toISOString() } : batch);
+    queue.push(batch);
     run.signals += 1;
     run.events += batch.events.length;
   });
@@ -437,14 +435,18 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   }
 
   /**
-   * Seals each closed period whose seal time passed once every batch that reached the workflow
-   * before that time is counted: an acknowledged event for the period arrives no later (the API
-   * acknowledges only signals landing within its deadline, well inside the settle time).
+   * Seals each closed period whose seal time has passed, once no batch received before that time
+   * waits in the queue. Every signal written to history before the seal time was delivered by now
+   * (this runs in a workflow task that started after it). A batch the API received at or after
+   * the seal time holds no event it acknowledged for the period: events received after the grace
+   * are refused as late, and the API's view of the periods is at most seconds old. The arrival
+   * time in the workflow cannot stand in for the receive time: after an outage of the worker a
+   * backlog of older signals is delivered long after the seal time.
    */
   async function sealSettledPeriods(): Promise<void> {
     const now = Date.now();
-    const oldestArrival = queue.length === 0 ? Infinity : Date.parse(queue[0]!.arrived_at ?? '') || -Infinity;
-    for (const due of closing.filter((c) => now >= Date.parse(c.seal_at) && oldestArrival >= Date.parse(c.seal_at))) {
+    const earliestQueued = Math.min(...queue.map((b) => Date.parse(b.receivedAt)).map((t) => (Number.isFinite(t) ? t : -Infinity)));
+    for (const due of closing.filter((c) => now >= Date.parse(c.seal_at) && earliestQueued >= Date.parse(c.seal_at))) {
       await getExternalWorkflowHandle(due.invoice_workflow_id).signal(finalizeInvoiceSignal);
       closing.splice(closing.indexOf(due), 1);
     }
