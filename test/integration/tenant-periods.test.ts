@@ -197,21 +197,29 @@ test('late events that cross a threshold of a closed period fire it once, in tha
   expect(await alertsOf(start)).toHaveLength(3);
 });
 
-test('a close under sustained ingest does not wait for the queue to drain, and its invoice waits for every event', async () => {
+/**
+ * A tenant (no grace) whose workflow counts in chunks of 20 events, and `batches` batches of 100
+ * events signalled at once: a long queue that takes many counting activities to drain.
+ */
+async function tenantWithLongQueue(batches: number) {
   const tenantId = unique('t');
   const anchor = new Date((await env.currentTimeMs()) - 60_000).toISOString();
   const plan = { ...tokensPlan(unique('p'), 'month'), grace_period_seconds: 0 };
-  // Small chunks: 4,000 queued events take 200 counting activities to drain.
   const fixture = await createTenantFixture(db, { tenantId, plan, anchor, limits: { maxEventsPerChunk: 20 } });
   const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input] });
-
   const sent: UsageEventInput[] = [];
-  for (let b = 0; b < 40; b++) {
+  for (let b = 0; b < batches; b++) {
     const at = new Date(await env.currentTimeMs()).toISOString();
     const events = Array.from({ length: 100 }, (_, i): UsageEventInput => ({ id: `e${b}-${i}`, metric: 'tokens', quantity: 1, timestamp: at }));
     sent.push(...events);
     await handle.signal(recordUsageSignal, { batchId: `b${b}`, receivedAt: at, events });
   }
+  return { tenantId, fixture, handle, sent };
+}
+
+test('a close under sustained ingest does not wait for the queue to drain, and its invoice waits for every event', async () => {
+  // 4,000 queued events take 200 counting activities to drain.
+  const { tenantId, fixture, handle, sent } = await tenantWithLongQueue(40);
   const closed = await handle.executeUpdate(closePeriodUpdate, { args: [{ finalize: true }] });
   // The next run took over the queue: the close did not wait for 4,000 events to be counted.
   const state = await handle.query(stateQuery);
@@ -241,19 +249,9 @@ test('a close under sustained ingest does not wait for the queue to drain, and i
 });
 
 test('an authorize request that meets a rollover is answered by the next period, once', async () => {
-  const tenantId = unique('t');
-  const anchor = new Date((await env.currentTimeMs()) - 60_000).toISOString();
-  const plan = { ...tokensPlan(unique('p'), 'month'), grace_period_seconds: 0 };
-  const fixture = await createTenantFixture(db, { tenantId, plan, anchor, limits: { maxEventsPerChunk: 20 } });
-  const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input] });
-  const gateway = new BillingGateway(env.client, taskQueue, { searchAttributes: false, coalescing: false });
-
   // A long queue: the authorize request waits for it to drain, and the close does not.
-  for (let b = 0; b < 20; b++) {
-    const at = new Date(await env.currentTimeMs()).toISOString();
-    const events = Array.from({ length: 100 }, (_, i): UsageEventInput => ({ id: `e${b}-${i}`, metric: 'tokens', quantity: 1, timestamp: at }));
-    await handle.signal(recordUsageSignal, { batchId: `b${b}`, receivedAt: at, events });
-  }
+  const { tenantId, handle } = await tenantWithLongQueue(20);
+  const gateway = new BillingGateway(env.client, taskQueue, { searchAttributes: false, coalescing: false });
   const firstRunId = (await handle.describe()).runId;
   const authorized = gateway.authorize(tenantId, { id: 'auth-1', metric: 'tokens', quantity: 5 });
   await new Promise((resolve) => setTimeout(resolve, 500)); // the authorize update is admitted first
