@@ -525,8 +525,12 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       );
 
       const notCounted = new Set<string>([...result.duplicates, ...result.refused.map((r) => r.id)]);
+      // Each period's percents before this chunk, by period start: the current one, and each closed
+      // period its late events move.
       const current = currentBook();
-      const before = new Map<AlertBook, Map<string, string>>([[current, snapshotPercents(current)]]);
+      const before = new Map<string, { book: AlertBook; percents: Map<string, string> }>([
+        [current.period_start, { book: current, percents: snapshotPercents(current) }],
+      ]);
       for (const event of countable) {
         const outcome = result.duplicates.includes(event.id) ? 'duplicate' : notCounted.has(event.id) ? 'refused' : 'counted';
         settleAuthorization(event.id, outcome);
@@ -538,15 +542,15 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
           latestCountedAt = Math.max(latestCountedAt, Date.parse(event.timestamp));
         } else if (alertsForLateEvents) {
           // A late event in a closed period: its thresholds are judged like the current period's.
-          const book = closedBook(event.period_start);
+          const book = before.get(event.period_start)?.book ?? closedBook(event.period_start);
           if (!book) continue;
-          if (!before.has(book)) before.set(book, snapshotPercents(book));
+          if (!before.has(book.period_start)) before.set(book.period_start, { book, percents: snapshotPercents(book) });
           const meter = findMeter(book.plan, event.metric)!;
           book.counters[meter.metric] = applyToCounter(book.counters[meter.metric], meter.aggregation, event);
         }
       }
       for (const r of refused) settleAuthorization(r.event.id, 'refused');
-      for (const [book, percents] of before) await fireAlerts(book, percents);
+      for (const { book, percents } of before.values()) await fireAlerts(book, percents);
       publishDetails();
     } finally {
       counting = false;
