@@ -7,6 +7,7 @@ import type { Db } from '../src/db/knex';
 import { aggregateStoredUsage, normalizeDecimal } from '../src/db/usage';
 import { findPlanVersion } from '../src/db/plans';
 import type { InvoiceRow, PeriodRow } from '../src/db/invoices';
+import type { AlertRow } from '../src/db/alerts';
 import { Dec } from '../src/domain/decimal';
 import type { PlanVersion } from '../src/domain/plan';
 import { ratePeriod } from '../src/domain/rating';
@@ -44,15 +45,6 @@ interface StoredRow {
   period_start: Date;
 }
 
-interface AlertRow {
-  id: string;
-  tenant_id: string;
-  period_start: Date;
-  subject: string;
-  threshold: string;
-  status: string;
-  used: string;
-}
 
 /** What the checks found; `violations` lists every failed check in words. */
 export interface Verdict {

@@ -1,6 +1,22 @@
 import type { Db } from './knex';
 import type { AlertRecord } from '../activities/types';
 
+/** A row of `alerts` as pg returns it (decimals as strings, jsonb parsed). */
+export interface AlertRow {
+  id: string;
+  tenant_id: string;
+  period_start: Date;
+  subject: string;
+  threshold: string;
+  level: string;
+  status: string;
+  used: string;
+  limit: string;
+  covers: number[] | null;
+  rule_id: string | null;
+  fired_at: Date;
+}
+
 /** Stores alerts once per (tenant, period, subject, threshold): a retry or a second writer is a no-op. */
 export async function insertAlerts(db: Db, tenantId: string, periodStart: string, alerts: AlertRecord[]): Promise<void> {
   await db('alerts')

@@ -1,4 +1,5 @@
 import { findPlanVersion } from '../db/plans';
+import type { AlertRow } from '../db/alerts';
 import { decimalToNumber } from '../domain/decimal';
 import { COST_SUBJECT } from '../workflows/messages';
 import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type ChannelOutcome, type DeliveryPlan, type DispatchDeps, type WebhookEvent } from './dispatch';
@@ -9,21 +10,6 @@ import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type Chann
  * channel. A notification covers several thresholds when one batch jumped over them (BILLING.md),
  * so it goes to the channels of every threshold it covers. The alert id is the event id.
  */
-
-interface AlertRow {
-  id: string;
-  tenant_id: string;
-  period_start: Date;
-  subject: string;
-  threshold: string;
-  level: string;
-  status: string;
-  used: string;
-  limit: string;
-  covers: number[] | null;
-  rule_id: string | null;
-  fired_at: Date;
-}
 
 /** A rule's channel as stored in `alert_rules.channel` (and as the API spells it). */
 export type RuleChannel = { type: 'email'; to: string } | { type: 'webhook'; url: string };
