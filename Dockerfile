@@ -8,7 +8,7 @@ ENV NPM_CONFIG_UPDATE_NOTIFIER=false \
 
 # Dependencies first, so source edits don't invalidate this layer.
 COPY package.json package-lock.json ./
-RUN npm install --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # Source stays root-owned and read-only for the app user.
 COPY . .

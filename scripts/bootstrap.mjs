@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs before `npm start` and `npm test` (pre-scripts), so the README's two commands work on a
-// fresh clone: installs the locked dependencies when node_modules is missing or older than
-// package-lock.json, then resolves the Temporal binaries (scripts/temporal-binaries.mjs).
+// fresh clone: installs the locked dependencies (`npm ci`) when node_modules is missing or older
+// than package-lock.json, then resolves the Temporal binaries (scripts/temporal-binaries.mjs).
 // Plain Node, no dependencies: it must run before anything is installed.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -19,9 +19,8 @@ function run(command, args) {
 
 const stale = !fs.existsSync(installed) || fs.statSync(installed).mtimeMs < fs.statSync(lock).mtimeMs;
 if (stale) {
-  // `npm install` honours the lock file; `npm ci` would refuse a lock that lacks other platforms'
-  // optional binaries (registry mirrors that serve only this platform produce such locks).
-  console.log('bootstrap: installing the locked dependencies (npm install)');
-  run('npm', ['install', '--no-audit', '--no-fund']);
+  // `npm ci` installs exactly the lock file and never rewrites it, so the clone stays clean.
+  console.log('bootstrap: installing the locked dependencies (npm ci)');
+  run('npm', ['ci', '--no-audit', '--no-fund']);
 }
 run(process.execPath, [path.join(root, 'scripts', 'temporal-binaries.mjs')]);
