@@ -2,6 +2,13 @@ import type { Knex } from 'knex';
 import type { Db } from './knex';
 import type { CountableEvent, RefusedEvent } from '../activities/types';
 import type { Aggregation } from '../domain/plan';
+import { claimUsage } from './ledger';
+import { normalizeDecimal } from './numeric';
+
+export { normalizeDecimal };
+
+/** A claim with no size limit: the chunk writer counts all it stored at once. */
+const CLAIM_EVERYTHING = 1_000_000_000;
 
 /**
  * Stores one chunk of usage exactly once: events whose `(tenant, event id)` already exists are
@@ -35,6 +42,8 @@ export async function insertUsageChunk(
       ] as unknown as Knex.RawBinding[],
     );
   }
+  // The chunk's new events join the read model in the same transaction (src/db/ledger.ts).
+  await claimUsage(trx, tenantId, chunkId, CLAIM_EVERYTHING);
   const rows = await trx('usage_events').where({ batch_id: chunkId }).select<Array<{ event_id: string }>>('event_id');
   return new Set(rows.map((r) => r.event_id));
 }
@@ -88,11 +97,4 @@ export async function aggregateStoredUsage(
     counters[meter.metric] = normalizeDecimal(value);
   }
   return counters;
-}
-
-/** `1250.500000` -> `1250.5`: numeric columns pad to their scale. */
-export function normalizeDecimal(value: string): string {
-  if (!value.includes('.')) return value;
-  const trimmed = value.replace(/0+$/, '').replace(/\.$/, '');
-  return trimmed === '' || trimmed === '-' ? '0' : trimmed;
 }

@@ -1,0 +1,166 @@
+import fc from 'fast-check';
+import type { Knex } from 'knex';
+import { claimUsage, countUnclaimedEvents, meterValue, readPeriodCounters, tenantsWithUnclaimedEvents } from '../../src/db/ledger';
+import { aggregateStoredUsage, insertUsageChunk } from '../../src/db/usage';
+import type { Db } from '../../src/db/knex';
+import type { Aggregation } from '../../src/domain/plan';
+import { testDb, unique } from '../support/stack';
+
+/**
+ * The event ledger's counting side on a real PostgreSQL: claims mark each stored event once and
+ * add it once to `period_counters`, whatever the claim sizes, retries and overlapping claimers,
+ * and the read model always equals the reference aggregation of the stored events.
+ */
+let db: Db;
+beforeAll(() => {
+  db = testDb();
+});
+afterAll(async () => {
+  await db?.destroy();
+});
+
+const METERS: Array<{ metric: string; aggregation: Aggregation }> = [
+  { metric: 'minutes', aggregation: 'sum' },
+  { metric: 'calls', aggregation: 'count' },
+  { metric: 'storage', aggregation: 'max' },
+  { metric: 'seats', aggregation: 'latest' },
+];
+const PERIODS = ['2026-11-01T00:00:00.000Z', '2026-12-01T00:00:00.000Z'];
+
+interface StoredEvent {
+  id: string;
+  metric: string;
+  quantity: string;
+  timestamp: string;
+  period_start: string;
+}
+
+/** Stores events as the API does: acknowledged, not counted (`claim_id` null). */
+async function storeUnclaimed(db: Db | Knex.Transaction, tenantId: string, events: StoredEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  await db('usage_events')
+    .insert(
+      events.map((e) => ({
+        tenant_id: tenantId,
+        event_id: e.id,
+        metric: e.metric,
+        quantity: e.quantity,
+        timestamp: e.timestamp,
+        period_start: e.period_start,
+        batch_id: 'test-ingest',
+        received_at: new Date(),
+      })),
+    )
+    .onConflict(['tenant_id', 'event_id'])
+    .ignore();
+}
+
+/** The read model, meter by meter, against the reference aggregation of the stored events. */
+async function expectReadModelMatchesStore(tenantId: string): Promise<void> {
+  const counters = await readPeriodCounters(db, tenantId, PERIODS);
+  for (const period of PERIODS) {
+    const stored = await aggregateStoredUsage(db, tenantId, period, METERS);
+    const model = Object.fromEntries(
+      METERS.map((m) => [m.metric, meterValue(counters.find((c) => c.period_start === period && c.metric === m.metric), m.aggregation)]),
+    );
+    expect(model).toEqual(stored);
+  }
+}
+
+const eventArb = fc.record({
+  id: fc.integer({ min: 0, max: 60 }).map((n) => `e${n}`), // repeats: sent twice, stored once
+  metric: fc.constantFrom(...METERS.map((m) => m.metric)),
+  quantity: fc.integer({ min: 0, max: 10_000_000 }).map((n) => (n / 1000).toString()),
+  // few distinct timestamps, so `latest` ties are common and the receive order must break them
+  timestamp: fc.integer({ min: 0, max: 4 }).map((n) => new Date(Date.parse('2026-11-20T00:00:00Z') + n * 1000).toISOString()),
+  period_start: fc.constantFrom(...PERIODS),
+});
+
+test('claims of any size, retried and overlapping, count every stored event exactly once', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.array(eventArb, { maxLength: 25 }), { minLength: 1, maxLength: 6 }),
+      fc.integer({ min: 1, max: 20 }),
+      async (batches, claimSize) => {
+        const tenantId = unique('ledger');
+        let claims = 0;
+        for (const batch of batches) {
+          await storeUnclaimed(db, tenantId, batch);
+          // Two claimers at once (a timed-out attempt beside the next claim) until nothing is left.
+          for (let more = true; more; ) {
+            claims += 1;
+            const [a, b] = await Promise.all([
+              claimUsage(db, tenantId, `${tenantId}-c${claims}`, claimSize),
+              claimUsage(db, tenantId, `${tenantId}-c${claims}-overlap`, claimSize),
+            ]);
+            more = a.more || b.more;
+          }
+        }
+        // A retried claim counts nothing again and answers for what it claimed before.
+        const retried = await claimUsage(db, tenantId, `${tenantId}-c1`, claimSize);
+        const first = await db('usage_events').where({ tenant_id: tenantId, claim_id: `${tenantId}-c1` }).count<{ n: string }[]>('* as n');
+        expect(retried.claimed).toBe(Number(first[0]!.n));
+
+        expect(await countUnclaimedEvents(db, tenantId)).toBe(0);
+        await expectReadModelMatchesStore(tenantId);
+      },
+    ),
+    { numRuns: 25, seed: 20261201 },
+  );
+});
+
+test('a claim answers with the absolute counters it touched and whether more events wait', async () => {
+  const tenantId = unique('ledger');
+  const at = '2026-11-20T10:00:00.000Z';
+  await storeUnclaimed(db, tenantId, [
+    { id: 'a', metric: 'minutes', quantity: '1.5', timestamp: at, period_start: PERIODS[0]! },
+    { id: 'b', metric: 'minutes', quantity: '2.25', timestamp: at, period_start: PERIODS[0]! },
+    { id: 'c', metric: 'calls', quantity: '1', timestamp: at, period_start: PERIODS[1]! },
+  ]);
+  expect(await countUnclaimedEvents(db, tenantId)).toBe(3);
+
+  const first = await claimUsage(db, tenantId, 'claim-1', 2);
+  expect(first).toEqual({
+    claimed: 2,
+    more: true,
+    counters: [{ period_start: PERIODS[0], metric: 'minutes', total: '3.75', events: 2, largest: '2.25', latest: '2.25' }],
+  });
+  const second = await claimUsage(db, tenantId, 'claim-2', 2);
+  expect(second.claimed).toBe(1);
+  expect(second.more).toBe(false);
+  expect(second.counters).toEqual([{ period_start: PERIODS[1], metric: 'calls', total: '1', events: 1, largest: '1', latest: '1' }]);
+  expect(await claimUsage(db, tenantId, 'claim-3', 2)).toEqual({ claimed: 0, more: false, counters: [] });
+});
+
+test('the sweeper finds tenants whose events waited unclaimed too long, and only those', async () => {
+  const waiting = unique('ledger');
+  const counted = unique('ledger');
+  const event = { id: 'x', metric: 'minutes', quantity: '1', timestamp: '2026-11-20T10:00:00.000Z', period_start: PERIODS[0]! };
+  await storeUnclaimed(db, waiting, [event]);
+  await storeUnclaimed(db, counted, [event]);
+  await claimUsage(db, counted, 'claim', 10);
+  await db('usage_events').whereIn('tenant_id', [waiting, counted]).update({ received_at: db.raw(`now() - interval '1 minute'`) });
+
+  const found = await tenantsWithUnclaimedEvents(db, 30_000, 100_000);
+  expect(found).toContain(waiting);
+  expect(found).not.toContain(counted);
+  expect(await tenantsWithUnclaimedEvents(db, 120_000, 100_000)).not.toContain(waiting);
+});
+
+test('a chunk stored by the tenant workflow joins the read model once, even when its activity is retried', async () => {
+  const tenantId = unique('ledger');
+  const chunk = [
+    { id: 'm1', metric: 'minutes', quantity: 2, timestamp: '2026-11-20T10:00:00.000Z', period_start: PERIODS[0]!, received_at: '2026-11-20T10:00:00.000Z' },
+    { id: 's1', metric: 'storage', quantity: 7.5, timestamp: '2026-11-20T10:00:01.000Z', period_start: PERIODS[0]!, received_at: '2026-11-20T10:00:01.000Z' },
+  ];
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    await db.transaction((trx) => insertUsageChunk(trx, tenantId, 'chunk-1', chunk));
+  }
+  expect(await countUnclaimedEvents(db, tenantId)).toBe(0);
+  await expectReadModelMatchesStore(tenantId);
+  const counters = await readPeriodCounters(db, tenantId, [PERIODS[0]!]);
+  expect(counters.map((c) => [c.metric, c.events])).toEqual([
+    ['minutes', 1],
+    ['storage', 1],
+  ]);
+});
