@@ -1,7 +1,9 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
-import type { Aggregation } from '../domain/plan';
 import { normalizeDecimal } from './numeric';
+import type { ClaimResult, PeriodCounter } from '../contracts/ledger';
+
+export type { ClaimResult, PeriodCounter };
 
 /**
  * The event ledger's counting side (docs/design/core-v2.md). Stored usage events wait with
@@ -11,47 +13,6 @@ import { normalizeDecimal } from './numeric';
  * after it (absolute values, not deltas), so a caller that lost an earlier answer still ends up
  * with the right numbers.
  */
-
-/** Every aggregate of one tenant, period and metric: a meter's counter is one of them. */
-export interface PeriodCounter {
-  period_start: string;
-  metric: string;
-  /** sum of quantities */
-  total: string;
-  /** number of distinct events */
-  events: number;
-  /** largest quantity */
-  largest: string;
-  /** quantity of the event with the latest timestamp (ties: the later received) */
-  latest: string;
-}
-
-/** What one claim counted, and where the counters it moved stand now. */
-export interface ClaimResult {
-  /** Events marked with this claim id (on a retry, those of the earlier attempts too). */
-  claimed: number;
-  /** The counters of every period and metric this claim id touched, after the claim. */
-  counters: PeriodCounter[];
-  /** True when the claim stopped at its size limit: more events wait to be claimed. */
-  more: boolean;
-}
-
-/** A meter's counter value from the stored aggregates: the one its aggregation names. */
-export function meterValue(counter: Pick<PeriodCounter, 'total' | 'events' | 'largest' | 'latest'> | undefined, aggregation: Aggregation): string {
-  if (!counter) return '0';
-  switch (aggregation) {
-    case 'sum':
-      return counter.total;
-    case 'count':
-      return String(counter.events);
-    case 'max':
-      return counter.largest;
-    case 'latest':
-      return counter.latest;
-    default:
-      throw new RangeError(`unknown aggregation: ${String(aggregation)}`);
-  }
-}
 
 interface CounterRow {
   period_start: Date;

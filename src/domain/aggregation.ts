@@ -108,3 +108,35 @@ export function aggregateEvents(aggregation: Aggregation, events: readonly Count
       throw new RangeError(`unknown aggregation: ${String(aggregation)}`);
   }
 }
+
+/**
+ * Every aggregate stored for one period and metric (the read model's row, src/db/ledger.ts):
+ * keeping all four lets a meter's aggregation be read from it without touching the events.
+ */
+export interface PeriodAggregates {
+  /** sum of quantities */
+  total: string;
+  /** number of distinct events */
+  events: number;
+  /** largest quantity */
+  largest: string;
+  /** quantity of the event with the latest timestamp (ties: the later received) */
+  latest: string;
+}
+
+/** A meter's counter from the stored aggregates: the one its aggregation names ('0' before any event). */
+export function counterFromAggregates(aggregates: PeriodAggregates | undefined, aggregation: Aggregation): string {
+  if (!aggregates) return '0';
+  switch (aggregation) {
+    case 'sum':
+      return aggregates.total;
+    case 'count':
+      return String(aggregates.events);
+    case 'max':
+      return aggregates.largest;
+    case 'latest':
+      return aggregates.latest;
+    default:
+      throw new RangeError(`unknown aggregation: ${String(aggregation)}`);
+  }
+}

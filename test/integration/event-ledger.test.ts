@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import type { Knex } from 'knex';
-import { claimUsage, countUnclaimedEvents, meterValue, readPeriodCounters, tenantsWithUnclaimedEvents } from '../../src/db/ledger';
+import { claimUsage, countUnclaimedEvents, readPeriodCounters, tenantsWithUnclaimedEvents } from '../../src/db/ledger';
+import { counterFromAggregates } from '../../src/domain/aggregation';
 import { aggregateStoredUsage, insertUsageChunk } from '../../src/db/usage';
 import type { Db } from '../../src/db/knex';
 import type { Aggregation } from '../../src/domain/plan';
@@ -61,7 +62,7 @@ async function expectReadModelMatchesStore(tenantId: string): Promise<void> {
   for (const period of PERIODS) {
     const stored = await aggregateStoredUsage(db, tenantId, period, METERS);
     const model = Object.fromEntries(
-      METERS.map((m) => [m.metric, meterValue(counters.find((c) => c.period_start === period && c.metric === m.metric), m.aggregation)]),
+      METERS.map((m) => [m.metric, counterFromAggregates(counters.find((c) => c.period_start === period && c.metric === m.metric), m.aggregation)]),
     );
     expect(model).toEqual(stored);
   }
