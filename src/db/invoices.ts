@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { aggregateStoredUsage } from './usage';
+import { lockTenantLedger } from './ingest';
 import { findPlanVersion } from './plans';
 import { ratePeriod } from '../domain/rating';
 import { invoiceId } from '../workflows/messages';
@@ -80,6 +81,8 @@ export interface InvoiceRow {
  */
 export async function writePeriodInvoice(db: Db, ref: InvoiceRef, finalize: boolean): Promise<InvoiceSummary> {
   return db.transaction(async (trx) => {
+    // Exclusive: no batch is being placed into the period while it is rated.
+    await lockTenantLedger(trx, ref.tenant_id, 'exclusive');
     const period = await trx('periods')
       .where({ tenant_id: ref.tenant_id, start: ref.period_start })
       .forUpdate()

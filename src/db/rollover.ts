@@ -1,0 +1,146 @@
+import type { Knex } from 'knex';
+import type { Db } from './knex';
+import { lockTenantLedger } from './ingest';
+import { readPeriodCounters, type PeriodCounter } from './ledger';
+import { findPlanVersion } from './plans';
+import { writePeriodInvoice } from './invoices';
+import { periodAfterEarlyClose, type Period } from '../domain/periods';
+import type { PlanVersion } from '../domain/plan';
+import type { AlertRuleInput } from '../activities/types';
+import { COST_SUBJECT, invoiceId } from '../contracts/ids';
+
+/**
+ * A rollover as one transaction under the tenant's exclusive ledger lock (docs/design/core-v2.md):
+ * the period closes, events stamped at or after the close move to the next period, the next
+ * period opens on the tenant's plan as it stands now, and the closed period's draft invoice is
+ * written. Ingest waits for the lock, so every batch is placed either entirely before the close
+ * or entirely after it. A retry after the commit finds the period closed and answers the same.
+ */
+
+/** What to close. */
+export interface RolloverRequest {
+  tenant_id: string;
+  period_start: string;
+  /** The instant the period ends (its anniversary, or the instant finance closed it). */
+  close_at: string;
+  /** Late events are accepted until `close_at` plus this (0: the invoice finalizes at once). */
+  grace_seconds: number;
+  /**
+   * A cancellation: no next period; the final period holds every event stored for it, so it
+   * ends after the latest of them if one is stamped past `close_at`.
+   */
+  cancel: boolean;
+}
+
+/** The closed period as stored, and the one that follows it (none after a cancellation). */
+export interface RolloverResult {
+  closed: Period & { grace_ends_at: string };
+  closed_counters: PeriodCounter[];
+  invoice_id: string;
+  next: null | { period: Period; plan: PlanVersion; alert_rules: AlertRuleInput[]; counters: PeriodCounter[] };
+}
+
+interface PeriodRow {
+  start: Date;
+  end: Date;
+  status: 'open' | 'closed' | 'invoiced';
+  grace_ends_at: Date | null;
+  plan_id: string;
+  plan_version: number;
+}
+
+export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<RolloverResult> {
+  return db.transaction(async (trx) => {
+    await lockTenantLedger(trx, request.tenant_id, 'exclusive');
+    const period = await trx('periods').where({ tenant_id: request.tenant_id, start: request.period_start }).first<PeriodRow | undefined>();
+    if (!period) throw new Error(`no period ${request.period_start} for tenant ${request.tenant_id}`);
+    if (period.status !== 'open') return storedRollover(trx, request.tenant_id, period);
+
+    const tenant = await trx('tenants')
+      .where({ id: request.tenant_id })
+      .first<{ plan_id: string; billing_anchor: Date; timezone: string }>('plan_id', 'billing_anchor', 'timezone');
+    let end = new Date(request.close_at);
+    if (request.cancel) {
+      const latest = await trx('usage_events')
+        .where({ tenant_id: request.tenant_id, period_start: period.start })
+        .max<{ latest: Date | null }>('timestamp as latest')
+        .first();
+      if (latest?.latest && latest.latest >= end) end = new Date(latest.latest.getTime() + 1);
+    }
+    const graceEndsAt = new Date(end.getTime() + request.grace_seconds * 1000);
+    await trx('periods')
+      .where({ tenant_id: request.tenant_id, start: period.start })
+      .update({ end, status: 'closed', grace_ends_at: graceEndsAt, closed_at: new Date() });
+
+    if (request.cancel) {
+      await trx('tenants').where({ id: request.tenant_id }).update({ status: 'cancelled', cancelled_at: new Date(), updated_at: new Date() });
+    } else {
+      const plan = await findPlanVersion(trx, tenant.plan_id);
+      if (!plan) throw new Error(`plan ${tenant.plan_id} not found`);
+      // The next plan's interval decides the next period, tiled from the end of this one.
+      const next = periodAfterEarlyClose(tenant.billing_anchor.toISOString(), plan.interval, tenant.timezone, end.toISOString());
+      await trx('periods')
+        .insert({ tenant_id: request.tenant_id, start: next.start, end: next.end, plan_id: plan.id, plan_version: plan.version, status: 'open' })
+        .onConflict(['tenant_id', 'start'])
+        .ignore();
+      const moved = await trx('usage_events')
+        .where({ tenant_id: request.tenant_id, period_start: period.start })
+        .andWhere('timestamp', '>=', end)
+        .update({ period_start: next.start })
+        .returning<Array<{ claim_id: string | null }>>('claim_id');
+      if (moved.some((m) => m.claim_id !== null)) {
+        await recountPeriod(trx, request.tenant_id, period.start);
+        await recountPeriod(trx, request.tenant_id, new Date(next.start));
+      }
+    }
+    await writePeriodInvoice(trx, { tenant_id: request.tenant_id, period_start: period.start.toISOString(), version: 1 }, false);
+    const closed = await trx('periods').where({ tenant_id: request.tenant_id, start: period.start }).first<PeriodRow>();
+    return storedRollover(trx, request.tenant_id, closed);
+  });
+}
+
+/** The rollover as stored: what a first attempt answers, and what a retry reads back. */
+async function storedRollover(trx: Knex.Transaction, tenantId: string, closed: PeriodRow): Promise<RolloverResult> {
+  const nextRow = await trx('periods').where({ tenant_id: tenantId, start: closed.end }).first<PeriodRow | undefined>();
+  const counters = await readPeriodCounters(trx, tenantId, nextRow ? [closed.start, nextRow.start] : [closed.start]);
+  const start = closed.start.toISOString();
+  let next: RolloverResult['next'] = null;
+  if (nextRow) {
+    const plan = await findPlanVersion(trx, nextRow.plan_id, nextRow.plan_version);
+    if (!plan) throw new Error(`plan ${nextRow.plan_id} v${nextRow.plan_version} is missing`);
+    const rules = await trx('alert_rules')
+      .where({ tenant_id: tenantId })
+      .whereNull('deleted_at')
+      .orderBy('created_at')
+      .select<Array<{ id: string; metric: string | null; threshold: string }>>('id', 'metric', 'threshold');
+    const nextStart = nextRow.start.toISOString();
+    next = {
+      period: { start: nextStart, end: nextRow.end.toISOString() },
+      plan,
+      alert_rules: rules.map((r) => ({ id: r.id, subject: r.metric ?? COST_SUBJECT, threshold: Number(r.threshold) })),
+      counters: counters.filter((c) => c.period_start === nextStart),
+    };
+  }
+  return {
+    closed: { start, end: closed.end.toISOString(), grace_ends_at: (closed.grace_ends_at ?? closed.end).toISOString() },
+    closed_counters: counters.filter((c) => c.period_start === start),
+    invoice_id: invoiceId(tenantId, start, 1),
+    next,
+  };
+}
+
+/** Rebuilds one period's read-model counters from its counted (claimed) events. */
+async function recountPeriod(trx: Knex.Transaction, tenantId: string, periodStart: Date): Promise<void> {
+  await trx('period_counters').where({ tenant_id: tenantId, period_start: periodStart }).delete();
+  await trx.raw(
+    `INSERT INTO period_counters (tenant_id, period_start, metric, total, events, largest, latest, latest_at, latest_seq)
+     SELECT tenant_id, period_start, metric, sum(quantity), count(*), max(quantity),
+            (array_agg(quantity ORDER BY "timestamp" DESC, seq DESC))[1],
+            max("timestamp"),
+            (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1]
+       FROM usage_events
+      WHERE tenant_id = ? AND period_start = ? AND claim_id IS NOT NULL
+      GROUP BY tenant_id, period_start, metric`,
+    [tenantId, periodStart],
+  );
+}
