@@ -1,17 +1,12 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { loadScenarios } from '../support/scenarios';
 import { unique } from '../support/stack';
 
 /**
- * Every worked example of shared/spec/scenarios replayed through the real API, the tenant
- * workflow and PostgreSQL, against the figures computed by hand in the spec.
+ * Every billing scenario of test/fixtures/scenarios replayed through the real API, the tenant
+ * workflow and PostgreSQL, against the figures computed by hand in the scenario files.
  */
-const SCENARIO_DIR = path.resolve(__dirname, '../../../shared/spec/scenarios');
-const scenarioFiles = fs
-  .readdirSync(SCENARIO_DIR)
-  .filter((f) => f.endsWith('.json'))
-  .filter((f) => 'plan' in JSON.parse(fs.readFileSync(path.join(SCENARIO_DIR, f), 'utf8')));
+const scenarios = loadScenarios<any>('plan');
 
 let api: ApiHarness;
 beforeAll(async () => {
@@ -21,13 +16,11 @@ afterAll(async () => {
   await api?.stop();
 });
 
-test('the scenario directory has billing scenarios', () => {
-  expect(scenarioFiles.length).toBeGreaterThanOrEqual(4);
+test('the fixture folder has billing scenarios', () => {
+  expect(scenarios.length).toBeGreaterThan(0);
 });
 
-describe.each(scenarioFiles)('%s', (file) => {
-  const scenario = JSON.parse(fs.readFileSync(path.join(SCENARIO_DIR, file), 'utf8'));
-
+describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))('%s', (_file, scenario) => {
   test(scenario.name, async () => {
     const planId = unique(scenario.plan.id);
     const tenantId = unique(scenario.tenant.id);

@@ -1,5 +1,3 @@
-import * as fs from 'fs';
-import * as path from 'path';
 import fc from 'fast-check';
 import {
   type Interval,
@@ -9,8 +7,7 @@ import {
   periodContaining,
   periodStartsFrom,
 } from '../../../src/domain';
-
-const SCENARIOS = path.resolve(__dirname, '../../../../shared/spec/scenarios');
+import { loadScenarios } from '../../support/scenarios';
 
 interface AnniversaryCase {
   interval: Interval;
@@ -22,10 +19,14 @@ interface AnniversaryCase {
 const ms = (iso: string): number => Date.parse(iso);
 const iso = (epochMs: number): string => new Date(epochMs).toISOString();
 
-describe('anniversaries.json', () => {
-  const file = path.join(SCENARIOS, 'anniversaries.json');
-  const cases = (JSON.parse(fs.readFileSync(file, 'utf8')) as { periods: AnniversaryCase[] }).periods;
+/** The period scenarios of test/fixtures/scenarios (files with `periods`). */
+const periodScenarios = loadScenarios<{ periods: AnniversaryCase[] }>('periods');
 
+it('the fixture folder has period scenarios', () => {
+  expect(periodScenarios.length).toBeGreaterThan(0);
+});
+
+describe.each(periodScenarios.map(({ file, scenario }) => [file, scenario.periods] as const))('%s', (_file, cases) => {
   it('has cases', () => {
     expect(cases.length).toBeGreaterThan(0);
   });
@@ -228,7 +229,7 @@ interface DstStats {
 }
 
 /**
- * Checks that `start` is the instant BILLING.md wants for the local reading `wanted`:
+ * Checks that `start` is the instant docs/billing.md wants for the local reading `wanted`:
  * the earlier instant showing it, or, when no instant shows it (DST gap), the first
  * instant after the jump over it. Returns a problem description, or null.
  */

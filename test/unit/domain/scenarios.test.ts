@@ -1,11 +1,9 @@
 /**
- * Replays the golden scenarios through the pure domain only: de-duplicated events feed the
- * counters, then usage, alerts, estimates, authorizations and the invoice are checked with
- * the figures computed by hand in the scenario files. (The API/workflow replay lives in the
- * integration tests; this proves the arithmetic itself.)
+ * Replays the billing scenarios of test/fixtures/scenarios through the pure domain only:
+ * de-duplicated events feed the counters, then usage, alerts, estimates, authorizations and
+ * the invoice are checked with the figures computed by hand in the scenario files. (The
+ * API/workflow replay lives in the integration tests; this proves the arithmetic itself.)
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import {
   type CounterState,
   DEFAULT_ALERT_THRESHOLDS,
@@ -24,8 +22,7 @@ import {
   rateMeter,
   usagePercent,
 } from '../../../src/domain';
-
-const SCENARIOS = path.resolve(__dirname, '../../../../shared/spec/scenarios');
+import { allScenarioFiles, loadScenarios } from '../../support/scenarios';
 
 interface ScenarioEvent {
   id: string;
@@ -47,10 +44,6 @@ interface Scenario {
   plan: Omit<PlanVersion, 'version' | 'alert_thresholds' | 'grace_period_seconds'> &
     Partial<Pick<PlanVersion, 'version' | 'alert_thresholds' | 'grace_period_seconds'>>;
   steps: Step[];
-}
-
-function load(name: string): Scenario {
-  return JSON.parse(fs.readFileSync(path.join(SCENARIOS, name), 'utf8')) as Scenario;
 }
 
 function planOf(scenario: Scenario): PlanVersion {
@@ -110,10 +103,30 @@ class PeriodReplay {
   }
 }
 
-const FILES = ['callcov-graduated.json', 'per-second-rate.json', 'acme-token-quota.json', 'quota-jump.json'];
+/** The step kinds this replay knows; `expect` only goes with `estimate` and `authorize`. */
+const STEP_KINDS = ['events', 'expect_usage', 'expect_alerts', 'estimate', 'authorize', 'close', 'expect_invoice'] as const;
 
-describe.each(FILES)('scenario %s (pure replay)', (file) => {
-  const scenario = load(file);
+const scenarios = loadScenarios<Scenario>('plan');
+
+describe('the scenario fixtures', () => {
+  it('has billing scenarios', () => {
+    expect(scenarios.length).toBeGreaterThan(0);
+  });
+
+  it('holds only billing and period scenarios', () => {
+    const unknown = allScenarioFiles().filter(({ scenario }) => !('plan' in scenario) && !('periods' in scenario));
+    expect(unknown.map(({ file }) => file)).toEqual([]);
+  });
+
+  it('uses only step kinds the replays know', () => {
+    const unknown = scenarios.flatMap(({ file, scenario }) =>
+      scenario.steps.filter((step) => !STEP_KINDS.some((kind) => kind in step)).map((step) => `${file}: ${JSON.stringify(step)}`),
+    );
+    expect(unknown).toEqual([]);
+  });
+});
+
+describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))('scenario %s (pure replay)', (_file, scenario) => {
   const plan = planOf(scenario);
 
   it('replays every step', () => {
