@@ -36,6 +36,8 @@ export async function insertAlerts(db: Db, tenantId: string, periodStart: string
         fired_at: a.fired_at,
       })),
     )
-    .onConflict(['tenant_id', 'period_start', 'subject', 'threshold'])
+    // Any conflict, not just the unique key's: two writers of one alert (its recording and its
+    // delivery) race on the primary key as well, and either one may win.
+    .onConflict()
     .ignore();
 }
