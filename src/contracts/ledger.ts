@@ -4,6 +4,11 @@
  */
 
 import type { PeriodAggregates } from '../domain/aggregation';
+import type { Period } from '../domain/periods';
+import type { PlanVersion } from '../domain/plan';
+import type { AlertView } from '../domain/usage-view';
+
+export type { AlertView };
 
 /** Every aggregate of one tenant, period and metric: a meter's counter is one of them. */
 export interface PeriodCounter extends PeriodAggregates {
@@ -19,4 +24,50 @@ export interface ClaimResult {
   counters: PeriodCounter[];
   /** True when the claim stopped at its size limit: more events wait to be claimed. */
   more: boolean;
+}
+
+/** A tenant's own alert rule, applied like the plan's thresholds (`subject` a metric, or the cost subject). */
+export interface AlertRuleInput {
+  id: string;
+  subject: string;
+  threshold: number;
+}
+
+/** The answer to an authorize request; the same id always gets the same answer. */
+export interface AuthorizeResult {
+  allowed: boolean;
+  reason?: 'hard_limit';
+  remaining: number | null;
+}
+
+/** One period's counters and alert decisions, as a tenant's ledger holds them. */
+export interface BookSnapshot {
+  period: Period;
+  plan: PlanVersion;
+  /** Closed periods only: late events are accepted until then. */
+  grace_ends_at?: string;
+  counters: PeriodCounter[];
+  decided: Array<[subject: string, thresholds: number[]]>;
+}
+
+/** Who the tenant is, as its workflow needs it (timezone and anchor fix the period boundaries). */
+export interface TenantProfile {
+  id: string;
+  name: string;
+  timezone: string;
+  billing_anchor: string;
+}
+
+/** A tenant's ledger: what a run hands to the next (continue-as-new), or a restore rebuilds from PostgreSQL. */
+export interface LedgerSnapshot {
+  tenant: TenantProfile;
+  alert_rules: AlertRuleInput[];
+  current: BookSnapshot;
+  /** Alerts of the current period, for the usage view (closed periods' alerts live in PostgreSQL). */
+  alerts: AlertView[];
+  closing: BookSnapshot[];
+  /** Answers to recent authorize requests by id, oldest first (idempotency). */
+  authorizations: Array<[id: string, result: AuthorizeResult]>;
+  /** Set once the subscription is cancelled: no current period takes usage any more. */
+  cancelled?: { final_invoice_id: string };
 }

@@ -6,8 +6,9 @@ import { findPlanVersion } from './plans';
 import { writePeriodInvoice } from './invoices';
 import { periodAfterEarlyClose, type Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
-import type { AlertRuleInput } from '../activities/types';
-import { COST_SUBJECT, invoiceId } from '../contracts/ids';
+import type { AlertRuleInput } from '../contracts/ledger';
+import { invoiceId } from '../contracts/ids';
+import { activeAlertRules } from './ledger-restore';
 
 /**
  * A rollover as one transaction under the tenant's exclusive ledger lock (docs/design/core-v2.md):
@@ -108,16 +109,11 @@ async function storedRollover(trx: Knex.Transaction, tenantId: string, closed: P
   if (nextRow) {
     const plan = await findPlanVersion(trx, nextRow.plan_id, nextRow.plan_version);
     if (!plan) throw new Error(`plan ${nextRow.plan_id} v${nextRow.plan_version} is missing`);
-    const rules = await trx('alert_rules')
-      .where({ tenant_id: tenantId })
-      .whereNull('deleted_at')
-      .orderBy('created_at')
-      .select<Array<{ id: string; metric: string | null; threshold: string }>>('id', 'metric', 'threshold');
     const nextStart = nextRow.start.toISOString();
     next = {
       period: { start: nextStart, end: nextRow.end.toISOString() },
       plan,
-      alert_rules: rules.map((r) => ({ id: r.id, subject: r.metric ?? COST_SUBJECT, threshold: Number(r.threshold) })),
+      alert_rules: await activeAlertRules(trx, tenantId),
       counters: counters.filter((c) => c.period_start === nextStart),
     };
   }

@@ -1,10 +1,12 @@
 import type { AlertRecord, AlertRuleInput } from '../activities/types';
-import type { PeriodCounter } from '../contracts/ledger';
+import type { BookSnapshot, LedgerSnapshot, PeriodCounter, TenantProfile } from '../contracts/ledger';
+
+export type { BookSnapshot, LedgerSnapshot, TenantProfile };
 import { Dec, decimalToNumber } from '../domain/decimal';
 import type { Period } from '../domain/periods';
 import { findMeter, type Meter, type PlanVersion } from '../domain/plan';
 import { counterFromAggregates } from '../domain/aggregation';
-import { estimateExtraCost, projectedCounter, rateMeter, ratePeriod } from '../domain/rating';
+import { estimateExtraCost, projectedCounter, ratePeriod } from '../domain/rating';
 import { decideThresholds, highestLevel, levelForThreshold, usagePercent, type AlertLevel } from '../domain/thresholds';
 import {
   COST_SUBJECT,
@@ -14,8 +16,8 @@ import {
   type AlertView,
   type AuthorizeRequest,
   type AuthorizeResult,
-  type UsageView,
 } from './messages';
+import { buildUsageView, type UsageView } from '../domain/usage-view';
 
 /**
  * The tenant workflow's state and every decision it makes, as a plain class: no Temporal import,
@@ -29,38 +31,6 @@ import {
  * answer twice changes nothing; the ledger only decides what moved and which thresholds that
  * crossed.
  */
-
-/** One period's counters and alert decisions. */
-export interface BookSnapshot {
-  period: Period;
-  plan: PlanVersion;
-  /** Closed periods only: late events are accepted until then. */
-  grace_ends_at?: string;
-  counters: PeriodCounter[];
-  decided: Array<[subject: string, thresholds: number[]]>;
-}
-
-/** Who the tenant is, as the workflow needs it (timezone and anchor fix the period boundaries). */
-export interface TenantProfile {
-  id: string;
-  name: string;
-  timezone: string;
-  billing_anchor: string;
-}
-
-/** Everything a run hands to the next (continue-as-new), or a restore rebuilds from PostgreSQL. */
-export interface LedgerSnapshot {
-  tenant: TenantProfile;
-  alert_rules: AlertRuleInput[];
-  current: BookSnapshot;
-  /** Alerts of the current period, for the usage view (closed periods' alerts live in PostgreSQL). */
-  alerts: AlertView[];
-  closing: BookSnapshot[];
-  /** Answers to recent authorize requests by id, oldest first (idempotency). */
-  authorizations: Array<[id: string, result: AuthorizeResult]>;
-  /** Set once the subscription is cancelled: no current period takes usage any more. */
-  cancelled?: { final_invoice_id: string };
-}
 
 /** Alerts one change decided for one period, to be recorded and delivered by activities. */
 export interface AlertDecision {
@@ -398,31 +368,15 @@ export class TenantLedger {
 
   /** The current period as `GET …/usage` shows it. */
   usageView(asOf: string, pendingEvents: number): UsageView {
-    const plan = this.plan;
-    const rated = ratePeriod(plan, this.current.values());
-    const metrics: UsageView['metrics'] = {};
-    for (const meter of plan.meters) {
-      const used = this.current.value(meter);
-      metrics[meter.metric] = {
-        used: decimalToNumber(used),
-        limit: meter.limit ?? null,
-        percent: meter.limit ? decimalToNumber(usagePercent(used, meter.limit)) : null,
-        hard_limit: meter.hard_limit === true,
-        amount: rateMeter(meter, used, plan.currency).amount,
-      };
-    }
-    return {
-      tenant_id: this.tenant.id,
-      plan_id: plan.id,
-      plan_version: plan.version,
-      period: { start: this.period.start, end: this.period.end, interval: plan.interval },
-      metrics,
-      costs: { base_fee: rated.base_fee, usage: rated.usage, total: rated.total, currency: plan.currency },
+    return buildUsageView({
+      tenantId: this.tenant.id,
+      plan: this.plan,
+      period: this.period,
+      values: this.current.values(),
       alerts: this.alerts,
-      alert_level: this.alertLevel(),
-      pending_events: pendingEvents,
-      as_of: asOf,
-    };
+      pendingEvents,
+      asOf,
+    });
   }
 
   /** Every meter's counter and limit, one line each (the Temporal UI's current details). */
