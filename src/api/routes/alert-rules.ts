@@ -14,6 +14,8 @@ import { issueWebhookSecretIfMissing } from '../../notifications/secrets';
 import { webhookUrl } from '../schemas';
 import type { RuleChannel } from '../../notifications/alerts';
 import { COST_SUBJECT, alertRulesChangedSignal, tenantWorkflowId, type AlertRulesChange } from '../../workflows/messages';
+import { operation, tenantIdParam } from '../operation';
+import { alertRule, createdAlertRule, delivery, pageOf } from '../responses';
 
 /** A rule's channel: an email address, or an http(s) webhook signed with the tenant's secret. */
 export const ruleChannel = z.discriminatedUnion('type', [
@@ -81,81 +83,139 @@ interface DeliveryRow {
 export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
   const router = Router();
 
-  router.post('/tenants/:id/alert-rules', async (req, res) => {
-    const tenant = await ownTenant(ctx, res, tenantParam(req));
-    if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenant.id} is cancelled`);
-    const body = createAlertRuleBody.parse(req.body);
-    await assertWatchable(ctx, tenant, body);
-    const row: RuleRow = {
-      id: `ar_${randomBytes(8).toString('hex')}`,
-      tenant_id: tenant.id,
-      metric: body.metric ?? null,
-      threshold: String(body.threshold),
-      channel: body.channel,
-      created_at: new Date(),
-      deleted_at: null,
-    };
-    await ctx.db('alert_rules').insert({ ...row, channel: JSON.stringify(row.channel) });
-    // A webhook rule needs the tenant's signing secret: issued (and shown once) now if it has none,
-    // before the workflow hears of the rule, which may fire at once.
-    const secret = body.channel.type === 'webhook' ? await issueWebhookSecretIfMissing(ctx.db, tenant.id) : undefined;
-    try {
-      await signalRules(temporal, tenant.id, { upsert: [{ id: row.id, subject: row.metric ?? COST_SUBJECT, threshold: body.threshold }] });
-    } catch (err) {
-      // Without the signal the running period would not see the rule: undo, so a retry is clean.
-      await ctx.db('alert_rules').where({ id: row.id }).delete();
-      if (secret) await ctx.db('tenants').where({ id: tenant.id, webhook_secret: secret }).update({ webhook_secret: null });
-      throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
-    }
-    req.log?.info({ tenant_id: tenant.id, rule_id: row.id }, 'alert rule created');
-    res.status(201).json({ ...presentRule(row), ...(secret ? { webhook_secret: secret } : {}) });
-  });
+  router.post(
+    '/tenants/:id/alert-rules',
+    operation({
+      operationId: 'createAlertRule',
+      tag: 'Alerts',
+      summary: 'Add an alert rule: a metric with a limit (or the cost), a threshold percent, a channel',
+      description: "Applies to the running period at once. A tenant's first webhook rule issues its webhook signing secret, shown once in this answer.",
+      params: { id: tenantIdParam },
+      body: createAlertRuleBody,
+      responses: { 201: { description: 'the rule', schema: createdAlertRule } },
+      problems: {
+        409: 'the tenant is cancelled (`conflict`)',
+        422: "validation failed, or the plan has no such meter with a limit (`unknown_metric`) or no `cost_limit`",
+      },
+    }),
+    async (req, res) => {
+      const tenant = await ownTenant(ctx, res, tenantParam(req));
+      if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenant.id} is cancelled`);
+      const body = createAlertRuleBody.parse(req.body);
+      await assertWatchable(ctx, tenant, body);
+      const row: RuleRow = {
+        id: `ar_${randomBytes(8).toString('hex')}`,
+        tenant_id: tenant.id,
+        metric: body.metric ?? null,
+        threshold: String(body.threshold),
+        channel: body.channel,
+        created_at: new Date(),
+        deleted_at: null,
+      };
+      await ctx.db('alert_rules').insert({ ...row, channel: JSON.stringify(row.channel) });
+      // A webhook rule needs the tenant's signing secret: issued (and shown once) now if it has none,
+      // before the workflow hears of the rule, which may fire at once.
+      const secret = body.channel.type === 'webhook' ? await issueWebhookSecretIfMissing(ctx.db, tenant.id) : undefined;
+      try {
+        await signalRules(temporal, tenant.id, { upsert: [{ id: row.id, subject: row.metric ?? COST_SUBJECT, threshold: body.threshold }] });
+      } catch (err) {
+        // Without the signal the running period would not see the rule: undo, so a retry is clean.
+        await ctx.db('alert_rules').where({ id: row.id }).delete();
+        if (secret) await ctx.db('tenants').where({ id: tenant.id, webhook_secret: secret }).update({ webhook_secret: null });
+        throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
+      }
+      req.log?.info({ tenant_id: tenant.id, rule_id: row.id }, 'alert rule created');
+      res.status(201).json({ ...presentRule(row), ...(secret ? { webhook_secret: secret } : {}) });
+    },
+  );
 
-  router.get('/tenants/:id/alert-rules', async (req, res) => {
-    const tenant = await ownTenant(ctx, res, tenantParam(req));
-    const query = parseListQuery(paginationQuery, req);
-    const page = await paginate<RuleRow>(ctx.db('alert_rules').where({ tenant_id: tenant.id }).whereNull('deleted_at').select('*'), query, {
-      sort: ['created_at', 'id'],
-      idColumn: 'id',
-    });
-    res.json({ ...page, data: page.data.map(presentRule) });
-  });
+  router.get(
+    '/tenants/:id/alert-rules',
+    operation({
+      operationId: 'listAlertRules',
+      tag: 'Alerts',
+      summary: "List the tenant's alert rules",
+      params: { id: tenantIdParam },
+      query: paginationQuery,
+      responses: { 200: { description: 'a page of rules', schema: pageOf(alertRule) } },
+    }),
+    async (req, res) => {
+      const tenant = await ownTenant(ctx, res, tenantParam(req));
+      const query = parseListQuery(paginationQuery, req);
+      const page = await paginate<RuleRow>(ctx.db('alert_rules').where({ tenant_id: tenant.id }).whereNull('deleted_at').select('*'), query, {
+        sort: ['created_at', 'id'],
+        idColumn: 'id',
+      });
+      res.json({ ...page, data: page.data.map(presentRule) });
+    },
+  );
 
-  router.get('/tenants/:id/alert-rules/:ruleId', async (req, res) => {
-    const tenant = await ownTenant(ctx, res, tenantParam(req));
-    res.json(presentRule(await findRule(ctx, tenant.id, String(req.params.ruleId))));
-  });
+  router.get(
+    '/tenants/:id/alert-rules/:ruleId',
+    operation({
+      operationId: 'getAlertRule',
+      tag: 'Alerts',
+      summary: 'Get an alert rule',
+      params: { id: tenantIdParam, ruleId: z.string().describe('the alert rule id') },
+      responses: { 200: { description: 'the rule', schema: alertRule } },
+    }),
+    async (req, res) => {
+      const tenant = await ownTenant(ctx, res, tenantParam(req));
+      res.json(presentRule(await findRule(ctx, tenant.id, String(req.params.ruleId))));
+    },
+  );
 
-  router.delete('/tenants/:id/alert-rules/:ruleId', async (req, res) => {
-    const tenant = await ownTenant(ctx, res, tenantParam(req));
-    const rule = await findRule(ctx, tenant.id, String(req.params.ruleId));
-    const deletedAt = new Date();
-    await ctx.db('alert_rules').where({ id: rule.id }).whereNull('deleted_at').update({ deleted_at: deletedAt });
-    try {
-      await signalRules(temporal, tenant.id, { removed: [rule.id] });
-    } catch (err) {
-      await ctx.db('alert_rules').where({ id: rule.id, deleted_at: deletedAt }).update({ deleted_at: null });
-      throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
-    }
-    req.log?.info({ tenant_id: tenant.id, rule_id: rule.id }, 'alert rule deleted');
-    res.status(204).end();
-  });
+  router.delete(
+    '/tenants/:id/alert-rules/:ruleId',
+    operation({
+      operationId: 'deleteAlertRule',
+      tag: 'Alerts',
+      summary: 'Delete an alert rule (the running period stops watching it at once)',
+      params: { id: tenantIdParam, ruleId: z.string().describe('the alert rule id') },
+      responses: { 204: { description: 'deleted' } },
+    }),
+    async (req, res) => {
+      const tenant = await ownTenant(ctx, res, tenantParam(req));
+      const rule = await findRule(ctx, tenant.id, String(req.params.ruleId));
+      const deletedAt = new Date();
+      await ctx.db('alert_rules').where({ id: rule.id }).whereNull('deleted_at').update({ deleted_at: deletedAt });
+      try {
+        await signalRules(temporal, tenant.id, { removed: [rule.id] });
+      } catch (err) {
+        await ctx.db('alert_rules').where({ id: rule.id, deleted_at: deletedAt }).update({ deleted_at: null });
+        throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
+      }
+      req.log?.info({ tenant_id: tenant.id, rule_id: rule.id }, 'alert rule deleted');
+      res.status(204).end();
+    },
+  );
 
-  router.get('/tenants/:id/deliveries', async (req, res) => {
-    const tenant = await ownTenant(ctx, res, tenantParam(req));
-    const query = parseListQuery(listDeliveriesQuery, req);
-    const scope = ctx.db('notification_deliveries').where({ tenant_id: tenant.id });
-    const filtered = scope.clone();
-    if (query.event_id) filtered.where({ event_id: query.event_id });
-    if (query.status) filtered.where({ status: query.status });
-    const page = await paginate<DeliveryRow>(filtered.select('*'), query, {
-      sort: ['created_at', 'id'],
-      idColumn: 'id',
-      parseId: (id) => (/^\d{1,18}$/.test(id) ? id : undefined),
-      cursorScope: scope,
-    });
-    res.json({ ...page, data: page.data.map(presentDelivery) });
-  });
+  router.get(
+    '/tenants/:id/deliveries',
+    operation({
+      operationId: 'listNotificationDeliveries',
+      tag: 'Alerts',
+      summary: 'Notification deliveries (emails, webhooks) and their status, newest first',
+      params: { id: tenantIdParam },
+      query: listDeliveriesQuery,
+      responses: { 200: { description: 'a page of deliveries', schema: pageOf(delivery) } },
+    }),
+    async (req, res) => {
+      const tenant = await ownTenant(ctx, res, tenantParam(req));
+      const query = parseListQuery(listDeliveriesQuery, req);
+      const scope = ctx.db('notification_deliveries').where({ tenant_id: tenant.id });
+      const filtered = scope.clone();
+      if (query.event_id) filtered.where({ event_id: query.event_id });
+      if (query.status) filtered.where({ status: query.status });
+      const page = await paginate<DeliveryRow>(filtered.select('*'), query, {
+        sort: ['created_at', 'id'],
+        idColumn: 'id',
+        parseId: (id) => (/^\d{1,18}$/.test(id) ? id : undefined),
+        cursorScope: scope,
+      });
+      res.json({ ...page, data: page.data.map(presentDelivery) });
+    },
+  );
 
   return router;
 }

@@ -14,8 +14,10 @@ import { invoiceId, invoiceWorkflowId } from '../../workflows/messages';
 import type { invoiceRerun } from '../../workflows/invoice-rerun';
 import type { InvoiceRerunInput } from '../../activities/invoicing';
 import { renderInvoicePdf, type PdfInvoice } from '../../invoices/pdf';
+import { operation } from '../operation';
+import { rerunStarted } from '../responses';
 
-/** `POST /v1/invoices/{id}/rerun` body; exported for the OpenAPI document. */
+/** `POST /v1/invoices/{id}/rerun` body. */
 export const rerunInvoiceBody = z.object({
   reason: z.string().trim().min(1, 'must say why the invoice is rerun').max(1000),
   plan_id: resourceId.optional(),
@@ -121,88 +123,122 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
    * workflow. 202 with the new version's id and the workflow id; the same `Idempotency-Key`
    * answers the same. Only the finalized version can be rerun (409 otherwise), and only once.
    */
-  router.post('/invoices/:invoiceId/rerun', requireAdmin, async (req, res) => {
-    const invoiceParam = String(req.params.invoiceId);
-    const body = rerunInvoiceBody.parse(req.body ?? {});
-    const key = idempotencyKeyOf(req);
-    const principal = principalOf(res);
-    const requestedBy = principal.kind === 'admin' ? 'admin' : principal.keyId;
-    const answer = (result: { invoice_id: string; workflow_id: string }) =>
-      res.status(202).location(`/v1/invoices/${result.invoice_id}`).json(result);
+  router.post(
+    '/invoices/:invoiceId/rerun',
+    operation({
+      operationId: 'rerunInvoice',
+      tag: 'Finance',
+      summary: 'Re-rate a period as a new invoice version; the old one becomes void',
+      description: 'Only the finalized version can be rerun, and only once. The same `Idempotency-Key` answers the same 202.',
+      params: { invoiceId: z.string().describe('the finalized invoice version to rerun') },
+      headers: z.object({ 'Idempotency-Key': idempotencyKey.optional() }),
+      body: rerunInvoiceBody,
+      responses: {
+        202: {
+          description: 'the rerun workflow started; `invoice_id` is the id the new version will have',
+          schema: rerunStarted,
+          headers: z.object({ Location: z.string().describe('`/v1/invoices/{invoice_id}` of the new version') }),
+        },
+      },
+      problems: {
+        409: 'not the finalized version, already rerun, a rerun in progress, or an `Idempotency-Key` used for another request (`conflict`)',
+        422: 'validation failed: the body, the `Idempotency-Key` header, or an unknown `plan_id`',
+      },
+    }),
+    requireAdmin,
+    async (req, res) => {
+      const invoiceParam = String(req.params.invoiceId);
+      const body = rerunInvoiceBody.parse(req.body ?? {});
+      const key = idempotencyKeyOf(req);
+      const principal = principalOf(res);
+      const requestedBy = principal.kind === 'admin' ? 'admin' : principal.keyId;
+      const answer = (result: { invoice_id: string; workflow_id: string }) =>
+        res.status(202).location(`/v1/invoices/${result.invoice_id}`).json(result);
 
-    if (key) {
-      const known = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow | undefined>();
-      if (known) return answer(await replay(known, invoiceParam, body));
-    }
-
-    const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first<InvoiceRow | undefined>();
-    if (!invoice) throw notFound(`invoice ${invoiceParam}`);
-    const refusal = rerunRefusal(invoice);
-    if (refusal) throw new ApiError(409, 'conflict', refusal);
-    let plan: { id: string; version: number };
-    if (body.plan_id) {
-      const latest = await findPlanVersion(ctx.db, body.plan_id);
-      if (!latest) throw new ApiError(422, 'validation_failed', 'the request is invalid', [{ path: 'plan_id', message: `plan ${body.plan_id} does not exist` }]);
-      plan = { id: latest.id, version: latest.version };
-    } else {
-      const period = await ctx.db('periods')
-        .where({ tenant_id: invoice.tenant_id, start: invoice.period_start })
-        .first<Pick<PeriodRow, 'plan_id' | 'plan_version'> | undefined>('plan_id', 'plan_version');
-      plan = period ? { id: period.plan_id, version: period.plan_version } : { id: invoice.plan_id, version: invoice.plan_version };
-    }
-
-    const periodStart = new Date(invoice.period_start).toISOString();
-    const row: RerunRow = {
-      idempotency_key: key ?? '',
-      tenant_id: invoice.tenant_id,
-      invoice_id: invoice.id,
-      new_invoice_id: invoiceId(invoice.tenant_id, periodStart, invoice.version + 1),
-      workflow_id: invoiceWorkflowId(invoice.tenant_id, periodStart, invoice.version + 1),
-      reason: body.reason,
-      plan_id: body.plan_id ?? null,
-      rerun_plan_id: plan.id,
-      rerun_plan_version: plan.version,
-      requested_by: requestedBy,
-    };
-    if (key) {
-      const stored = await ctx.db('invoice_reruns').insert(row).onConflict('idempotency_key').ignore().returning('idempotency_key');
-      if (stored.length === 0) {
-        // The same key, concurrently: whoever stored it first defines the answer.
-        const winner = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow>();
-        return answer(await replay(winner, invoiceParam, body));
-      }
-    }
-    if (!(await startRerun(inputOf(row, invoice), row.workflow_id, key))) {
       if (key) {
-        const started = await workflows.client.workflow.getHandle(row.workflow_id).describe().catch(() => undefined);
-        if (started?.memo?.idempotency_key === key) return answer({ invoice_id: row.new_invoice_id, workflow_id: row.workflow_id });
-        await ctx.db('invoice_reruns').where({ idempotency_key: key }).delete(); // not this key's rerun
+        const known = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow | undefined>();
+        if (known) return answer(await replay(known, invoiceParam, body));
       }
-      throw new ApiError(409, 'conflict', `invoice ${invoice.id} already has a rerun in progress (workflow ${row.workflow_id}); it will be void once it completes`);
-    }
-    req.log?.info({ invoice_id: invoice.id, new_invoice_id: row.new_invoice_id, workflow_id: row.workflow_id, requested_by: requestedBy }, 'invoice rerun started');
-    return answer({ invoice_id: row.new_invoice_id, workflow_id: row.workflow_id });
-  });
+
+      const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first<InvoiceRow | undefined>();
+      if (!invoice) throw notFound(`invoice ${invoiceParam}`);
+      const refusal = rerunRefusal(invoice);
+      if (refusal) throw new ApiError(409, 'conflict', refusal);
+      let plan: { id: string; version: number };
+      if (body.plan_id) {
+        const latest = await findPlanVersion(ctx.db, body.plan_id);
+        if (!latest) throw new ApiError(422, 'validation_failed', 'the request is invalid', [{ path: 'plan_id', message: `plan ${body.plan_id} does not exist` }]);
+        plan = { id: latest.id, version: latest.version };
+      } else {
+        const period = await ctx.db('periods')
+          .where({ tenant_id: invoice.tenant_id, start: invoice.period_start })
+          .first<Pick<PeriodRow, 'plan_id' | 'plan_version'> | undefined>('plan_id', 'plan_version');
+        plan = period ? { id: period.plan_id, version: period.plan_version } : { id: invoice.plan_id, version: invoice.plan_version };
+      }
+
+      const periodStart = new Date(invoice.period_start).toISOString();
+      const row: RerunRow = {
+        idempotency_key: key ?? '',
+        tenant_id: invoice.tenant_id,
+        invoice_id: invoice.id,
+        new_invoice_id: invoiceId(invoice.tenant_id, periodStart, invoice.version + 1),
+        workflow_id: invoiceWorkflowId(invoice.tenant_id, periodStart, invoice.version + 1),
+        reason: body.reason,
+        plan_id: body.plan_id ?? null,
+        rerun_plan_id: plan.id,
+        rerun_plan_version: plan.version,
+        requested_by: requestedBy,
+      };
+      if (key) {
+        const stored = await ctx.db('invoice_reruns').insert(row).onConflict('idempotency_key').ignore().returning('idempotency_key');
+        if (stored.length === 0) {
+          // The same key, concurrently: whoever stored it first defines the answer.
+          const winner = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow>();
+          return answer(await replay(winner, invoiceParam, body));
+        }
+      }
+      if (!(await startRerun(inputOf(row, invoice), row.workflow_id, key))) {
+        if (key) {
+          const started = await workflows.client.workflow.getHandle(row.workflow_id).describe().catch(() => undefined);
+          if (started?.memo?.idempotency_key === key) return answer({ invoice_id: row.new_invoice_id, workflow_id: row.workflow_id });
+          await ctx.db('invoice_reruns').where({ idempotency_key: key }).delete(); // not this key's rerun
+        }
+        throw new ApiError(409, 'conflict', `invoice ${invoice.id} already has a rerun in progress (workflow ${row.workflow_id}); it will be void once it completes`);
+      }
+      req.log?.info({ invoice_id: invoice.id, new_invoice_id: row.new_invoice_id, workflow_id: row.workflow_id, requested_by: requestedBy }, 'invoice rerun started');
+      return answer({ invoice_id: row.new_invoice_id, workflow_id: row.workflow_id });
+    },
+  );
 
   /**
    * `GET /v1/invoices/{id}/pdf` (admin or the tenant's own key; another tenant's invoice is a
    * 404 as if it did not exist): the invoice as a PDF, with a VOID watermark on void versions.
    */
-  router.get('/invoices/:invoiceId/pdf', async (req, res) => {
-    const invoiceParam = String(req.params.invoiceId);
-    const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first();
-    const principal = principalOf(res);
-    if (!invoice || (principal.kind === 'tenant' && principal.tenantId !== invoice.tenant_id)) throw notFound(`invoice ${invoiceParam}`);
-    const lines = await ctx.db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position');
-    const tenant = await findTenant(ctx.db, invoice.tenant_id);
-    const pdf = await renderInvoicePdf(presentInvoice(invoice, lines) as PdfInvoice, { id: invoice.tenant_id, name: tenant?.name ?? invoice.tenant_id });
-    res
-      .status(200)
-      .type('application/pdf')
-      .set('Content-Disposition', `inline; filename="${invoice.id}.pdf"`)
-      .set('Cache-Control', 'private, no-store')
-      .send(pdf);
-  });
+  router.get(
+    '/invoices/:invoiceId/pdf',
+    operation({
+      operationId: 'getInvoicePdf',
+      tag: 'Finance',
+      summary: 'The invoice as a PDF (a void version carries a VOID watermark)',
+      params: { invoiceId: z.string().describe('the invoice id') },
+      responses: { 200: { description: 'the PDF', contentType: 'application/pdf', schema: z.string().meta({ format: 'binary' }) } },
+    }),
+    async (req, res) => {
+      const invoiceParam = String(req.params.invoiceId);
+      const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first();
+      const principal = principalOf(res);
+      if (!invoice || (principal.kind === 'tenant' && principal.tenantId !== invoice.tenant_id)) throw notFound(`invoice ${invoiceParam}`);
+      const lines = await ctx.db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position');
+      const tenant = await findTenant(ctx.db, invoice.tenant_id);
+      const pdf = await renderInvoicePdf(presentInvoice(invoice, lines) as PdfInvoice, { id: invoice.tenant_id, name: tenant?.name ?? invoice.tenant_id });
+      res
+        .status(200)
+        .type('application/pdf')
+        .set('Content-Disposition', `inline; filename="${invoice.id}.pdf"`)
+        .set('Cache-Control', 'private, no-store')
+        .send(pdf);
+    },
+  );
 
   return router;
 }

@@ -1,12 +1,45 @@
-import { Router, type Application } from 'express';
+import path from 'node:path';
+import express, { Router, type Application, type RequestHandler } from 'express';
 import helmet from 'helmet';
+import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { pingDb } from '../../db/knex';
 import type { ApiMetrics } from '../metrics';
-import { DOCS_STYLE_HASH, buildOpenApiDocument, renderDocsHtml } from '../openapi';
+import { buildOpenApiDocument } from '../openapi';
+import { operation } from '../operation';
+import { liveness, readiness } from '../responses';
 
 /** How long readiness waits for each dependency before calling it down. */
 const READY_TIMEOUT_MS = 2_000;
+
+/** The `/docs` page and its Swagger UI initializer (files, so the page's CSP needs no inline script). */
+const DOCS_DIR = path.join(__dirname, '..', 'docs');
+
+/**
+ * Swagger UI's files, from the swagger-ui-dist package (served offline, no CDN). Resolved through
+ * its package.json: the package's main module would load the whole browser bundle into the server.
+ */
+const SWAGGER_UI_DIR = path.dirname(require.resolve('swagger-ui-dist/package.json'));
+
+/** What `/docs` loads from swagger-ui-dist; the package's own demo page and initializer stay unserved. */
+const SWAGGER_UI_FILES = new Set(['/swagger-ui.css', '/swagger-ui-bundle.js', '/favicon-32x32.png', '/favicon-16x16.png']);
+
+/** `/docs` runs Swagger UI's script and our initializer from this origin, and nothing else. */
+const docsPolicy = helmet.contentSecurityPolicy({
+  useDefaults: false,
+  directives: {
+    defaultSrc: ["'none'"],
+    scriptSrc: ["'self'"],
+    styleSrc: ["'self'"],
+    // The stylesheet's icons are data: URIs.
+    imgSrc: ["'self'", 'data:'],
+    // The document, and "Try it out" calls to this same API.
+    connectSrc: ["'self'"],
+    baseUri: ["'none'"],
+    formAction: ["'none'"],
+    frameAncestors: ["'none'"],
+  },
+});
 
 /** What the operations routes need beyond the API context. */
 export interface OperationsOptions {
@@ -21,55 +54,98 @@ export interface OperationsOptions {
  */
 export function operationsRouter(ctx: ApiContext, options: OperationsOptions = {}): Router {
   const router = Router();
-  router.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
-  router.get('/readyz', async (_req, res) => {
-    const [postgres, temporal] = await Promise.all([withTimeout(pingDb(ctx.db)), withTimeout(ctx.temporalReady())]);
-    const draining = options.draining?.() === true;
-    const ready = postgres && temporal && !draining;
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : draining ? 'draining' : 'unavailable', postgres, temporal });
-  });
+  router.get(
+    '/healthz',
+    operation({
+      operationId: 'checkLiveness',
+      tag: 'Operations',
+      summary: 'Liveness: the process is up',
+      public: true,
+      responses: { 200: { description: 'the process answers', schema: liveness } },
+    }),
+    (_req, res) => {
+      res.json({ status: 'ok' });
+    },
+  );
+  router.get(
+    '/readyz',
+    operation({
+      operationId: 'checkReadiness',
+      tag: 'Operations',
+      summary: 'Readiness: PostgreSQL and Temporal reachable, and not shutting down',
+      public: true,
+      responses: {
+        200: { description: 'ready to serve', schema: readiness },
+        503: { description: 'a dependency is down, or the process is draining: balancers should stop routing here', schema: readiness },
+      },
+    }),
+    async (_req, res) => {
+      const [postgres, temporal] = await Promise.all([withTimeout(pingDb(ctx.db)), withTimeout(ctx.temporalReady())]);
+      const draining = options.draining?.() === true;
+      const ready = postgres && temporal && !draining;
+      res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : draining ? 'draining' : 'unavailable', postgres, temporal });
+    },
+  );
 
   if (options.metrics) {
     const metrics = options.metrics;
-    router.get('/metrics', async (_req, res) => {
-      const { contentType, body } = await metrics.render();
-      res.setHeader('Cache-Control', 'no-store');
-      res.type(contentType).send(body);
-    });
+    router.get(
+      '/metrics',
+      operation({
+        operationId: 'getMetrics',
+        tag: 'Operations',
+        summary: 'Prometheus metrics',
+        description: "HTTP, ingest, rate limits and the process; with `npm start`, the in-process worker's Temporal metrics too.",
+        public: true,
+        responses: { 200: { description: 'Prometheus text exposition format', contentType: 'text/plain', schema: z.string() } },
+      }),
+      async (_req, res) => {
+        const { contentType, body } = await metrics.render();
+        res.setHeader('Cache-Control', 'no-store');
+        res.type(contentType).send(body);
+      },
+    );
   }
 
   // Built on first request, once every router is mounted, and kept: routes do not change at run time.
-  const documents = new WeakMap<Application, { json: string; html: string }>();
-  const documentOf = (app: Application) => {
-    let doc = documents.get(app);
-    if (!doc) {
-      const openapi = buildOpenApiDocument(app);
-      doc = { json: JSON.stringify(openapi), html: renderDocsHtml(openapi) };
-      documents.set(app, doc);
-    }
-    return doc;
-  };
-  router.get('/openapi.json', (req, res) => {
-    res.type('application/json').send(documentOf(req.app).json);
-  });
+  const documents = new WeakMap<Application, string>();
   router.get(
-    '/docs',
-    helmet.contentSecurityPolicy({
-      useDefaults: false,
-      directives: {
-        defaultSrc: ["'none'"],
-        styleSrc: [DOCS_STYLE_HASH],
-        baseUri: ["'none'"],
-        formAction: ["'none'"],
-        frameAncestors: ["'none'"],
-      },
+    '/openapi.json',
+    operation({
+      operationId: 'getOpenApiDocument',
+      tag: 'Operations',
+      summary: 'This document: OpenAPI 3.1, generated from the routes the server serves',
+      public: true,
+      responses: { 200: { description: 'the OpenAPI document', schema: z.record(z.string(), z.unknown()) } },
     }),
     (req, res) => {
-      res.type('html').send(documentOf(req.app).html);
+      let json = documents.get(req.app);
+      if (json === undefined) {
+        json = JSON.stringify(buildOpenApiDocument(req.app));
+        documents.set(req.app, json);
+      }
+      res.type('application/json').send(json);
     },
   );
+
+  router.get(
+    '/docs',
+    operation({
+      operationId: 'getApiReference',
+      tag: 'Operations',
+      summary: 'The API reference as a web page (Swagger UI, served by this server: works offline)',
+      public: true,
+      responses: { 200: { description: 'HTML page', contentType: 'text/html', schema: z.string() } },
+    }),
+    docsPolicy,
+    (_req, res) => {
+      res.sendFile(path.join(DOCS_DIR, 'index.html'));
+    },
+  );
+  const swaggerUi = express.static(SWAGGER_UI_DIR, { index: false, redirect: false });
+  const swaggerUiFiles: RequestHandler = (req, res, next) => (SWAGGER_UI_FILES.has(req.path) ? swaggerUi(req, res, next) : next());
+  router.use('/docs/assets', swaggerUiFiles);
+  router.use('/docs', express.static(DOCS_DIR, { index: false, redirect: false }));
   return router;
 }
 

@@ -13,10 +13,12 @@ import { roundMoney } from '../../domain/decimal';
 import { METRIC_NAME_PATTERN } from '../../domain/plan';
 import { formatPeriodStamp } from '../../domain/periods';
 import { COST_SUBJECT, type UsageView } from '../../workflows/messages';
+import { operation, tenantIdParam } from '../operation';
+import { pageOf } from '../responses';
 
 // ---------------------------------------------------------------------------------------------
-// Schemas. Exported so the OpenAPI document can be generated from the same definitions that
-// validate requests; response schemas describe exactly what the presenters below return.
+// Schemas. The routes' OpenAPI operations use the same definitions that validate requests;
+// response schemas describe exactly what the presenters below return.
 // ---------------------------------------------------------------------------------------------
 
 const isoInstant = z.string().datetime({ offset: true, message: 'must be an ISO-8601 instant such as 2026-11-22T10:00:00Z' });
@@ -52,7 +54,7 @@ export const usageEventView = z.object({
   period_start: z.string(),
   properties: z.record(z.string(), z.unknown()).nullable(),
   received_at: z.string(),
-});
+}).meta({ id: 'UsageEvent' });
 
 /** One billing period, as `GET /v1/tenants/{id}/periods` lists it. */
 export const periodView = z.object({
@@ -70,7 +72,7 @@ export const periodView = z.object({
   invoice_ids: z.array(z.string()),
   grace_ends_at: z.string().nullable(),
   closed_at: z.string().nullable(),
-});
+}).meta({ id: 'Period' });
 
 /** One alert, as `GET /v1/tenants/{id}/alerts` lists it (fields of API.md plus `kind`). */
 export const alertView = z.object({
@@ -88,12 +90,7 @@ export const alertView = z.object({
   /** The channel types the alert went to (`email`, `webhook`, `log`); per-target outcomes are deliveries. */
   channels: z.array(z.string()),
   covers: z.array(z.number()),
-});
-
-/** A page of any list endpoint, for the OpenAPI document. */
-export function pageOf<T extends z.ZodType>(item: T) {
-  return z.object({ data: z.array(item), has_more: z.boolean(), total_count: z.number().int() });
-}
+}).meta({ id: 'Alert' });
 
 type UsageEventView = z.infer<typeof usageEventView>;
 type PeriodView = z.infer<typeof periodView>;
@@ -110,64 +107,98 @@ type AlertView = z.infer<typeof alertView>;
 export function readsRouter(ctx: ApiContext): Router {
   const router = Router();
 
-  router.get('/tenants/:id/events', async (req, res) => {
-    const tenantId = tenantParam(req);
-    await readableTenant(ctx, res, tenantId);
-    const query = parseListQuery(listEventsQuery, req);
-    const scope = ctx.db('usage_events').where({ tenant_id: tenantId });
-    const filtered = scope.clone();
-    if (query.metric !== undefined) filtered.where('metric', query.metric);
-    if (query.from !== undefined) filtered.where('timestamp', '>=', new Date(query.from));
-    if (query.to !== undefined) filtered.where('timestamp', '<', new Date(query.to));
-    // Newest first by the event's timestamp; `seq` (receive order) breaks ties, as for `latest`.
-    const page = await paginate<EventRow>(
-      filtered.select('event_id', 'tenant_id', 'metric', 'quantity', 'timestamp', 'period_start', 'properties', 'received_at'),
-      query,
-      { sort: ['timestamp', 'seq'], idColumn: 'event_id', cursorScope: scope },
-    );
-    res.json({ ...page, data: page.data.map(presentEvent) });
-  });
+  router.get(
+    '/tenants/:id/events',
+    operation({
+      operationId: 'listUsageEvents',
+      tag: 'Usage',
+      summary: 'Stored usage events, newest first',
+      description: 'Filters: `metric`, and the event timestamp from `from` (inclusive) to `to` (exclusive).',
+      params: { id: tenantIdParam },
+      query: listEventsQuery,
+      responses: { 200: { description: 'a page of events', schema: pageOf(usageEventView) } },
+    }),
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      await readableTenant(ctx, res, tenantId);
+      const query = parseListQuery(listEventsQuery, req);
+      const scope = ctx.db('usage_events').where({ tenant_id: tenantId });
+      const filtered = scope.clone();
+      if (query.metric !== undefined) filtered.where('metric', query.metric);
+      if (query.from !== undefined) filtered.where('timestamp', '>=', new Date(query.from));
+      if (query.to !== undefined) filtered.where('timestamp', '<', new Date(query.to));
+      // Newest first by the event's timestamp; `seq` (receive order) breaks ties, as for `latest`.
+      const page = await paginate<EventRow>(
+        filtered.select('event_id', 'tenant_id', 'metric', 'quantity', 'timestamp', 'period_start', 'properties', 'received_at'),
+        query,
+        { sort: ['timestamp', 'seq'], idColumn: 'event_id', cursorScope: scope },
+      );
+      res.json({ ...page, data: page.data.map(presentEvent) });
+    },
+  );
 
-  router.get('/tenants/:id/periods', async (req, res) => {
-    const tenantId = tenantParam(req);
-    const tenant = await readableTenant(ctx, res, tenantId);
-    const query = parseListQuery(listPeriodsQuery, req);
-    const page = await paginate<PeriodRow>(ctx.db('periods').where({ tenant_id: tenantId }).select('*'), query, {
-      sort: 'start',
-      idColumn: 'start',
-      parseId: (id) => parsePeriodId(tenantId, id),
-    });
+  router.get(
+    '/tenants/:id/periods',
+    operation({
+      operationId: 'listPeriods',
+      tag: 'Usage',
+      summary: 'Past and current periods with counters, totals and invoice ids, newest first',
+      params: { id: tenantIdParam },
+      query: listPeriodsQuery,
+      responses: { 200: { description: 'a page of periods', schema: pageOf(periodView) } },
+    }),
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      const tenant = await readableTenant(ctx, res, tenantId);
+      const query = parseListQuery(listPeriodsQuery, req);
+      const page = await paginate<PeriodRow>(ctx.db('periods').where({ tenant_id: tenantId }).select('*'), query, {
+        sort: 'start',
+        idColumn: 'start',
+        parseId: (id) => parsePeriodId(tenantId, id),
+      });
 
-    const starts = page.data.map((p) => p.start);
-    const invoices =
-      starts.length === 0
-        ? []
-        : await ctx.db('invoices')
-            .where({ tenant_id: tenantId })
-            .whereIn('period_start', starts)
-            .orderBy('version', 'asc')
-            .select<InvoiceTotalsRow[]>('id', 'period_start', 'version', 'status', 'subtotal', 'total', 'currency');
-    const live = page.data.some((p) => p.status === 'open') && tenant.status === 'active' ? await liveUsage(ctx, req, tenantId) : undefined;
+      const starts = page.data.map((p) => p.start);
+      const invoices =
+        starts.length === 0
+          ? []
+          : await ctx.db('invoices')
+              .where({ tenant_id: tenantId })
+              .whereIn('period_start', starts)
+              .orderBy('version', 'asc')
+              .select<InvoiceTotalsRow[]>('id', 'period_start', 'version', 'status', 'subtotal', 'total', 'currency');
+      const live = page.data.some((p) => p.status === 'open') && tenant.status === 'active' ? await liveUsage(ctx, req, tenantId) : undefined;
 
-    const data: PeriodView[] = [];
-    for (const period of page.data) {
-      const versions = invoices.filter((i) => i.period_start.getTime() === period.start.getTime());
-      data.push(presentPeriod(period, versions, await periodCounters(ctx, period, live)));
-    }
-    res.json({ ...page, data });
-  });
+      const data: PeriodView[] = [];
+      for (const period of page.data) {
+        const versions = invoices.filter((i) => i.period_start.getTime() === period.start.getTime());
+        data.push(presentPeriod(period, versions, await periodCounters(ctx, period, live)));
+      }
+      res.json({ ...page, data });
+    },
+  );
 
-  router.get('/tenants/:id/alerts', async (req, res) => {
-    const tenantId = tenantParam(req);
-    await readableTenant(ctx, res, tenantId);
-    const query = parseListQuery(listAlertsQuery, req);
-    // Alerts decided by one chunk share `fired_at`; the highest threshold (the notified one) first.
-    const page = await paginate<AlertRow>(ctx.db('alerts').where({ tenant_id: tenantId }).select('*'), query, {
-      sort: ['fired_at', 'threshold', 'id'],
-      idColumn: 'id',
-    });
-    res.json({ ...page, data: page.data.map(presentAlert) });
-  });
+  router.get(
+    '/tenants/:id/alerts',
+    operation({
+      operationId: 'listAlerts',
+      tag: 'Alerts',
+      summary: 'Alerts fired for the tenant, newest first',
+      params: { id: tenantIdParam },
+      query: listAlertsQuery,
+      responses: { 200: { description: 'a page of alerts', schema: pageOf(alertView) } },
+    }),
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      await readableTenant(ctx, res, tenantId);
+      const query = parseListQuery(listAlertsQuery, req);
+      // Alerts decided by one chunk share `fired_at`; the highest threshold (the notified one) first.
+      const page = await paginate<AlertRow>(ctx.db('alerts').where({ tenant_id: tenantId }).select('*'), query, {
+        sort: ['fired_at', 'threshold', 'id'],
+        idColumn: 'id',
+      });
+      res.json({ ...page, data: page.data.map(presentAlert) });
+    },
+  );
 
   return router;
 }

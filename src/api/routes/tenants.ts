@@ -10,139 +10,218 @@ import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { periodContaining } from '../../domain/periods';
 import { tenantWorkflowId } from '../../workflows/messages';
 import { generateWebhookSecret, issueWebhookSecretIfMissing, rotateWebhookSecret } from '../../notifications/secrets';
+import { operation, tenantIdParam } from '../operation';
+import { cancelledTenant, createdTenant, issuedApiKey, pageOf, rotatedWebhookSecret, tenant as tenantResponse, tenantWithPeriod, updatedTenant } from '../responses';
 
-/** `GET /v1/tenants` (admin): pagination only; exported for the OpenAPI document. */
+/** `GET /v1/tenants` (admin): pagination only. */
 export const listTenantsQuery = paginationQuery;
 
 /** Tenants: creating one issues its key and starts its billing workflow. */
 export function tenantsRouter(ctx: ApiContext): Router {
   const router = Router();
 
-  router.post('/', requireAdmin, async (req, res) => {
-    const body = createTenantBody.parse(req.body);
-    const plan = await findPlanVersion(ctx.db, body.plan_id);
-    if (!plan) {
-      throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
-    }
-    // Anniversaries count from the anchor (default: now, to the second); billing starts with the
-    // period that holds the present moment, so a past anchor does not invoice empty past periods.
-    const now = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString();
-    const anchor = body.billing_anchor ? new Date(body.billing_anchor).toISOString() : now;
-    const first = periodContaining(anchor, plan.interval, body.timezone, now);
-    const period = { start: first.start, end: first.end };
-    const key = generateApiKey(body.id);
-    // A webhook gets its signing secret now; it is shown once, in this response.
-    const webhookSecret = body.webhook_url ? generateWebhookSecret() : null;
-    const created = await insertTenant(ctx.db, {
-      tenant: {
-        id: body.id,
-        name: body.name,
-        plan_id: plan.id,
-        email: body.email ?? null,
-        webhook_url: body.webhook_url ?? null,
-        webhook_secret: webhookSecret,
-        timezone: body.timezone,
-        billing_anchor: new Date(anchor),
-      },
-      firstPeriod: period,
-      planVersion: plan.version,
-      apiKey: { id: key.id, key_hash: key.key_hash, prefix: key.prefix },
-    });
-    if (!created) throw new ApiError(409, 'conflict', `tenant ${body.id} already exists`);
-    req.log?.info({ tenant_id: body.id, workflow_id: tenantWorkflowId(body.id) }, 'tenant created');
-    try {
-      await ctx.billing.startTenant({ tenantId: body.id, tenantName: body.name, timezone: body.timezone, billingAnchor: anchor, plan, period });
-    } catch (err) {
-      // Without its workflow the tenant cannot bill: undo, so the client can simply retry.
-      await ctx.db.transaction(async (trx) => {
-        await trx('api_keys').where({ tenant_id: body.id }).delete();
-        await trx('periods').where({ tenant_id: body.id }).delete();
-        await trx('tenants').where({ id: body.id }).delete();
+  router.post(
+    '/',
+    operation({
+      operationId: 'createTenant',
+      tag: 'Tenants',
+      summary: "Create a tenant and start its billing workflow; answers the tenant's API key once",
+      body: createTenantBody,
+      responses: { 201: { description: 'the tenant, its current period, `workflow_id` and `api_key`', schema: createdTenant } },
+      problems: { 409: 'a tenant with this id exists (`conflict`)' },
+    }),
+    requireAdmin,
+    async (req, res) => {
+      const body = createTenantBody.parse(req.body);
+      const plan = await findPlanVersion(ctx.db, body.plan_id);
+      if (!plan) {
+        throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
+      }
+      // Anniversaries count from the anchor (default: now, to the second); billing starts with the
+      // period that holds the present moment, so a past anchor does not invoice empty past periods.
+      const now = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString();
+      const anchor = body.billing_anchor ? new Date(body.billing_anchor).toISOString() : now;
+      const first = periodContaining(anchor, plan.interval, body.timezone, now);
+      const period = { start: first.start, end: first.end };
+      const key = generateApiKey(body.id);
+      // A webhook gets its signing secret now; it is shown once, in this response.
+      const webhookSecret = body.webhook_url ? generateWebhookSecret() : null;
+      const created = await insertTenant(ctx.db, {
+        tenant: {
+          id: body.id,
+          name: body.name,
+          plan_id: plan.id,
+          email: body.email ?? null,
+          webhook_url: body.webhook_url ?? null,
+          webhook_secret: webhookSecret,
+          timezone: body.timezone,
+          billing_anchor: new Date(anchor),
+        },
+        firstPeriod: period,
+        planVersion: plan.version,
+        apiKey: { id: key.id, key_hash: key.key_hash, prefix: key.prefix },
       });
-      throw new ApiError(503, 'unavailable', `could not start the billing workflow: ${(err as Error).message}`);
-    }
-    res.status(201).json({
-      ...presentTenant(await findTenantOrThrow(ctx, body.id)),
-      current_period: period,
-      api_key: key.key,
-      ...(webhookSecret ? { webhook_secret: webhookSecret } : {}),
-    });
-  });
+      if (!created) throw new ApiError(409, 'conflict', `tenant ${body.id} already exists`);
+      req.log?.info({ tenant_id: body.id, workflow_id: tenantWorkflowId(body.id) }, 'tenant created');
+      try {
+        await ctx.billing.startTenant({ tenantId: body.id, tenantName: body.name, timezone: body.timezone, billingAnchor: anchor, plan, period });
+      } catch (err) {
+        // Without its workflow the tenant cannot bill: undo, so the client can simply retry.
+        await ctx.db.transaction(async (trx) => {
+          await trx('api_keys').where({ tenant_id: body.id }).delete();
+          await trx('periods').where({ tenant_id: body.id }).delete();
+          await trx('tenants').where({ id: body.id }).delete();
+        });
+        throw new ApiError(503, 'unavailable', `could not start the billing workflow: ${(err as Error).message}`);
+      }
+      res.status(201).json({
+        ...presentTenant(await findTenantOrThrow(ctx, body.id)),
+        current_period: period,
+        api_key: key.key,
+        ...(webhookSecret ? { webhook_secret: webhookSecret } : {}),
+      });
+    },
+  );
 
-  router.get('/', requireAdmin, async (req, res) => {
-    const query = parseListQuery(listTenantsQuery, req);
-    const page = await paginate<TenantRow>(ctx.db('tenants').select('*'), query, { sort: ['created_at', 'id'], idColumn: 'id' });
-    res.json({ ...page, data: page.data.map(presentTenant) });
-  });
+  router.get(
+    '/',
+    operation({
+      operationId: 'listTenants',
+      tag: 'Tenants',
+      summary: 'List tenants',
+      query: listTenantsQuery,
+      responses: { 200: { description: 'a page of tenants', schema: pageOf(tenantResponse) } },
+    }),
+    requireAdmin,
+    async (req, res) => {
+      const query = parseListQuery(listTenantsQuery, req);
+      const page = await paginate<TenantRow>(ctx.db('tenants').select('*'), query, { sort: ['created_at', 'id'], idColumn: 'id' });
+      res.json({ ...page, data: page.data.map(presentTenant) });
+    },
+  );
 
-  router.get('/:id', async (req, res) => {
-    const tenantId = tenantParam(req);
-    assertTenantAccess(res, tenantId);
-    const tenant = await findTenantOrThrow(ctx, tenantId);
-    const current = await ctx.db('periods').where({ tenant_id: tenantId }).orderBy('start', 'desc').first<{ start: Date; end: Date } | undefined>('start', 'end');
-    res.json({ ...presentTenant(tenant), current_period: current ? { start: current.start.toISOString(), end: current.end.toISOString() } : null });
-  });
+  router.get(
+    '/:id',
+    operation({
+      operationId: 'getTenant',
+      tag: 'Tenants',
+      summary: 'Get a tenant with its current period',
+      params: { id: tenantIdParam },
+      responses: { 200: { description: 'the tenant', schema: tenantWithPeriod } },
+    }),
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      assertTenantAccess(res, tenantId);
+      const tenant = await findTenantOrThrow(ctx, tenantId);
+      const current = await ctx.db('periods').where({ tenant_id: tenantId }).orderBy('start', 'desc').first<{ start: Date; end: Date } | undefined>('start', 'end');
+      res.json({ ...presentTenant(tenant), current_period: current ? { start: current.start.toISOString(), end: current.end.toISOString() } : null });
+    },
+  );
 
-  router.patch('/:id', async (req, res) => {
-    const tenantId = tenantParam(req);
-    assertTenantAccess(res, tenantId);
-    const body = updateTenantBody.parse(req.body);
-    if (body.plan_id !== undefined && principalOf(res).kind !== 'admin') {
-      throw new ApiError(403, 'forbidden', 'only the admin key changes plans');
-    }
-    await findTenantOrThrow(ctx, tenantId);
-    if (body.plan_id !== undefined && !(await findPlanVersion(ctx.db, body.plan_id))) {
-      throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
-    }
-    // The running period keeps its plan version; the next period opens on the tenant's plan as
-    // stored here (the workflow's startPeriod activity reads it at the anniversary).
-    await ctx.db('tenants').where({ id: tenantId }).update({ ...body, updated_at: new Date() });
-    ctx.tenants.invalidate(tenantId);
-    // Setting a webhook issues the signing secret if the tenant has none yet (shown once, here);
-    // an existing secret is kept: changing it is `POST /v1/tenants/{id}/webhook-secret`.
-    const webhookSecret = body.webhook_url ? await issueWebhookSecretIfMissing(ctx.db, tenantId) : undefined;
-    res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), ...(webhookSecret ? { webhook_secret: webhookSecret } : {}) });
-  });
+  router.patch(
+    '/:id',
+    operation({
+      operationId: 'updateTenant',
+      tag: 'Tenants',
+      summary: 'Update a tenant (a plan change takes effect at the next period)',
+      params: { id: tenantIdParam },
+      body: updateTenantBody,
+      responses: { 200: { description: 'the updated tenant', schema: updatedTenant } },
+      problems: { 403: 'a tenant key changing `plan_id`: only the admin key changes plans (`forbidden`)' },
+    }),
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      assertTenantAccess(res, tenantId);
+      const body = updateTenantBody.parse(req.body);
+      if (body.plan_id !== undefined && principalOf(res).kind !== 'admin') {
+        throw new ApiError(403, 'forbidden', 'only the admin key changes plans');
+      }
+      await findTenantOrThrow(ctx, tenantId);
+      if (body.plan_id !== undefined && !(await findPlanVersion(ctx.db, body.plan_id))) {
+        throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
+      }
+      // The running period keeps its plan version; the next period opens on the tenant's plan as
+      // stored here (the workflow's startPeriod activity reads it at the anniversary).
+      await ctx.db('tenants').where({ id: tenantId }).update({ ...body, updated_at: new Date() });
+      ctx.tenants.invalidate(tenantId);
+      // Setting a webhook issues the signing secret if the tenant has none yet (shown once, here);
+      // an existing secret is kept: changing it is `POST /v1/tenants/{id}/webhook-secret`.
+      const webhookSecret = body.webhook_url ? await issueWebhookSecretIfMissing(ctx.db, tenantId) : undefined;
+      res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), ...(webhookSecret ? { webhook_secret: webhookSecret } : {}) });
+    },
+  );
 
-  router.delete('/:id', requireAdmin, async (req, res) => {
-    const tenantId = tenantParam(req);
-    const tenant = await findTenantOrThrow(ctx, tenantId);
-    if (tenant.status === 'cancelled') throw new ApiError(409, 'conflict', `tenant ${tenantId} is already cancelled`);
-    // Stop new usage first, then close and invoice the period in the workflow, which then completes.
-    await ctx.db('tenants').where({ id: tenantId }).update({ status: 'cancelled', cancelled_at: new Date(), updated_at: new Date() });
-    ctx.tenants.invalidate(tenantId);
-    const result = await ctx.billing.cancel(tenantId);
-    res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), final_invoice_id: result.invoice_id, closed_period: result.closed_period });
-  });
+  router.delete(
+    '/:id',
+    operation({
+      operationId: 'cancelTenant',
+      tag: 'Tenants',
+      summary: 'Cancel the subscription: close the period now, write its final invoice, end the workflow',
+      params: { id: tenantIdParam },
+      responses: { 200: { description: 'the cancelled tenant with `final_invoice_id` and `closed_period`', schema: cancelledTenant } },
+      problems: { 409: 'the tenant is already cancelled (`conflict`)' },
+    }),
+    requireAdmin,
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      const tenant = await findTenantOrThrow(ctx, tenantId);
+      if (tenant.status === 'cancelled') throw new ApiError(409, 'conflict', `tenant ${tenantId} is already cancelled`);
+      // Stop new usage first, then close and invoice the period in the workflow, which then completes.
+      await ctx.db('tenants').where({ id: tenantId }).update({ status: 'cancelled', cancelled_at: new Date(), updated_at: new Date() });
+      ctx.tenants.invalidate(tenantId);
+      const result = await ctx.billing.cancel(tenantId);
+      res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), final_invoice_id: result.invoice_id, closed_period: result.closed_period });
+    },
+  );
 
   // Webhook secret rotation: the admin or the tenant itself. The new secret signs every delivery
   // from now on (retries included) and is shown once, in this response.
-  router.post('/:id/webhook-secret', async (req, res) => {
-    const tenantId = tenantParam(req);
-    assertTenantAccess(res, tenantId);
-    const secret = await rotateWebhookSecret(ctx.db, tenantId);
-    if (!secret) throw notFound(`tenant ${tenantId}`);
-    req.log?.info({ tenant_id: tenantId }, 'webhook secret rotated');
-    res.json({ tenant_id: tenantId, webhook_secret: secret, rotated_at: new Date().toISOString() });
-  });
+  router.post(
+    '/:id/webhook-secret',
+    operation({
+      operationId: 'rotateWebhookSecret',
+      tag: 'Alerts',
+      summary: 'Rotate the webhook signing secret (shown once; it signs every delivery from now on, retries included)',
+      params: { id: tenantIdParam },
+      responses: { 200: { description: 'the new secret', schema: rotatedWebhookSecret } },
+    }),
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      assertTenantAccess(res, tenantId);
+      const secret = await rotateWebhookSecret(ctx.db, tenantId);
+      if (!secret) throw notFound(`tenant ${tenantId}`);
+      req.log?.info({ tenant_id: tenantId }, 'webhook secret rotated');
+      res.json({ tenant_id: tenantId, webhook_secret: secret, rotated_at: new Date().toISOString() });
+    },
+  );
 
   // Key rotation: the admin, or the tenant itself (e.g. after a leak). The new key is shown once;
   // every earlier key of the tenant stops working with this response.
-  router.post('/:id/api-keys', async (req, res) => {
-    const tenantId = tenantParam(req);
-    assertTenantAccess(res, tenantId);
-    const issued = resourceId.safeParse(tenantId).success ? await rotateTenantApiKey(ctx.db, tenantId) : undefined;
-    if (!issued) throw notFound(`tenant ${tenantId}`);
-    req.log?.info({ tenant_id: tenantId, key_id: issued.id, revoked: issued.revoked }, 'tenant api key rotated');
-    res.status(201).json({
-      id: issued.id,
-      tenant_id: tenantId,
-      api_key: issued.key,
-      prefix: issued.prefix,
-      created_at: issued.created_at.toISOString(),
-      revoked_keys: issued.revoked,
-    });
-  });
+  router.post(
+    '/:id/api-keys',
+    operation({
+      operationId: 'rotateTenantApiKey',
+      tag: 'Tenants',
+      summary: "Rotate the tenant's API key (the new key is shown once; earlier keys stop working)",
+      params: { id: tenantIdParam },
+      responses: { 201: { description: 'the new key', schema: issuedApiKey } },
+    }),
+    async (req, res) => {
+      const tenantId = tenantParam(req);
+      assertTenantAccess(res, tenantId);
+      const issued = resourceId.safeParse(tenantId).success ? await rotateTenantApiKey(ctx.db, tenantId) : undefined;
+      if (!issued) throw notFound(`tenant ${tenantId}`);
+      req.log?.info({ tenant_id: tenantId, key_id: issued.id, revoked: issued.revoked }, 'tenant api key rotated');
+      res.status(201).json({
+        id: issued.id,
+        tenant_id: tenantId,
+        api_key: issued.key,
+        prefix: issued.prefix,
+        created_at: issued.created_at.toISOString(),
+        revoked_keys: issued.revoked,
+      });
+    },
+  );
 
   return router;
 }
