@@ -13,14 +13,18 @@
  *   plan + tenant → usage batches (one resends an event id) → usage query and read-your-writes
  *   usage (update) → authorize allowed, then refused at the hard limit → an alert rule added
  *   mid-period → close with finalize:true (continue-as-new, invoice 1) → more usage in the second
- *   period → a second close (invoice 2) → a rerun of invoice 1 (version 2).
- * It waits for the invoice and rerun workflows, then writes:
+ *   period → a second close (invoice 2) → a rerun of invoice 1 (version 2) → a third close without
+ *   finalize (invoice 3 waits out the plan's hour of grace).
+ * It waits for the first two invoice workflows and the rerun, then writes:
  *   tenant-billing-period-1.json  the tenant workflow's first run (the one the first close ended)
  *   tenant-billing-period-2.json  its second run
  *   period-invoice-1.json, period-invoice-2.json   the two invoice workflows
+ *   period-invoice-3.json         the third, still waiting on its grace timer (a prefix replays too)
  *   invoice-rerun-1.json          the rerun workflow
  * Everything it started is stopped and its data directory removed. It takes about 5 seconds
- * (mostly starting the servers and bundling the workflows).
+ * (mostly starting the servers and bundling the workflows). To add histories next to the committed
+ * ones, record with --out into a scratch directory and copy them in under new names (for example
+ * `period-invoice-grace-timers-3.json`): the names above are the baseline and stay as recorded.
  *
  * From a running stack (`npm start`, or any deployment you can reach):
  *   TEMPORAL_ADDRESS=127.0.0.1:7233 DATABASE_URL=postgres://tally:tally@127.0.0.1:5433/tally \
@@ -334,7 +338,13 @@ async function driveStory(
   step('rerunning invoice 1 (version 2 replaces version 1)');
   const rerun = await call<{ workflow_id: string }>('POST', `/v1/invoices/${close1.invoice_id}/rerun`, adminKey, { reason: 'replay story' }, 202);
   await waitClosed(client, rerun.workflow_id, undefined, 'COMPLETED');
-  return { tenantRuns: [run1, run2], invoiceWorkflows, rerunWorkflows: [rerun.workflow_id] };
+
+  step('closing period 3 without finalize (its invoice waits out the grace)');
+  const close3 = await closeWhenWholeSecondPassed(close2.current_period!.start, () =>
+    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, {}, 200),
+  );
+  await waitForEvent(client, close3.invoice_workflow_id, 'timerStartedEventAttributes');
+  return { tenantRuns: [run1, run2], invoiceWorkflows: [...invoiceWorkflows, close3.invoice_workflow_id], rerunWorkflows: [rerun.workflow_id] };
 }
 
 /**
@@ -405,6 +415,16 @@ async function waitClosed(client: Client, workflowId: string, runId: string | un
   }
 }
 
+/** Polls a running workflow's history until it holds an event with these attributes (a timer started, …). */
+async function waitForEvent(client: Client, workflowId: string, attributes: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const history = await client.workflow.getHandle(workflowId).fetchHistory();
+    if (history.events?.some((e) => (e as Record<string, unknown>)[attributes] != null)) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${attributes} in ${workflowId}`);
+    await sleep(100);
+  }
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -12,6 +12,8 @@ import { deliverInvoiceEvent, type InvoiceEventInput } from '../notifications/in
 import { currentAttempt, deliveryFailure } from '../notifications/activity-attempts';
 import type { ChannelOutcome } from '../notifications/dispatch';
 import { createInvoicingActivities } from './invoicing';
+import { invoiceRunDetails, invoiceRunSummary } from '../workflows/summaries';
+import { invoiceSearchAttributes } from '../workflows/search-attributes';
 import type {
   DeliverAlertInput,
   InvoiceRef,
@@ -50,7 +52,11 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
           args: [input.input],
           workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
           workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-          staticSummary: `Invoice v${input.input.version} for ${input.input.tenant_id}, period ${input.input.period_start} → ${input.input.period_end}`,
+          staticSummary: invoiceRunSummary(input.input),
+          staticDetails: invoiceRunDetails(input.input),
+          ...(input.search_attributes === false
+            ? {}
+            : { typedSearchAttributes: invoiceSearchAttributes(input.input.tenant_id, input.input.period_start) }),
         });
       } catch (err) {
         if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err; // already ran: nothing to do
@@ -134,7 +140,7 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
 
     /** Opens the next period on the tenant's plan as it stands now (plan changes apply here). */
     async startPeriod(input: StartPeriodInput): Promise<StartPeriodResult> {
-      const tenant = await db('tenants').where({ id: input.tenant_id }).first<{ plan_id: string } | undefined>('plan_id');
+      const tenant = await db('tenants').where({ id: input.tenant_id }).first<{ plan_id: string; name: string } | undefined>('plan_id', 'name');
       if (!tenant) throw new Error(`tenant ${input.tenant_id} not found`);
       const latest = await findPlanVersion(db, tenant.plan_id);
       if (!latest) throw new Error(`plan ${tenant.plan_id} not found`);
@@ -161,6 +167,7 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
       return {
         plan,
         alert_rules: rules.map((r) => ({ id: r.id, subject: r.metric ?? '$cost', threshold: Number(r.threshold) })),
+        tenant_name: tenant.name,
       };
     },
 

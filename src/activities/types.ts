@@ -95,6 +95,8 @@ export interface StartPeriodInput {
 export interface StartPeriodResult {
   plan: PlanVersion;
   alert_rules: AlertRuleInput[];
+  /** The tenant's name as it stands now: the next run repeats it in its current details. */
+  tenant_name?: string;
 }
 
 /** A tenant's own alert rule, applied like the plan's thresholds. */
@@ -133,4 +135,9 @@ export interface StartInvoiceWorkflowInput {
     grace_ends_at: string;
     version: number;
   };
+  /**
+   * Start it with the tenant's search attributes (`TenantId`, `BillingPeriodStart`). Off, like
+   * the tenant workflow's own, on servers without them registered (the time-skipping test server).
+   */
+  search_attributes?: boolean;
 }

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { SEARCH_ATTRIBUTES } from '../workflows/tenant-billing';
+import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes';
 import { cliExecutable, testServerExecutable } from './temporal-binaries';
 
 /** A Temporal server this process launched, and how to stop it. */

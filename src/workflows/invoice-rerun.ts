@@ -1,6 +1,8 @@
-import { log, proxyActivities } from '@temporalio/workflow';
+import { log, patched, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type * as activities from '../activities';
 import type { InvoiceRerunInput, InvoiceRerunResult } from '../activities/invoicing';
+import { SEARCH_ATTRIBUTES, invoiceSearchAttributes } from './search-attributes';
+import { invoiceWebhookSummary, rerunInvoiceSummary } from './summaries';
 
 const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
   startToCloseTimeout: '2 minutes',
@@ -21,16 +23,18 @@ const webhookOptions = {
  * then announces both (`invoice.voided`, `invoice.finalized`). The result lists what changed.
  */
 export async function invoiceRerun(input: InvoiceRerunInput): Promise<InvoiceRerunResult> {
-  const result = await acts.rerunInvoice.executeWithOptions(
-    { summary: `void v${input.version - 1}, rate stored events with ${input.plan.id} v${input.plan.version}, finalize v${input.version}` },
-    [input],
-  );
+  // Every invoice workflow lists under its tenant and period (`TenantId = "acme"`). The API may
+  // start a rerun without them: then the rerun sets them itself, before anything else.
+  if (patched('rerun-search-attributes') && workflowInfo().typedSearchAttributes.get(SEARCH_ATTRIBUTES.TenantId) === undefined) {
+    upsertSearchAttributes(invoiceSearchAttributes(input.tenant_id, input.period_start));
+  }
+  const result = await acts.rerunInvoice.executeWithOptions({ summary: rerunInvoiceSummary(input) }, [input]);
   for (const [invoiceId, type] of [
     [result.replaced.invoice_id, 'invoice.voided'],
     [result.invoice_id, 'invoice.finalized'],
   ] as const) {
     try {
-      await acts.notifyInvoiceEvent.executeWithOptions({ ...webhookOptions, summary: `webhook ${type}` }, [
+      await acts.notifyInvoiceEvent.executeWithOptions({ ...webhookOptions, summary: invoiceWebhookSummary(type) }, [
         { tenant_id: input.tenant_id, invoice_id: invoiceId, type },
       ]);
     } catch (err) {

@@ -4,6 +4,7 @@ import type { CounterState } from '../domain/aggregation';
 import { formatPeriodStamp, type Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
 import type { AlertRuleInput } from '../activities/types';
+import { parseQuantity } from '../domain/decimal';
 
 /**
  * The messages of the tenant workflow, shared by the workflow, the API and the tests: one
@@ -155,8 +156,23 @@ export const usageQuery = defineQuery<UsageView>('usage');
  */
 export const settledUsageUpdate = defineUpdate<UsageView>('settledUsage');
 
-/** The cost of extra usage given where the tenant stands in its tiers now. */
-export const estimateQuery = defineQuery<{ amount: string; currency: string }, [{ metric: string; quantity: number }]>('estimate');
+/** What `usageEstimate` prices: this much more of one metric. */
+export interface EstimateRequest {
+  metric: string;
+  quantity: number;
+}
+
+/**
+ * The cost of extra usage given where the tenant stands in its tiers now (`POST …/estimate`). A
+ * query, so the API can ask it as often as tenants do without writing to history. Its name sorts
+ * after `state` and `usage`: the Temporal UI lists queries by name and preselects the first, and
+ * that one should answer without an argument. Without its argument this one answers with an
+ * error naming the argument it expects.
+ */
+export const estimateQuery = defineQuery<{ amount: string; currency: string }, [EstimateRequest]>('usageEstimate');
+
+/** The query's earlier name: still answered (not listed), for API processes older than the workers. */
+export const LEGACY_ESTIMATE_QUERY_NAME = 'estimate';
 
 /** The workflow's whole state, for ops and tests. */
 export interface TenantStateView {
@@ -200,3 +216,99 @@ export function applyAlertRulesChange(rules: readonly AlertRuleInput[], change: 
 
 /** Finalizes an invoice now instead of waiting for the end of its grace period. */
 export const finalizeInvoiceSignal = defineSignal('finalizeNow');
+
+// ---- arguments ---------------------------------------------------------------------------------
+
+/**
+ * The argument each message with one expects, in the words its error uses. Messages not listed
+ * take no argument and ignore one (`usage`, `state`, `settledUsage`, `finalizeNow`).
+ */
+export const MESSAGE_ARGUMENTS = {
+  recordUsage: '{ batchId: string, receivedAt: ISO instant, events: [{ id, metric, quantity, timestamp }] }',
+  alertRulesChanged: '{ upsert?: [{ id: string, subject: string, threshold: number }], removed?: string[] }',
+  authorize: '{ id: string, metric: string, quantity: number >= 0 }',
+  usageEstimate: '{ metric: string, quantity: number >= 0 }',
+  closePeriod: '{ finalize?: boolean } or no argument',
+  cancelSubscription: 'no argument',
+} as const;
+
+/** A message whose argument is checked. */
+export type CheckedMessage = keyof typeof MESSAGE_ARGUMENTS;
+
+/**
+ * Why `value` is not a valid argument of `message`, as one sentence naming the expected shape
+ * (`usageEstimate expects { metric: string, quantity: number >= 0 }; got no argument`), or
+ * undefined when it is valid. Pure: update validators throw it, queries throw it, signal handlers
+ * (which cannot answer) log it and drop the signal instead of failing the workflow task on it.
+ */
+export function argumentProblem(message: CheckedMessage, value: unknown): string | undefined {
+  const problem = CHECKS[message](value);
+  return problem === undefined ? undefined : `${message} expects ${MESSAGE_ARGUMENTS[message]}; ${problem}`;
+}
+
+const CHECKS: Record<CheckedMessage, (value: unknown) => string | undefined> = {
+  recordUsage: (value) => {
+    if (!isObject(value)) return got(value);
+    if (typeof value.receivedAt !== 'string' || !Number.isFinite(Date.parse(value.receivedAt))) return `receivedAt is ${shown(value.receivedAt)}`;
+    if (!Array.isArray(value.events)) return `events is ${shown(value.events)}`;
+    const bad = value.events.findIndex((e) => !isObject(e));
+    return bad >= 0 ? `events[${bad}] is ${shown(value.events[bad])}` : undefined;
+  },
+  alertRulesChanged: (value) => {
+    if (!isObject(value)) return got(value);
+    if (value.upsert !== undefined) {
+      if (!Array.isArray(value.upsert)) return `upsert is ${shown(value.upsert)}`;
+      const bad = value.upsert.findIndex(
+        (r) => !isObject(r) || typeof r.id !== 'string' || typeof r.subject !== 'string' || typeof r.threshold !== 'number' || !Number.isFinite(r.threshold),
+      );
+      if (bad >= 0) return `upsert[${bad}] is ${shown(value.upsert[bad])}`;
+    }
+    if (value.removed !== undefined && (!Array.isArray(value.removed) || value.removed.some((id) => typeof id !== 'string'))) {
+      return `removed is ${shown(value.removed)}`;
+    }
+    return undefined;
+  },
+  authorize: (value) => {
+    if (!isObject(value)) return got(value);
+    if (typeof value.id !== 'string' || value.id.length === 0) return `id is ${shown(value.id)}`;
+    return metricAndQuantityProblem(value);
+  },
+  usageEstimate: (value) => (isObject(value) ? metricAndQuantityProblem(value) : got(value)),
+  closePeriod: (value) => {
+    if (value === undefined || value === null) return undefined;
+    if (!isObject(value)) return got(value);
+    return value.finalize === undefined || typeof value.finalize === 'boolean' ? undefined : `finalize is ${shown(value.finalize)}`;
+  },
+  cancelSubscription: (value) => (value === undefined || value === null ? undefined : got(value)),
+};
+
+function metricAndQuantityProblem(value: Record<string, unknown>): string | undefined {
+  if (typeof value.metric !== 'string' || value.metric.length === 0) return `metric is ${shown(value.metric)}`;
+  if (typeof value.quantity !== 'number' && typeof value.quantity !== 'string') return `quantity is ${shown(value.quantity)}`;
+  try {
+    parseQuantity(value.quantity);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return undefined;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function got(value: unknown): string {
+  return value === undefined ? 'got no argument' : `got ${shown(value)}`;
+}
+
+/** A value as the error shows it: short, and `missing` for an absent field. */
+function shown(value: unknown): string {
+  if (value === undefined) return 'missing';
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}

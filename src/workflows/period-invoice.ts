@@ -1,7 +1,14 @@
-import { condition, log, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
+import { condition, log, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
 import type * as activities from '../activities';
 import type { InvoiceSummary } from '../activities/types';
-import { finalizeInvoiceSignal } from './messages';
+import { finalizeInvoiceSignal, tenantWorkflowId } from './messages';
+import {
+  FINALIZE_INVOICE_SUMMARY,
+  draftInvoiceSummary,
+  graceEndTimerSummary,
+  invoiceWebhookSummary,
+  sealWaitTimerSummary,
+} from './summaries';
 
 /** One closed period's invoice (version n), waiting out the grace for late events. */
 export interface PeriodInvoiceInput {
@@ -38,21 +45,38 @@ const local = proxyLocalActivities<ReturnType<typeof activities.createActivities
  */
 export async function periodInvoice(input: PeriodInvoiceInput): Promise<InvoiceSummary> {
   let sealed = false;
-  setHandler(finalizeInvoiceSignal, () => {
-    sealed = true;
-  });
+  setHandler(
+    finalizeInvoiceSignal,
+    () => {
+      sealed = true;
+    },
+    { description: 'Seals the period: finalize now instead of waiting (the tenant workflow sends it once every late event is counted).' },
+  );
   const ref = { tenant_id: input.tenant_id, period_start: input.period_start, version: input.version };
+  const sealer = tenantWorkflowId(input.tenant_id);
 
-  await local.draftInvoice.executeWithOptions({ summary: 'draft invoice while late events settle' }, [ref]);
-  const waitMs = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0) + UNSEALED_FALLBACK_MS;
-  const sealedInTime = await condition(() => sealed, waitMs, { summary: 'until the tenant workflow seals the period' });
+  const graceLeftMs = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0);
+  await local.draftInvoice.executeWithOptions({ summary: draftInvoiceSummary(input.grace_ends_at, graceLeftMs) }, [ref]);
+  let sealedInTime: boolean;
+  if (patched('invoice-grace-then-seal-timers')) {
+    // Two timers, each named after what it waits for and lasting what it really lasts: the rest
+    // of the grace, then the seal from the tenant workflow with a fallback an hour later.
+    const left = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0);
+    if (left > 0) await condition(() => sealed, left, { summary: graceEndTimerSummary(input.grace_ends_at) });
+    const fallbackAt = new Date(Date.now() + UNSEALED_FALLBACK_MS).toISOString();
+    sealedInTime = sealed || (await condition(() => sealed, UNSEALED_FALLBACK_MS, { summary: sealWaitTimerSummary(sealer, fallbackAt) }));
+  } else {
+    const waitMs = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0) + UNSEALED_FALLBACK_MS;
+    const fallbackAt = new Date(Date.now() + waitMs).toISOString();
+    sealedInTime = await condition(() => sealed, waitMs, { summary: sealWaitTimerSummary(sealer, fallbackAt) });
+  }
   if (!sealedInTime) log.warn('period never sealed by its tenant workflow: finalizing on the fallback timer', { ...ref });
-  const summary = await local.finalizeInvoice.executeWithOptions({ summary: 'rate stored events and finalize' }, [ref]);
+  const summary = await local.finalizeInvoice.executeWithOptions({ summary: FINALIZE_INVOICE_SUMMARY }, [ref]);
   if (summary.status === 'finalized' && summary.webhook) {
     try {
       await acts.notifyInvoiceEvent.executeWithOptions(
         {
-          summary: 'webhook invoice.finalized',
+          summary: invoiceWebhookSummary('invoice.finalized'),
           startToCloseTimeout: '30 seconds',
           retry: { maximumAttempts: 8, initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
         },

@@ -7,12 +7,12 @@ import {
   patched,
   proxyActivities,
   setCurrentDetails,
+  setDefaultQueryHandler,
   setHandler,
   upsertSearchAttributes,
   getExternalWorkflowHandle,
   workflowInfo,
 } from '@temporalio/workflow';
-import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { AlertRecord, AlertRuleInput, CountableEvent, RefusedEvent } from '../activities/types';
 import { Dec, decimalToNumber, parseQuantity } from '../domain/decimal';
@@ -23,6 +23,7 @@ import { estimateExtraCost, rateMeter, ratePeriod } from '../domain/rating';
 import { decideThresholds, highestLevel, levelForThreshold, usagePercent, type AlertLevel } from '../domain/thresholds';
 import {
   COST_SUBJECT,
+  argumentProblem,
   alertId,
   alertRulesChangedSignal,
   applyAlertRulesChange,
@@ -32,6 +33,7 @@ import {
   estimateQuery,
   finalizeInvoiceSignal,
   LATE_EVENT_SETTLE_MS,
+  LEGACY_ESTIMATE_QUERY_NAME,
   PERIOD_ROLLING_OVER,
   invoiceId,
   invoiceWorkflowId,
@@ -44,19 +46,28 @@ import {
   type AuthorizeRequest,
   type AuthorizeResult,
   type ClosePeriodResult,
+  type EstimateRequest,
+  type TenantStateView,
   type UsageBatch,
   type UsageEventInput,
   type UsageView,
 } from './messages';
+import { SEARCH_ATTRIBUTES } from './search-attributes';
+import {
+  closePeriodSummary,
+  countEventsSummary,
+  notifyAlertSummary,
+  openPeriodSummary,
+  periodEndTimerSummary,
+  recordAlertsSummary,
+  sealTimerSummary,
+  settledUsageTimerSummary,
+  startInvoiceSummary,
+  tenantCurrentDetails,
+} from './summaries';
 
-/** Search attributes of tenant workflows (API.md, "Temporal conventions"). */
-export const SEARCH_ATTRIBUTES = {
-  TenantId: defineSearchAttributeKey('TenantId', SearchAttributeType.KEYWORD),
-  PlanId: defineSearchAttributeKey('PlanId', SearchAttributeType.KEYWORD),
-  BillingPeriodStart: defineSearchAttributeKey('BillingPeriodStart', SearchAttributeType.DATETIME),
-  BillingPeriodEnd: defineSearchAttributeKey('BillingPeriodEnd', SearchAttributeType.DATETIME),
-  AlertLevel: defineSearchAttributeKey('AlertLevel', SearchAttributeType.KEYWORD),
-} as const;
+/** Search attributes of tenant workflows (API.md, "Temporal conventions"); the API imports them from here. */
+export { SEARCH_ATTRIBUTES };
 
 /**
  * A closed period that still takes events until it is sealed: late events received within its
@@ -92,6 +103,11 @@ export interface CarriedCounters {
 /** Everything one run needs; continue-as-new passes only this forward. */
 export interface TenantBillingInput {
   tenant_id: string;
+  /**
+   * The tenant's name, for the run's current details: continue-as-new cannot carry the first
+   * run's static summary, so every run repeats it there. `startPeriod` reads it for each period.
+   */
+  tenant_name?: string;
   timezone: string;
   billing_anchor: string;
   plan: PlanVersion;
@@ -125,6 +141,9 @@ export interface RunLimits {
   /** The pending queue travels in the next run's input (payloads are limited to 2 MB). */
   maxCarriedEvents: number;
 }
+
+/** How long a read-your-writes usage read waits for the queue to drain before answering anyway. */
+const SETTLED_USAGE_WAIT_MS = 10_000;
 
 const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxEventsPerRun: 20_000, maxEventsPerChunk: 2_000, maxCarriedEvents: 5_000 };
 
@@ -213,45 +232,60 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
 
   // ---- message handlers -------------------------------------------------------------------
 
-  setHandler(recordUsageSignal, (batch) => {
-    queue.push(batch);
-    run.signals += 1;
-    run.events += batch.events.length;
-  });
+  // A signal cannot answer its sender: a malformed one is logged and dropped, so it can never
+  // fail the workflow task again and again (the API only sends well-formed ones).
+  setHandler(
+    recordUsageSignal,
+    (batch) => {
+      run.signals += 1;
+      const problem = argumentProblem('recordUsage', batch);
+      if (problem) {
+        log.warn('recordUsage signal dropped', { problem });
+        return;
+      }
+      queue.push(batch);
+      run.events += batch.events.length;
+    },
+    { description: 'Usage events to count (the API sends one per request or per coalesced group of requests).' },
+  );
 
-  setHandler(alertRulesChangedSignal, (change) => {
-    ruleChanges.push(change);
-    alertRules = applyAlertRulesChange(alertRules, change);
-    rulesChanged = true;
-  });
+  setHandler(
+    alertRulesChangedSignal,
+    (change) => {
+      const problem = argumentProblem('alertRulesChanged', change);
+      if (problem) {
+        log.warn('alertRulesChanged signal dropped', { problem });
+        return;
+      }
+      ruleChanges.push(change);
+      alertRules = applyAlertRulesChange(alertRules, change);
+      rulesChanged = true;
+    },
+    { description: 'Alert rules created or deleted mid-period (the API sends it after storing the change).' },
+  );
 
-  setHandler(usageQuery, () => usageView());
-  setHandler(settledUsageUpdate, async () => {
-    // A rollover that began answers with the closed period's final view rather than waiting.
-    await condition(() => (queue.length === 0 && !counting) || (closesUnderLoad && rollingOver), '10 seconds');
-    return usageView();
+  // The UI lists queries by name and preselects the first (`state`): see `estimateQuery`.
+  setHandler(usageQuery, () => usageView(), { description: 'The current period as GET /v1/tenants/{id}/usage shows it. No argument.' });
+  setHandler(stateQuery, () => stateView(), { description: "The run's whole state: counters, decided thresholds, queues, closed periods in grace. No argument." });
+  setHandler(estimateQuery, (request) => estimate(request), {
+    description: 'The cost of extra usage from where the tenant stands now. Argument: { "metric": string, "quantity": number }.',
   });
-  setHandler(estimateQuery, (request) => {
-    const meter = findMeter(plan, request.metric);
-    if (!meter) throw ApplicationFailure.nonRetryable(`unknown metric ${request.metric}`, 'unknown_metric');
-    return {
-      amount: estimateExtraCost(meter, counters[meter.metric]?.value ?? '0', request.quantity, plan.currency),
-      currency: plan.currency,
-    };
+  // Unlisted, so the UI's query list stays as above; any other unknown name fails as usual.
+  setDefaultQueryHandler((name, ...args) => {
+    if (name === LEGACY_ESTIMATE_QUERY_NAME) return estimate(args[0] as EstimateRequest);
+    throw new ReferenceError(`tenantBilling has no query ${name}; its queries: usage, state, ${estimateQuery.name}`);
   });
-  setHandler(stateQuery, () => ({
-    tenant_id: tenantId,
-    plan,
-    period,
-    closing_periods: closing.map((c) => ({ start: c.start, end: c.end, grace_ends_at: c.grace_ends_at, seal_at: c.seal_at })),
-    counters,
-    decided_thresholds: decided,
-    events_counted: eventsCounted,
-    pending_batches: queue.length,
-    pending_events: pendingEvents(),
-    deferred_events: deferred.reduce((n, b) => n + b.events.length, 0),
-    run,
-  }));
+  setHandler(
+    settledUsageUpdate,
+    async () => {
+      // A rollover that began answers with the closed period's final view rather than waiting.
+      await condition(() => (queue.length === 0 && !counting) || (closesUnderLoad && rollingOver), SETTLED_USAGE_WAIT_MS, {
+        summary: settledUsageTimerSummary(SETTLED_USAGE_WAIT_MS),
+      });
+      return usageView();
+    },
+    { description: 'The usage view once every event signalled before it is counted (read-your-writes). No argument.' },
+  );
 
   setHandler(
     authorizeUpdate,
@@ -303,14 +337,14 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     },
     {
       validator: (request: AuthorizeRequest) => {
+        const problem = argumentProblem('authorize', request);
+        if (problem) throw ApplicationFailure.nonRetryable(problem, 'validation_failed');
         if (!findMeter(plan, request.metric)) {
-          throw ApplicationFailure.nonRetryable(`unknown metric ${request.metric}`, 'unknown_metric');
-        }
-        const q = Number(request.quantity);
-        if (!Number.isFinite(q) || q < 0) {
-          throw ApplicationFailure.nonRetryable('quantity must be a finite number >= 0', 'validation_failed');
+          const known = plan.meters.map((m) => m.metric).join(', ');
+          throw ApplicationFailure.nonRetryable(`authorize: plan ${plan.id} v${plan.version} has no metric ${request.metric} (it meters ${known})`, 'unknown_metric');
         }
       },
+      description: 'Check-and-consume against a hard limit, idempotent on id. Argument: { "id": string, "metric": string, "quantity": number }.',
     },
   );
 
@@ -331,8 +365,20 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     await condition(() => closeResult !== undefined);
     return closeResult!;
   };
-  setHandler(closePeriodUpdate, (request) => requestClose(request?.finalize === true, false));
-  setHandler(cancelSubscriptionUpdate, () => requestClose(true, true));
+  setHandler(closePeriodUpdate, (request) => requestClose(request?.finalize === true, false), {
+    validator: (request) => {
+      const problem = argumentProblem('closePeriod', request);
+      if (problem) throw ApplicationFailure.nonRetryable(problem, 'validation_failed');
+    },
+    description: 'Finance closes the current period now and invoices it. Argument: { "finalize"?: boolean } (finalize skips the grace) or none.',
+  });
+  setHandler(cancelSubscriptionUpdate, () => requestClose(true, true), {
+    validator: (...args: unknown[]) => {
+      const problem = argumentProblem('cancelSubscription', args[0]);
+      if (problem) throw ApplicationFailure.nonRetryable(problem, 'validation_failed');
+    },
+    description: 'Cancels the subscription: closes the period now, writes its final invoice, ends the workflow. No argument.',
+  });
 
   // ---- the period's story in the UI ----------------------------------------------------------
 
@@ -357,7 +403,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     await condition(
       () => queue.length > 0 || (closeRequest !== undefined && !cancelled) || readyToContinue() || rulesChanged,
       Math.max(deadline - now, 1),
-      { summary: deadline === nextSeal ? 'seal the closed period (late events settled)' : 'period end' },
+      { summary: timerSummary(deadline) },
     );
 
     // History bound first, even under load: the queue is carried into the next run.
@@ -520,7 +566,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       run.chunks += 1;
       const chunkId = `${workflowInfo().runId}-${run.chunks}`;
       const result = await acts.recordUsage.executeWithOptions(
-        { summary: `count ${countable.length} events`, startToCloseTimeout: '60 seconds' },
+        { summary: countEventsSummary(countable.length, refused.length), startToCloseTimeout: '60 seconds' },
         [{ tenant_id: tenantId, chunk_id: chunkId, events: countable, refused }],
       );
 
@@ -699,10 +745,9 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         fired_at: record.fired_at,
       });
     }
-    const crossed = records.filter((r) => r.status === 'notified').map((r) => `${r.subject} ${r.threshold}%`).join(', ');
     const recording = () =>
       acts.recordAlerts.executeWithOptions(
-        { summary: book.current ? crossed : `${crossed} (late events, period ${book.period_start})` },
+        { summary: recordAlertsSummary(records, book.current ? undefined : book.period_start) },
         [{ tenant_id: tenantId, period_start: book.period_start, alerts: records }],
       );
     // Older runs record first, then deliver; newer ones deliver at once (each delivery stores its
@@ -712,7 +757,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       const delivery: Promise<void> = acts.deliverAlert
         .executeWithOptions(
           {
-            summary: `notify ${record.subject} ${record.threshold}%`,
+            summary: notifyAlertSummary(record.subject, record.threshold),
             startToCloseTimeout: '30 seconds',
             retry: { maximumAttempts: 8, initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
           },
@@ -754,30 +799,33 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     const graceMs = request?.finalize ? 0 : plan.grace_period_seconds * 1000;
     const graceEndsAt = new Date(Date.parse(closedAt) + graceMs).toISOString();
 
-    await acts.recordPeriodClosed.executeWithOptions({ summary: `close period ${closed.start} → ${closed.end}` }, [
+    await acts.recordPeriodClosed.executeWithOptions({ summary: closePeriodSummary(closed) }, [
       { tenant_id: tenantId, period: closed, counters: counterValues(), grace_ends_at: graceEndsAt },
     ]);
     const invoiceWorkflow = invoiceWorkflowId(tenantId, closed.start, 1);
     // Started by an activity rather than as a child: the invoice outlives this run (it waits out
     // the grace while the next period runs) and is owned by no run of the tenant's workflow.
-    await acts.startInvoiceWorkflow.executeWithOptions({ summary: `start ${invoiceWorkflow}` }, [
+    await acts.startInvoiceWorkflow.executeWithOptions({ summary: startInvoiceSummary(invoiceWorkflow) }, [
       {
         workflow_id: invoiceWorkflow,
         input: { tenant_id: tenantId, period_start: closed.start, period_end: closed.end, grace_ends_at: graceEndsAt, version: 1 },
+        search_attributes: useSearchAttributes,
       },
     ]);
 
     let next: Period | null = null;
     let nextPlan = plan;
     let nextRules = alertRules;
+    let nextName = input.tenant_name;
     if (!request?.cancel) {
       next = request
         ? periodAfterEarlyClose(input.billing_anchor, plan.interval, input.timezone, closedAt)
         : periodContaining(input.billing_anchor, plan.interval, input.timezone, closedAt);
-      const opened = await acts.startPeriod.executeWithOptions({ summary: `open period ${next.start} → ${next.end}` }, [
+      const opened = await acts.startPeriod.executeWithOptions({ summary: openPeriodSummary(next) }, [
         { tenant_id: tenantId, period: { start: next.start, end: next.end } },
       ]);
       nextPlan = opened.plan;
+      nextName = opened.tenant_name ?? nextName;
       // A rule change signalled after startPeriod read the rules must not be lost.
       nextRules = ruleChanges.reduce(applyAlertRulesChange, opened.alert_rules);
     }
@@ -805,6 +853,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     await condition(allHandlersFinished);
     await continueAsNew<typeof tenantBilling>({
       tenant_id: tenantId,
+      ...(nextName === undefined ? {} : { tenant_name: nextName }),
       timezone: input.timezone,
       billing_anchor: input.billing_anchor,
       plan: nextPlan,
@@ -850,10 +899,55 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     };
   }
 
+  function estimate(request: EstimateRequest): { amount: string; currency: string } {
+    const problem = argumentProblem('usageEstimate', request);
+    if (problem) throw ApplicationFailure.nonRetryable(problem, 'invalid_argument');
+    const meter = findMeter(plan, request.metric);
+    if (!meter) {
+      const known = plan.meters.map((m) => m.metric).join(', ');
+      throw ApplicationFailure.nonRetryable(`usageEstimate: plan ${plan.id} v${plan.version} has no metric ${request.metric} (it meters ${known})`, 'unknown_metric');
+    }
+    return {
+      amount: estimateExtraCost(meter, counters[meter.metric]?.value ?? '0', request.quantity, plan.currency),
+      currency: plan.currency,
+    };
+  }
+
+  function stateView(): TenantStateView {
+    return {
+      tenant_id: tenantId,
+      plan,
+      period,
+      closing_periods: closing.map((c) => ({ start: c.start, end: c.end, grace_ends_at: c.grace_ends_at, seal_at: c.seal_at })),
+      counters,
+      decided_thresholds: decided,
+      events_counted: eventsCounted,
+      pending_batches: queue.length,
+      pending_events: pendingEvents(),
+      deferred_events: deferred.reduce((n, b) => n + b.events.length, 0),
+      run,
+    };
+  }
+
+  /** What the main loop's timer waits for: the period's end, or the seal of a closed period. */
+  function timerSummary(deadline: number): string {
+    const sealing = closing.find((c) => Date.parse(c.seal_at) === deadline);
+    return sealing ? sealTimerSummary(sealing, LATE_EVENT_SETTLE_MS) : periodEndTimerSummary(period.end);
+  }
+
   function publishDetails(): void {
-    const parts = plan.meters.map((m) => `${m.metric}: ${counters[m.metric]?.value ?? '0'}${m.limit ? ` / ${m.limit}` : ''}`);
     setCurrentDetails(
-      [`**Period** ${period.start} → ${period.end} (plan ${plan.id} v${plan.version})`, ...parts, `alert level: ${alertLevel}`].join('\n\n'),
+      tenantCurrentDetails({
+        tenantId,
+        tenantName: input.tenant_name,
+        plan,
+        billingAnchor: input.billing_anchor,
+        timezone: input.timezone,
+        period,
+        meters: plan.meters.map((m) => ({ metric: m.metric, used: counters[m.metric]?.value ?? '0', limit: m.limit })),
+        alertLevel,
+        closing,
+      }),
     );
   }
 }

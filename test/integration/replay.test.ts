@@ -72,6 +72,36 @@ test('there is a recorded history of every workflow type the worker registers', 
   for (const type of Object.keys(registeredWorkflows)) expect(recordedTypes).toContain(type);
 });
 
+/** The patch ids a history's markers record. */
+function patchIds(history: History): string[] {
+  return (history.events ?? []).flatMap((e) => {
+    const marker = e.markerRecordedEventAttributes;
+    if (marker?.markerName !== 'core_patch') return [];
+    return Object.values(marker.details ?? {}).flatMap((payloads) =>
+      (payloads.payloads ?? []).map((p) => (JSON.parse(Buffer.from(p.data!).toString('utf8')) as { id: string }).id),
+    );
+  });
+}
+
+test('every patch in the workflow code is replayed on both of its paths', () => {
+  const workflowDir = path.resolve(__dirname, '../../src/workflows');
+  const patches = fs
+    .readdirSync(workflowDir)
+    .filter((f) => f.endsWith('.ts'))
+    .flatMap((f) => {
+      const source = fs.readFileSync(path.join(workflowDir, f), 'utf8');
+      const type = Object.keys(registeredWorkflows).find((name) => new RegExp(`export async function ${name}\\b`).test(source));
+      return [...source.matchAll(/patched\('([^']+)'\)/g)].map((m) => ({ id: m[1]!, type: type! }));
+    });
+  expect(patches.length).toBeGreaterThan(0);
+  for (const { id, type } of patches) {
+    const ofType = histories.filter((h) => h.workflowType === type);
+    // A history with the marker replays the new path; one of the same type without it, the old.
+    expect({ id, withMarker: ofType.some((h) => patchIds(h.history).includes(id)) }).toEqual({ id, withMarker: true });
+    expect({ id, withoutMarker: ofType.some((h) => !patchIds(h.history).includes(id)) }).toEqual({ id, withoutMarker: true });
+  }
+});
+
 describe('recorded histories replay against the current workflow code', () => {
   test.each(histories.map((h) => [h.file, h] as const))('%s', async (_file, recorded) => {
     await expect(replay(await workflowBundle(), recorded)).resolves.toBeUndefined();
