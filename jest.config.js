@@ -1,7 +1,8 @@
 /**
  * Jest runs TypeScript through SWC; `npm run typecheck` is the type gate.
- * Two projects: `unit` (pure domain logic, no servers) and `integration`
- * (real Temporal and PostgreSQL, started once per run by the global set-up).
+ * Two projects: `unit` (no PostgreSQL, no Temporal, no downloads: seconds) and `integration`
+ * (real Temporal and PostgreSQL, started once per run by the global set-up, plus the tests that
+ * run `npm start` or the binaries script).
  */
 const transform = { '^.+\\.(t|j)s$': ['@swc/jest', { jsc: { target: 'es2022' } }] };
 

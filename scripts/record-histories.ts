@@ -9,22 +9,26 @@
  *
  * Self-contained (the default when no workflow id is given): starts its own embedded PostgreSQL
  * and Temporal dev server (temporary DATA_DIR, free ports), migrates, runs a billing worker and the
- * HTTP API, and drives one tenant through a representative story over HTTP:
- *   plan + tenant → usage batches (one resends an event id) → usage query and read-your-writes
- *   usage (update) → authorize allowed, then refused at the hard limit → an alert rule added
- *   mid-period → close with finalize:true (continue-as-new, invoice 1) → more usage in the second
- *   period → a second close (invoice 2) → a rerun of invoice 1 (version 2) → a third close without
- *   finalize (invoice 3 waits out the plan's hour of grace).
- * It waits for the first two invoice workflows and the rerun, then writes:
- *   tenant-billing-period-1.json  the tenant workflow's first run (the one the first close ended)
- *   tenant-billing-period-2.json  its second run
- *   period-invoice-1.json, period-invoice-2.json   the two invoice workflows
- *   period-invoice-3.json         the third, still waiting on its grace timer (a prefix replays too)
- *   invoice-rerun-1.json          the rerun workflow
- * Everything it started is stopped and its data directory removed. It takes about 5 seconds
+ * HTTP API, and drives two tenants through a representative story, over HTTP like a client:
+ *   plan + tenant → usage (one batch resends an event id) → read-your-writes usage (update) and
+ *   the 80/90 % alerts → authorize allowed, then refused at the hard limit → an alert rule added
+ *   mid-period → close without finalize (continue-as-new; invoice 1 waits out the hour of grace)
+ *   → a late event for period 1 that crosses its 100 % (a late-event alert in run 2) → close with
+ *   finalize (invoice 2) → a rerun of invoice 2 → cancellation (run 3 waits out the grace); and a
+ *   second tenant whose run, started again with a low signal bound, continues as new within its
+ *   period. It waits for what finishes, then writes:
+ *   tenant-billing-period-1.json   the first tenant's first run (ended by the first close)
+ *   tenant-billing-period-2.json   its second run (late-event alert, closed with finalize)
+ *   tenant-billing-cancelled.json  its third run, cancelled and waiting out the grace (a prefix)
+ *   tenant-billing-continued.json  the second tenant's run that continued as new within its period
+ *   period-invoice-1.json          invoice 1, still waiting on its grace timer (a prefix)
+ *   period-invoice-2.json          invoice 2, finalized
+ *   invoice-rerun-1.json           the rerun of invoice 2
+ *   alert-delivery-1.json          the delivery of the first tenant's 80 % alert
+ * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example
- * `period-invoice-grace-timers-3.json`): the names above are the baseline and stay as recorded.
+ * `tenant-billing-packs-1.json`): the names above are the baseline and stay as recorded.
  *
  * From a running stack (`npm start`, or any deployment you can reach):
  *   TEMPORAL_ADDRESS=127.0.0.1:7233 DATABASE_URL=postgres://tally:tally@127.0.0.1:5433/tally \
@@ -44,7 +48,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Client } from '@temporalio/client';
+import { WorkflowIdConflictPolicy, type Client } from '@temporalio/client';
 import { historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
 import { temporal as temporalProto } from '@temporalio/proto';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
@@ -59,6 +63,8 @@ import { startTemporalDevServer } from '../src/platform/temporal-server';
 import { connectTemporal } from '../src/temporal';
 import { createBillingWorker } from '../src/workers/worker';
 import {
+  alertDeliveryWorkflowId,
+  alertId,
   invoiceWorkflowId,
   tenantWorkflowId,
   type AuthorizeResult,
@@ -83,6 +89,7 @@ interface RecordedFile {
 const NAMESPACE_SELF_CONTAINED = 'default';
 const TASK_QUEUE_SELF_CONTAINED = 'billing';
 const STORY_TENANT = 'replay-acme';
+const STORY_SECOND_TENANT = 'replay-beta';
 const STORY_PLAN = 'replay-tokens';
 
 async function main(): Promise<void> {
@@ -229,11 +236,16 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
     return [
       await writeHistory(temporal.client, outDir, 'tenant-billing-period-1.json', tenantWf, story.tenantRuns[0]),
       await writeHistory(temporal.client, outDir, 'tenant-billing-period-2.json', tenantWf, story.tenantRuns[1]),
+      await writeHistory(temporal.client, outDir, 'tenant-billing-cancelled.json', tenantWf, story.tenantRuns[2]),
+      await writeHistory(temporal.client, outDir, 'tenant-billing-continued.json', tenantWorkflowId(STORY_SECOND_TENANT), story.continuedRun),
       ...(await Promise.all(
         story.invoiceWorkflows.map((id, i) => writeHistory(temporal.client, outDir, `period-invoice-${i + 1}.json`, id)),
       )),
       ...(await Promise.all(
         story.rerunWorkflows.map((id, i) => writeHistory(temporal.client, outDir, `invoice-rerun-${i + 1}.json`, id)),
+      )),
+      ...(await Promise.all(
+        story.alertDeliveries.map((id, i) => writeHistory(temporal.client, outDir, `alert-delivery-${i + 1}.json`, id)),
       )),
     ];
   } finally {
@@ -247,7 +259,7 @@ async function driveStory(
   baseUrl: string,
   adminKey: string,
   client: Client,
-): Promise<{ tenantRuns: [string, string]; invoiceWorkflows: string[]; rerunWorkflows: string[] }> {
+): Promise<{ tenantRuns: [string, string, string]; continuedRun: string; invoiceWorkflows: string[]; rerunWorkflows: string[]; alertDeliveries: string[] }> {
   const call = async <T = unknown>(method: string, url: string, key: string, body: unknown, expected: number): Promise<T> => {
     const res = await fetch(`${baseUrl}${url}`, {
       method,
@@ -260,7 +272,7 @@ async function driveStory(
   };
   const workflowId = tenantWorkflowId(STORY_TENANT);
 
-  step('plan and tenant');
+  step('plan and tenants');
   await call('POST', '/v1/plans', adminKey, {
     id: STORY_PLAN,
     name: 'Tokens with a hard API-call limit',
@@ -291,71 +303,86 @@ async function driveStory(
     throw new Error('usage never settled');
   };
 
-  step('period 1: usage, a resent event, usage query, authorize allowed and refused');
+  step('period 1: usage, a resent event, read-your-writes usage, authorize allowed and refused, a rule');
   await call('POST', '/v1/events', key, { events: [
     { id: 'evt-1', metric: 'tokens', quantity: 850 },
     { id: 'evt-2', metric: 'api_calls', quantity: 20 },
   ] }, 202);
   await settled((u) => used(u, 'tokens') === 850); // 85%: the 80% alert fires
   await call('POST', '/v1/events', key, { events: [
-    { id: 'evt-3', metric: 'tokens', quantity: 100 },
-    { id: 'evt-1', metric: 'tokens', quantity: 850 }, // resent: PostgreSQL says duplicate
+    { id: 'evt-3', metric: 'tokens', quantity: 60 },
+    { id: 'evt-1', metric: 'tokens', quantity: 850 }, // resent: stored once
   ] }, 202);
-  await settled((u) => used(u, 'tokens') === 950); // 95%: the 90% alert fires
-  const usage = await call<UsageView>('GET', `/v1/tenants/${STORY_TENANT}/usage`, key, undefined, 200);
-  if (used(usage, 'tokens') !== 950 || used(usage, 'api_calls') !== 20) throw new Error(`unexpected usage ${JSON.stringify(usage.metrics)}`);
+  await settled((u) => used(u, 'tokens') === 910); // 91%: the 90% alert fires
   const allowed = await call<AuthorizeResult>('POST', `/v1/tenants/${STORY_TENANT}/authorize`, key, { id: 'auth-1', metric: 'api_calls', quantity: 30 }, 200);
   const refused = await call<AuthorizeResult>('POST', `/v1/tenants/${STORY_TENANT}/authorize`, key, { id: 'auth-2', metric: 'api_calls', quantity: 80 }, 200);
   if (allowed.allowed !== true || refused.allowed !== false) throw new Error(`unexpected authorizations ${JSON.stringify([allowed, refused])}`);
-
   // A rule added mid-period reaches the running workflow (signal alertRulesChanged) and fires at once.
   await call('POST', `/v1/tenants/${STORY_TENANT}/alert-rules`, key, { metric: 'tokens', threshold: 50, channel: { type: 'email', to: 'ops@example.com' } }, 201);
   await settled((u) => u.alerts.some((a) => a.threshold === 50));
 
   const run1 = (await client.workflow.getHandle(workflowId).describe()).runId;
-  step('closing period 1 (finalize)');
-  const close1 = await closeWhenWholeSecondPassed(tenant.current_period.start, () =>
-    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200),
-  );
+  step('closing period 1 without finalize (its invoice waits out the hour of grace)');
+  const close1 = await call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, {}, 200);
   await waitClosed(client, workflowId, run1, 'CONTINUED_AS_NEW');
   const run2 = continuedAsNewRunId(await client.workflow.getHandle(workflowId, run1).fetchHistory());
 
-  step('period 2: usage, then closing it (finalize)');
+  step('period 2: a late event crosses period 1\'s 100 %, usage, then closing it with finalize');
+  const late = new Date(Date.parse(close1.closed_period.end) - 1).toISOString();
   await call('POST', '/v1/events', key, { events: [
+    { id: 'evt-late', metric: 'tokens', quantity: 100, timestamp: late },
     { id: 'evt-4', metric: 'tokens', quantity: 10 },
-    { id: 'evt-5', metric: 'api_calls', quantity: 1 },
   ] }, 202);
   await settled((u) => used(u, 'tokens') === 10);
-  const close2 = await closeWhenWholeSecondPassed(close1.current_period!.start, () =>
-    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200),
-  );
+  await waitForAlert(baseUrl, key, (a) => a.threshold === 100 && a.period_start === close1.closed_period.start);
+  const close2 = await call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200);
   await waitClosed(client, workflowId, run2, 'CONTINUED_AS_NEW');
+  const run3 = continuedAsNewRunId(await client.workflow.getHandle(workflowId, run2).fetchHistory());
+  await waitClosed(client, close2.invoice_workflow_id, undefined, 'COMPLETED');
 
-  step('waiting for the invoice workflows');
-  const invoiceWorkflows: string[] = [close1.invoice_workflow_id, close2.invoice_workflow_id];
-  for (const id of invoiceWorkflows) await waitClosed(client, id, undefined, 'COMPLETED');
-
-  step('rerunning invoice 1 (version 2 replaces version 1)');
-  const rerun = await call<{ workflow_id: string }>('POST', `/v1/invoices/${close1.invoice_id}/rerun`, adminKey, { reason: 'replay story' }, 202);
+  step('rerunning invoice 2 (version 2 replaces version 1)');
+  const rerun = await call<{ workflow_id: string }>('POST', `/v1/invoices/${close2.invoice_id}/rerun`, adminKey, { reason: 'replay story' }, 202);
   await waitClosed(client, rerun.workflow_id, undefined, 'COMPLETED');
 
-  step('closing period 3 without finalize (its invoice waits out the grace)');
-  const close3 = await closeWhenWholeSecondPassed(close2.current_period!.start, () =>
-    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, {}, 200),
-  );
-  await waitForEvent(client, close3.invoice_workflow_id, 'timerStartedEventAttributes');
-  return { tenantRuns: [run1, run2], invoiceWorkflows: [...invoiceWorkflows, close3.invoice_workflow_id], rerunWorkflows: [rerun.workflow_id] };
+  step('cancelling the subscription (its run waits out the final period\'s grace)');
+  await call('DELETE', `/v1/tenants/${STORY_TENANT}`, adminKey, undefined, 200);
+  await waitForEvent(client, workflowId, 'timerStartedEventAttributes', run3, 2);
+
+  step('a second tenant whose run continues as new within its period');
+  const second = await call<{ api_key: string }>('POST', '/v1/tenants', adminKey, { id: STORY_SECOND_TENANT, name: 'Beta (replay story)', plan_id: STORY_PLAN }, 201);
+  // Started again with a low signal bound: the new run also rebuilds its ledger from PostgreSQL.
+  const bounded = await client.workflow.start('tenantBilling', {
+    taskQueue: TASK_QUEUE_SELF_CONTAINED,
+    workflowId: tenantWorkflowId(STORY_SECOND_TENANT),
+    args: [{ tenant_id: STORY_SECOND_TENANT, limits: { maxSignalsPerRun: 2 } }],
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.TERMINATE_EXISTING,
+  });
+  for (let i = 1; i <= 3; i++) {
+    await call('POST', '/v1/events', second.api_key, { events: [{ id: `beta-${i}`, metric: 'tokens', quantity: 1 }] }, 202);
+    await sleep(200); // one doorbell each
+  }
+  await waitClosed(client, bounded.workflowId, bounded.firstExecutionRunId, 'CONTINUED_AS_NEW');
+
+  const delivery = alertDeliveryWorkflowId(alertId(STORY_TENANT, tenant.current_period.start, 'tokens', 80));
+  await waitClosed(client, delivery, undefined, 'COMPLETED');
+  return {
+    tenantRuns: [run1, run2, run3],
+    continuedRun: bounded.firstExecutionRunId,
+    alertDeliveries: [delivery],
+    invoiceWorkflows: [close1.invoice_workflow_id, close2.invoice_workflow_id],
+    rerunWorkflows: [rerun.workflow_id],
+  };
 }
 
-/**
- * A close lands on a whole second at least a second after the period began; closing only once
- * that second has passed keeps the invoice's grace already over (finalize runs at once) on every
- * recording, instead of a draft and a grace timer when the story runs fast.
- */
-async function closeWhenWholeSecondPassed<T>(periodStart: string, close: () => Promise<T>): Promise<T> {
-  const wait = Date.parse(periodStart) + 1_200 - Date.now();
-  if (wait > 0) await sleep(wait);
-  return close();
+/** Polls the tenant's alerts (every period) until one matches. */
+async function waitForAlert(baseUrl: string, key: string, match: (alert: { threshold: number; period_start: string }) => boolean): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const res = await fetch(`${baseUrl}/v1/tenants/${STORY_TENANT}/alerts?limit=100`, { headers: { 'x-api-key': key } });
+    const page = (await res.json()) as { data: Array<{ threshold: number; period_start: string }> };
+    if (page.data.some(match)) return;
+    await sleep(100);
+  }
+  throw new Error('the alert never fired');
 }
 
 // ---- helpers -----------------------------------------------------------------------------------
@@ -415,12 +442,12 @@ async function waitClosed(client: Client, workflowId: string, runId: string | un
   }
 }
 
-/** Polls a running workflow's history until it holds an event with these attributes (a timer started, …). */
-async function waitForEvent(client: Client, workflowId: string, attributes: string, timeoutMs = 30_000): Promise<void> {
+/** Polls a workflow's history until it holds `count` events with these attributes (a timer started, …). */
+async function waitForEvent(client: Client, workflowId: string, attributes: string, runId?: string, count = 1, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const history = await client.workflow.getHandle(workflowId).fetchHistory();
-    if (history.events?.some((e) => (e as Record<string, unknown>)[attributes] != null)) return;
+    const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+    if ((history.events ?? []).filter((e) => (e as Record<string, unknown>)[attributes] != null).length >= count) return;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${attributes} in ${workflowId}`);
     await sleep(100);
   }

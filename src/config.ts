@@ -26,8 +26,8 @@ const configSchema = z.object({
   // Per API key requests per second; the bucket holds twice that (burst). 0 turns the limit off.
   RATE_LIMIT_INGEST_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(200),
   RATE_LIMIT_READS_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(100),
-  // How long the first ingest request of an idle tenant waits for others to share its signal.
-  INGEST_COALESCE_WINDOW_MS: z.coerce.number().int().min(0).max(1000).default(2),
+  // At most one doorbell signal per tenant per this many ms (src/api/doorbell.ts); 0 rings for every batch.
+  INGEST_DOORBELL_WINDOW_MS: z.coerce.number().int().min(0).max(1000).default(20),
   // The Temporal SDK runtime's Prometheus exporter (worker metrics); 0 turns it off.
   TEMPORAL_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   /** Workflows kept in the worker's memory; beyond it the least recent replay from history when touched. */

@@ -9,6 +9,7 @@ import { connectTemporal } from './temporal';
 import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
 import { listen } from './api/server';
 import { createBillingWorker, installWorkerRuntime } from './workers/worker';
+import { startSweeper } from './workers/sweeper';
 import { createNotifier } from './activities/notifier';
 import { startTemporalDevServer } from './platform/temporal-server';
 import { startEmbeddedPostgres } from './platform/postgres';
@@ -99,6 +100,8 @@ async function main(): Promise<void> {
         await workerRun;
       },
     });
+    const stopSweeper = startSweeper({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
+    stops.push({ name: 'sweeper', stop: stopSweeper });
 
     const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
     const app = createApp({
@@ -112,8 +115,8 @@ async function main(): Promise<void> {
       ...appOptionsFromConfig(config),
     });
     const server = await listen(app, config.PORT, config.HOST);
-    // First to stop: no new connections, requests in flight finish (their signals still reach
-    // Temporal), then the worker and the servers behind it stop.
+    // First to stop: no new connections, requests in flight finish and their doorbells ring,
+    // then the sweeper, the worker and the servers behind it stop.
     stops.push({
       name: 'API',
       stop: async () => {

@@ -5,7 +5,7 @@ import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
 import type { Client } from '@temporalio/client';
 import type { Db } from '../db/knex';
-import type { Logger } from '../logger';
+import { requestLogSerializers, type Logger } from '../logger';
 import type { Config } from '../config';
 import { BillingGateway } from './billing-gateway';
 import { TenantDirectory } from './tenant-directory';
@@ -15,7 +15,7 @@ import type { ApiContext } from './context';
 import { operationsRouter } from './routes/operations';
 import { createApiMetrics, type ApiMetrics } from './metrics';
 import { rateLimit } from './rate-limit';
-import type { CoalescerOptions } from './ingest-coalescer';
+import type { DoorbellOptions } from './doorbell';
 import { plansRouter } from './routes/plans';
 import { tenantsRouter } from './routes/tenants';
 import { usageRouter } from './routes/usage';
@@ -23,7 +23,7 @@ import { financeRouter } from './routes/finance';
 import { readsRouter } from './routes/reads';
 import { alertRulesRouter } from './routes/alert-rules';
 import { invoicesRouter } from './routes/invoices';
-import { rejectUnsafeJson } from './body-guard';
+import { rejectUnsafeJson, verifyJsonBody } from './body-guard';
 
 /**
  * Ids travel into SQL and Temporal ids: a path with control characters (`%00`) or broken
@@ -53,13 +53,16 @@ export interface AppDeps {
   searchAttributes?: boolean;
   /** Per-key request rates (RATE_LIMIT_*); absent or 0: no limit (tests drive the API hard). */
   rateLimits?: { ingestPerSecond?: number; readsPerSecond?: number };
-  /** Ingest coalescing (INGEST_COALESCE_WINDOW_MS ...); on with defaults unless false. */
-  ingestCoalescing?: Omit<CoalescerOptions, 'onSignal'> | false;
+  /** The ingest doorbell (INGEST_DOORBELL_WINDOW_MS): at most one ring per tenant per window. */
+  doorbell?: Omit<DoorbellOptions, 'onRing'>;
   /** The in-process Temporal worker's Prometheus endpoint, appended to `/metrics` (`npm start`). */
   workerMetricsUrl?: string;
   /** A metrics registry to record into; one is created per app otherwise. */
   metrics?: ApiMetrics;
 }
+
+/** Each app's gateway, so a graceful stop can wait for its doorbell. */
+const gateways = new WeakMap<Express, BillingGateway>();
 
 /** Requests in flight and whether the app is shutting down, per app (see {@link beginDrain}). */
 const drains = new WeakMap<Express, { draining: boolean; open: Set<ServerResponse> }>();
@@ -78,10 +81,10 @@ export function beginDrain(app: Express): void {
 }
 
 /** The app's tuning from the process configuration, shared by `npm start` and `npm run api`. */
-export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'ingestCoalescing'> {
+export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'doorbell'> {
   return {
     rateLimits: { ingestPerSecond: config.RATE_LIMIT_INGEST_PER_SECOND, readsPerSecond: config.RATE_LIMIT_READS_PER_SECOND },
-    ingestCoalescing: { windowMs: config.INGEST_COALESCE_WINDOW_MS },
+    doorbell: { windowMs: config.INGEST_DOORBELL_WINDOW_MS },
   };
 }
 
@@ -97,24 +100,15 @@ export async function closeGracefully(app: Express, server: { close(): Promise<v
     timer = setTimeout(() => resolve('timeout'), timeoutMs);
   });
   try {
-    return await Promise.race([server.close().then(() => 'closed' as const), timeout]);
+    // Closed means answered and rung: every stored batch's doorbell has reached Temporal (or failed, for the sweeper).
+    const closed = server.close().then(async () => {
+      await gateways.get(app)?.drainDoorbell();
+      return 'closed' as const;
+    });
+    return await Promise.race([closed, timeout]);
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Request headers that carry credentials: logged as `[redacted]`, never as their value. */
-const SECRET_HEADERS = ['x-api-key', 'authorization', 'proxy-authorization', 'cookie'];
-
-/**
- * pino-http's request serializer logs every header; this copy hides the credentials, so API keys
- * (the admin key included) never reach the logs. It copies: the headers object is the live one.
- */
-function redactRequest<T extends { headers?: Record<string, unknown> }>(req: T): T {
-  if (!req.headers) return req;
-  const headers = { ...req.headers };
-  for (const name of SECRET_HEADERS) if (headers[name] !== undefined) headers[name] = '[redacted]';
-  return { ...req, headers };
 }
 
 /** Client-supplied request ids are echoed only when short and log-safe; otherwise a new one is made. */
@@ -127,8 +121,15 @@ export function createApp(deps: AppDeps): Express {
     db: deps.db,
     billing: new BillingGateway(deps.temporal, deps.taskQueue, {
       searchAttributes: deps.searchAttributes !== false,
-      coalescing: deps.ingestCoalescing === false ? false : { ...deps.ingestCoalescing, onSignal: (report) => metrics.recordSignal(report) },
+      doorbell: {
+        ...deps.doorbell,
+        onRing: (report) => {
+          metrics.recordRing(report);
+          if (!report.ok) deps.logger.warn({ tenant_id: report.tenantId, err: report.error }, 'doorbell ring failed; the sweeper will ring again');
+        },
+      },
     }),
+    metrics,
     tenants: new TenantDirectory(deps.db),
     adminKey: deps.adminKey,
     config: { TEMPORAL_NAMESPACE: deps.namespace },
@@ -148,6 +149,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', false);
   const drain = { draining: false, open: new Set<ServerResponse>() };
   drains.set(app, drain);
+  gateways.set(app, ctx.billing);
   app.use((_req, res, next) => {
     if (drain.draining) res.setHeader('Connection', 'close');
     drain.open.add(res);
@@ -165,13 +167,14 @@ export function createApp(deps: AppDeps): Express {
         return id;
       },
       customProps: (req) => ({ request_id: req.id }),
-      serializers: { req: redactRequest },
+      serializers: requestLogSerializers(deps.logger),
       autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' },
     }),
   );
   // JSON API: no CSP here (nothing renders the answers); /docs sets its own strict one.
   app.use(helmet({ contentSecurityPolicy: false }));
-  app.use(express.json({ limit: '1mb', strict: true, type: ['application/json', 'application/*+json'] }));
+  // Every body is read: verifyJsonBody answers 415 for one that is not JSON, 400 for bytes that are not UTF-8.
+  app.use(express.json({ limit: '1mb', strict: true, type: () => true, verify: verifyJsonBody }));
   // Text PostgreSQL cannot store and nesting JSON.stringify cannot write: 422 before any route.
   app.use(rejectUnsafeJson());
 

@@ -1,37 +1,41 @@
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WorkflowIdConflictPolicy, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
-import { TypedSearchAttributes } from '@temporalio/common';
+import {
+  WithStartWorkflowOperation,
+  WorkflowIdConflictPolicy,
+  WorkflowUpdateFailedError,
+  WorkflowUpdateRPCTimeoutOrCancelledError,
+  type Client,
+  type WorkflowStartOptions,
+} from '@temporalio/client';
+import { ApplicationFailure, TypedSearchAttributes } from '@temporalio/common';
 import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
-import { SEARCH_ATTRIBUTES, type TenantBillingInput } from '../workflows/tenant-billing';
+import type { UsageView } from '../domain/usage-view';
+import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes';
+import type { tenantBilling, TenantBillingInput } from '../workflows/tenant-billing';
+import { tenantRunDetails, tenantRunSummary } from '../workflows/summaries';
 import {
+  PERIOD_ROLLING_OVER,
   authorizeUpdate,
   cancelSubscriptionUpdate,
   closePeriodUpdate,
-  estimateQuery,
-  recordUsageSignal,
-  PERIOD_ROLLING_OVER,
-  USAGE_SIGNAL_DEADLINE_MS,
   settledUsageUpdate,
   tenantWorkflowId,
-  usageQuery,
   type AuthorizeRequest,
   type AuthorizeResult,
   type ClosePeriodResult,
-  type UsageEventInput,
-  type UsageView,
+  type UsageDoorbell,
 } from '../workflows/messages';
-import { IngestCoalescer, type CoalescerOptions } from './ingest-coalescer';
+import { Doorbell, type DoorbellOptions } from './doorbell';
 import { ApiError } from './errors';
+import { ringTenantWorkflow } from '../temporal';
 
 /** How the gateway talks to Temporal; tests and `createApp` set these. */
 export interface BillingGatewayOptions {
   /** False on servers without tally's search attributes (the time-skipping test server). */
   searchAttributes: boolean;
-  /** Ingest coalescing options, or false to send one signal per request and tenant. */
-  coalescing?: CoalescerOptions | false;
+  /** The ingest doorbell (how often a tenant's run is rung at most). */
+  doorbell?: DoorbellOptions;
 }
 
 /** What the API needs to start a tenant's workflow. */
@@ -44,41 +48,34 @@ export interface StartTenantInput {
   period: Period;
 }
 
+/** How long `?consistent=true` waits for the run to count every stored event. */
+export const SETTLED_USAGE_DEADLINE_MS = 10_000;
+
 /**
  * The API's only door into Temporal: every workflow id, message name and search attribute the
  * API uses goes through here, so routes stay thin and tests can read one place.
+ *
+ * Every message to a tenant's run goes "with start": if the run is not there (it ended
+ * unexpectedly, terminated by hand or by a limit), a new one starts, rebuilds its ledger from
+ * PostgreSQL and answers. Nothing a run holds is lost with it.
  */
 export class BillingGateway {
-  private readonly coalescer: IngestCoalescer | undefined;
+  readonly doorbell: Doorbell;
 
   constructor(
     private readonly client: Client,
     private readonly taskQueue: string,
     private readonly options: BillingGatewayOptions = { searchAttributes: true },
   ) {
-    // Coalescing is on unless explicitly turned off: it is how ingest scales per tenant.
-    this.coalescer =
-      options.coalescing === false ? undefined : new IngestCoalescer((t, e, r) => this.signalUsage(t, e, r), options.coalescing ?? {});
+    this.doorbell = new Doorbell((tenantId, doorbell) => this.ring(tenantId, doorbell), options.doorbell);
   }
 
-  /** Starts `billing-<tenant>`; a second call for a running tenant is a no-op. */
+  /** Starts `billing-<tenant>` (its first run reads its ledger from PostgreSQL); a second call is a no-op. */
   async startTenant(input: StartTenantInput): Promise<string> {
-    const workflowId = tenantWorkflowId(input.tenantId);
-    const args: TenantBillingInput = {
-      tenant_id: input.tenantId,
-      timezone: input.timezone,
-      billing_anchor: input.billingAnchor,
-      plan: input.plan,
-      period: input.period,
-      search_attributes: this.options.searchAttributes,
-    };
-    await this.client.workflow.start('tenantBilling', {
-      taskQueue: this.taskQueue,
-      workflowId,
-      args: [args],
-      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-      staticSummary: `Billing for ${input.tenantName} (${input.tenantId})`,
-      staticDetails: `Plan ${input.plan.id} v${input.plan.version}, ${input.plan.interval}ly periods from ${input.billingAnchor} (${input.timezone}).`,
+    const { workflowId } = await this.client.workflow.start('tenantBilling', {
+      ...this.startOptions(input.tenantId),
+      staticSummary: tenantRunSummary(input.tenantId, input.tenantName),
+      staticDetails: tenantRunDetails(input.plan, input.billingAnchor, input.timezone),
       ...(this.options.searchAttributes
         ? {
             typedSearchAttributes: new TypedSearchAttributes([
@@ -94,89 +91,108 @@ export class BillingGateway {
     return workflowId;
   }
 
+  /** Resolves once every stored batch has rung its tenant's run (graceful shutdown, tests). */
+  async drainDoorbell(): Promise<void> {
+    await this.doorbell.drain();
+  }
+
+  /** Rings a tenant's run: stored usage waits to be claimed. */
+  async ring(tenantId: string, doorbell: UsageDoorbell): Promise<void> {
+    await ringTenantWorkflow(this.client, { taskQueue: this.taskQueue, tenantId, doorbell, searchAttributes: this.options.searchAttributes });
+  }
+
   /**
-   * Records one request's usage; resolves once Temporal has durably accepted the signal that
-   * carries it. Concurrent requests for one tenant share a signal (see ingest-coalescer.ts).
+   * Read-your-writes usage: the run counts every event stored before this call, then answers. A
+   * run that cannot within the deadline answers 503, never a view that misses acknowledged events.
    */
-  async recordUsage(tenantId: string, events: UsageEventInput[], receivedAt: Date): Promise<void> {
-    if (this.coalescer) await this.coalescer.submit(tenantId, events, receivedAt);
-    else await this.signalUsage(tenantId, events, receivedAt);
-  }
-
-  /** Resolves once no usage signal is queued or in flight (graceful shutdown, tests). */
-  async drainUsage(): Promise<void> {
-    await this.coalescer?.drain();
-  }
-
-  /** One `recordUsage` signal: the only place usage enters a workflow. */
-  private async signalUsage(tenantId: string, events: UsageEventInput[], receivedAt: Date): Promise<void> {
-    // Acknowledge only what lands in the tenant's history within the deadline: a closed period is
-    // sealed after its grace plus a settle time longer than this, so nothing acknowledged for it
-    // can arrive after its invoice was finalized. Late is better refused (503, retried) than lost.
-    const deadline = receivedAt.getTime() + USAGE_SIGNAL_DEADLINE_MS;
-    const unavailable = (why: string) =>
-      new ApiError(503, 'unavailable', `usage could not be recorded in time (${why}); nothing was recorded, retry`, undefined, { 'Retry-After': '1' });
-    if (Date.now() >= deadline) throw unavailable('deadline passed before sending');
+  async settledUsage(tenantId: string): Promise<UsageView> {
     try {
-      await this.client.withDeadline(deadline, () =>
-        this.handle(tenantId).signal(recordUsageSignal, { batchId: randomUUID(), receivedAt: receivedAt.toISOString(), events }),
-      );
+      return await this.client.withDeadline(Date.now() + SETTLED_USAGE_DEADLINE_MS, () => this.update(tenantId, settledUsageUpdate, []));
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw err;
-      throw unavailable((err as Error).message);
-    }
-  }
-
-  /** The current period's usage, from the workflow's counters. */
-  async usage(tenantId: string, consistent = false): Promise<UsageView> {
-    const handle = this.handle(tenantId);
-    return consistent ? handle.executeUpdate(settledUsageUpdate) : handle.query(usageQuery);
-  }
-
-  /** The cost of extra usage from where the tenant stands now. */
-  async estimate(tenantId: string, metric: string, quantity: number): Promise<{ amount: string; currency: string }> {
-    return this.handle(tenantId).query(estimateQuery, { metric, quantity });
-  }
-
-  /** Check-and-consume against a hard limit (a workflow update). */
-  async authorize(tenantId: string, request: AuthorizeRequest): Promise<AuthorizeResult> {
-    // A request that meets a rollover is answered by the next period's run: retry a few times.
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        return await this.handle(tenantId).executeUpdate(authorizeUpdate, { args: [request], updateId: `authorize-${request.id}` });
-      } catch (err) {
-        const rollingOver = err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure && err.cause.type === PERIOD_ROLLING_OVER;
-        if (!rollingOver) throw err;
-        if (attempt >= 10) {
-          throw new ApiError(503, 'unavailable', 'the billing period is rolling over; retry', undefined, { 'Retry-After': '1' });
-        }
-        await sleep(100 * attempt);
+      if (err instanceof ApiError) throw err;
+      if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || isDeadline(err)) {
+        throw new ApiError(503, 'unavailable', 'usage could not be settled in time; retry', undefined, { 'Retry-After': '1' });
       }
-    }
-  }
-
-  /** Finance closes the current period now. */
-  async closePeriod(tenantId: string, finalize: boolean): Promise<ClosePeriodResult> {
-    return this.handle(tenantId).executeUpdate(closePeriodUpdate, { args: [{ finalize }] });
-  }
-
-  /** Cancels the subscription: final invoice, then the workflow completes. */
-  async cancel(tenantId: string): Promise<ClosePeriodResult> {
-    return this.handle(tenantId).executeUpdate(cancelSubscriptionUpdate, { args: [] });
-  }
-
-  /** True when the tenant's workflow is running. */
-  async isRunning(tenantId: string): Promise<boolean> {
-    try {
-      const d = await this.handle(tenantId).describe();
-      return d.status.name === 'RUNNING';
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) return false;
       throw err;
     }
   }
 
-  private handle(tenantId: string) {
-    return this.client.workflow.getHandle(tenantWorkflowId(tenantId));
+  /** Check-and-consume against a hard limit (a workflow update). */
+  async authorize(tenantId: string, request: AuthorizeRequest): Promise<AuthorizeResult> {
+    return this.update(tenantId, authorizeUpdate, [request], `authorize-${request.id}`);
   }
+
+  /**
+   * Finance closes the current period now. With an idempotency key, concurrent retries share one
+   * update (its id), and the run stores the key with the closed period for later retries.
+   */
+  async closePeriod(tenantId: string, finalize: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> {
+    return this.update(tenantId, closePeriodUpdate, [{ finalize, ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {}) }], idempotencyKey ? `close-${idempotencyKey}` : undefined);
+  }
+
+  /** Cancels the subscription: the period closes now, its final invoice follows its grace. */
+  async cancel(tenantId: string): Promise<ClosePeriodResult> {
+    return this.update(tenantId, cancelSubscriptionUpdate, []);
+  }
+
+  /**
+   * One update, with start. A run that is finishing (continue-as-new, a rollover) refuses new
+   * requests at once; the next run answers, so the request is retried a few times.
+   */
+  private async update<Ret, Args extends unknown[]>(
+    tenantId: string,
+    update: Parameters<Client['workflow']['executeUpdateWithStart']>[0] & { name: string },
+    args: Args,
+    updateId?: string,
+  ): Promise<Ret> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return (await this.client.workflow.executeUpdateWithStart(update, {
+          args,
+          ...(updateId ? { updateId } : {}),
+          startWorkflowOperation: new WithStartWorkflowOperation('tenantBilling', {
+            ...this.startOptions(tenantId),
+            staticSummary: tenantRunSummary(tenantId),
+            workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+          }),
+        })) as Ret;
+      } catch (err) {
+        const failure = err instanceof WorkflowUpdateFailedError ? err.cause : undefined;
+        if (failure instanceof ApplicationFailure ? failure.type === PERIOD_ROLLING_OVER : isWorkflowNotReady(err)) {
+          if (attempt >= 20) throw new ApiError(503, 'unavailable', 'the billing period is rolling over; retry', undefined, { 'Retry-After': '1' });
+          await sleep(50 * attempt);
+          continue;
+        }
+        if (!(failure instanceof ApplicationFailure)) throw err;
+        if (failure.type === 'conflict') throw new ApiError(409, 'conflict', failure.message);
+        if (failure.type === 'unknown_metric') throw new ApiError(422, 'unknown_metric', failure.message, [{ path: 'metric', message: 'unknown metric' }]);
+        if (failure.type === 'validation_failed') throw new ApiError(422, 'validation_failed', failure.message);
+        throw err;
+      }
+    }
+  }
+
+  private startOptions(tenantId: string): WorkflowStartOptions<typeof tenantBilling> & { workflowId: string } {
+    const input: TenantBillingInput = { tenant_id: tenantId, search_attributes: this.options.searchAttributes };
+    return {
+      taskQueue: this.taskQueue,
+      workflowId: tenantWorkflowId(tenantId),
+      args: [input],
+      ...(this.options.searchAttributes ? { typedSearchAttributes: new TypedSearchAttributes([{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }]) } : {}),
+    };
+  }
+}
+
+/**
+ * The server could not hand the update to the run this time (FAILED_PRECONDITION): its workflow
+ * task was superseded by new history (a doorbell arrived meanwhile) or the run was continuing as
+ * new. Nothing was applied; the next attempt reaches a settled run.
+ */
+function isWorkflowNotReady(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 9;
+}
+
+/** The client's own deadline error (gRPC DEADLINE_EXCEEDED). */
+function isDeadline(err: unknown): boolean {
+  return err instanceof Error && /deadline/i.test(err.message);
 }

@@ -1,5 +1,7 @@
-import type { RequestHandler } from 'express';
-import { ApiError, type FieldError } from './errors';
+import { isUtf8 } from 'node:buffer';
+import type { IncomingMessage } from 'node:http';
+import type { Request, RequestHandler } from 'express';
+import { ApiError, printableKey, type FieldError } from './errors';
 
 /**
  * A JSON body can parse and pass its schema yet still be impossible to store or process: text
@@ -25,14 +27,10 @@ function textProblem(text: string): string | undefined {
   return undefined;
 }
 
-/** A key as it may appear in an error path: printable and short. */
-function printableKey(key: string): string {
-  const clean = key.replace(UNPAIRED_SURROGATE, '\ufffd').replace(/[\u0000-\u001f\u007f]/g, '\ufffd'); // eslint-disable-line no-control-regex
-  return clean.length > 64 ? `${clean.slice(0, 64)}…` : clean;
-}
-
 /**
- * The first problem of a parsed JSON body (`errors[]` entry with a dotted path), or undefined.
+ * The first problem of a parsed JSON body (`errors[]` entry with a dotted path), or undefined:
+ * unstorable text, a number JSON.parse could only read as ±Infinity, a `__proto__` key, or too
+ * deep a nesting.
  * Iterative, so a body nested as deep as 1 MiB allows cannot overflow the stack here either.
  * `__proto__` keys are refused too: JSON.parse makes them own keys, but any object spread or
  * schema that copies them by assignment would drop them (or swap a prototype) silently.
@@ -46,6 +44,9 @@ export function jsonBodyProblem(body: unknown, maxDepth = MAX_BODY_DEPTH): Field
       if (problem) return { path: path || '(body)', message: problem };
       continue;
     }
+    // JSON.parse reads a number beyond the double range (`1e400`) as Infinity, which
+    // JSON.stringify then writes as null: the value would be stored as something else.
+    if (typeof value === 'number' && !Number.isFinite(value)) return { path: path || '(body)', message: 'must be a finite number (within ±1.7976931348623157e308)' };
     if (value === null || typeof value !== 'object') continue;
     if (depth >= maxDepth) return { path: path || '(body)', message: `must not be nested deeper than ${maxDepth} levels` };
     const isArray = Array.isArray(value);
@@ -68,4 +69,34 @@ export function rejectUnsafeJson(): RequestHandler {
     if (problem) return next(new ApiError(422, 'validation_failed', 'the request body cannot be accepted', [problem]));
     next();
   };
+}
+
+/** The media types read as JSON bodies. */
+export const JSON_MEDIA_TYPES = ['application/json', 'application/*+json'];
+
+/**
+ * The `verify` hook of the JSON body parser, which sees the raw bytes before they are decoded.
+ * Every body is read (the parser's `type` accepts all), so that what is not a JSON body can be
+ * refused here rather than left unparsed for a route to misreport as missing fields:
+ *
+ * - a non-empty body that is not declared JSON (no Content-Type, `text/plain`, a form) is 415;
+ * - a JSON body in another charset than UTF-8 is 415 (RFC 8259 §8.1: JSON between systems is
+ *   UTF-8), since decoding UTF-16 or UTF-32 would face the same broken sequences as below;
+ * - bytes that are not valid UTF-8 are 400. The decoder would turn each broken sequence into
+ *   U+FFFD, so `inv\xff` and `inv\xfe` would both become `inv\ufffd`: two event ids, one key.
+ *
+ * An empty body is left to the route: close-period takes none, the others then name their fields.
+ */
+export function verifyJsonBody(req: IncomingMessage, _res: unknown, body: Buffer, encoding: string | null): void {
+  if (body.length === 0) return;
+  const contentType = req.headers['content-type'];
+  if (!(req as Request).is(JSON_MEDIA_TYPES)) {
+    throw new ApiError(415, 'unsupported_media_type', `request bodies are JSON: send Content-Type: application/json (got ${contentType ? JSON.stringify(contentType.slice(0, 100)) : 'none'})`);
+  }
+  if (encoding !== 'utf-8') {
+    throw new ApiError(415, 'unsupported_media_type', `JSON bodies are UTF-8: send charset=utf-8 or no charset (got ${JSON.stringify(String(encoding).slice(0, 40))})`);
+  }
+  if (!isUtf8(body)) {
+    throw new ApiError(400, 'validation_failed', 'the request body is not valid UTF-8', [{ path: '(body)', message: 'must be UTF-8 text (a byte sequence here is not)' }]);
+  }
 }

@@ -2,11 +2,13 @@ import type { Db } from '../db/knex';
 import type { Config } from '../config';
 import type { BillingGateway } from './billing-gateway';
 import type { TenantDirectory } from './tenant-directory';
+import type { ApiMetrics } from './metrics';
 
 /** Everything a route needs, built once by `createApp`. */
 export interface ApiContext {
   db: Db;
   billing: BillingGateway;
+  metrics: ApiMetrics;
   tenants: TenantDirectory;
   adminKey: string;
   config: Pick<Config, 'TEMPORAL_NAMESPACE'>;

@@ -10,8 +10,10 @@ export type ProblemCode =
   | 'late_event'
   | 'future_event'
   | 'unknown_metric'
+  | 'subscription_cancelled'
   | 'conflict'
   | 'payload_too_large'
+  | 'unsupported_media_type'
   | 'rate_limited'
   | 'unavailable'
   | 'internal';
@@ -24,8 +26,10 @@ const TITLES: Record<ProblemCode, string> = {
   late_event: 'Event too late',
   future_event: 'Event in the future',
   unknown_metric: 'Unknown metric',
+  subscription_cancelled: 'Subscription cancelled',
   conflict: 'Conflict',
   payload_too_large: 'Payload too large',
+  unsupported_media_type: 'Unsupported media type',
   rate_limited: 'Too many requests',
   unavailable: 'Service unavailable',
   internal: 'Internal error',
@@ -55,9 +59,32 @@ export function notFound(what: string): ApiError {
   return new ApiError(404, 'not_found', `${what} not found`);
 }
 
-/** Turns zod issues into `errors[]` with dotted paths (`events.3.quantity`). */
+/**
+ * How many unknown fields of one object are named one by one; the rest are summed up in one more
+ * entry, so a body of 60,000 unknown keys does not answer with 60,000 errors.
+ */
+const MAX_UNKNOWN_FIELDS_NAMED = 10;
+
+/** A key as it may appear in an error path: printable and at most 64 characters. */
+export function printableKey(key: string): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = key.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]|[\u0000-\u001f\u007f]/g, '\ufffd');
+  return clean.length > 64 ? `${clean.slice(0, 64)}…` : clean;
+}
+
+/**
+ * Turns zod issues into `errors[]` with dotted paths (`events.3.quantity`). Zod reports unknown
+ * fields once per object, at the object's path; each is named here at its own path
+ * (`events.0.colour`), which is what a client needs to find the field it misspelled.
+ */
 export function fieldErrors(error: ZodError): FieldError[] {
-  return error.issues.map((issue) => ({ path: issue.path.map(String).join('.') || '(body)', message: issue.message }));
+  return error.issues.flatMap((issue) => {
+    const path = issue.path.map(String);
+    if (issue.code !== 'unrecognized_keys') return [{ path: path.join('.') || '(body)', message: issue.message }];
+    const named = issue.keys.slice(0, MAX_UNKNOWN_FIELDS_NAMED).map((key) => ({ path: [...path, printableKey(key)].join('.'), message: 'is not a known field' }));
+    const more = issue.keys.length - named.length;
+    return more > 0 ? [...named, { path: path.join('.') || '(body)', message: `has ${more} more unknown fields` }] : named;
+  });
 }
 
 /** The one error middleware: every 4xx/5xx body is problem+json; client input never yields a 5xx. */
@@ -69,6 +96,7 @@ export function errorMiddleware(): ErrorRequestHandler {
     else if (err instanceof ZodError) problem = new ApiError(422, 'validation_failed', 'the request is invalid', fieldErrors(err));
     else if (err?.type === 'entity.parse.failed') problem = new ApiError(400, 'validation_failed', 'malformed JSON body');
     else if (err?.type === 'entity.too.large') problem = new ApiError(413, 'payload_too_large', 'the request body is too large');
+    else if (err?.status === 415) problem = new ApiError(415, 'unsupported_media_type', String(err.message ?? 'unsupported media type'));
     else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {
       problem = new ApiError(err.status, 'validation_failed', String(err.message ?? 'bad request'));
     } else if (isDependencyOutage(err)) {

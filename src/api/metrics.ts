@@ -1,6 +1,6 @@
 import type { Request, RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { SignalReport } from './ingest-coalescer';
+import type { RingReport } from './doorbell';
 import type { RateLimitBudget } from './rate-limit';
 
 /**
@@ -9,8 +9,8 @@ import type { RateLimitBudget } from './rate-limit';
  * - HTTP: request count and latency by method, route pattern and status. The label is the Express
  *   route pattern (`/v1/tenants/:id/usage`), never the raw URL, so tenant ids do not multiply the
  *   series; requests that match no route share the label `unmatched`.
- * - Ingest: requests and events acknowledged, signals sent, and how many requests each signal
- *   carried (the coalescing ratio).
+ * - Ingest: batches and events stored (acknowledged), doorbell rings sent, and how many stored
+ *   batches each ring stood for (the coalescing ratio).
  * - Rate limiting: refused requests per budget.
  * - Node.js process metrics, and when the worker runs in the same process (`npm start`), the
  *   Temporal SDK runtime's own metrics scraped from its local Prometheus exporter.
@@ -24,8 +24,10 @@ export interface ApiMetrics {
   readonly registry: Registry;
   /** Records every request's count and latency when its response ends. */
   httpMiddleware(): RequestHandler;
-  /** One ingest signal was acknowledged (or failed). */
-  recordSignal(report: SignalReport): void;
+  /** One request's batches were stored in PostgreSQL (and acknowledged). */
+  recordIngest(batches: number, events: number): void;
+  /** One doorbell ring was accepted by Temporal (or failed). */
+  recordRing(report: RingReport): void;
   /** One request was refused by a rate limit. */
   recordRateLimited(budget: RateLimitBudget): void;
   /** The exposition text: this process's metrics, then the worker runtime's when configured. */
@@ -66,36 +68,36 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
   });
   const ingestRequests = new Counter({
     name: 'tally_ingest_requests_total',
-    help: 'Ingest batches (per tenant of a POST /v1/events) acknowledged durably by Temporal.',
+    help: 'Ingest batches (per tenant of a POST /v1/events) stored durably in PostgreSQL.',
     registers,
   });
-  const ingestEvents = new Counter({ name: 'tally_ingest_events_total', help: 'Usage events acknowledged durably by Temporal.', registers });
-  const ingestSignals = new Counter({
+  const ingestEvents = new Counter({ name: 'tally_ingest_events_total', help: 'Usage events stored durably (acknowledged).', registers });
+  const rings = new Counter({
     name: 'tally_ingest_signals_total',
-    help: 'recordUsage signals sent, by result (ok, error).',
+    help: 'recordUsage doorbell signals sent, by result (ok, error).',
     labelNames: ['result'] as const,
     registers,
   });
-  const signalRequests = new Histogram({
+  const ringBatches = new Histogram({
     name: 'tally_ingest_requests_per_signal',
-    help: 'How many ingest batches one recordUsage signal carried (coalescing).',
+    help: 'How many stored ingest batches one recordUsage doorbell signal stood for (coalescing).',
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
     registers,
   });
-  const signalDuration = new Histogram({
+  const ringDuration = new Histogram({
     name: 'tally_ingest_signal_duration_seconds',
-    help: 'Time until Temporal acknowledged a recordUsage signal, in seconds.',
+    help: 'Time until Temporal accepted a recordUsage doorbell signal, in seconds.',
     buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers,
   });
-  let acknowledgedRequests = 0;
-  let acknowledgedSignals = 0;
+  let rungBatches = 0;
+  let acceptedRings = 0;
   new Gauge({
     name: 'tally_ingest_coalescing_ratio',
-    help: 'Ingest batches per successful recordUsage signal since the process started (1 = no coalescing).',
+    help: 'Stored ingest batches per accepted doorbell signal since the process started (1 = no coalescing).',
     registers,
     collect() {
-      this.set(acknowledgedSignals === 0 ? 0 : acknowledgedRequests / acknowledgedSignals);
+      this.set(acceptedRings === 0 ? 0 : rungBatches / acceptedRings);
     },
   });
   const rateLimited = new Counter({
@@ -128,15 +130,17 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
         next();
       };
     },
-    recordSignal(report) {
-      ingestSignals.inc({ result: report.ok ? 'ok' : 'error' });
-      signalDuration.observe(report.durationMs / 1000);
+    recordIngest(batches, events) {
+      ingestRequests.inc(batches);
+      ingestEvents.inc(events);
+    },
+    recordRing(report) {
+      rings.inc({ result: report.ok ? 'ok' : 'error' });
+      ringDuration.observe(report.durationMs / 1000);
       if (!report.ok) return;
-      signalRequests.observe(report.requests);
-      ingestRequests.inc(report.requests);
-      ingestEvents.inc(report.events);
-      acknowledgedRequests += report.requests;
-      acknowledgedSignals += 1;
+      ringBatches.observe(report.batches);
+      rungBatches += report.batches;
+      acceptedRings += 1;
     },
     recordRateLimited(budget) {
       rateLimited.inc({ budget });

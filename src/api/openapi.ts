@@ -112,7 +112,7 @@ export function buildOpenApiDocument(app: Application): Record<string, unknown> 
       title: 'tally API',
       version: '1',
       description:
-        'Usage billing on Temporal. Keys go in `X-API-Key` (or `Authorization: Bearer`). A tenant key acts only on its own tenant: any other tenant answers 404. Errors are `application/problem+json` with a stable `code`. List endpoints take `limit` (1..100, default 25) and `starting_after` and answer `{ data, has_more, total_count }`, newest first. Any request with a JSON body that is malformed (400), larger than 1 MiB (413) or holds text PostgreSQL cannot store (422) is refused before it reaches its route.',
+        'Usage billing on Temporal. Keys go in `X-API-Key` (or `Authorization: Bearer`). A tenant key acts only on its own tenant: any other tenant answers 404. Errors are `application/problem+json` with a stable `code`. List endpoints take `limit` (1..100, default 25) and `starting_after` and answer `{ data, has_more, total_count }`, newest first. Any request with a body that is not JSON (415), malformed or not UTF-8 (400), larger than 1 MiB (413) or holds text PostgreSQL cannot store (422) is refused before it reaches its route.',
       license: LICENSE,
     },
     servers: [{ url: '/', description: 'the server that serves this document' }],
@@ -142,6 +142,7 @@ function routeConfig(route: ServedRoute): RouteConfig {
   if (op.body) {
     problems[400] = problemResponse('malformed JSON body');
     problems[413] = problemResponse('body larger than 1 MiB (`payload_too_large`)');
+    problems[415] = problemResponse('a body that is not `application/json` in UTF-8 (`unsupported_media_type`)');
   }
   if (op.body || op.query || op.headers) problems[422] = problemResponse('validation failed (`validation_failed`; `errors[].path` names each bad field)');
   if (!op.public) {

@@ -17,7 +17,7 @@ export const problem = z
     title: z.string(),
     status: z.number().int(),
     detail: z.string(),
-    code: z.string().describe('stable machine word to branch on: validation_failed, not_found, unauthorized, forbidden, late_event, future_event, unknown_metric, conflict, payload_too_large, rate_limited, unavailable, internal'),
+    code: z.string().describe('stable machine word to branch on: validation_failed, not_found, unauthorized, forbidden, late_event, future_event, unknown_metric, subscription_cancelled, conflict, payload_too_large, unsupported_media_type, rate_limited, unavailable, internal'),
     errors: z.array(z.object({ path: z.string().describe('dotted path of the field, e.g. `events.3.quantity`'), message: z.string() })).optional(),
     request_id: z.string().optional().describe('the `X-Request-Id` of the request'),
   })
@@ -98,6 +98,9 @@ export const rotatedWebhookSecret = z.object({ tenant_id: z.string(), webhook_se
 
 export const ingested = z.object({ received: z.number().int().describe('events acknowledged (durable)') });
 
+/** A quantity exactly as tally counts it, beside its JSON number. */
+const exactQuantity = z.string().describe('the same quantity exactly, as a decimal string (up to 6 decimal places), never rounded');
+
 export const usageView = z
   .object({
     tenant_id: z.string(),
@@ -106,7 +109,14 @@ export const usageView = z
     period: period.extend({ interval: z.enum(['day', 'month', 'year']) }),
     metrics: z.record(
       z.string(),
-      z.object({ used: z.number(), limit: z.number().nullable(), percent: z.number().nullable(), hard_limit: z.boolean(), amount: money }),
+      z.object({
+        used: z.number().describe('the counter as a JSON number (a double: may round a counter with more than 15-17 significant digits)'),
+        used_decimal: exactQuantity,
+        limit: z.number().nullable(),
+        percent: z.number().nullable(),
+        hard_limit: z.boolean(),
+        amount: money,
+      }),
     ),
     costs: z.object({ base_fee: money, usage: money, total: money, currency: z.string() }),
     alerts: z.array(
@@ -153,6 +163,7 @@ export const invoice = z
         metric: z.string().nullable().describe('null for the base fee'),
         description: z.string(),
         quantity: z.number(),
+        quantity_decimal: exactQuantity,
         amount: money,
         tiers: z.array(z.object({}).catchall(z.unknown())).optional().describe('how a tiered price split the quantity'),
       }),

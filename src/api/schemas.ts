@@ -4,8 +4,14 @@ import { DEFAULT_ALERT_THRESHOLDS, DEFAULT_GRACE_PERIOD_SECONDS, METRIC_NAME_PAT
 import { isValidTimeZone } from '../domain/periods';
 
 /**
- * Request shapes of API v1, written once as zod schemas: validation, types and (later) the
- * OpenAPI document all come from here.
+ * Request shapes of API v1, written once as zod schemas: validation, types and the OpenAPI
+ * document all come from here.
+ *
+ * Every object is strict: a field the API does not know answers 422 naming it
+ * (`events.0.colour`), never silently dropped. A misspelled optional field (`finalise`) or one
+ * the API does not have yet (`dry_run` on a rerun) would otherwise be accepted and ignored, and
+ * the request would do something other than what the client asked for. Only event `properties`
+ * are free-form.
  */
 
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -45,34 +51,47 @@ export const webhookUrl = z
 /** A money or price amount as a decimal string (up to 10 decimal places, BILLING.md). */
 export const decimalString = z.string().regex(/^\d{1,18}(\.\d{1,10})?$/, 'must be a decimal string such as "29.00"');
 
-/** A quantity: a finite JSON number >= 0 with at most 6 decimal places. */
-export const quantity = z
-  .number()
-  .finite()
-  .min(0)
-  .max(1e15)
-  .refine((q) => new Dec(q).decimalPlaces() <= 6, 'must have at most 6 decimal places');
+/** The largest quantity of one event (and of one authorize or estimate request). */
+export const MAX_QUANTITY = 1e15;
 
-const tier = z.object({
+const atMostSixDecimals = (q: number) => new Dec(q).decimalPlaces() <= 6;
+
+/** A quantity: a finite JSON number >= 0 with at most 6 decimal places. */
+export const quantity = z.number().finite().min(0).max(MAX_QUANTITY).refine(atMostSixDecimals, 'must have at most 6 decimal places');
+
+/**
+ * A package's size: a quantity above 0. At least 0.000001, so a period's packages stay within
+ * the 60 significant digits rating is exact to (a size of 5e-324 would make 10^339 packages).
+ */
+const packageSize = z.number().finite().positive().max(MAX_QUANTITY).refine(atMostSixDecimals, 'must have at most 6 decimal places');
+
+/** A threshold percent, of a plan or an alert rule: above 0, at most 1000, at most 4 decimal places (as alerts store it). */
+export const thresholdPercent = z
+  .number()
+  .positive()
+  .max(1000)
+  .refine((t) => new Dec(t).decimalPlaces() <= 4, 'must have at most 4 decimal places');
+
+const tier = z.strictObject({
   up_to: z.number().positive().finite().nullable(),
   unit_price: decimalString,
   flat_fee: decimalString.optional(),
 });
 
 const pricing = z.discriminatedUnion('model', [
-  z.object({ model: z.literal('per_unit'), unit_price: decimalString, included: quantity.optional() }),
-  z.object({ model: z.literal('graduated'), tiers: z.array(tier).min(1).max(50) }),
-  z.object({ model: z.literal('volume'), tiers: z.array(tier).min(1).max(50) }),
-  z.object({
+  z.strictObject({ model: z.literal('per_unit'), unit_price: decimalString, included: quantity.optional() }),
+  z.strictObject({ model: z.literal('graduated'), tiers: z.array(tier).min(1).max(50) }),
+  z.strictObject({ model: z.literal('volume'), tiers: z.array(tier).min(1).max(50) }),
+  z.strictObject({
     model: z.literal('package'),
-    package_size: z.number().positive().finite(),
+    package_size: packageSize,
     package_price: decimalString,
     included: quantity.optional(),
   }),
 ]);
 
 const meter = z
-  .object({
+  .strictObject({
     metric: z.string().regex(METRIC_NAME_PATTERN, 'must match ^[a-z][a-z0-9_]{0,63}$').refine(notObjectMember, OBJECT_MEMBER_MESSAGE),
     aggregation: z.enum(['sum', 'count', 'max', 'latest']),
     limit: z.number().positive().finite().optional(),
@@ -86,13 +105,13 @@ const meter = z
 
 /** `POST /v1/plans`. */
 export const createPlanBody = z
-  .object({
+  .strictObject({
     id: resourceId,
     name: z.string().min(1).max(200),
     currency: z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 code such as USD'),
     interval: z.enum(['day', 'month', 'year']),
     base_fee: decimalString,
-    alert_thresholds: z.array(z.number().positive().max(1000)).max(20).default(DEFAULT_ALERT_THRESHOLDS),
+    alert_thresholds: z.array(thresholdPercent).max(20).default(DEFAULT_ALERT_THRESHOLDS),
     cost_limit: decimalString.optional(),
     grace_period_seconds: z.number().int().min(0).max(90 * 86400).default(DEFAULT_GRACE_PERIOD_SECONDS),
     meters: z.array(meter).min(1).max(100),
@@ -106,7 +125,7 @@ export const createPlanBody = z
   });
 
 /** `POST /v1/tenants`. */
-export const createTenantBody = z.object({
+export const createTenantBody = z.strictObject({
   id: resourceId,
   name: z.string().min(1).max(200),
   plan_id: resourceId,
@@ -117,17 +136,15 @@ export const createTenantBody = z.object({
 });
 
 /** `PATCH /v1/tenants/{id}`: a plan change takes effect at the next period. */
-export const updateTenantBody = z
-  .object({
-    plan_id: resourceId.optional(),
-    name: z.string().min(1).max(200).optional(),
-    email: z.string().email().nullable().optional(),
-    webhook_url: webhookUrl.nullable().optional(),
-  })
-  .strict();
+export const updateTenantBody = z.strictObject({
+  plan_id: resourceId.optional(),
+  name: z.string().min(1).max(200).optional(),
+  email: z.string().email().nullable().optional(),
+  webhook_url: webhookUrl.nullable().optional(),
+});
 
 /** One usage event of `POST /v1/events`. */
-export const usageEvent = z.object({
+export const usageEvent = z.strictObject({
   id: z.string().min(1).max(128),
   tenant_id: resourceId.optional(),
   metric: z.string().regex(METRIC_NAME_PATTERN, 'must match ^[a-z][a-z0-9_]{0,63}$'),
@@ -137,13 +154,19 @@ export const usageEvent = z.object({
 });
 
 /** `POST /v1/events`: 1..1000 events, validated all-or-nothing. */
-export const ingestBody = z.object({ events: z.array(usageEvent).min(1).max(1000) });
+export const ingestBody = z.strictObject({ events: z.array(usageEvent).min(1).max(1000) });
 
 /** `POST /v1/tenants/{id}/authorize`. */
-export const authorizeBody = z.object({ id: z.string().min(1).max(128).refine(notObjectMember, OBJECT_MEMBER_MESSAGE), metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
+export const authorizeBody = z.strictObject({ id: z.string().min(1).max(128).refine(notObjectMember, OBJECT_MEMBER_MESSAGE), metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
 
 /** `POST /v1/tenants/{id}/estimate`. */
-export const estimateBody = z.object({ metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
+export const estimateBody = z.strictObject({ metric: z.string().regex(METRIC_NAME_PATTERN), quantity });
 
 /** `POST /v1/tenants/{id}/close-period`. */
-export const closePeriodBody = z.object({ finalize: z.boolean().optional() }).default({});
+export const closePeriodBody = z.strictObject({ finalize: z.boolean().optional() }).default({});
+
+/** Routes that take no body: an empty object (or nothing), so a field sent there is not ignored. */
+export const emptyBody = z.strictObject({});
+
+/** Routes that take no query parameters: any parameter is unknown, and refused by name. */
+export const noQuery = z.strictObject({});

@@ -30,3 +30,8 @@ export function alertId(tenantId: string, periodStart: string, subject: string, 
   const name = subject === COST_SUBJECT ? 'cost-limit' : subject;
   return `al_${tenantId}_${formatPeriodStamp(periodStart)}_${name}_${threshold}`;
 }
+
+/** One notified alert's delivery workflow: at most one per alert, ever. */
+export function alertDeliveryWorkflowId(alertId: string): string {
+  return `alert-${alertId}`;
+}

@@ -1,5 +1,7 @@
 import type { Db } from './knex';
 import type { AlertRecord } from '../activities/types';
+import type { AlertView } from '../domain/usage-view';
+import { normalizeDecimal } from './numeric';
 
 /** A row of `alerts` as pg returns it (decimals as strings, jsonb parsed). */
 export interface AlertRow {
@@ -40,4 +42,19 @@ export async function insertAlerts(db: Db, tenantId: string, periodStart: string
     // delivery) race on the primary key as well, and either one may win.
     .onConflict()
     .ignore();
+}
+
+/** A stored alert as the usage view shows it. */
+export function alertView(row: AlertRow): AlertView {
+  return {
+    id: row.id,
+    metric: row.subject,
+    threshold: Number(normalizeDecimal(row.threshold)),
+    level: row.level as AlertView['level'],
+    status: row.status === 'superseded' ? 'superseded' : 'notified',
+    used: Number(normalizeDecimal(row.used)),
+    limit: Number(normalizeDecimal(row.limit)),
+    period_start: row.period_start.toISOString(),
+    fired_at: row.fired_at.toISOString(),
+  };
 }

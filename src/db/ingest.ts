@@ -73,82 +73,112 @@ interface PeriodRow {
  * event sent right after a close lands in the new period rather than being refused as late.
  */
 export async function storeUsage(db: Db, tenantId: string, events: IncomingEvent[], receivedAt: Date, batchId: string): Promise<StoreOutcome> {
-  return db.transaction(async (trx) => {
-    await lockTenantLedger(trx, tenantId, 'shared');
-    const tenant = await trx('tenants')
-      .where({ id: tenantId })
-      .first<{ plan_id: string; billing_anchor: Date; timezone: string } | undefined>('plan_id', 'billing_anchor', 'timezone');
-    if (!tenant) return { kind: 'no_tenant' } as const;
-    const rows = await trx('periods')
+  const outcomes = await storeUsageBatches(db, new Map([[tenantId, events]]), receivedAt, batchId);
+  return outcomes.get(tenantId)!;
+}
+
+/**
+ * Stores one request's batches, one per tenant, in a single transaction: every tenant's events
+ * are stored, or (when any tenant's batch is refused) none are. Tenants are locked in id order,
+ * so two requests naming the same tenants cannot deadlock on each other.
+ */
+export async function storeUsageBatches(
+  db: Db,
+  batches: ReadonlyMap<string, IncomingEvent[]>,
+  receivedAt: Date,
+  batchId: string,
+): Promise<Map<string, StoreOutcome>> {
+  const outcomes = new Map<string, StoreOutcome>();
+  try {
+    await db.transaction(async (trx) => {
+      for (const tenantId of [...batches.keys()].sort()) outcomes.set(tenantId, await placeAndStore(trx, tenantId, batches.get(tenantId)!, receivedAt, batchId));
+      if ([...outcomes.values()].some((o) => o.kind !== 'stored')) throw ROLL_BACK;
+    });
+  } catch (err) {
+    if (err !== ROLL_BACK) throw err;
+  }
+  return outcomes;
+}
+
+/** Thrown to roll a request's transaction back once one of its batches was refused. */
+const ROLL_BACK = new Error('a batch of the request was refused');
+
+async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: IncomingEvent[], receivedAt: Date, batchId: string): Promise<StoreOutcome> {
+  await lockTenantLedger(trx, tenantId, 'shared');
+  const tenant = await trx('tenants')
+    .where({ id: tenantId })
+    .first<{ plan_id: string; billing_anchor: Date; timezone: string } | undefined>('plan_id', 'billing_anchor', 'timezone');
+  if (!tenant) return { kind: 'no_tenant' } as const;
+  // Periods that take events (open, or closed within grace), and the latest invoiced ones so a
+  // late event can be told which period refused it.
+  const columns = ['start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version'];
+  const rows = [
+    ...(await trx('periods').where({ tenant_id: tenantId }).whereNot({ status: 'invoiced' }).select<PeriodRow[]>(columns)),
+    ...(await trx('periods').where({ tenant_id: tenantId, status: 'invoiced' }).orderBy('start', 'desc').limit(3).select<PeriodRow[]>(columns)),
+  ];
+  const periods: StoredPeriod[] = rows.map((r) => ({
+    start: r.start.toISOString(),
+    end: r.end.toISOString(),
+    status: r.status,
+    grace_ends_at: r.grace_ends_at?.toISOString() ?? null,
+  }));
+  const lockedAt = new Date();
+  // The plan of periods not opened yet: read only when an event lands past the open period.
+  const open = rows.find((r) => r.status === 'open');
+  const latest = Math.max(lockedAt.getTime(), ...events.map((e) => (e.timestamp === null ? 0 : Date.parse(e.timestamp))));
+  const nextPlan = open && latest >= open.end.getTime() ? await findPlanVersion(trx as unknown as Db, tenant.plan_id) : undefined;
+  const following = (end: string) =>
+    periodAfterEarlyClose(tenant.billing_anchor.toISOString(), (nextPlan?.interval ?? 'month') as Interval, tenant.timezone, end);
+
+  const received = receivedAt.getTime();
+  const refusals: EventRefusal[] = [];
+  const placed: Array<IncomingEvent & { timestamp: string; period_start: string }> = [];
+  for (const [index, event] of events.entries()) {
+    const timestamp = event.timestamp ?? lockedAt.toISOString();
+    const placement: Placement = placeEvent(Date.parse(timestamp), event.timestamp === null ? lockedAt.getTime() : received, periods, following);
+    if (placement.kind === 'refused') {
+      refusals.push({ index, field: placement.code === 'subscription_cancelled' ? 'tenant_id' : 'timestamp', code: placement.code, message: placement.message });
+      continue;
+    }
+    const row = rows.find((r) => r.start.toISOString() === placement.period_start);
+    const plan = row ? await planVersion(trx, row.plan_id, row.plan_version) : nextPlan;
+    if (!plan || !findMeter(plan, event.metric)) {
+      refusals.push({ index, field: 'metric', code: 'unknown_metric', message: `metric ${event.metric} is not in plan ${plan?.id ?? tenant.plan_id}` });
+      continue;
+    }
+    placed.push({ ...event, timestamp, period_start: placement.period_start });
+  }
+  if (refusals.length > 0) {
+    // An event stored before is a resend, never an error, wherever its period stands now.
+    const known = await trx('usage_events')
       .where({ tenant_id: tenantId })
-      .andWhere((q) => q.whereNot({ status: 'invoiced' }).orWhere('end', '>', trx.raw(`now() - interval '400 days'`)))
-      .orderBy('start', 'desc')
-      .limit(50)
-      .select<PeriodRow[]>('start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version');
-    const periods: StoredPeriod[] = rows.map((r) => ({
-      start: r.start.toISOString(),
-      end: r.end.toISOString(),
-      status: r.status,
-      grace_ends_at: r.grace_ends_at?.toISOString() ?? null,
-    }));
-    const lockedAt = new Date();
-    // The plan of periods not opened yet: read only when an event lands past the open period.
-    const open = rows.find((r) => r.status === 'open');
-    const latest = Math.max(lockedAt.getTime(), ...events.map((e) => (e.timestamp === null ? 0 : Date.parse(e.timestamp))));
-    const nextPlan = open && latest >= open.end.getTime() ? await findPlanVersion(trx as unknown as Db, tenant.plan_id) : undefined;
-    const following = (end: string) =>
-      periodAfterEarlyClose(tenant.billing_anchor.toISOString(), (nextPlan?.interval ?? 'month') as Interval, tenant.timezone, end);
+      .whereIn('event_id', refusals.map((r) => events[r.index]!.id))
+      .pluck<string[]>('event_id');
+    const real = refusals.filter((r) => !known.includes(events[r.index]!.id));
+    if (real.length > 0) return { kind: 'refused', refusals: real } as const;
+  }
 
-    const received = receivedAt.getTime();
-    const refusals: EventRefusal[] = [];
-    const placed: Array<IncomingEvent & { timestamp: string; period_start: string }> = [];
-    for (const [index, event] of events.entries()) {
-      const timestamp = event.timestamp ?? lockedAt.toISOString();
-      const placement: Placement = placeEvent(Date.parse(timestamp), event.timestamp === null ? lockedAt.getTime() : received, periods, following);
-      if (placement.kind === 'refused') {
-        refusals.push({ index, field: placement.code === 'subscription_cancelled' ? 'tenant_id' : 'timestamp', code: placement.code, message: placement.message });
-        continue;
-      }
-      const row = rows.find((r) => r.start.toISOString() === placement.period_start);
-      const plan = row ? await planVersion(trx, row.plan_id, row.plan_version) : nextPlan;
-      if (!plan || !findMeter(plan, event.metric)) {
-        refusals.push({ index, field: 'metric', code: 'unknown_metric', message: `metric ${event.metric} is not in plan ${plan?.id ?? tenant.plan_id}` });
-        continue;
-      }
-      placed.push({ ...event, timestamp, period_start: placement.period_start });
-    }
-    if (refusals.length > 0) {
-      // An event stored before is a resend, never an error, wherever its period stands now.
-      const known = await trx('usage_events')
-        .where({ tenant_id: tenantId })
-        .whereIn('event_id', refusals.map((r) => events[r.index]!.id))
-        .pluck<string[]>('event_id');
-      const real = refusals.filter((r) => !known.includes(events[r.index]!.id));
-      if (real.length > 0) return { kind: 'refused', refusals: real } as const;
-    }
-
-    const inserted = await trx.raw<{ rows: Array<{ seq: string }> }>(
-      `INSERT INTO usage_events (tenant_id, event_id, metric, quantity, "timestamp", period_start, properties, batch_id, received_at)
-       SELECT ?, e.event_id, e.metric, e.quantity, e.ts, e.period_start, e.properties, ?, ?
-         FROM unnest(?::text[], ?::text[], ?::numeric[], ?::timestamptz[], ?::timestamptz[], ?::jsonb[])
-           AS e(event_id, metric, quantity, ts, period_start, properties)
-       ON CONFLICT (tenant_id, event_id) DO NOTHING
-       RETURNING seq`,
-      // pg sends each JS array as one PostgreSQL array parameter, unnest()ed into rows.
-      [
-        tenantId,
-        batchId,
-        receivedAt.toISOString(),
-        placed.map((e) => e.id),
-        placed.map((e) => e.metric),
-        placed.map((e) => e.quantity),
-        placed.map((e) => e.timestamp),
-        placed.map((e) => e.period_start),
-        placed.map((e) => (e.properties === undefined ? null : JSON.stringify(e.properties))),
-      ] as unknown as Knex.RawBinding[],
-    );
-    const seqs = inserted.rows.map((r) => BigInt(r.seq));
-    const highest = seqs.reduce<bigint | null>((max, s) => (max === null || s > max ? s : max), null);
-    return { kind: 'stored', received: events.length, stored: seqs.length, highest_seq: highest === null ? null : highest.toString() } as const;
-  });
+  const inserted = await trx.raw<{ rows: Array<{ seq: string }> }>(
+    `INSERT INTO usage_events (tenant_id, event_id, metric, quantity, "timestamp", period_start, properties, batch_id, received_at)
+     SELECT ?, e.event_id, e.metric, e.quantity, e.ts, e.period_start, e.properties, ?, ?
+       FROM unnest(?::text[], ?::text[], ?::numeric[], ?::timestamptz[], ?::timestamptz[], ?::jsonb[])
+         AS e(event_id, metric, quantity, ts, period_start, properties)
+     ON CONFLICT (tenant_id, event_id) DO NOTHING
+     RETURNING seq`,
+    // pg sends each JS array as one PostgreSQL array parameter, unnest()ed into rows.
+    [
+      tenantId,
+      batchId,
+      receivedAt.toISOString(),
+      placed.map((e) => e.id),
+      placed.map((e) => e.metric),
+      placed.map((e) => e.quantity),
+      placed.map((e) => e.timestamp),
+      placed.map((e) => e.period_start),
+      placed.map((e) => (e.properties === undefined ? null : JSON.stringify(e.properties))),
+    ] as unknown as Knex.RawBinding[],
+  );
+  const seqs = inserted.rows.map((r) => BigInt(r.seq));
+  const highest = seqs.reduce<bigint | null>((max, s) => (max === null || s > max ? s : max), null);
+  return { kind: 'stored', received: events.length, stored: seqs.length, highest_seq: highest === null ? null : highest.toString() } as const;
 }

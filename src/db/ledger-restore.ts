@@ -2,7 +2,7 @@ import type { Db } from './knex';
 import { readPeriodCounters } from './ledger';
 import { findPlanVersion } from './plans';
 import { normalizeDecimal } from './numeric';
-import type { AlertRow } from './alerts';
+import { alertView, type AlertRow } from './alerts';
 import type { AlertRuleInput, AlertView, BookSnapshot, LedgerSnapshot } from '../contracts/ledger';
 import { COST_SUBJECT, invoiceId } from '../contracts/ids';
 
@@ -78,21 +78,7 @@ export async function loadLedger(db: Db, tenantId: string): Promise<LedgerSnapsh
   };
 
   const currentStart = current.start.toISOString();
-  const view: AlertView[] = open
-    ? alerts
-        .filter((a) => a.period_start.toISOString() === currentStart)
-        .map((a) => ({
-          id: a.id,
-          metric: a.subject,
-          threshold: Number(normalizeDecimal(a.threshold)),
-          level: a.level as AlertView['level'],
-          status: a.status === 'superseded' ? 'superseded' : 'notified',
-          used: Number(normalizeDecimal(a.used)),
-          limit: Number(normalizeDecimal(a.limit)),
-          period_start: currentStart,
-          fired_at: a.fired_at.toISOString(),
-        }))
-    : [];
+  const view: AlertView[] = open ? alerts.filter((a) => a.period_start.toISOString() === currentStart).map(alertView) : [];
   return {
     tenant: { id: tenant.id, name: tenant.name, timezone: tenant.timezone, billing_anchor: tenant.billing_anchor.toISOString() },
     alert_rules: await activeAlertRules(db, tenantId),

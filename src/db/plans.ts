@@ -1,13 +1,22 @@
 import type { Db } from './knex';
 import type { PlanVersion } from '../domain/plan';
 
-/** Plans are versioned: saving an existing id appends a version; running periods keep theirs. */
+/**
+ * Plans are versioned: saving an existing id appends a version; running periods keep theirs.
+ *
+ * The version is taken by one upsert: concurrent saves of a new id cannot both insert it (a
+ * read-then-insert would let both see no row and one fail on the primary key), and the row it
+ * locks until commit hands out the versions one at a time, 1, 2, 3... without gaps.
+ */
 export async function savePlanVersion(db: Db, plan: Omit<PlanVersion, 'version'>): Promise<PlanVersion> {
   return db.transaction(async (trx) => {
-    const existing = await trx('plans').where({ id: plan.id }).forUpdate().first<{ latest_version: number } | undefined>();
-    const version = existing ? existing.latest_version + 1 : 1;
-    if (existing) await trx('plans').where({ id: plan.id }).update({ latest_version: version });
-    else await trx('plans').insert({ id: plan.id, latest_version: version });
+    const taken = await trx.raw<{ rows: Array<{ latest_version: number }> }>(
+      `INSERT INTO plans (id, latest_version) VALUES (?, 1)
+       ON CONFLICT (id) DO UPDATE SET latest_version = plans.latest_version + 1
+       RETURNING latest_version`,
+      [plan.id],
+    );
+    const version = taken.rows[0]!.latest_version;
     const saved: PlanVersion = { ...plan, version };
     await trx('plan_versions').insert({
       plan_id: plan.id,

@@ -31,6 +31,8 @@ export interface RolloverRequest {
    * ends after the latest of them if one is stamped past `close_at`.
    */
   cancel: boolean;
+  /** The `Idempotency-Key` of the finance close, stored with the closed period (a retry finds it). */
+  idempotency_key?: string;
 }
 
 /** The closed period as stored, and the one that follows it (none after a cancellation). */
@@ -71,7 +73,7 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
     const graceEndsAt = new Date(end.getTime() + request.grace_seconds * 1000);
     await trx('periods')
       .where({ tenant_id: request.tenant_id, start: period.start })
-      .update({ end, status: 'closed', grace_ends_at: graceEndsAt, closed_at: new Date() });
+      .update({ end, status: 'closed', grace_ends_at: graceEndsAt, closed_at: new Date(), close_idempotency_key: request.idempotency_key ?? null });
 
     if (request.cancel) {
       await trx('tenants').where({ id: request.tenant_id }).update({ status: 'cancelled', cancelled_at: new Date(), updated_at: new Date() });
@@ -97,6 +99,14 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
     await writePeriodInvoice(trx, { tenant_id: request.tenant_id, period_start: period.start.toISOString(), version: 1 }, false);
     const closed = await trx('periods').where({ tenant_id: request.tenant_id, start: period.start }).first<PeriodRow>();
     return storedRollover(trx, request.tenant_id, closed);
+  });
+}
+
+/** The close a finance request with this `Idempotency-Key` made, or undefined when it made none. */
+export async function closeByIdempotencyKey(db: Db, tenantId: string, key: string): Promise<RolloverResult | undefined> {
+  return db.transaction(async (trx) => {
+    const closed = await trx('periods').where({ tenant_id: tenantId, close_idempotency_key: key }).first<PeriodRow | undefined>();
+    return closed ? storedRollover(trx, tenantId, closed) : undefined;
   });
 }
 

@@ -12,7 +12,10 @@ import { highestLevel, usagePercent, type AlertLevel } from './thresholds';
 
 /** One meter in the usage view. */
 export interface MeterUsage {
+  /** The counter as a JSON number: a double, which rounds counters of more than 15-17 significant digits. */
   used: number;
+  /** The counter exactly, as a decimal string. */
+  used_decimal: string;
   limit: number | null;
   percent: number | null;
   hard_limit: boolean;
@@ -65,6 +68,7 @@ export function buildUsageView(input: UsageViewInput): UsageView {
     const used = input.values[meter.metric] ?? '0';
     metrics[meter.metric] = {
       used: decimalToNumber(used),
+      used_decimal: used,
       limit: meter.limit ?? null,
       percent: meter.limit ? decimalToNumber(usagePercent(used, meter.limit)) : null,
       hard_limit: meter.hard_limit === true,

@@ -1,8 +1,19 @@
 /**
  * The PDF of an invoice (`GET /v1/invoices/{id}/pdf`), rendered with pdfkit from the invoice as
- * the API presents it, so the PDF and the JSON can never show different figures. Standard
- * Helvetica only (WinAnsi text: `×` and `–` are in it, arrows are not), no images, no I/O.
+ * the API presents it, so the PDF and the JSON can never show different figures. All text is set
+ * in DejaVu Sans, regular and bold (the `dejavu-fonts-ttf` package), embedded as a subset of the
+ * glyphs the document uses: tenant names, plan names, line descriptions and reasons print as text
+ * in Latin with diacritics, Greek, Cyrillic, Armenian, Georgian and Hebrew, and so do symbols
+ * such as `→ × – €`. A right-to-left word is shaped right to left, but there is no bidirectional
+ * reordering: several Hebrew words in a row keep their left-to-right order. DejaVu has no CJK
+ * glyphs: Chinese, Japanese or Korean text does not fail the render, it prints as missing-glyph
+ * boxes and is absent from the text layer. The two font files are read and parsed once per
+ * process, on the first render; no images, no other I/O. The bytes depend only on the arguments
+ * (the creation date is the finalization time; only a draft's is the time of rendering).
  */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import PDFDocument from 'pdfkit';
 import { Dec, minorUnits, toDecimalString } from '../domain/decimal';
 import type { InvoiceLineChange } from './changes';
@@ -49,6 +60,82 @@ export interface PdfTenant {
   name: string;
 }
 
+/** What this module uses of a fontkit glyph run and font (fontkit has no type declarations). */
+interface GlyphRun {
+  direction: 'ltr' | 'rtl';
+  glyphs: Array<{ codePoints: number[] }>;
+  positions: unknown[];
+}
+interface Face {
+  layout(text: string, features?: unknown): GlyphRun;
+  _glyphs?: unknown;
+}
+
+/**
+ * A parsed face as pdfkit gets it: pdfkit lays text out one space-ended word at a time (`"שלום "`)
+ * and fontkit reverses a right-to-left word's glyphs, its trailing space with them, which would
+ * print the space before the word and none between it and the next one. This face puts that
+ * space back after the word. Everything else is the parsed font's own (prototype delegation).
+ */
+function spaceAfterRightToLeft(font: Face): Face {
+  const face = Object.create(font) as Face;
+  face.layout = (text, features) => {
+    const run = font.layout(text, features);
+    const [first] = run.glyphs;
+    if (run.direction === 'rtl' && run.glyphs.length > 1 && /[ \t]$/.test(text) && first && [0x20, 0x09].includes(first.codePoints[0]!)) {
+      run.glyphs.push(run.glyphs.shift()!);
+      run.positions.push(run.positions.shift());
+    }
+    return run;
+  };
+  return face;
+}
+
+const FACES = { regular: 'DejaVuSans.ttf', bold: 'DejaVuSans-Bold.ttf' } as const;
+type FaceName = keyof typeof FACES;
+/** DejaVu Sans, regular and bold: read and parsed on the first render, kept for the process. */
+let dejaVu: { fontkit: { create(data: Buffer): Face }; bytes: Record<FaceName, Buffer>; fonts: Record<FaceName, Face>; faces: Record<FaceName, Face> } | undefined;
+
+/**
+ * The two faces for one render, as the parsed fontkit `Font`s pdfkit 0.20 accepts (`@types/pdfkit`
+ * does not say so yet). They are parsed once: parsing DejaVu's cmap, kerning and ligature tables
+ * anew for every document (what pdfkit does with a file's bytes) costs several times the rest of
+ * the render. fontkit caches each glyph with the characters it was first reached from (`fl` from
+ * `f` `l`, or from a literal `ﬂ`) and pdfkit writes those characters to the text layer, so the
+ * cache is emptied before every render: a PDF then depends only on its invoice, never on what the
+ * process rendered before. A render is synchronous from its first glyph to its embedded subsets,
+ * so two renders never share the cache. Should fontkit ever keep its glyphs elsewhere, each render
+ * parses its own faces.
+ */
+function fonts(): Record<FaceName, PDFKit.Mixins.PDFFontSource> {
+  if (!dejaVu) {
+    const dir = path.join(path.dirname(require.resolve('dejavu-fonts-ttf/package.json')), 'ttf');
+    // The fontkit pdfkit itself depends on, so the parsed fonts are the objects it expects.
+    const fontkit = createRequire(require.resolve('pdfkit'))('fontkit') as { create(data: Buffer): Face };
+    const bytes = { regular: readFileSync(path.join(dir, FACES.regular)), bold: readFileSync(path.join(dir, FACES.bold)) };
+    const parsed = { regular: fontkit.create(bytes.regular), bold: fontkit.create(bytes.bold) };
+    dejaVu = {
+      fontkit,
+      bytes,
+      fonts: parsed,
+      faces: { regular: spaceAfterRightToLeft(parsed.regular), bold: spaceAfterRightToLeft(parsed.bold) },
+    };
+  }
+  for (const name of Object.keys(FACES) as FaceName[]) {
+    const font = dejaVu.fonts[name];
+    if (typeof font._glyphs === 'object' && font._glyphs !== null) {
+      font._glyphs = {};
+    } else {
+      dejaVu.fonts[name] = dejaVu.fontkit.create(dejaVu.bytes[name]);
+      dejaVu.faces[name] = spaceAfterRightToLeft(dejaVu.fonts[name]);
+    }
+  }
+  return dejaVu.faces as unknown as Record<FaceName, PDFKit.Mixins.PDFFontSource>;
+}
+/** The names the document registers the two faces under. */
+const REGULAR = 'DejaVuSans';
+const BOLD = 'DejaVuSans-Bold';
+
 const MARGIN = 50;
 const PAGE = { width: 595.28, height: 841.89 }; // A4 in points
 const RIGHT = PAGE.width - MARGIN;
@@ -92,6 +179,9 @@ export async function renderInvoicePdf(invoice: PdfInvoice, tenant: PdfTenant, s
       CreationDate: invoice.finalized_at ? new Date(invoice.finalized_at) : new Date(),
     },
   });
+  const { regular, bold } = fonts();
+  doc.registerFont(REGULAR, regular);
+  doc.registerFont(BOLD, bold);
   const chunks: Buffer[] = [];
   const done = new Promise<Buffer>((resolve, reject) => {
     doc.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -104,19 +194,19 @@ export async function renderInvoicePdf(invoice: PdfInvoice, tenant: PdfTenant, s
     if (doc.y + height > bottom) doc.addPage();
   };
   const field = (label: string, value: string) => {
-    doc.font('Helvetica-Bold').fontSize(10).fillColor('black').text(`${label}: `, MARGIN, doc.y, { continued: true });
-    doc.font('Helvetica').text(value);
+    doc.font(BOLD).fontSize(10).fillColor('black').text(`${label}: `, MARGIN, doc.y, { continued: true });
+    doc.font(REGULAR).text(value);
   };
 
   // Seller and title.
-  doc.font('Helvetica-Bold').fontSize(22).fillColor('black').text(seller.name, MARGIN, MARGIN);
-  doc.font('Helvetica').fontSize(10).fillColor(GREY).text(seller.line);
-  doc.font('Helvetica-Bold').fontSize(18).fillColor('black').text('INVOICE', MARGIN, MARGIN, { width: RIGHT - MARGIN, align: 'right' });
+  doc.font(BOLD).fontSize(22).fillColor('black').text(seller.name, MARGIN, MARGIN);
+  doc.font(REGULAR).fontSize(10).fillColor(GREY).text(seller.line);
+  doc.font(BOLD).fontSize(18).fillColor('black').text('INVOICE', MARGIN, MARGIN, { width: RIGHT - MARGIN, align: 'right' });
   doc.moveDown(2.5);
 
   // Who is billed, and the invoice's identity.
-  doc.font('Helvetica-Bold').fontSize(11).text('Bill to', MARGIN, doc.y);
-  doc.font('Helvetica').fontSize(10).text(tenant.name);
+  doc.font(BOLD).fontSize(11).text('Bill to', MARGIN, doc.y);
+  doc.font(REGULAR).fontSize(10).text(tenant.name);
   doc.fillColor(GREY).text(`Tenant id: ${tenant.id}`).fillColor('black');
   doc.moveDown();
   field('Invoice number', invoice.number === null ? '(draft, numbered at finalization)' : String(invoice.number));
@@ -133,7 +223,7 @@ export async function renderInvoicePdf(invoice: PdfInvoice, tenant: PdfTenant, s
 
   // The lines.
   const row = (cells: { description: string; quantity: string; amount: string }, style: { bold?: boolean; size?: number; color?: string; indent?: number } = {}) => {
-    doc.font(style.bold ? 'Helvetica-Bold' : 'Helvetica').fontSize(style.size ?? 10).fillColor(style.color ?? 'black');
+    doc.font(style.bold ? BOLD : REGULAR).fontSize(style.size ?? 10).fillColor(style.color ?? 'black');
     const indent = style.indent ?? 0;
     const height = Math.max(
       doc.heightOfString(cells.description, { width: WIDTHS.description - indent }),
@@ -167,7 +257,7 @@ export async function renderInvoicePdf(invoice: PdfInvoice, tenant: PdfTenant, s
   if (invoice.replaces && invoice.changes) {
     doc.moveDown();
     ensureRoom(40);
-    doc.font('Helvetica-Bold').fontSize(11).fillColor('black').text(`Changes from ${invoice.replaces}`, MARGIN, doc.y);
+    doc.font(BOLD).fontSize(11).fillColor('black').text(`Changes from ${invoice.replaces}`, MARGIN, doc.y);
     doc.moveDown(0.3);
     if (invoice.changes.length === 0) row({ description: 'No line changed.', quantity: '', amount: '' }, { size: 9, color: GREY });
     for (const change of invoice.changes) {
@@ -183,7 +273,7 @@ export async function renderInvoicePdf(invoice: PdfInvoice, tenant: PdfTenant, s
     doc.switchToPage(i);
     const bottomMargin = doc.page.margins.bottom;
     doc.page.margins.bottom = 0; // writing in the margin must not open a new page
-    doc.font('Helvetica').fontSize(8).fillColor(GREY);
+    doc.font(REGULAR).fontSize(8).fillColor(GREY);
     doc.text(`${seller.name} - invoice ${invoice.id} - page ${i - range.start + 1} of ${range.count}`, MARGIN, PAGE.height - MARGIN, {
       width: RIGHT - MARGIN,
       align: 'center',
@@ -192,7 +282,7 @@ export async function renderInvoicePdf(invoice: PdfInvoice, tenant: PdfTenant, s
     if (invoice.status === 'void') {
       doc.save();
       doc.rotate(-45, { origin: [PAGE.width / 2, PAGE.height / 2] });
-      doc.font('Helvetica-Bold').fontSize(160).fillColor('#cc0000').fillOpacity(0.18);
+      doc.font(BOLD).fontSize(160).fillColor('#cc0000').fillOpacity(0.18);
       doc.text('VOID', 0, PAGE.height / 2 - 80, { width: PAGE.width, align: 'center', lineBreak: false });
       doc.restore();
     }

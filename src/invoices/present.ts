@@ -24,6 +24,7 @@ export function presentInvoice(invoice: any, lines: any[]) {
       metric: l.metric,
       description: l.description,
       quantity: Number(normalizeDecimal(l.quantity)),
+      quantity_decimal: normalizeDecimal(l.quantity),
       amount: roundMoney(l.amount, invoice.currency),
       ...(l.tiers ? { tiers: l.tiers } : {}),
     })),

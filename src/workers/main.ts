@@ -5,6 +5,7 @@ import { logger } from '../logger';
 import { createNotifier } from '../activities/notifier';
 import { createBillingWorker, installWorkerRuntime } from './worker';
 import { connectTemporal } from '../temporal';
+import { startSweeper } from './sweeper';
 
 /** `npm run worker`: the billing worker alone, against TEMPORAL_ADDRESS and DATABASE_URL. */
 async function main(): Promise<void> {
@@ -31,8 +32,10 @@ async function main(): Promise<void> {
     notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL }),
     temporal: temporal.client,
   });
+  const stopSweeper = startSweeper({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
   logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, metrics: runtime.metricsUrl ?? null }, 'worker started');
   await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
+  await stopSweeper();
   await connection.close();
   await temporal.connection.close();
   await db.destroy();

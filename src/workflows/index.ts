@@ -2,3 +2,4 @@
 export { tenantBilling } from './tenant-billing';
 export { periodInvoice } from './period-invoice';
 export { invoiceRerun } from './invoice-rerun';
+export { alertDelivery } from './alert-delivery';

@@ -1,4 +1,4 @@
-import { log, patched, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { log, proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type * as activities from '../activities';
 import type { InvoiceRerunInput, InvoiceRerunResult } from '../activities/invoicing';
 import { SEARCH_ATTRIBUTES, invoiceSearchAttributes } from './search-attributes';
@@ -25,7 +25,7 @@ const webhookOptions = {
 export async function invoiceRerun(input: InvoiceRerunInput): Promise<InvoiceRerunResult> {
   // Every invoice workflow lists under its tenant and period (`TenantId = "acme"`). The API may
   // start a rerun without them: then the rerun sets them itself, before anything else.
-  if (patched('rerun-search-attributes') && workflowInfo().typedSearchAttributes.get(SEARCH_ATTRIBUTES.TenantId) === undefined) {
+  if (workflowInfo().typedSearchAttributes.get(SEARCH_ATTRIBUTES.TenantId) === undefined) {
     upsertSearchAttributes(invoiceSearchAttributes(input.tenant_id, input.period_start));
   }
   const result = await acts.rerunInvoice.executeWithOptions({ summary: rerunInvoiceSummary(input) }, [input]);

@@ -1,9 +1,8 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AlertLevel } from '../domain/thresholds';
-import type { CounterState } from '../domain/aggregation';
-import { formatPeriodStamp, type Period } from '../domain/periods';
+import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
-import type { AlertRuleInput } from '../activities/types';
+import type { AlertRuleInput, AuthorizeResult, BookSnapshot, TenantProfile } from '../contracts/ledger';
+import type { UsageView } from '../domain/usage-view';
 import { parseQuantity } from '../domain/decimal';
 
 /**
@@ -11,69 +10,31 @@ import { parseQuantity } from '../domain/decimal';
  * module, so the names on both sides of a signal or update can never drift apart.
  */
 
-/** The tenant's billing workflow id: ops search for it in the Temporal UI. */
-export function tenantWorkflowId(tenantId: string): string {
-  return `billing-${tenantId}`;
-}
-
-/** One invoice workflow per period and version: `invoice-<tenant>-<YYYYMMDDTHHmmssZ>-v<n>`. */
-export function invoiceWorkflowId(tenantId: string, periodStart: string, version: number): string {
-  return `invoice-${tenantId}-${formatPeriodStamp(periodStart)}-v${version}`;
-}
-
-/** Invoice ids are deterministic from (tenant, period start, version): a retry cannot make a second one. */
-export function invoiceId(tenantId: string, periodStart: string, version: number): string {
-  return `in_${tenantId}_${formatPeriodStamp(periodStart)}_v${version}`;
-}
-
-/** Alert ids are deterministic from their unique key, so a retried activity finds the same row. */
-export function alertId(tenantId: string, periodStart: string, subject: string, threshold: number): string {
-  // `cost-limit` cannot collide with a metric: metric names have no hyphen.
-  const name = subject === COST_SUBJECT ? 'cost-limit' : subject;
-  return `al_${tenantId}_${formatPeriodStamp(periodStart)}_${name}_${threshold}`;
-}
-
-/** The alert subject of a plan's cost limit; `$` keeps it apart from any metric name. */
-export const COST_SUBJECT = '$cost';
+export { COST_SUBJECT, alertDeliveryWorkflowId, alertId, invoiceId, invoiceWorkflowId, tenantWorkflowId } from '../contracts/ids';
+export type { AlertView, AuthorizeResult } from '../contracts/ledger';
+export type { MeterUsage, UsageView } from '../domain/usage-view';
 
 /**
- * An API request must land its usage signal within this long after receiving the request, or it
- * fails unacknowledged (503): so every acknowledged event is in its tenant's history by then.
- */
-export const USAGE_SIGNAL_DEADLINE_MS = 3_000;
-
-/**
- * A closed period is sealed (its invoice finalizes) this long after its grace ends: longer than
- * the signal deadline plus clock skew, so no acknowledged event for it can still be on its way.
- */
-export const LATE_EVENT_SETTLE_MS = 8_000;
-
-/**
- * Failure type of an authorize update that reached a run while its period was rolling over: the
- * run ends with every handler finished, so the caller retries and the next period answers.
+ * Failure type of a request that reached a run while it was finishing (continue-as-new or a
+ * rollover): the run ends with every handler finished, so the caller retries and the next run
+ * answers.
  */
 export const PERIOD_ROLLING_OVER = 'period_rolling_over';
 
-/** One usage event as the API accepted it (timestamp already defaulted to receipt time). */
-export interface UsageEventInput {
-  id: string;
-  metric: string;
-  quantity: number | string;
-  timestamp: string;
-  properties?: Record<string, unknown>;
+/**
+ * The doorbell: usage is stored in PostgreSQL (the API answered 202 once it was), and the
+ * tenant's run should claim it. It carries no events, only how many were newly stored, so its
+ * size never depends on the load; rings that arrive while a claim runs are answered by the next.
+ */
+export interface UsageDoorbell {
+  /** Events newly stored by the ringing request(s). */
+  events: number;
+  /** The highest receive sequence among them (null when every event was a resend). */
+  highest_seq: string | null;
 }
 
-/** A batch of usage, signalled once per API request (or per coalesced group of requests). */
-export interface UsageBatch {
-  /** Unique per batch; ties a batch to the API request(s) it came from in logs. */
-  batchId: string;
-  /** When the API received it: decides whether a late event is still within grace. */
-  receivedAt: string;
-  events: UsageEventInput[];
-}
-
-/** Carries usage into the tenant's current period (the ingest path). */
-export const recordUsageSignal = defineSignal<[UsageBatch]>('recordUsage');
+/** Rings the tenant's run: new usage waits in PostgreSQL to be claimed. */
+export const recordUsageSignal = defineSignal<[UsageDoorbell]>('recordUsage');
 
 /** A check-and-consume request against a meter's hard limit. */
 export interface AuthorizeRequest {
@@ -82,19 +43,14 @@ export interface AuthorizeRequest {
   quantity: number | string;
 }
 
-/** The answer to an authorize request; the same id always gets the same answer. */
-export interface AuthorizeResult {
-  allowed: boolean;
-  reason?: 'hard_limit';
-  remaining: number | null;
-}
-
 /** Synchronous check-and-consume, idempotent on its id. */
 export const authorizeUpdate = defineUpdate<AuthorizeResult, [AuthorizeRequest]>('authorize');
 
 /** Finance closes the current period now; `finalize` skips the grace wait of its invoice. */
 export interface ClosePeriodRequest {
   finalize?: boolean;
+  /** The request's `Idempotency-Key`: stored with the closed period, so a retry can find the close it made. */
+  idempotency_key?: string;
 }
 
 /** What finance gets back from a close: the closed period, its invoice, the new period. */
@@ -110,42 +66,6 @@ export const closePeriodUpdate = defineUpdate<ClosePeriodResult, [ClosePeriodReq
 
 /** Cancels the subscription: closes the period now, invoices it (finalized) and ends the workflow. */
 export const cancelSubscriptionUpdate = defineUpdate<ClosePeriodResult, []>('cancelSubscription');
-
-/** One meter in the usage view (the shape of `GET /v1/tenants/{id}/usage`). */
-export interface MeterUsage {
-  used: number;
-  limit: number | null;
-  percent: number | null;
-  hard_limit: boolean;
-  amount: string;
-}
-
-/** An alert as the tenant sees it in the usage view. */
-export interface AlertView {
-  id: string;
-  metric: string;
-  threshold: number;
-  level: Exclude<AlertLevel, 'none'>;
-  status: 'notified' | 'superseded';
-  used: number;
-  limit: number;
-  period_start: string;
-  fired_at: string;
-}
-
-/** The current period as the usage query answers it. */
-export interface UsageView {
-  tenant_id: string;
-  plan_id: string;
-  plan_version: number;
-  period: Period & { interval: PlanVersion['interval'] };
-  metrics: Record<string, MeterUsage>;
-  costs: { base_fee: string; usage: string; total: string; currency: string };
-  alerts: AlertView[];
-  alert_level: AlertLevel;
-  pending_events: number;
-  as_of: string;
-}
 
 /** Answers `GET /v1/tenants/{id}/usage`. */
 export const usageQuery = defineQuery<UsageView>('usage');
@@ -171,22 +91,21 @@ export interface EstimateRequest {
  */
 export const estimateQuery = defineQuery<{ amount: string; currency: string }, [EstimateRequest]>('usageEstimate');
 
-/** The query's earlier name: still answered (not listed), for API processes older than the workers. */
-export const LEGACY_ESTIMATE_QUERY_NAME = 'estimate';
 
 /** The workflow's whole state, for ops and tests. */
 export interface TenantStateView {
-  tenant_id: string;
+  tenant: TenantProfile;
   plan: PlanVersion;
   period: Period;
-  closing_periods: Array<{ start: string; end: string; grace_ends_at: string; seal_at: string }>;
-  counters: Record<string, CounterState>;
-  decided_thresholds: Record<string, number[]>;
-  events_counted: number;
-  pending_batches: number;
+  cancelled: { final_invoice_id: string } | null;
+  /** Closed periods still taking late events. */
+  closing_periods: Array<Period & { grace_ends_at: string }>;
+  /** The current period's book first, then each closed period's: counters and decided thresholds. */
+  books: BookSnapshot[];
+  /** Events rung but not claimed by this run yet. */
   pending_events: number;
-  deferred_events: number;
-  run: { signals: number; events: number; chunks: number };
+  /** This run: doorbells received, claims made, events rung and claimed. */
+  run: { signals: number; claims: number; rung: number; claimed: number };
 }
 
 /** Answers ops questions about a tenant (the Temporal UI's query tab shows it). */
@@ -224,11 +143,11 @@ export const finalizeInvoiceSignal = defineSignal('finalizeNow');
  * take no argument and ignore one (`usage`, `state`, `settledUsage`, `finalizeNow`).
  */
 export const MESSAGE_ARGUMENTS = {
-  recordUsage: '{ batchId: string, receivedAt: ISO instant, events: [{ id, metric, quantity, timestamp }] }',
+  recordUsage: '{ events: number, highest_seq: string or null }',
   alertRulesChanged: '{ upsert?: [{ id: string, subject: string, threshold: number }], removed?: string[] }',
   authorize: '{ id: string, metric: string, quantity: number >= 0 }',
   usageEstimate: '{ metric: string, quantity: number >= 0 }',
-  closePeriod: '{ finalize?: boolean } or no argument',
+  closePeriod: '{ finalize?: boolean, idempotency_key?: string } or no argument',
   cancelSubscription: 'no argument',
 } as const;
 
@@ -249,10 +168,8 @@ export function argumentProblem(message: CheckedMessage, value: unknown): string
 const CHECKS: Record<CheckedMessage, (value: unknown) => string | undefined> = {
   recordUsage: (value) => {
     if (!isObject(value)) return got(value);
-    if (typeof value.receivedAt !== 'string' || !Number.isFinite(Date.parse(value.receivedAt))) return `receivedAt is ${shown(value.receivedAt)}`;
-    if (!Array.isArray(value.events)) return `events is ${shown(value.events)}`;
-    const bad = value.events.findIndex((e) => !isObject(e));
-    return bad >= 0 ? `events[${bad}] is ${shown(value.events[bad])}` : undefined;
+    if (typeof value.events !== 'number' || !Number.isInteger(value.events) || value.events < 0) return `events is ${shown(value.events)}`;
+    return value.highest_seq === null || typeof value.highest_seq === 'string' ? undefined : `highest_seq is ${shown(value.highest_seq)}`;
   },
   alertRulesChanged: (value) => {
     if (!isObject(value)) return got(value);
@@ -277,7 +194,8 @@ const CHECKS: Record<CheckedMessage, (value: unknown) => string | undefined> = {
   closePeriod: (value) => {
     if (value === undefined || value === null) return undefined;
     if (!isObject(value)) return got(value);
-    return value.finalize === undefined || typeof value.finalize === 'boolean' ? undefined : `finalize is ${shown(value.finalize)}`;
+    if (value.finalize !== undefined && typeof value.finalize !== 'boolean') return `finalize is ${shown(value.finalize)}`;
+    return value.idempotency_key === undefined || typeof value.idempotency_key === 'string' ? undefined : `idempotency_key is ${shown(value.idempotency_key)}`;
   },
   cancelSubscription: (value) => (value === undefined || value === null ? undefined : got(value)),
 };

@@ -1,14 +1,8 @@
-import { condition, log, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
+import { condition, log, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
 import type * as activities from '../activities';
 import type { InvoiceSummary } from '../activities/types';
-import { finalizeInvoiceSignal, tenantWorkflowId } from './messages';
-import {
-  FINALIZE_INVOICE_SUMMARY,
-  draftInvoiceSummary,
-  graceEndTimerSummary,
-  invoiceWebhookSummary,
-  sealWaitTimerSummary,
-} from './summaries';
+import { finalizeInvoiceSignal } from './messages';
+import { FINALIZE_INVOICE_SUMMARY, graceEndTimerSummary, invoiceWebhookSummary } from './summaries';
 
 /** One closed period's invoice (version n), waiting out the grace for late events. */
 export interface PeriodInvoiceInput {
@@ -18,13 +12,6 @@ export interface PeriodInvoiceInput {
   grace_ends_at: string;
   version: number;
 }
-
-/**
- * The tenant workflow seals the period (signal `finalizeNow`) once every acknowledged event for
- * it has been counted. Should that signal never come (the tenant workflow was terminated by hand),
- * the invoice finalizes this long after the grace anyway.
- */
-const UNSEALED_FALLBACK_MS = 60 * 60_000;
 
 /** The webhook goes to the outside world and retries for minutes: a regular activity. */
 const acts = proxyActivities<ReturnType<typeof activities.createActivities>>({
@@ -40,37 +27,24 @@ const local = proxyLocalActivities<ReturnType<typeof activities.createActivities
 });
 
 /**
- * Turns a closed period into its invoice: a draft during grace (late events still count in
- * their period), then rated from the stored events and finalized once, with a deterministic id.
+ * Turns a closed period into its invoice. The rollover wrote the draft; late events are accepted
+ * into the period until its grace ends (PostgreSQL judges them under the tenant's ledger lock),
+ * so the invoice waits out exactly the rest of the grace, then rates the stored events and
+ * finalizes once, under the same lock, with a deterministic id. A worker down past the grace
+ * end delays the finalization and loses nothing: the period still refuses events from then on.
  */
 export async function periodInvoice(input: PeriodInvoiceInput): Promise<InvoiceSummary> {
-  let sealed = false;
+  let finalizeNow = false;
   setHandler(
     finalizeInvoiceSignal,
     () => {
-      sealed = true;
+      finalizeNow = true;
     },
-    { description: 'Seals the period: finalize now instead of waiting (the tenant workflow sends it once every late event is counted).' },
+    { description: 'Finalize now instead of at the grace end; late events sent after it are refused as late.' },
   );
   const ref = { tenant_id: input.tenant_id, period_start: input.period_start, version: input.version };
-  const sealer = tenantWorkflowId(input.tenant_id);
-
-  const graceLeftMs = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0);
-  await local.draftInvoice.executeWithOptions({ summary: draftInvoiceSummary(input.grace_ends_at, graceLeftMs) }, [ref]);
-  let sealedInTime: boolean;
-  if (patched('invoice-grace-then-seal-timers')) {
-    // Two timers, each named after what it waits for and lasting what it really lasts: the rest
-    // of the grace, then the seal from the tenant workflow with a fallback an hour later.
-    const left = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0);
-    if (left > 0) await condition(() => sealed, left, { summary: graceEndTimerSummary(input.grace_ends_at) });
-    const fallbackAt = new Date(Date.now() + UNSEALED_FALLBACK_MS).toISOString();
-    sealedInTime = sealed || (await condition(() => sealed, UNSEALED_FALLBACK_MS, { summary: sealWaitTimerSummary(sealer, fallbackAt) }));
-  } else {
-    const waitMs = Math.max(Date.parse(input.grace_ends_at) - Date.now(), 0) + UNSEALED_FALLBACK_MS;
-    const fallbackAt = new Date(Date.now() + waitMs).toISOString();
-    sealedInTime = await condition(() => sealed, waitMs, { summary: sealWaitTimerSummary(sealer, fallbackAt) });
-  }
-  if (!sealedInTime) log.warn('period never sealed by its tenant workflow: finalizing on the fallback timer', { ...ref });
+  const graceLeftMs = Date.parse(input.grace_ends_at) - Date.now();
+  if (graceLeftMs > 0) await condition(() => finalizeNow, graceLeftMs, { summary: graceEndTimerSummary(input.grace_ends_at) });
   const summary = await local.finalizeInvoice.executeWithOptions({ summary: FINALIZE_INVOICE_SUMMARY }, [ref]);
   if (summary.status === 'finalized' && summary.webhook) {
     try {

@@ -1,6 +1,6 @@
 import type { AlertLevel } from '../domain/thresholds';
 import type { Interval } from '../domain/plan';
-import { invoiceId, tenantWorkflowId } from './messages';
+import { invoiceId } from '../contracts/ids';
 
 /**
  * Every text the Temporal UI shows for tally's workflows: static summaries and details, current
@@ -56,8 +56,8 @@ export interface TenantDetailsInput {
   period: { start: Instant; end: Instant };
   meters: MeterDetail[];
   alertLevel: AlertLevel;
-  /** Closed periods not sealed yet: late events count until their grace ends; they are sealed a little later. */
-  closing: Array<{ start: Instant; grace_ends_at: Instant; seal_at: Instant }>;
+  /** Closed periods still in their grace: late events count there until it ends. */
+  closing: Array<{ start: Instant; grace_ends_at: Instant }>;
 }
 
 /**
@@ -66,7 +66,7 @@ export interface TenantDetailsInput {
  */
 export function tenantCurrentDetails(input: TenantDetailsInput): string {
   const meters = input.meters.map((m) => `${m.metric}: ${m.used}${m.limit ? ` / ${m.limit}` : ''}`);
-  const closing = input.closing.map((c) => `closed period ${c.start}: late events until ${c.grace_ends_at}, sealed at ${c.seal_at}`);
+  const closing = input.closing.map((c) => `closed period ${c.start}: late events until ${c.grace_ends_at}`);
   return [
     `**${tenantRunSummary(input.tenantId, input.tenantName)}**`,
     tenantRunDetails(input.plan, input.billingAnchor, input.timezone),
@@ -77,9 +77,24 @@ export function tenantCurrentDetails(input: TenantDetailsInput): string {
   ].join('\n\n');
 }
 
-/** Activity `recordUsage`: `count 1 event`, `count 3 events, 1 refused`. */
-export function countEventsSummary(counted: number, refused = 0): string {
-  return `count ${plural(counted, 'event')}${refused > 0 ? `, ${refused} refused` : ''}`;
+/** Activity `restoreLedger`: a first run, or a run started again after one ended unexpectedly. */
+export function restoreSummary(): string {
+  return 'restore the ledger from PostgreSQL';
+}
+
+/** Activity `claimUsage`: counts what waits in PostgreSQL (the count is in its result). */
+export function claimSummary(): string {
+  return 'count stored events';
+}
+
+/** Activity `consumeAuthorized`: `consume 10 tokens (authorize r1)`. */
+export function consumeSummary(event: { id: string; metric: string; quantity: string }): string {
+  return `consume ${event.quantity} ${event.metric} (authorize ${event.id})`;
+}
+
+/** Activity `rollOverPeriod`: closes the period, opens the next, writes the draft and starts its invoice. */
+export function rolloverSummary(periodStart: Instant, closeAt: Instant, cancel: boolean): string {
+  return cancel ? `cancel: close the final period ${periodStart} → ${closeAt}` : `roll over: close ${periodStart} → ${closeAt}, open the next period`;
 }
 
 /** An alert as the summaries name it. */
@@ -99,39 +114,19 @@ export function recordAlertsSummary(alerts: AlertSummaryItem[], latePeriodStart?
   return `record ${plural(alerts.length, 'alert')}: ${items.join(', ')}${late}`;
 }
 
+/** The static summary of an alert's delivery workflow: `Alert acme: tokens 90%`. */
+export function alertDeliverySummary(tenantId: string, subject: string, threshold: number): string {
+  return `Alert ${tenantId}: ${alertSubjectLabel(subject)} ${threshold}%`;
+}
+
 /** Activity `deliverAlert`: `notify tokens 90%`, `notify cost limit 100%`. */
 export function notifyAlertSummary(subject: string, threshold: number): string {
   return `notify ${alertSubjectLabel(subject)} ${threshold}%`;
 }
 
-/** Activity `recordPeriodClosed`. */
-export function closePeriodSummary(period: { start: Instant; end: Instant }): string {
-  return `close period ${period.start} → ${period.end}`;
-}
-
-/** Activity `startInvoiceWorkflow`. */
-export function startInvoiceSummary(invoiceWorkflowId: string): string {
-  return `start ${invoiceWorkflowId}`;
-}
-
-/** Activity `startPeriod`. */
-export function openPeriodSummary(period: { start: Instant; end: Instant }): string {
-  return `open period ${period.start} → ${period.end}`;
-}
-
-/** The timer of a `settledUsage` update: it answers once earlier events are counted, or after this long anyway. */
-export function settledUsageTimerSummary(waitMs: number): string {
-  return `settledUsage: until earlier events are counted (at most ${waitMs / 1000} s)`;
-}
-
 /** The tenant run's timer when the period's end comes first. */
 export function periodEndTimerSummary(periodEnd: Instant): string {
   return `period end ${periodEnd}`;
-}
-
-/** The tenant run's timer when a closed period's seal comes first: its grace end plus the settle time. */
-export function sealTimerSummary(closed: { start: Instant; grace_ends_at: Instant }, settleMs: number): string {
-  return `seal period ${closed.start} (grace end ${closed.grace_ends_at} + ${settleMs / 1000} s)`;
 }
 
 // ---- invoice workflows ----------------------------------------------------------------------
@@ -153,28 +148,14 @@ export function invoiceRunSummary(input: InvoiceRunInput): string {
 /** The static details of a period's invoice workflow: what it waits for, then what it does. */
 export function invoiceRunDetails(input: InvoiceRunInput): string {
   return [
-    `Invoice ${invoiceId(input.tenant_id, input.period_start, input.version)}.`,
-    `Late events count until grace end ${input.grace_ends_at}; ${tenantWorkflowId(input.tenant_id)} then seals the period once every acknowledged event is counted.`,
-    'Then the period is rated from its stored events and the invoice finalized (signal finalizeNow ends the wait early).',
+    `Invoice ${invoiceId(input.tenant_id, input.period_start, input.version)} (a draft until it is finalized).`,
+    `Late events count in the period until grace end ${input.grace_ends_at}; then the period is rated from its stored events and the invoice finalized (signal finalizeNow ends the wait early).`,
   ].join('\n\n');
 }
 
-/** Local activity `draftInvoice`: while the grace runs late events still change the draft. */
-export function draftInvoiceSummary(graceEndsAt: Instant, graceLeftMs: number): string {
-  return graceLeftMs > 0 ? `draft invoice until grace end ${graceEndsAt}` : 'draft invoice';
-}
-
-/** The invoice's first timer: the real rest of the grace. */
+/** The invoice's timer, and the tenant run's when a closed period's grace ends first: the real rest of the grace. */
 export function graceEndTimerSummary(graceEndsAt: Instant): string {
   return `grace end ${graceEndsAt}`;
-}
-
-/**
- * The invoice's second timer: it waits for `finalizeNow` from the tenant's workflow, which seals
- * the period once every acknowledged event is counted; the timer itself is the fallback.
- */
-export function sealWaitTimerSummary(tenantWorkflowId: string, fallbackAt: Instant): string {
-  return `seal by ${tenantWorkflowId}, else finalize at ${fallbackAt}`;
 }
 
 /** Local activity `finalizeInvoice`. */

@@ -18,6 +18,7 @@ import {
   type AuthorizeResult,
 } from './messages';
 import { buildUsageView, type UsageView } from '../domain/usage-view';
+import type { MeterDetail } from './summaries';
 
 /**
  * The tenant workflow's state and every decision it makes, as a plain class: no Temporal import,
@@ -265,7 +266,7 @@ export class TenantLedger {
     const known = this.authorizations.get(request.id);
     if (known) return { kind: 'answer', result: known };
     const meter = findMeter(this.plan, request.metric);
-    if (!meter) throw new RangeError(`unknown metric ${request.metric}`);
+    if (!meter) throw new RangeError(this.unknownMetric('authorize', request.metric));
     const current = this.current.value(meter);
     const prospective = projectedCounter(meter.aggregation, current, meter.aggregation === 'count' ? 1 : request.quantity);
     if (meter.hard_limit && meter.limit !== undefined && new Dec(prospective).greaterThan(meter.limit)) {
@@ -300,14 +301,12 @@ export class TenantLedger {
   // ---- periods -----------------------------------------------------------------------------
 
   /**
-   * The instant a close requested at `nowMs` ends the period: to the second (ids carry the
-   * start to the second), or to the millisecond in the period's first second, and always after
-   * the start. Events stamped at or after it belong to the next period.
+   * The instant a close requested at `nowMs` ends the period: that instant itself (always after
+   * the start). Events stamped before it stay in the period; events stamped at or after it,
+   * however early they were sent, belong to the next one (the rollover moves them there).
    */
   closeInstant(nowMs: number): string {
-    const start = Date.parse(this.period.start);
-    const second = Math.floor(nowMs / 1000) * 1000;
-    return new Date(Math.max(second > start ? second : nowMs, start + 1)).toISOString();
+    return new Date(Math.max(nowMs, Date.parse(this.period.start) + 1)).toISOString();
   }
 
   /** True once the current period's end has passed (an anniversary is due). */
@@ -359,10 +358,16 @@ export class TenantLedger {
 
   // ---- views -------------------------------------------------------------------------------
 
+  /** Why `metric` cannot be asked about: `usageEstimate: plan growth v3 has no metric x (it meters tokens, calls)`. */
+  unknownMetric(message: string, metric: string): string | undefined {
+    if (findMeter(this.plan, metric)) return undefined;
+    return `${message}: plan ${this.plan.id} v${this.plan.version} has no metric ${metric} (it meters ${this.plan.meters.map((m) => m.metric).join(', ')})`;
+  }
+
   /** The extra cost of `quantity` more of a metric, given where the tenant stands in its tiers. */
   estimate(metric: string, quantity: number): { amount: string; currency: string } {
     const meter = findMeter(this.plan, metric);
-    if (!meter) throw new RangeError(`unknown metric ${metric}`);
+    if (!meter) throw new RangeError(this.unknownMetric('usageEstimate', metric));
     return { amount: estimateExtraCost(meter, this.current.value(meter), quantity, this.plan.currency), currency: this.plan.currency };
   }
 
@@ -379,9 +384,9 @@ export class TenantLedger {
     });
   }
 
-  /** Every meter's counter and limit, one line each (the Temporal UI's current details). */
-  meterLines(): string[] {
-    return this.plan.meters.map((m) => `${m.metric}: ${this.current.value(m)}${m.limit ? ` / ${m.limit}` : ''}`);
+  /** Every meter's counter and limit (the Temporal UI's current details). */
+  meterDetails(): MeterDetail[] {
+    return this.plan.meters.map((m) => ({ metric: m.metric, used: this.current.value(m), ...(m.limit === undefined ? {} : { limit: m.limit }) }));
   }
 
   /** The counters and decisions of every open book, for the `state` query. */

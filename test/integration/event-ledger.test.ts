@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import type { Knex } from 'knex';
 import { claimUsage, countUnclaimedEvents, readPeriodCounters, tenantsWithUnclaimedEvents } from '../../src/db/ledger';
 import { counterFromAggregates } from '../../src/domain/aggregation';
-import { aggregateStoredUsage, insertUsageChunk } from '../../src/db/usage';
+import { aggregateStoredUsage } from '../../src/db/usage';
 import type { Db } from '../../src/db/knex';
 import type { Aggregation } from '../../src/domain/plan';
 import { testDb, unique } from '../support/stack';
@@ -146,22 +146,4 @@ test('the sweeper finds tenants whose events waited unclaimed too long, and only
   expect(found).toContain(waiting);
   expect(found).not.toContain(counted);
   expect(await tenantsWithUnclaimedEvents(db, 120_000, 100_000)).not.toContain(waiting);
-});
-
-test('a chunk stored by the tenant workflow joins the read model once, even when its activity is retried', async () => {
-  const tenantId = unique('ledger');
-  const chunk = [
-    { id: 'm1', metric: 'minutes', quantity: 2, timestamp: '2026-11-20T10:00:00.000Z', period_start: PERIODS[0]!, received_at: '2026-11-20T10:00:00.000Z' },
-    { id: 's1', metric: 'storage', quantity: 7.5, timestamp: '2026-11-20T10:00:01.000Z', period_start: PERIODS[0]!, received_at: '2026-11-20T10:00:01.000Z' },
-  ];
-  for (let attempt = 0; attempt < 2; attempt += 1) {
-    await db.transaction((trx) => insertUsageChunk(trx, tenantId, 'chunk-1', chunk));
-  }
-  expect(await countUnclaimedEvents(db, tenantId)).toBe(0);
-  await expectReadModelMatchesStore(tenantId);
-  const counters = await readPeriodCounters(db, tenantId, [PERIODS[0]!]);
-  expect(counters.map((c) => [c.metric, c.events])).toEqual([
-    ['minutes', 1],
-    ['storage', 1],
-  ]);
 });

@@ -5,17 +5,22 @@ import type { NativeConnection } from '@temporalio/worker';
 import { createActivities, type BillingActivities } from '../../src/activities';
 import { createRecordingNotifier } from '../../src/activities/notifier';
 import { aggregateStoredUsage } from '../../src/db/usage';
+import { currentUsage } from '../../src/db/usage-read-model';
+import { ringTenantWorkflow } from '../../src/temporal';
 import type { Db } from '../../src/db/knex';
 import type { PlanVersion } from '../../src/domain/plan';
-import { recordUsageSignal, settledUsageUpdate, stateQuery, tenantWorkflowId, type UsageEventInput } from '../../src/workflows/messages';
+import { recordUsageSignal, settledUsageUpdate, stateQuery, tenantWorkflowId } from '../../src/workflows/messages';
+import { storeUsage, type IncomingEvent } from '../../src/db/ingest';
 import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
 
 /**
- * Exactly-once counting under failure, on the real dev server and PostgreSQL: an activity that
- * fails after it wrote, a worker replaced mid-batch, duplicate signals, and continue-as-new under
- * load. After each, the workflow's counters equal the aggregation of the stored events.
+ * Exactly-once counting under failure, on the real dev server and PostgreSQL: usage is stored as
+ * the API stores it, and the tenant's run is rung as the API rings it. A claim that fails after
+ * it committed, a worker replaced mid-claim, duplicate rings and resent events, continue-as-new
+ * under sustained load, and a run terminated by hand: after each, the workflow's counters and the
+ * read model equal the aggregation of the stored events.
  */
 let db: Db;
 let temporal: { client: Client; nativeConnection: NativeConnection; connection: { close(): Promise<void> } };
@@ -60,44 +65,54 @@ async function startWorker(taskQueue: string, wrap?: (acts: BillingActivities) =
 
 async function startTenant(taskQueue: string, limits?: Parameters<typeof createTenantFixture>[1]['limits']) {
   const tenantId = unique('x');
-  const now = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString();
+  const now = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000).toISOString();
   const fixture = await createTenantFixture(db, { tenantId, plan: plan(unique('calls')), anchor: now, limits });
   const handle = await temporal.client.workflow.start('tenantBilling', {
     taskQueue,
     workflowId: tenantWorkflowId(tenantId),
     args: [fixture.input],
   });
-  return { ...fixture, handle };
+  return { ...fixture, handle, taskQueue };
 }
 
-function events(prefix: string, n: number, minutes = 1.5): UsageEventInput[] {
-  const timestamp = new Date().toISOString();
-  return Array.from({ length: n }, (_, i) => ({ id: `${prefix}-${i}`, metric: i % 2 ? 'calls' : 'minutes', quantity: minutes, timestamp }));
+function events(prefix: string, n: number, minutes = 1.5): IncomingEvent[] {
+  return Array.from({ length: n }, (_, i) => ({ id: `${prefix}-${i}`, metric: i % 2 ? 'calls' : 'minutes', quantity: String(minutes), timestamp: null }));
 }
 
-/** Invariant 1 (and 3): the counters equal the aggregation of the distinct stored events. */
+/** Stores a batch as the API does (202 once committed), then rings the run as the API does. */
+async function send(tenant: Awaited<ReturnType<typeof startTenant>>, batch: IncomingEvent[]): Promise<void> {
+  const stored = await storeUsage(db, tenant.tenantId, batch, new Date(), unique('req'));
+  expect(stored.kind).toBe('stored');
+  const count = stored.kind === 'stored' ? stored.stored : 0;
+  await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).signal(recordUsageSignal, { events: count, highest_seq: null });
+}
+
+/** Invariants 1 and 3: the run's counters and the read model equal the aggregation of the distinct stored events. */
 async function expectCountersMatchStore(tenant: Awaited<ReturnType<typeof startTenant>>) {
-  const usage = await tenant.handle.executeUpdate(settledUsageUpdate);
+  const usage = await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).executeUpdate(settledUsageUpdate);
   const stored = await aggregateStoredUsage(db, tenant.tenantId, tenant.period.start, tenant.plan.meters);
   expect(usage.metrics.minutes!.used).toBe(Number(stored.minutes));
   expect(usage.metrics.calls!.used).toBe(Number(stored.calls));
+  const model = await currentUsage(db, tenant.tenantId);
+  expect(model!.metrics).toEqual(usage.metrics);
+  expect(model!.pending_events).toBe(0);
   return usage;
 }
 
-test('an activity that fails after writing is retried and counts each event once', async () => {
+test('a claim that fails after it committed is retried and counts each event once', async () => {
   const taskQueue = unique('faulty');
   let failuresLeft = 2;
   const { stop } = await startWorker(taskQueue, (acts) => ({
     ...acts,
-    async recordUsage(input) {
-      const result = await acts.recordUsage(input); // committed...
-      if (failuresLeft-- > 0) throw new Error('injected fault after the write'); // ...but the answer is lost
+    async claimUsage(input) {
+      const result = await acts.claimUsage(input); // committed...
+      if (result.claimed > 0 && failuresLeft-- > 0) throw new Error('injected fault after the claim'); // ...but the answer is lost
       return result;
     },
   }));
   try {
     const tenant = await startTenant(taskQueue);
-    await tenant.handle.signal(recordUsageSignal, { batchId: 'b1', receivedAt: new Date().toISOString(), events: events('e', 40) });
+    await send(tenant, events('e', 40));
     const usage = await expectCountersMatchStore(tenant);
     expect(usage.metrics.minutes!.used).toBe(30); // 20 minute events x 1.5
     expect(usage.metrics.calls!.used).toBe(20);
@@ -107,16 +122,16 @@ test('an activity that fails after writing is retried and counts each event once
   }
 });
 
-test('a worker replaced mid-batch loses and doubles nothing', async () => {
+test('a worker replaced mid-claim loses and doubles nothing', async () => {
   const taskQueue = unique('restart');
   let release: () => void = () => undefined;
   const stalled = new Promise<void>((r) => (release = r));
   let firstAttempt = true;
   const first = await startWorker(taskQueue, (acts) => ({
     ...acts,
-    async recordUsage(input) {
-      const result = await acts.recordUsage(input);
-      if (firstAttempt) {
+    async claimUsage(input) {
+      const result = await acts.claimUsage(input);
+      if (firstAttempt && result.claimed > 0) {
         firstAttempt = false;
         release();
         await Context.current().sleep(60_000); // the worker goes away before answering (cancelled on shutdown)
@@ -125,12 +140,12 @@ test('a worker replaced mid-batch loses and doubles nothing', async () => {
     },
   }));
   const tenant = await startTenant(taskQueue);
-  await tenant.handle.signal(recordUsageSignal, { batchId: 'b1', receivedAt: new Date().toISOString(), events: events('w', 50) });
+  await send(tenant, events('w', 50));
   await stalled;
   await first.stop(); // in-flight activity is cancelled after the grace time: its answer never arrives
   const second = await startWorker(taskQueue);
   try {
-    await tenant.handle.signal(recordUsageSignal, { batchId: 'b2', receivedAt: new Date().toISOString(), events: events('w', 60) });
+    await send(tenant, events('w', 60));
     const usage = await expectCountersMatchStore(tenant);
     expect(usage.metrics.minutes!.used).toBe(45); // 30 distinct minute events x 1.5
     expect(usage.metrics.calls!.used).toBe(30);
@@ -139,18 +154,15 @@ test('a worker replaced mid-batch loses and doubles nothing', async () => {
   }
 });
 
-test('duplicate and overlapping signals count each event id once', async () => {
+test('duplicate rings and resent event ids count each event once', async () => {
   const taskQueue = unique('dups');
   const { stop } = await startWorker(taskQueue);
   try {
     const tenant = await startTenant(taskQueue);
     const batch = events('d', 30, 2);
-    const receivedAt = new Date().toISOString();
-    await Promise.all([
-      tenant.handle.signal(recordUsageSignal, { batchId: 'b1', receivedAt, events: batch }),
-      tenant.handle.signal(recordUsageSignal, { batchId: 'b1', receivedAt, events: batch }),
-      tenant.handle.signal(recordUsageSignal, { batchId: 'b2', receivedAt, events: [...batch.slice(10), ...batch.slice(10)] }),
-    ]);
+    await Promise.all([send(tenant, batch), send(tenant, batch), send(tenant, [...batch.slice(10), ...batch.slice(10)])]);
+    const handle = temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId));
+    await Promise.all(Array.from({ length: 5 }, () => handle.signal(recordUsageSignal, { events: 30, highest_seq: null })));
     const usage = await expectCountersMatchStore(tenant);
     expect(usage.metrics.minutes!.used).toBe(30);
     expect(usage.metrics.calls!.used).toBe(15);
@@ -161,42 +173,52 @@ test('duplicate and overlapping signals count each event id once', async () => {
   }
 });
 
-test('continue-as-new under load: over 10,000 events in many signals keep exact counters across several runs', async () => {
+test('continue-as-new under sustained load: 12,000 events in 120 rings keep exact counters across several runs, with bounded histories', async () => {
   const taskQueue = unique('load');
   const { stop } = await startWorker(taskQueue);
   try {
-    const tenant = await startTenant(taskQueue, { maxSignalsPerRun: 40, maxEventsPerRun: 3_000, maxEventsPerChunk: 1_000, maxCarriedEvents: 2_000 });
+    const tenant = await startTenant(taskQueue, { maxSignalsPerRun: 20 });
     const firstRunId = tenant.handle.firstExecutionRunId;
-    const signals = 120;
-    const perSignal = 100;
-    const receivedAt = new Date().toISOString();
-    for (let s = 0; s < signals; s += 10) {
-      await Promise.all(
-        Array.from({ length: 10 }, (_, j) => {
-          const n = s + j;
-          // every tenth signal repeats the previous signal's ids: those must not count again
-          const prefix = n % 10 === 9 ? `L${n - 1}` : `L${n}`;
-          return tenant.handle.signal(recordUsageSignal, { batchId: `b${n}`, receivedAt, events: events(prefix, perSignal, 0.25) });
-        }),
-      );
-      // Keep the load steady rather than one burst: the latest run's queue stays near one wave.
-      const latest = temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId));
-      await eventually(async () => ((await latest.query(stateQuery)).pending_events <= 1_000 ? true : undefined), 30_000, 'queue drained');
+    const rings = 120;
+    const perRing = 100;
+    for (let n = 0; n < rings; n += 10) {
+      // every tenth batch repeats the previous batch's ids: those must not count again
+      await Promise.all(Array.from({ length: 10 }, (_, j) => send(tenant, events((n + j) % 10 === 9 ? `L${n + j - 1}` : `L${n + j}`, perRing, 0.25))));
     }
-    const distinctSignals = signals - signals / 10;
+    const distinct = rings - rings / 10;
     const usage = await eventually(async () => {
-      const u = await tenant.handle.executeUpdate(settledUsageUpdate);
-      return u.metrics.calls!.used === (distinctSignals * perSignal) / 2 ? u : undefined;
+      const u = await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).executeUpdate(settledUsageUpdate);
+      return u.metrics.calls!.used === (distinct * perRing) / 2 ? u : undefined;
     }, 60_000, 'all events counted');
-    expect(usage.metrics.minutes!.used).toBe((distinctSignals * perSignal * 0.25) / 2);
+    expect(usage.metrics.minutes!.used).toBe((distinct * perRing * 0.25) / 2);
     await expectCountersMatchStore(tenant);
-    const runs = await db('usage_events')
-      .where({ tenant_id: tenant.tenantId })
-      .select(db.raw(`count(distinct split_part(batch_id, '-', 1) || split_part(batch_id, '-', 2) || split_part(batch_id, '-', 3) || split_part(batch_id, '-', 4) || split_part(batch_id, '-', 5)) as runs`));
-    expect(Number(runs[0].runs)).toBeGreaterThanOrEqual(3); // several continue-as-new boundaries
-    const state = await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).query(stateQuery);
-    expect(state.events_counted).toBe(distinctSignals * perSignal);
+    const runs: number[] = [];
+    for await (const run of temporal.client.workflow.list({ query: `WorkflowId = '${tenantWorkflowId(tenant.tenantId)}'` })) runs.push(run.historyLength);
+    expect(runs.length).toBeGreaterThanOrEqual(3); // several continue-as-new boundaries
+    expect(Math.max(...runs)).toBeLessThan(1_000); // a run's history is bounded by its rings and claims, not by its events
     expect((await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).describe()).runId).not.toBe(firstRunId);
+  } finally {
+    await stop();
+  }
+});
+
+test('a run terminated by hand mid-load is started again by the next ring, rebuilds its ledger and counts everything once', async () => {
+  const taskQueue = unique('terminated');
+  const { stop } = await startWorker(taskQueue);
+  try {
+    const tenant = await startTenant(taskQueue);
+    await send(tenant, events('t', 40));
+    await expectCountersMatchStore(tenant);
+    await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).terminate('ops terminated it by hand');
+    // Stored while no run is there, then rung as the API (or the sweeper) rings: with start.
+    const stored = await storeUsage(db, tenant.tenantId, events('u', 40), new Date(), unique('req'));
+    expect(stored).toMatchObject({ kind: 'stored', stored: 40 });
+    await ringTenantWorkflow(temporal.client, { taskQueue, tenantId: tenant.tenantId, doorbell: { events: 40, highest_seq: null }, searchAttributes: false });
+    const usage = await expectCountersMatchStore(tenant);
+    expect(usage.metrics.calls!.used).toBe(40);
+    expect(usage.metrics.minutes!.used).toBe(60);
+    const state = await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).query(stateQuery);
+    expect(state.period).toEqual(tenant.period);
   } finally {
     await stop();
   }

@@ -310,6 +310,31 @@ describe('invoice reruns', () => {
   });
 });
 
+test('a PDF prints non-Latin tenant and plan names as text, survives CJK, and is the same bytes twice', async () => {
+  // Greek, Cyrillic, Hebrew, Latin with diacritics (and the Dutch letter Ĳ), an arrow: none of it
+  // is in Helvetica's WinAnsi. pdf-parse gives the name back exactly, the Hebrew word included, in
+  // reading order and in its place (no reordering to check word by word).
+  const name = 'Ωμέγα Ржавчина שלום Ĳssel Żółć →';
+  const plan = unique('bots_intl');
+  // Armenian and Georgian in the plan name, whose base-fee line reads "<plan name> base fee".
+  // DejaVu has no CJK glyphs: 東京 prints as missing-glyph boxes and must not fail the render.
+  expect((await api.call('POST', '/v1/plans', { body: { ...planBody(plan, '0.01'), name: 'Սակագին ტარიფი 東京' } })).status).toBe(201);
+  const id = unique('inv');
+  expect((await api.call('POST', '/v1/tenants', { body: { id, name, plan_id: plan } })).status).toBe(201);
+  const invoice = await closeAndFinalize(id);
+
+  const res = await request('GET', `/v1/invoices/${invoice.id}/pdf`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toContain('application/pdf');
+  const text = await pdfText(res.bytes);
+  expect(text).toContain(`Bill to\n${name}\n`);
+  expect(text).toContain('Սակագին ტარიფი');
+  expect(text).toMatch(/base fee\s+1\s+5\.00/);
+  expect(text).toMatch(/Total \(USD\)\s+5\.00 USD/);
+  // A finalized invoice renders deterministically: the second download is the first, byte for byte.
+  expect((await request('GET', `/v1/invoices/${invoice.id}/pdf`)).bytes.equals(res.bytes)).toBe(true);
+});
+
 test('a draft invoice (period still in grace) cannot be rerun', async () => {
   const plan = unique('bots_grace');
   expect((await api.call('POST', '/v1/plans', { body: planBody(plan, '0.01', 3600) })).status).toBe(201);

@@ -125,21 +125,37 @@ test('a plan change takes effect at the next period; the running period keeps it
   expect(after.metrics.bot_seconds.amount).toBe('10.00');
 });
 
-test('cancellation closes the period, writes its final invoice and ends the workflow', async () => {
+test('cancellation closes the period, takes late events during its grace, then finalizes the final invoice and ends the workflow', async () => {
   const planId = unique('cancel');
-  await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01') });
+  await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01', 3) });
   const tenant = await createTenant(planId);
   await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c1', metric: 'bot_seconds', quantity: 300 }] } });
-  await settled(tenant.id, tenant.key);
+  const before = new Date(Date.now() - 100).toISOString();
   const res = await api.call('DELETE', `/v1/tenants/${tenant.id}`);
   expect(res.status).toBe(200);
   expect(res.body.status).toBe('cancelled');
+  // A second DELETE finds it done.
+  expect((await api.call('DELETE', `/v1/tenants/${tenant.id}`)).status).toBe(409);
+
+  // After the final period: refused, never stored. Within it, during its grace: a late event, billed.
+  const after = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c2', metric: 'bot_seconds', quantity: 1 }] } });
+  expect(after.status).toBe(409);
+  expect(after.body.code).toBe('subscription_cancelled');
+  const late = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c3', metric: 'bot_seconds', quantity: 100, timestamp: before }] } });
+  expect(late.status).toBe(202);
+
   const invoice = await finalizedInvoice(res.body.final_invoice_id);
-  expect(invoice.total).toBe('8.00');
-  const description = await api.client.workflow.getHandle(tenantWorkflowId(tenant.id)).describe();
-  expect(description.status.name).toBe('COMPLETED');
-  const afterwards = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c2', metric: 'bot_seconds', quantity: 1 }] } });
-  expect(afterwards.status).toBe(404);
+  expect(invoice.lines.find((l: any) => l.metric === 'bot_seconds')).toMatchObject({ quantity: 400, amount: '4.00' });
+  expect(invoice.total).toBe('9.00');
+  await eventually(async () => {
+    const d = await api.client.workflow.getHandle(tenantWorkflowId(tenant.id)).describe();
+    return d.status.name === 'COMPLETED' ? true : undefined;
+  }, 20_000, 'the workflow to complete');
+  expect(await api.db('usage_events').where({ tenant_id: tenant.id, event_id: 'c2' }).first()).toBeUndefined();
+  // Past the grace a late event is refused too.
+  const tooLate = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c4', metric: 'bot_seconds', quantity: 1, timestamp: before }] } });
+  expect(tooLate.status).toBe(422);
+  expect(tooLate.body.code).toBe('late_event');
 });
 
 test('invariants 1-5 hold in PostgreSQL after a busy period', async () => {

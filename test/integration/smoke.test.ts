@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { freePort } from '../../src/platform/free-port';
 import { tenantWorkflowId, usageQuery } from '../../src/workflows/messages';
+import { report } from '../support/report';
 
 /**
  * Smoke test of the product as a user runs it: `npm start` on an empty DATA_DIR (Temporal dev
@@ -252,9 +253,7 @@ async function stopAndCheck(l: Launch, dir: string, signal: NodeJS.Signals, targ
     await sleep(200);
     left = stackProcesses([l.pgid], dir);
   }
-  console.log(
-    `${l.label}: ${signal} to the ${target} -> exit code ${exit.code}, signal ${exit.signal}, stopped in ${Date.now() - sentAt} ms`,
-  );
+  report(`${l.label}: ${signal} to the ${target} -> exit code ${exit.code}, signal ${exit.signal}, stopped in ${Date.now() - sentAt} ms`);
   if (left.length > 0) {
     throw failure(l, `processes left ${LEFTOVER_GRACE_MS} ms after the stack exited:\n${describeProcesses(left)}`);
   }
@@ -295,7 +294,7 @@ test('npm start: cold start, a tenant, stop, restart on the same DATA_DIR, stop;
   // ---- 1. first start: an empty DATA_DIR, exactly `npm start` --------------------------------
   const first = launch('first npm start', 'npm', ['start'], dir, await pickPorts());
   const ready1 = await waitUntilReady(first);
-  console.log(`cold start to /readyz: ${ready1.readyMs} ms`);
+  report(`cold start to /readyz: ${ready1.readyMs} ms`);
   const adminKey = ready1.adminKey;
   expect(adminKey).toMatch(/^ak_/);
   expect(fs.readFileSync(path.join(dir, 'admin-key'), 'utf8').trim()).toBe(adminKey);
@@ -359,7 +358,7 @@ test('npm start: cold start, a tenant, stop, restart on the same DATA_DIR, stop;
   // ---- 4. restart on the same DATA_DIR, app process launched directly (see the header) --------
   const second = launch('restart (tsx src/main.ts)', path.join(ROOT, 'node_modules/.bin/tsx'), ['src/main.ts'], dir, await pickPorts());
   const ready2 = await waitUntilReady(second);
-  console.log(`restart on the same DATA_DIR to /readyz: ${ready2.readyMs} ms`);
+  report(`restart on the same DATA_DIR to /readyz: ${ready2.readyMs} ms`);
   expect(ready2.adminKey).toBe(adminKey);
 
   const again = await expectStatus(second, await api(second, adminKey, 'GET', `/v1/tenants/${tenantId}`), 200, 'GET /v1/tenants/{id} after restart');
@@ -380,5 +379,5 @@ test('npm start: cold start, a tenant, stop, restart on the same DATA_DIR, stop;
   await stopAndCheck(second, dir, 'SIGTERM', 'pid');
   expect(stackProcesses([first.pgid, second.pgid], dir)).toEqual([]);
 
-  console.log(`smoke test (two starts, two stops) took ${Date.now() - testStartedAt} ms`);
+  report(`smoke test (two starts, two stops) took ${Date.now() - testStartedAt} ms`);
 });

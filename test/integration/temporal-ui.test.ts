@@ -3,7 +3,7 @@ import type { temporal } from '@temporalio/proto';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
 import { unique } from '../support/stack';
 import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
-import { LEGACY_ESTIMATE_QUERY_NAME, argumentProblem, authorizeUpdate, closePeriodUpdate, estimateQuery, recordUsageSignal, tenantWorkflowId, usageQuery } from '../../src/workflows/messages';
+import { argumentProblem, authorizeUpdate, closePeriodUpdate, estimateQuery, recordUsageSignal, tenantWorkflowId, usageQuery } from '../../src/workflows/messages';
 import type { TenantBillingInput } from '../../src/workflows/tenant-billing';
 import { tenantRunDetails, tenantRunSummary } from '../../src/workflows/summaries';
 
@@ -65,8 +65,11 @@ test("the first run carries the static summary and details the docs quote", asyn
   const history = await handle.fetchHistory();
   const payload = history.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!;
   const input = JSON.parse(Buffer.from(payload.data!).toString('utf8')) as TenantBillingInput;
+  expect(input).toEqual({ tenant_id: tenant.id, search_attributes: true }); // the run reads its ledger from PostgreSQL
+  const stored = await api.db('tenants').where({ id: tenant.id }).first();
+  const plan = await api.db('plan_versions').where({ plan_id: planId, version: 1 }).first();
   expect(await description.staticSummary()).toBe(tenantRunSummary(tenant.id, tenant.name));
-  expect(await description.staticDetails()).toBe(tenantRunDetails(input.plan, input.billing_anchor, input.timezone));
+  expect(await description.staticDetails()).toBe(tenantRunDetails(plan.definition, stored.billing_anchor.toISOString(), stored.timezone));
 });
 
 test('a run after continue-as-new has no static summary, and repeats it at the top of its current details', async () => {
@@ -87,7 +90,7 @@ test('a run after continue-as-new has no static summary, and repeats it at the t
   const queries = metadata.definition!.queryDefinitions!.filter((q) => !q.name!.startsWith('__'));
   const listed = queries.map((q) => q.name!).sort((a, b) => a.localeCompare(b));
   expect(listed).toEqual(['state', 'usage', 'usageEstimate']);
-  expect(await handle.query(listed[0]!)).toMatchObject({ tenant_id: tenant.id });
+  expect(await handle.query(listed[0]!)).toMatchObject({ tenant: { id: tenant.id } });
   for (const q of queries) expect(q.description).toBeTruthy();
 });
 
@@ -100,9 +103,7 @@ test('queries and updates answer a missing or bad argument with what they expect
   );
   await expect(handle.query(estimateQuery, { metric: 'nope', quantity: 1 })).rejects.toThrow(/has no metric nope \(it meters tokens\)/);
   expect(await handle.query(estimateQuery, { metric: 'tokens', quantity: 100 })).toEqual({ amount: '1.00', currency: 'USD' });
-  // The query's earlier name still answers (an API older than the workers), unlisted.
-  expect(await handle.query(LEGACY_ESTIMATE_QUERY_NAME, { metric: 'tokens', quantity: 100 })).toEqual({ amount: '1.00', currency: 'USD' });
-  await expect(handle.query('nosuchquery')).rejects.toThrow(/has no query nosuchquery/);
+  await expect(handle.query('nosuchquery')).rejects.toThrow(/did not register a handler for nosuchquery. Registered queries: .*usageEstimate/);
 
   const rejected = (promise: Promise<unknown>) =>
     promise.then(
@@ -116,11 +117,11 @@ test('queries and updates answer a missing or bad argument with what they expect
     );
   expect(await rejected(handle.executeUpdate(authorizeUpdate, { args: [undefined as never] }))).toBe(argumentProblem('authorize', undefined));
   expect(await rejected(handle.executeUpdate(closePeriodUpdate, { args: [{ finalize: 'yes' } as never] }))).toBe(
-    'closePeriod expects { finalize?: boolean } or no argument; finalize is "yes"',
+    'closePeriod expects { finalize?: boolean, idempotency_key?: string } or no argument; finalize is "yes"',
   );
   expect(await rejected(handle.executeUpdate('cancelSubscription', { args: ['now'] }))).toBe('cancelSubscription expects no argument; got "now"');
 
-  // A malformed signal is dropped, not a workflow task failing forever: the run still answers.
+  // A malformed doorbell still rings, never a workflow task failing forever: the run still answers.
   await handle.signal(recordUsageSignal, { batchId: 'broken' } as never);
   const usage = await handle.executeUpdate('settledUsage');
   expect(usage).toMatchObject({ tenant_id: tenant.id });

@@ -1,7 +1,7 @@
 import { Worker } from '@temporalio/worker';
 import type { Client, Connection } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
-import { createApp } from '../../src/api/app';
+import { closeGracefully, createApp } from '../../src/api/app';
 import { listen, type RunningServer } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
 import { createNotifier, type NotifierOptions } from '../../src/activities/notifier';
@@ -65,7 +65,8 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
       return { status: res.status, body: parsed, headers: res.headers };
     },
     async stop() {
-      await server.close();
+      // Graceful: requests in flight finish and every stored batch's doorbell has rung.
+      await closeGracefully(app, server);
       worker.shutdown();
       await workerRun;
       await temporal.connection.close();

@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { Runtime, DefaultLogger, NativeConnection, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import knex from 'knex';
+import { Runtime, DefaultLogger, LogTimestamp, NativeConnection, bundleWorkflowCode, type LogEntry, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
 import { createDb, type Db } from '../../src/db/knex';
 import { logger as appLogger } from '../../src/logger';
+import { freePort } from '../../src/platform/free-port';
 import { WORKFLOWS_PATH } from '../../src/workers/worker';
+import { VERBOSE } from './report';
 
 /** The PostgreSQL of this test run (started by the global set-up). */
 export function testDatabaseUrl(): string {
@@ -24,6 +27,16 @@ export function testDb(): Db {
   return createDb(testDatabaseUrl(), { max: 5 });
 }
 
+/**
+ * A pool on a loopback port nothing listens on: every query fails with ECONNREFUSED. Tests use
+ * it to take PostgreSQL away on purpose, so knex's "Acquire connection error" lines are dropped.
+ */
+export async function unreachableDb(): Promise<Db> {
+  const quiet = () => undefined;
+  const url = `postgres://tally:tally@127.0.0.1:${await freePort()}/tally`;
+  return knex({ client: 'pg', connection: url, pool: { min: 0, max: 2 }, log: { warn: quiet, error: quiet } });
+}
+
 /** A unique suffix, so tests share one database without seeing each other's rows. */
 export function unique(prefix: string): string {
   return `${prefix}_${randomBytes(4).toString('hex')}`;
@@ -33,13 +46,27 @@ export function unique(prefix: string): string {
 export const quietLogger = appLogger.child({ test: true });
 quietLogger.level = process.env.TEST_LOG_LEVEL ?? 'silent';
 
+/**
+ * The Temporal SDK's log, in tests: its errors, except the workflows' own (such as an alert given
+ * up after a receiver failed on purpose). Its warnings are mostly about failures tests inject (an
+ * activity attempt while PostgreSQL is away, a workflow task slowed by a local activity's retries)
+ * and show under TEST_VERBOSE=1, with the workflows' logs. Core's logs are forwarded to this
+ * logger, so the one rule covers them too.
+ */
+const stderrLogger = new DefaultLogger('WARN');
+const sdkLogger = new DefaultLogger(VERBOSE ? 'WARN' : 'ERROR', (entry: LogEntry) => {
+  const component = entry.meta?.sdkComponent;
+  if (!VERBOSE && (component === 'workflow' || component === 'activity')) return;
+  stderrLogger.log(entry.level, entry.message, { ...entry.meta, [LogTimestamp]: entry.timestampNanos });
+});
+
 let runtimeInstalled = false;
-/** Keeps the SDK's own logs at warnings, once per test process. */
+/** Installs the SDK runtime with that quiet logger, once per test process. */
 export function installQuietRuntime(): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   try {
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    Runtime.install({ logger: sdkLogger, telemetryOptions: { logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} } } });
   } catch {
     // already installed by another test file in this process
   }

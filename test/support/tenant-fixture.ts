@@ -43,14 +43,6 @@ export async function createTenantFixture(
     plan,
     tenantId: options.tenantId,
     period,
-    input: {
-      tenant_id: options.tenantId,
-      timezone,
-      billing_anchor: options.anchor,
-      plan,
-      period,
-      search_attributes: false,
-      limits: options.limits,
-    },
+    input: { tenant_id: options.tenantId, search_attributes: false, ...(options.limits ? { limits: options.limits } : {}) },
   };
 }

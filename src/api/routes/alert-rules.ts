@@ -9,9 +9,8 @@ import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
 import { findPlanVersion } from '../../db/plans';
 import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
-import { Dec } from '../../domain/decimal';
 import { issueWebhookSecretIfMissing } from '../../notifications/secrets';
-import { webhookUrl } from '../schemas';
+import { emptyBody, noQuery, thresholdPercent, webhookUrl } from '../schemas';
 import type { RuleChannel } from '../../notifications/alerts';
 import { COST_SUBJECT, alertRulesChangedSignal, tenantWorkflowId, type AlertRulesChange } from '../../workflows/messages';
 import { operation, tenantIdParam } from '../operation';
@@ -19,8 +18,8 @@ import { alertRule, createdAlertRule, delivery, pageOf } from '../responses';
 
 /** A rule's channel: an email address, or an http(s) webhook signed with the tenant's secret. */
 export const ruleChannel = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('email'), to: z.string().email() }).strict(),
-  z.object({ type: z.literal('webhook'), url: webhookUrl }).strict(),
+  z.strictObject({ type: z.literal('email'), to: z.string().email() }),
+  z.strictObject({ type: z.literal('webhook'), url: webhookUrl }),
 ]);
 
 /**
@@ -28,17 +27,12 @@ export const ruleChannel = z.discriminatedUnion('type', [
  * cost limit), a threshold percent of that limit, and a channel.
  */
 export const createAlertRuleBody = z
-  .object({
+  .strictObject({
     metric: z.string().regex(METRIC_NAME_PATTERN, 'must be a metric of the plan').optional(),
     cost: z.literal(true).optional(),
-    threshold: z
-      .number()
-      .positive()
-      .max(1000)
-      .refine((t) => new Dec(t).decimalPlaces() <= 4, 'must have at most 4 decimal places'),
+    threshold: thresholdPercent,
     channel: ruleChannel,
   })
-  .strict()
   .superRefine((b, ctx) => {
     if ((b.metric === undefined) === (b.cost === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['metric'], message: 'give exactly one of metric or cost: true' });
@@ -46,10 +40,15 @@ export const createAlertRuleBody = z
   });
 
 /** `GET /v1/tenants/{id}/deliveries`: pagination, optionally one event's or one status's rows. */
-export const listDeliveriesQuery = paginationQuery.extend({
-  event_id: z.string().min(1).max(256).optional(),
-  status: z.enum(['pending', 'delivered', 'failed', 'recorded']).optional(),
-});
+export const listDeliveriesQuery = paginationQuery
+  .extend({
+    event_id: z.string().min(1).max(256).optional(),
+    status: z.enum(['pending', 'delivered', 'failed', 'recorded']).optional(),
+  })
+  .strict();
+
+/** `GET /v1/tenants/{id}/alert-rules`: pagination only. */
+export const listAlertRulesQuery = paginationQuery.strict();
 
 interface RuleRow {
   id: string;
@@ -91,6 +90,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       summary: 'Add an alert rule: a metric with a limit (or the cost), a threshold percent, a channel',
       description: "Applies to the running period at once. A tenant's first webhook rule issues its webhook signing secret, shown once in this answer.",
       params: { id: tenantIdParam },
+      query: noQuery,
       body: createAlertRuleBody,
       responses: { 201: { description: 'the rule', schema: createdAlertRule } },
       problems: {
@@ -101,6 +101,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
       if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenant.id} is cancelled`);
+      parseListQuery(noQuery, req);
       const body = createAlertRuleBody.parse(req.body);
       await assertWatchable(ctx, tenant, body);
       const row: RuleRow = {
@@ -136,12 +137,12 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       tag: 'Alerts',
       summary: "List the tenant's alert rules",
       params: { id: tenantIdParam },
-      query: paginationQuery,
+      query: listAlertRulesQuery,
       responses: { 200: { description: 'a page of rules', schema: pageOf(alertRule) } },
     }),
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
-      const query = parseListQuery(paginationQuery, req);
+      const query = parseListQuery(listAlertRulesQuery, req);
       const page = await paginate<RuleRow>(ctx.db('alert_rules').where({ tenant_id: tenant.id }).whereNull('deleted_at').select('*'), query, {
         sort: ['created_at', 'id'],
         idColumn: 'id',
@@ -157,10 +158,12 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       tag: 'Alerts',
       summary: 'Get an alert rule',
       params: { id: tenantIdParam, ruleId: z.string().describe('the alert rule id') },
+      query: noQuery,
       responses: { 200: { description: 'the rule', schema: alertRule } },
     }),
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
+      parseListQuery(noQuery, req);
       res.json(presentRule(await findRule(ctx, tenant.id, String(req.params.ruleId))));
     },
   );
@@ -172,10 +175,14 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       tag: 'Alerts',
       summary: 'Delete an alert rule (the running period stops watching it at once)',
       params: { id: tenantIdParam, ruleId: z.string().describe('the alert rule id') },
+      query: noQuery,
       responses: { 204: { description: 'deleted' } },
+      problems: { 422: 'a query parameter, or a body with fields: this route takes neither (`validation_failed`)' },
     }),
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
+      parseListQuery(noQuery, req);
+      emptyBody.parse(req.body ?? {});
       const rule = await findRule(ctx, tenant.id, String(req.params.ruleId));
       const deletedAt = new Date();
       await ctx.db('alert_rules').where({ id: rule.id }).whereNull('deleted_at').update({ deleted_at: deletedAt });

@@ -2,16 +2,19 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../auth';
-import { closePeriodBody, resourceId } from '../schemas';
+import { closePeriodBody, noQuery, resourceId } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { findTenant } from '../../db/tenants';
 import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { presentInvoice } from '../../invoices/present';
 import { operation, tenantIdParam } from '../operation';
 import { closedPeriod, invoice as invoiceResponse, pageOf } from '../responses';
+import { idempotencyKeyOf, idempotencyKeySchema } from '../idempotency';
+import { closeByIdempotencyKey } from '../../db/rollover';
+import { invoiceWorkflowId } from '../../contracts/ids';
 
 /** `GET /v1/tenants/{id}/invoices`: pagination only. */
-export const listInvoicesQuery = paginationQuery;
+export const listInvoicesQuery = paginationQuery.strict();
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type InvoiceRow = { id: string } & Record<string, any>;
@@ -28,7 +31,11 @@ export function financeRouter(ctx: ApiContext): Router {
       operationId: 'closePeriod',
       tag: 'Finance',
       summary: 'Close the current period now and invoice it',
+      description:
+        'The period ends at the instant the close is made; events stamped at or after it belong to the next period. With an `Idempotency-Key`, a retry (after a timeout, say) answers the close that key made instead of closing again.',
       params: { id: tenantIdParam },
+      query: noQuery,
+      headers: z.object({ 'Idempotency-Key': idempotencyKeySchema.optional() }),
       body: closePeriodBody,
       bodyOptional: true,
       responses: { 200: { description: 'the closed period, its invoice id and the new current period', schema: closedPeriod } },
@@ -37,11 +44,23 @@ export function financeRouter(ctx: ApiContext): Router {
     requireAdmin,
     async (req, res) => {
       const tenantId = tenantParam(req);
+      parseListQuery(noQuery, req);
       const body = closePeriodBody.parse(req.body ?? {});
       const tenant = resourceId.safeParse(tenantId).success ? await ctx.tenants.get(tenantId) : undefined;
       if (!tenant) throw notFound(`tenant ${tenantId}`);
       if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
-      const result = await ctx.billing.closePeriod(tenantId, body.finalize === true);
+      const key = idempotencyKeyOf(req);
+      const earlier = key ? await closeByIdempotencyKey(ctx.db, tenantId, key) : undefined;
+      if (earlier) {
+        res.json({
+          closed_period: { start: earlier.closed.start, end: earlier.closed.end },
+          invoice_id: earlier.invoice_id,
+          invoice_workflow_id: invoiceWorkflowId(tenantId, earlier.closed.start, 1),
+          current_period: earlier.next?.period ?? null,
+        });
+        return;
+      }
+      const result = await ctx.billing.closePeriod(tenantId, body.finalize === true, key);
       ctx.tenants.invalidate(tenantId);
       res.json(result);
     },
@@ -54,9 +73,11 @@ export function financeRouter(ctx: ApiContext): Router {
       tag: 'Finance',
       summary: 'Get an invoice with its lines',
       params: { invoiceId: z.string().describe('the invoice id') },
+      query: noQuery,
       responses: { 200: { description: 'the invoice', schema: invoiceResponse } },
     }),
     async (req, res) => {
+      parseListQuery(noQuery, req);
       // PostgreSQL text cannot hold NUL: such an id names no invoice (a 404, not a failed query).
       const invoice = req.params.invoiceId.includes('\u0000') ? undefined : await ctx.db('invoices').where({ id: req.params.invoiceId }).first();
       const principal = principalOf(res);

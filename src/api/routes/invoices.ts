@@ -1,10 +1,12 @@
-import { Router, type Request } from 'express';
+import { Router } from 'express';
 import { z } from 'zod';
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
 import type { ApiContext } from '../context';
 import { principalOf, requireAdmin } from '../auth';
+import { idempotencyKeyOf, idempotencyKeySchema } from '../idempotency';
 import { ApiError, notFound } from '../errors';
-import { resourceId } from '../schemas';
+import { noQuery, resourceId } from '../schemas';
+import { parseListQuery } from '../pagination';
 import { presentInvoice } from '../../invoices/present';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant } from '../../db/tenants';
@@ -17,14 +19,12 @@ import { renderInvoicePdf, type PdfInvoice } from '../../invoices/pdf';
 import { operation } from '../operation';
 import { rerunStarted } from '../responses';
 
-/** `POST /v1/invoices/{id}/rerun` body. */
-export const rerunInvoiceBody = z.object({
+/** `POST /v1/invoices/{id}/rerun` body. A field it does not know (`dry_run`) is refused, never ignored: the rerun would be real. */
+export const rerunInvoiceBody = z.strictObject({
   reason: z.string().trim().min(1, 'must say why the invoice is rerun').max(1000),
   plan_id: resourceId.optional(),
 });
 
-/** `Idempotency-Key`: any printable ASCII, 1..255 characters. */
-const idempotencyKey = z.string().regex(/^[\x20-\x7e]{1,255}$/, 'must be 1-255 printable ASCII characters');
 
 /** Where the router starts rerun workflows: the API's Temporal client and the worker's task queue. */
 export interface InvoiceWorkflows {
@@ -110,14 +110,6 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
     return { invoice_id: row.new_invoice_id, workflow_id: row.workflow_id };
   }
 
-  function idempotencyKeyOf(req: Request): string | undefined {
-    const raw = req.get('idempotency-key');
-    if (raw === undefined) return undefined;
-    const parsed = idempotencyKey.safeParse(raw);
-    if (!parsed.success) throw new ApiError(422, 'validation_failed', 'the Idempotency-Key header is invalid', [{ path: 'headers.idempotency-key', message: parsed.error.issues[0]!.message }]);
-    return parsed.data;
-  }
-
   /**
    * `POST /v1/invoices/{id}/rerun` (admin): recompute the period as version n+1 and void n, in a
    * workflow. 202 with the new version's id and the workflow id; the same `Idempotency-Key`
@@ -131,7 +123,8 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
       summary: 'Re-rate a period as a new invoice version; the old one becomes void',
       description: 'Only the finalized version can be rerun, and only once. The same `Idempotency-Key` answers the same 202.',
       params: { invoiceId: z.string().describe('the finalized invoice version to rerun') },
-      headers: z.object({ 'Idempotency-Key': idempotencyKey.optional() }),
+      query: noQuery,
+      headers: z.object({ 'Idempotency-Key': idempotencyKeySchema.optional() }),
       body: rerunInvoiceBody,
       responses: {
         202: {
@@ -148,6 +141,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
     requireAdmin,
     async (req, res) => {
       const invoiceParam = String(req.params.invoiceId);
+      parseListQuery(noQuery, req);
       const body = rerunInvoiceBody.parse(req.body ?? {});
       const key = idempotencyKeyOf(req);
       const principal = principalOf(res);
@@ -221,9 +215,11 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
       tag: 'Finance',
       summary: 'The invoice as a PDF (a void version carries a VOID watermark)',
       params: { invoiceId: z.string().describe('the invoice id') },
+      query: noQuery,
       responses: { 200: { description: 'the PDF', contentType: 'application/pdf', schema: z.string().meta({ format: 'binary' }) } },
     }),
     async (req, res) => {
+      parseListQuery(noQuery, req);
       const invoiceParam = String(req.params.invoiceId);
       const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first();
       const principal = principalOf(res);

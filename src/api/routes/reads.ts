@@ -1,4 +1,4 @@
-import { Router, type Request, type Response } from 'express';
+import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, tenantParam } from '../auth';
@@ -8,11 +8,13 @@ import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
 import { findPlanVersion } from '../../db/plans';
 import type { InvoiceRow, PeriodRow } from '../../db/invoices';
-import { aggregateStoredUsage, normalizeDecimal } from '../../db/usage';
+import { normalizeDecimal } from '../../db/usage';
+import { readPeriodCounters, type PeriodCounter } from '../../db/ledger';
+import { counterFromAggregates } from '../../domain/aggregation';
 import { roundMoney } from '../../domain/decimal';
 import { METRIC_NAME_PATTERN } from '../../domain/plan';
 import { formatPeriodStamp } from '../../domain/periods';
-import { COST_SUBJECT, type UsageView } from '../../workflows/messages';
+import { COST_SUBJECT } from '../../contracts/ids';
 import { operation, tenantIdParam } from '../operation';
 import { pageOf } from '../responses';
 
@@ -25,7 +27,9 @@ const isoInstant = z.string().datetime({ offset: true, message: 'must be an ISO-
 
 /**
  * `GET /v1/tenants/{id}/events`: pagination plus filters. `from` is inclusive and `to` exclusive
- * (half-open, like periods), both compared with the event's own timestamp.
+ * (half-open, like periods), both compared with the event's own timestamp. Like every query here
+ * it is strict: a filter the API does not have (`property.region`) is refused by name, rather
+ * than ignored into a list of every event.
  */
 export const listEventsQuery = paginationQuery
   .extend({
@@ -33,16 +37,17 @@ export const listEventsQuery = paginationQuery
     from: isoInstant.optional(),
     to: isoInstant.optional(),
   })
+  .strict()
   .refine((q) => q.from === undefined || q.to === undefined || Date.parse(q.from) <= Date.parse(q.to), {
     path: ['to'],
     message: 'must not be before from',
   });
 
 /** `GET /v1/tenants/{id}/periods`: pagination only. */
-export const listPeriodsQuery = paginationQuery;
+export const listPeriodsQuery = paginationQuery.strict();
 
 /** `GET /v1/tenants/{id}/alerts`: pagination only. */
-export const listAlertsQuery = paginationQuery;
+export const listAlertsQuery = paginationQuery.strict();
 
 /** One stored usage event, as `GET /v1/tenants/{id}/events` lists it. */
 export const usageEventView = z.object({
@@ -66,7 +71,9 @@ export const periodView = z.object({
   plan_id: z.string(),
   plan_version: z.number().int(),
   counters: z.record(z.string(), z.number()),
-  /** `live`: the workflow's counters of the running period; `stored`: PostgreSQL. */
+  /** The same counters exactly, as decimal strings (a JSON number may round them). */
+  counters_decimal: z.record(z.string(), z.string()),
+  /** `live`: the open period's counters, still moving; `stored`: a closed period's. Both from the read model. */
   counters_source: z.enum(['live', 'stored']),
   totals: z.object({ invoice_id: z.string(), subtotal: z.string(), total: z.string(), currency: z.string() }).nullable(),
   invoice_ids: z.array(z.string()),
@@ -149,7 +156,7 @@ export function readsRouter(ctx: ApiContext): Router {
     }),
     async (req, res) => {
       const tenantId = tenantParam(req);
-      const tenant = await readableTenant(ctx, res, tenantId);
+      await readableTenant(ctx, res, tenantId);
       const query = parseListQuery(listPeriodsQuery, req);
       const page = await paginate<PeriodRow>(ctx.db('periods').where({ tenant_id: tenantId }).select('*'), query, {
         sort: 'start',
@@ -166,12 +173,12 @@ export function readsRouter(ctx: ApiContext): Router {
               .whereIn('period_start', starts)
               .orderBy('version', 'asc')
               .select<InvoiceTotalsRow[]>('id', 'period_start', 'version', 'status', 'subtotal', 'total', 'currency');
-      const live = page.data.some((p) => p.status === 'open') && tenant.status === 'active' ? await liveUsage(ctx, req, tenantId) : undefined;
+      const counted = await readPeriodCounters(ctx.db, tenantId, starts);
 
       const data: PeriodView[] = [];
       for (const period of page.data) {
         const versions = invoices.filter((i) => i.period_start.getTime() === period.start.getTime());
-        data.push(presentPeriod(period, versions, await periodCounters(ctx, period, live)));
+        data.push(presentPeriod(period, versions, await periodCounters(ctx, period, counted)));
       }
       res.json({ ...page, data });
     },
@@ -270,39 +277,32 @@ function parsePeriodId(tenantId: string, id: string): string | undefined {
   return !Number.isNaN(at.getTime()) && at.toISOString() === iso ? iso : undefined;
 }
 
-/** The running period's usage from the workflow, or undefined when it cannot answer now. */
-async function liveUsage(ctx: ApiContext, req: Request, tenantId: string): Promise<UsageView | undefined> {
-  try {
-    return await ctx.billing.usage(tenantId);
-  } catch (err) {
-    // The listing still answers, from PostgreSQL, when the workflow is momentarily unreachable.
-    req.log?.warn({ err, tenant_id: tenantId }, 'usage query failed; periods listed with stored counters');
-    return undefined;
-  }
-}
-
 /**
- * A period's counters: live from the workflow for the running period (they include events not
- * yet invoiced); otherwise the snapshot stored at close or invoicing; and for an open period the
- * workflow cannot report, the aggregation of its stored events (what its invoice would rate).
+ * A period's counters from the read model: every counted event, late events in a closed
+ * period's grace included, as soon as they are counted. The open period's are `live` (they
+ * still move); a closed period's are `stored`.
  */
 async function periodCounters(
   ctx: ApiContext,
   period: PeriodRow,
-  live: UsageView | undefined,
-): Promise<{ values: Record<string, number>; source: 'live' | 'stored' }> {
-  if (live && period.status === 'open' && Date.parse(live.period.start) === period.start.getTime()) {
-    return { values: Object.fromEntries(Object.entries(live.metrics).map(([metric, m]) => [metric, Number(m.used)])), source: 'live' };
+  counted: PeriodCounter[],
+): Promise<PeriodCounters> {
+  const plan = await findPlanVersion(ctx.db, period.plan_id, period.plan_version);
+  const values: Record<string, string> = {};
+  for (const meter of plan?.meters ?? []) {
+    const counter = counted.find((c) => c.metric === meter.metric && Date.parse(c.period_start) === period.start.getTime());
+    values[meter.metric] = counterFromAggregates(counter, meter.aggregation);
   }
-  let stored = period.counters;
-  if (!stored) {
-    const plan = await findPlanVersion(ctx.db, period.plan_id, period.plan_version);
-    stored = plan ? await aggregateStoredUsage(ctx.db, period.tenant_id, period.start, plan.meters) : {};
-  }
-  return { values: Object.fromEntries(Object.entries(stored).map(([metric, v]) => [metric, Number(normalizeDecimal(String(v)))])), source: 'stored' };
+  return { values, source: period.status === 'open' ? 'live' : 'stored' };
 }
 
-function presentPeriod(period: PeriodRow, invoices: InvoiceTotalsRow[], counters: { values: Record<string, number>; source: 'live' | 'stored' }): PeriodView {
+/** A period's counters as exact decimal strings, and where they stand. */
+interface PeriodCounters {
+  values: Record<string, string>;
+  source: 'live' | 'stored';
+}
+
+function presentPeriod(period: PeriodRow, invoices: InvoiceTotalsRow[], counters: PeriodCounters): PeriodView {
   // The period's bill is its newest version that is not void (a rerun voids the one it replaces).
   const current = [...invoices].reverse().find((i) => i.status !== 'void') ?? invoices[invoices.length - 1];
   const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -314,7 +314,8 @@ function presentPeriod(period: PeriodRow, invoices: InvoiceTotalsRow[], counters
     status: period.status,
     plan_id: period.plan_id,
     plan_version: period.plan_version,
-    counters: counters.values,
+    counters: Object.fromEntries(Object.entries(counters.values).map(([metric, value]) => [metric, Number(value)])),
+    counters_decimal: counters.values,
     counters_source: counters.source,
     totals: current
       ? {

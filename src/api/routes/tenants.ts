@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../auth';
-import { createTenantBody, resourceId, updateTenantBody } from '../schemas';
+import { createTenantBody, emptyBody, noQuery, resourceId, updateTenantBody } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant, insertTenant, type TenantRow } from '../../db/tenants';
@@ -14,7 +14,7 @@ import { operation, tenantIdParam } from '../operation';
 import { cancelledTenant, createdTenant, issuedApiKey, pageOf, rotatedWebhookSecret, tenant as tenantResponse, tenantWithPeriod, updatedTenant } from '../responses';
 
 /** `GET /v1/tenants` (admin): pagination only. */
-export const listTenantsQuery = paginationQuery;
+export const listTenantsQuery = paginationQuery.strict();
 
 /** Tenants: creating one issues its key and starts its billing workflow. */
 export function tenantsRouter(ctx: ApiContext): Router {
@@ -26,12 +26,14 @@ export function tenantsRouter(ctx: ApiContext): Router {
       operationId: 'createTenant',
       tag: 'Tenants',
       summary: "Create a tenant and start its billing workflow; answers the tenant's API key once",
+      query: noQuery,
       body: createTenantBody,
       responses: { 201: { description: 'the tenant, its current period, `workflow_id` and `api_key`', schema: createdTenant } },
       problems: { 409: 'a tenant with this id exists (`conflict`)' },
     }),
     requireAdmin,
     async (req, res) => {
+      parseListQuery(noQuery, req);
       const body = createTenantBody.parse(req.body);
       const plan = await findPlanVersion(ctx.db, body.plan_id);
       if (!plan) {
@@ -107,11 +109,13 @@ export function tenantsRouter(ctx: ApiContext): Router {
       tag: 'Tenants',
       summary: 'Get a tenant with its current period',
       params: { id: tenantIdParam },
+      query: noQuery,
       responses: { 200: { description: 'the tenant', schema: tenantWithPeriod } },
     }),
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
+      parseListQuery(noQuery, req);
       const tenant = await findTenantOrThrow(ctx, tenantId);
       const current = await ctx.db('periods').where({ tenant_id: tenantId }).orderBy('start', 'desc').first<{ start: Date; end: Date } | undefined>('start', 'end');
       res.json({ ...presentTenant(tenant), current_period: current ? { start: current.start.toISOString(), end: current.end.toISOString() } : null });
@@ -125,6 +129,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
       tag: 'Tenants',
       summary: 'Update a tenant (a plan change takes effect at the next period)',
       params: { id: tenantIdParam },
+      query: noQuery,
       body: updateTenantBody,
       responses: { 200: { description: 'the updated tenant', schema: updatedTenant } },
       problems: { 403: 'a tenant key changing `plan_id`: only the admin key changes plans (`forbidden`)' },
@@ -132,6 +137,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
+      parseListQuery(noQuery, req);
       const body = updateTenantBody.parse(req.body);
       if (body.plan_id !== undefined && principalOf(res).kind !== 'admin') {
         throw new ApiError(403, 'forbidden', 'only the admin key changes plans');
@@ -158,18 +164,22 @@ export function tenantsRouter(ctx: ApiContext): Router {
       tag: 'Tenants',
       summary: 'Cancel the subscription: close the period now, write its final invoice, end the workflow',
       params: { id: tenantIdParam },
+      query: noQuery,
       responses: { 200: { description: 'the cancelled tenant with `final_invoice_id` and `closed_period`', schema: cancelledTenant } },
-      problems: { 409: 'the tenant is already cancelled (`conflict`)' },
+      problems: { 409: 'the tenant is already cancelled (`conflict`)', 422: 'a query parameter, or a body with fields: this route takes neither (`validation_failed`)' },
     }),
     requireAdmin,
     async (req, res) => {
       const tenantId = tenantParam(req);
+      parseListQuery(noQuery, req);
+      emptyBody.parse(req.body ?? {});
       const tenant = await findTenantOrThrow(ctx, tenantId);
       if (tenant.status === 'cancelled') throw new ApiError(409, 'conflict', `tenant ${tenantId} is already cancelled`);
-      // Stop new usage first, then close and invoice the period in the workflow, which then completes.
-      await ctx.db('tenants').where({ id: tenantId }).update({ status: 'cancelled', cancelled_at: new Date(), updated_at: new Date() });
-      ctx.tenants.invalidate(tenantId);
+      // One transaction in the workflow's rollover closes the final period and marks the tenant
+      // cancelled, under the ledger lock ingest takes: every event stored before it is billed,
+      // every one after it is refused. Should this request fail half-way, a retry finishes it.
       const result = await ctx.billing.cancel(tenantId);
+      ctx.tenants.invalidate(tenantId);
       res.json({ ...presentTenant(await findTenantOrThrow(ctx, tenantId)), final_invoice_id: result.invoice_id, closed_period: result.closed_period });
     },
   );
@@ -183,11 +193,15 @@ export function tenantsRouter(ctx: ApiContext): Router {
       tag: 'Alerts',
       summary: 'Rotate the webhook signing secret (shown once; it signs every delivery from now on, retries included)',
       params: { id: tenantIdParam },
+      query: noQuery,
       responses: { 200: { description: 'the new secret', schema: rotatedWebhookSecret } },
+      problems: { 422: 'a query parameter, or a body with fields: this route takes neither (`validation_failed`)' },
     }),
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
+      parseListQuery(noQuery, req);
+      emptyBody.parse(req.body ?? {});
       const secret = await rotateWebhookSecret(ctx.db, tenantId);
       if (!secret) throw notFound(`tenant ${tenantId}`);
       req.log?.info({ tenant_id: tenantId }, 'webhook secret rotated');
@@ -204,11 +218,15 @@ export function tenantsRouter(ctx: ApiContext): Router {
       tag: 'Tenants',
       summary: "Rotate the tenant's API key (the new key is shown once; earlier keys stop working)",
       params: { id: tenantIdParam },
+      query: noQuery,
       responses: { 201: { description: 'the new key', schema: issuedApiKey } },
+      problems: { 422: 'a query parameter, or a body with fields: this route takes neither (`validation_failed`)' },
     }),
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
+      parseListQuery(noQuery, req);
+      emptyBody.parse(req.body ?? {});
       const issued = resourceId.safeParse(tenantId).success ? await rotateTenantApiKey(ctx.db, tenantId) : undefined;
       if (!issued) throw notFound(`tenant ${tenantId}`);
       req.log?.info({ tenant_id: tenantId, key_id: issued.id, revoked: issued.revoked }, 'tenant api key rotated');

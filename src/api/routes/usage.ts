@@ -1,19 +1,23 @@
+import { randomUUID } from 'node:crypto';
 import { Router } from 'express';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, principalOf, tenantParam } from '../auth';
-import { authorizeBody, estimateBody, ingestBody } from '../schemas';
+import { authorizeBody, estimateBody, ingestBody, noQuery } from '../schemas';
+import { parseListQuery } from '../pagination';
 import { ApiError, notFound, type FieldError, type ProblemCode } from '../errors';
 import type { TenantContext } from '../tenant-directory';
 import { findMeter } from '../../domain/plan';
-import type { UsageEventInput } from '../../workflows/messages';
+import { estimateExtraCost } from '../../domain/rating';
+import { storeUsageBatches, type IncomingEvent } from '../../db/ingest';
+import { currentPeriodFigures, currentUsage } from '../../db/usage-read-model';
 import { operation, tenantIdParam } from '../operation';
 import { authorization, estimate, ingested, usageView } from '../responses';
 
-/** Events may be timestamped at most this far ahead of the server's clock (BILLING.md). */
-const FUTURE_TOLERANCE_MS = 5 * 60_000;
-
 /** Usage: ingest, the current period's counters, check-and-consume and estimates. */
+/** `GET …/usage`: only `consistent` (read-your-writes). */
+const usageQuery = z.strictObject({ consistent: z.enum(['true', 'false']).optional() });
+
 export function usageRouter(ctx: ApiContext): Router {
   const router = Router();
 
@@ -24,19 +28,22 @@ export function usageRouter(ctx: ApiContext): Router {
       tag: 'Usage',
       summary: 'Ingest usage events (1..1000, all-or-nothing); 202 means durable',
       description:
-        'With a tenant key `tenant_id` may be omitted; with the admin key it is required. Resending an event id is not an error: it is counted once. Concurrent requests for one tenant may share one workflow signal; each is answered only once its events are durable.',
+        'With a tenant key `tenant_id` may be omitted; with the admin key it is required. Resending an event id is not an error: it is counted once. The 202 is sent once the batch is committed to PostgreSQL; the tenant\'s workflow counts it moments later (`pending_events` until then).',
+      query: noQuery,
       body: ingestBody,
       responses: { 202: { description: 'every event is durable and will be counted', schema: ingested } },
       problems: {
-        404: "a tenant key whose tenant is not active (`not_found`)",
+        404: 'a tenant key whose tenant does not exist (`not_found`)',
+        409: 'the subscription is cancelled and the events fall after its last period (`subscription_cancelled`); nothing was recorded',
         422: 'the batch was rejected and nothing was recorded: `late_event`, `future_event` or `unknown_metric` when every problem is of that kind, `validation_failed` otherwise; `errors[].path` names each event',
       },
     }),
     async (req, res) => {
+      parseListQuery(noQuery, req);
       const body = ingestBody.parse(req.body);
       const principal = principalOf(res);
       const receivedAt = new Date();
-      const byTenant = new Map<string, Array<{ index: number; event: UsageEventInput }>>();
+      const byTenant = new Map<string, Array<{ index: number; event: IncomingEvent }>>();
       const errors: FieldError[] = [];
       body.events.forEach((e, index) => {
         let tenantId = e.tenant_id;
@@ -50,11 +57,12 @@ export function usageRouter(ctx: ApiContext): Router {
           errors.push({ path: `events.${index}.tenant_id`, message: 'required with the admin key' });
           return;
         }
-        const event: UsageEventInput = {
+        const event: IncomingEvent = {
           id: e.id,
           metric: e.metric,
-          quantity: e.quantity,
-          timestamp: e.timestamp ? new Date(e.timestamp).toISOString() : receivedAt.toISOString(),
+          quantity: String(e.quantity),
+          // No timestamp: stamped when the batch is placed, under the tenant's ledger lock.
+          timestamp: e.timestamp ? new Date(e.timestamp).toISOString() : null,
           ...(e.properties ? { properties: e.properties } : {}),
         };
         const list = byTenant.get(tenantId) ?? [];
@@ -63,32 +71,36 @@ export function usageRouter(ctx: ApiContext): Router {
       });
       if (errors.length > 0) throw new ApiError(422, 'validation_failed', 'the batch is invalid', errors);
 
+      // Durable before acknowledged: the 202 is sent once the transaction holding every batch committed.
+      const outcomes = await storeUsageBatches(
+        ctx.db,
+        new Map([...byTenant].map(([tenantId, events]) => [tenantId, events.map((e) => e.event)])),
+        receivedAt,
+        `req-${String(req.id ?? randomUUID())}`,
+      );
       const codes = new Set<ProblemCode>();
-      for (const [tenantId, events] of byTenant) {
-        const tenant = await ctx.tenants.get(tenantId);
-        if (!tenant || tenant.status !== 'active') {
+      for (const [tenantId, outcome] of outcomes) {
+        const events = byTenant.get(tenantId)!;
+        if (outcome.kind === 'no_tenant') {
           if (principal.kind === 'tenant') throw notFound(`tenant ${tenantId}`);
-          for (const { index } of events) errors.push({ path: `events.${index}.tenant_id`, message: `no active tenant ${tenantId}` });
+          for (const { index } of events) errors.push({ path: `events.${index}.tenant_id`, message: `no tenant ${tenantId}` });
           codes.add('validation_failed');
-          continue;
-        }
-        for (const { index, event } of events) {
-          const problem = judgeEvent(tenant, event, receivedAt);
-          if (problem) {
-            errors.push({ path: `events.${index}.${problem.field}`, message: problem.message });
-            codes.add(problem.code);
+        } else if (outcome.kind === 'refused') {
+          for (const refusal of outcome.refusals) {
+            errors.push({ path: `events.${events[refusal.index]!.index}.${refusal.field}`, message: refusal.message });
+            codes.add(refusal.code);
           }
         }
       }
       if (errors.length > 0) {
         // One kind of problem keeps its own code (late_event, ...); a mix is validation_failed.
         const code = codes.size === 1 ? [...codes][0]! : 'validation_failed';
-        throw new ApiError(422, code, 'the batch was rejected: nothing was recorded', errors);
+        throw new ApiError(code === 'subscription_cancelled' ? 409 : 422, code, 'the batch was rejected: nothing was recorded', errors);
       }
-      // Durable before acknowledged: the 202 is sent only after Temporal accepted every signal.
-      await Promise.all(
-        [...byTenant].map(([tenantId, events]) => ctx.billing.recordUsage(tenantId, events.map((e) => e.event), receivedAt)),
-      );
+      for (const [tenantId, outcome] of outcomes) {
+        if (outcome.kind === 'stored' && outcome.stored > 0) ctx.billing.doorbell.stored(tenantId, outcome.stored, outcome.highest_seq);
+      }
+      ctx.metrics.recordIngest(outcomes.size, body.events.length);
       res.status(202).json({ received: body.events.length });
     },
   );
@@ -100,17 +112,24 @@ export function usageRouter(ctx: ApiContext): Router {
       tag: 'Usage',
       summary: "The current period's usage, costs and alerts",
       description:
-        'Answered by a workflow query (immediate; `pending_events` says how many acknowledged events are not counted yet). `?consistent=true` waits until every acknowledged event is counted (read-your-writes).',
+        'Answered from the read model in PostgreSQL (immediate; `pending_events` says how many acknowledged events are not counted yet). `?consistent=true` has the tenant\'s workflow count every acknowledged event first (read-your-writes), or answers 503 `unavailable` if it cannot within 10 s.',
       params: { id: tenantIdParam },
-      query: z.object({ consistent: z.enum(['true', 'false']).optional() }),
+      query: usageQuery,
       responses: { 200: { description: 'the usage view', schema: usageView } },
-      problems: { 409: 'the tenant is cancelled (`conflict`)', 422: false },
+      problems: { 409: 'the tenant is cancelled (`conflict`)', 422: false, 503: 'with `?consistent=true`: the usage could not be settled within 10 s (`unavailable`)' },
     }),
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
+      const query = parseListQuery(usageQuery, req);
       await activeTenant(ctx, tenantId);
-      res.json(await ctx.billing.usage(tenantId, req.query.consistent === 'true'));
+      if (query.consistent === 'true') {
+        res.json(await ctx.billing.settledUsage(tenantId));
+        return;
+      }
+      const usage = await currentUsage(ctx.db, tenantId);
+      if (!usage) throw new ApiError(409, 'conflict', `tenant ${tenantId} has no open period`);
+      res.json(usage);
     },
   );
 
@@ -122,6 +141,7 @@ export function usageRouter(ctx: ApiContext): Router {
       summary: 'Check-and-consume against a hard limit',
       description: 'Idempotent on `id`: a retry with the same id consumes once.',
       params: { id: tenantIdParam },
+      query: noQuery,
       body: authorizeBody,
       responses: { 200: { description: '`{ "allowed": true, "remaining" }` or `{ "allowed": false, "reason": "hard_limit", "remaining" }`', schema: authorization } },
       problems: { 409: 'the tenant is cancelled (`conflict`)', 422: 'validation failed, or the metric is not in the plan (`unknown_metric`)' },
@@ -129,6 +149,7 @@ export function usageRouter(ctx: ApiContext): Router {
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
+      parseListQuery(noQuery, req);
       const body = authorizeBody.parse(req.body);
       const tenant = await activeTenant(ctx, tenantId);
       if (!findMeter(tenant.plan, body.metric)) {
@@ -145,6 +166,7 @@ export function usageRouter(ctx: ApiContext): Router {
       tag: 'Usage',
       summary: 'The cost of extra usage, given where the tenant stands in its tiers',
       params: { id: tenantIdParam },
+      query: noQuery,
       body: estimateBody,
       responses: { 200: { description: 'what the extra usage would cost', schema: estimate } },
       problems: { 409: 'the tenant is cancelled (`conflict`)', 422: 'validation failed, or the metric is not in the plan (`unknown_metric`)' },
@@ -152,12 +174,16 @@ export function usageRouter(ctx: ApiContext): Router {
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
+      parseListQuery(noQuery, req);
       const body = estimateBody.parse(req.body);
-      const tenant = await activeTenant(ctx, tenantId);
-      if (!findMeter(tenant.plan, body.metric)) {
-        throw new ApiError(422, 'unknown_metric', `metric ${body.metric} is not in plan ${tenant.plan.id}`, [{ path: 'metric', message: 'unknown metric' }]);
+      await activeTenant(ctx, tenantId);
+      const figures = await currentPeriodFigures(ctx.db, tenantId);
+      if (!figures) throw new ApiError(409, 'conflict', `tenant ${tenantId} has no open period`);
+      const meter = findMeter(figures.plan, body.metric);
+      if (!meter) {
+        throw new ApiError(422, 'unknown_metric', `metric ${body.metric} is not in plan ${figures.plan.id}`, [{ path: 'metric', message: 'unknown metric' }]);
       }
-      res.json(await ctx.billing.estimate(tenantId, body.metric, body.quantity));
+      res.json({ amount: estimateExtraCost(meter, figures.values[meter.metric] ?? '0', body.quantity, figures.plan.currency), currency: figures.plan.currency });
     },
   );
 
@@ -169,40 +195,4 @@ async function activeTenant(ctx: ApiContext, tenantId: string): Promise<TenantCo
   if (!tenant) throw notFound(`tenant ${tenantId}`);
   if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
   return tenant;
-}
-
-/** Where an event stands against the tenant's periods, judged before it is acknowledged. */
-function judgeEvent(
-  tenant: TenantContext,
-  event: UsageEventInput,
-  receivedAt: Date,
-): { field: string; message: string; code: 'unknown_metric' | 'late_event' | 'future_event' } | undefined {
-  const at = Date.parse(event.timestamp);
-  if (at > receivedAt.getTime() + FUTURE_TOLERANCE_MS) {
-    return { field: 'timestamp', message: 'more than 5 minutes in the future', code: 'future_event' };
-  }
-  // The current period may have ended by the clock before its workflow rolled over (a backlog, a
-  // Temporal outage) or before this cache saw the rollover: its events are then late events,
-  // accepted only within its grace, as the workflow judges them (else acknowledged, then refused).
-  const current = tenant.current;
-  const currentGraceEndsAt = current.end.getTime() + tenant.plan.grace_period_seconds * 1000;
-  if (at >= current.start.getTime() && at < current.end.getTime() && receivedAt.getTime() >= currentGraceEndsAt) {
-    return { field: 'timestamp', message: `too late: belongs to period ${current.start.toISOString()} (grace ended)`, code: 'late_event' };
-  }
-  const inCurrentOrLater = at >= tenant.current.start.getTime();
-  const previous = tenant.previous;
-  const inGrace =
-    previous !== null &&
-    at >= previous.start.getTime() &&
-    at < previous.end.getTime() &&
-    previous.graceEndsAt !== null &&
-    receivedAt.getTime() < previous.graceEndsAt.getTime();
-  if (!inCurrentOrLater && !inGrace) {
-    const where = previous && at >= previous.start.getTime() ? `period ${previous.start.toISOString()} (grace ended)` : 'a closed period';
-    return { field: 'timestamp', message: `too late: belongs to ${where}`, code: 'late_event' };
-  }
-  if (!findMeter(tenant.plan, event.metric)) {
-    return { field: 'metric', message: `unknown metric for plan ${tenant.plan.id}`, code: 'unknown_metric' };
-  }
-  return undefined;
 }

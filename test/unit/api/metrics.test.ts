@@ -55,9 +55,10 @@ test('HTTP metrics use the route pattern (mount path included), also for errors,
 
 test('ingest counters and the coalescing ratio', async () => {
   const metrics = createApiMetrics({ processMetrics: false });
-  metrics.recordSignal({ tenantId: 't', requests: 3, events: 30, bytes: 1, durationMs: 4, ok: true });
-  metrics.recordSignal({ tenantId: 't', requests: 1, events: 5, bytes: 1, durationMs: 4, ok: true });
-  metrics.recordSignal({ tenantId: 't', requests: 2, events: 9, bytes: 1, durationMs: 4, ok: false });
+  metrics.recordIngest(4, 35);
+  metrics.recordRing({ tenantId: 't', batches: 3, events: 30, durationMs: 4, ok: true });
+  metrics.recordRing({ tenantId: 't', batches: 1, events: 5, durationMs: 4, ok: true });
+  metrics.recordRing({ tenantId: 't', batches: 2, events: 9, durationMs: 4, ok: false });
   metrics.recordRateLimited('reads');
   const { body } = await metrics.render();
   expect(body).toContain('tally_ingest_requests_total 4');

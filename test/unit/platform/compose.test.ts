@@ -1,12 +1,13 @@
 /**
  * Static checks of the Docker deployment (docker-compose.yml, Dockerfile, .dockerignore): no
  * Docker engine needed. When the `docker compose` plugin is installed, the file is also validated
- * by `docker compose config -q`.
+ * by `docker compose config -q`; without it that test is reported as skipped, with the reason.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
+import { CONFIG_VARIABLES } from '../../../src/config';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const read = (file: string): string => fs.readFileSync(path.join(ROOT, file), 'utf8');
@@ -67,23 +68,17 @@ function text(value: string | string[] | undefined): string {
 const EMBEDDED_ONLY = new Set(['TEMPORAL_PORT', 'TEMPORAL_UI_PORT', 'DATA_DIR', 'POSTGRES_PORT']);
 /** What every production process needs to reach its dependencies. */
 const CORE = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'TEMPORAL_TASK_QUEUE'];
-/** Listed here only until src/config.ts exists (it exports the authoritative CONFIG_VARIABLES). */
-const FALLBACK_CONFIG_VARIABLES = ['PORT', 'TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'TEMPORAL_TASK_QUEUE', 'DATABASE_URL', 'BILLING_ADMIN_KEY', 'SMTP_URL', 'LOG_LEVEL'];
-
-async function configVariables(): Promise<readonly string[]> {
-  const modulePath = path.join(ROOT, 'src', 'config');
-  if (!fs.existsSync(`${modulePath}.ts`)) {
-    console.log('src/config.ts does not exist yet: checking the fallback list of configuration variables.');
-    return FALLBACK_CONFIG_VARIABLES;
-  }
-  // A computed specifier keeps the type-check independent of whether the module exists yet.
-  const mod = (await import(modulePath)) as { CONFIG_VARIABLES?: unknown };
-  const names = mod.CONFIG_VARIABLES;
-  if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === 'string')) {
-    throw new Error('src/config.ts must export CONFIG_VARIABLES: readonly string[] (every environment variable it reads)');
-  }
-  return names as string[];
+/**
+ * Why `docker compose config` cannot run here, or undefined when it can. Probed while the tests
+ * are collected, so that without the plugin jest reports the test as skipped instead of passed.
+ */
+function composeUnavailable(): string | undefined {
+  const probe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8', timeout: 30_000 });
+  if (probe.error) return (probe.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'docker is not installed' : probe.error.message;
+  if (probe.status !== 0) return `the docker compose plugin is not available: ${(probe.stderr || probe.stdout).trim().split('\n')[0]}`;
+  return undefined;
 }
+const composeMissing = composeUnavailable();
 
 describe('docker-compose.yml', () => {
   test('defines every service of the stack', () => {
@@ -162,8 +157,8 @@ describe('docker-compose.yml', () => {
     expect(script).toMatch(/already exists/);
   });
 
-  test('gives the production processes every configuration variable they need', async () => {
-    const production = (await configVariables()).filter((v) => !EMBEDDED_ONLY.has(v));
+  test('gives the production processes every configuration variable they need', () => {
+    const production = CONFIG_VARIABLES.filter((v) => !EMBEDDED_ONLY.has(v));
     const api = env('api');
     const worker = env('worker');
     for (const v of production) expect(`${v}: ${api.has(v) || worker.has(v)}`).toBe(`${v}: true`);
@@ -179,13 +174,7 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  test('is valid for `docker compose config` (when the compose plugin is installed)', () => {
-    const probe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8', timeout: 30_000 });
-    if (probe.error || probe.status !== 0) {
-      const why = probe.error ? probe.error.message : (probe.stderr || probe.stdout).trim();
-      console.log(`skipped \`docker compose config -q\`: the docker compose plugin is not available (${why})`);
-      return;
-    }
+  (composeMissing ? test.skip : test)(`is valid for \`docker compose config\`${composeMissing ? ` (skipped: ${composeMissing})` : ''}`, () => {
     const run = (extra: NodeJS.ProcessEnv) => {
       const e: NodeJS.ProcessEnv = { ...process.env, ...extra };
       if (extra.BILLING_ADMIN_KEY === undefined) delete e.BILLING_ADMIN_KEY;

@@ -6,10 +6,8 @@ import { MESSAGE_ARGUMENTS, argumentProblem, type CheckedMessage } from '../../.
  */
 const valid: Record<CheckedMessage, unknown[]> = {
   recordUsage: [
-    { batchId: 'b1', receivedAt: '2026-01-01T00:00:00.000Z', events: [] },
-    { batchId: 'b1', receivedAt: '2026-01-01T00:00:00Z', events: [{ id: 'e1', metric: 'tokens', quantity: 1, timestamp: '2026-01-01T00:00:00Z' }] },
-    // Bad events in a well-formed batch are the workflow's to refuse one by one (rejected_events).
-    { batchId: 'b1', receivedAt: '2026-01-01T00:00:00Z', events: [{ id: '', quantity: 'lots' }] },
+    { events: 0, highest_seq: null },
+    { events: 12, highest_seq: '9007199254740993' },
   ],
   alertRulesChanged: [{}, { upsert: [{ id: 'r1', subject: 'tokens', threshold: 50 }] }, { removed: ['r1'] }],
   authorize: [
@@ -43,9 +41,9 @@ const invalid: Array<[CheckedMessage, unknown, string]> = [
   ['closePeriod', true, 'got true'],
   ['cancelSubscription', { finalize: true }, 'got {"finalize":true}'],
   ['recordUsage', undefined, 'got no argument'],
-  ['recordUsage', { receivedAt: '2026-01-01T00:00:00Z' }, 'events is missing'],
-  ['recordUsage', { receivedAt: 'yesterday', events: [] }, 'receivedAt is "yesterday"'],
-  ['recordUsage', { receivedAt: '2026-01-01T00:00:00Z', events: [{}, null] }, 'events[1] is null'],
+  ['recordUsage', { highest_seq: null }, 'events is missing'],
+  ['recordUsage', { events: [{ id: 'e1' }], highest_seq: null }, 'events is [{"id":"e1"}]'],
+  ['recordUsage', { events: 3, highest_seq: 7 }, 'highest_seq is 7'],
   ['alertRulesChanged', { upsert: [{ id: 'r1', subject: 'tokens' }] }, 'upsert[0] is {"id":"r1","subject":"tokens"}'],
   ['alertRulesChanged', { removed: 'r1' }, 'removed is "r1"'],
 ];
@@ -71,6 +69,6 @@ test('long values are cut short in the message', () => {
   const problem = argumentProblem('usageEstimate', { metric: 'x'.repeat(500), quantity: 'y' });
   expect(problem).toBe(`usageEstimate expects ${MESSAGE_ARGUMENTS.usageEstimate}; quantity y is not a decimal number`);
   const long = argumentProblem('closePeriod', { finalize: 'z'.repeat(500) })!;
-  expect(long.length).toBeLessThan(150);
+  expect(long.length).toBeLessThan(MESSAGE_ARGUMENTS.closePeriod.length + 100);
   expect(long.endsWith('...')).toBe(true);
 });

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as messages from '../../../src/workflows/messages';
-import { LATE_EVENT_SETTLE_MS, MESSAGE_ARGUMENTS, argumentProblem, invoiceWorkflowId, tenantWorkflowId } from '../../../src/workflows/messages';
+import { MESSAGE_ARGUMENTS, argumentProblem } from '../../../src/workflows/messages';
 import { SEARCH_ATTRIBUTES, invoiceSearchAttributes } from '../../../src/workflows/search-attributes';
 import * as S from '../../../src/workflows/summaries';
 
@@ -38,8 +38,7 @@ const tenant = { id: 'acme', name: 'Acme Corp' };
 const plan = { id: 'growth', version: 3, interval: 'month' as const };
 const anchor = '2026-01-15T00:00:00.000Z';
 const period = { start: '2026-03-15T00:00:00.000Z', end: '2026-04-15T00:00:00.000Z' };
-const next = { start: '2026-04-15T00:00:00.000Z', end: '2026-05-15T00:00:00.000Z' };
-const previous = { start: '2026-02-15T00:00:00.000Z', grace_ends_at: '2026-03-15T01:00:00.000Z', seal_at: '2026-03-15T01:00:08.000Z' };
+const previous = { start: '2026-02-15T00:00:00.000Z', grace_ends_at: '2026-03-15T01:00:00.000Z' };
 const graceEndsAt = '2026-04-15T01:00:00.000Z';
 const invoice = { tenant_id: tenant.id, period_start: period.start, period_end: period.end, grace_ends_at: graceEndsAt, version: 1 };
 
@@ -47,27 +46,24 @@ test('the summaries table quotes exactly what the code emits, in order', () => {
   const expected = [
     S.tenantRunSummary(tenant.id, tenant.name),
     S.tenantRunDetails(plan, anchor, 'UTC'),
-    S.countEventsSummary(1),
-    S.countEventsSummary(3, 1),
+    S.restoreSummary(),
+    S.claimSummary(),
+    S.consumeSummary({ id: 'r1', metric: 'tokens', quantity: '10' }),
     S.recordAlertsSummary([{ subject: 'tokens', threshold: 90, status: 'notified' }]),
     S.recordAlertsSummary([
       { subject: 'tokens', threshold: 80, status: 'superseded' },
       { subject: 'tokens', threshold: 90, status: 'notified' },
     ]),
     S.recordAlertsSummary([{ subject: 'tokens', threshold: 100, status: 'notified' }], previous.start),
+    S.alertDeliverySummary(tenant.id, 'tokens', 90),
     S.notifyAlertSummary('tokens', 90),
     S.notifyAlertSummary('$cost', 100),
-    S.closePeriodSummary(period),
-    S.startInvoiceSummary(invoiceWorkflowId(tenant.id, period.start, 1)),
-    S.openPeriodSummary(next),
+    S.rolloverSummary(period.start, period.end, false),
+    S.rolloverSummary(period.start, period.end, true),
     S.periodEndTimerSummary(period.end),
-    S.sealTimerSummary({ start: period.start, grace_ends_at: graceEndsAt }, LATE_EVENT_SETTLE_MS),
-    S.settledUsageTimerSummary(10_000),
+    S.graceEndTimerSummary(previous.grace_ends_at),
     S.invoiceRunSummary(invoice),
-    S.draftInvoiceSummary(graceEndsAt, 3_600_000),
-    S.draftInvoiceSummary(graceEndsAt, 0),
     S.graceEndTimerSummary(graceEndsAt),
-    S.sealWaitTimerSummary(tenantWorkflowId(tenant.id), new Date(Date.parse(graceEndsAt) + 3_600_000).toISOString()),
     S.FINALIZE_INVOICE_SUMMARY,
     S.invoiceWebhookSummary('invoice.finalized'),
     S.rerunInvoiceSummary({ version: 2, plan: { id: 'growth', version: 4 } }),

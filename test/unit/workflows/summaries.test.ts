@@ -1,11 +1,12 @@
 import {
   alertSubjectLabel,
-  countEventsSummary,
-  draftInvoiceSummary,
+  consumeSummary,
+  graceEndTimerSummary,
   intervalAdverb,
+  periodEndTimerSummary,
   plural,
   recordAlertsSummary,
-  sealTimerSummary,
+  rolloverSummary,
   tenantCurrentDetails,
   tenantRunSummary,
 } from '../../../src/workflows/summaries';
@@ -29,9 +30,7 @@ describe('plural', () => {
 });
 
 test('summaries count in plain English', () => {
-  expect(countEventsSummary(1)).toBe('count 1 event');
-  expect(countEventsSummary(0)).toBe('count 0 events');
-  expect(countEventsSummary(2_000, 1)).toBe('count 2000 events, 1 refused');
+  expect(consumeSummary({ id: 'r1', metric: 'tokens', quantity: '1.5' })).toBe('consume 1.5 tokens (authorize r1)');
   expect(recordAlertsSummary([{ subject: 'tokens', threshold: 90, status: 'notified' }])).toBe('record 1 alert: tokens 90%');
   expect(
     recordAlertsSummary([
@@ -57,12 +56,13 @@ test('a tenant without a known name is summarized by its id', () => {
   expect(tenantRunSummary('acme')).toBe('Billing for acme');
 });
 
-test('timers name the instant they wait for', () => {
-  expect(sealTimerSummary({ start: '2026-03-01T00:00:00.000Z', grace_ends_at: '2026-04-01T01:00:00.000Z' }, 8_000)).toBe(
-    'seal period 2026-03-01T00:00:00.000Z (grace end 2026-04-01T01:00:00.000Z + 8 s)',
+test('timers name the instant they wait for; a rollover names the period it closes', () => {
+  expect(periodEndTimerSummary('2026-04-01T00:00:00.000Z')).toBe('period end 2026-04-01T00:00:00.000Z');
+  expect(graceEndTimerSummary('2026-04-01T01:00:00.000Z')).toBe('grace end 2026-04-01T01:00:00.000Z');
+  expect(rolloverSummary('2026-03-01T00:00:00.000Z', '2026-03-20T10:00:00.000Z', false)).toBe(
+    'roll over: close 2026-03-01T00:00:00.000Z → 2026-03-20T10:00:00.000Z, open the next period',
   );
-  expect(draftInvoiceSummary('2026-04-01T01:00:00.000Z', 0)).toBe('draft invoice');
-  expect(draftInvoiceSummary('2026-04-01T01:00:00.000Z', 1)).toBe('draft invoice until grace end 2026-04-01T01:00:00.000Z');
+  expect(rolloverSummary('2026-03-01T00:00:00.000Z', '2026-03-20T10:00:00.000Z', true)).toBe('cancel: close the final period 2026-03-01T00:00:00.000Z → 2026-03-20T10:00:00.000Z');
 });
 
 test('current details start with the run summary and list every meter, limit or not', () => {

