@@ -64,6 +64,17 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
       .first<{ plan_id: string; billing_anchor: Date; timezone: string }>('plan_id', 'billing_anchor', 'timezone');
     let end = new Date(request.close_at);
     if (request.cancel) {
+      // Events already placed past this period (stamped after its end while its rollover was
+      // due) have no later period to go to: they are the final period's too.
+      const absorbed = await trx('usage_events')
+        .where({ tenant_id: request.tenant_id })
+        .andWhere('period_start', '>', period.start)
+        .update({ period_start: period.start })
+        .returning<Array<{ claim_id: string | null }>>('claim_id');
+      if (absorbed.some((m) => m.claim_id !== null)) {
+        await trx('period_counters').where({ tenant_id: request.tenant_id }).andWhere('period_start', '>', period.start).delete();
+        await recountPeriod(trx, request.tenant_id, period.start);
+      }
       const latest = await trx('usage_events')
         .where({ tenant_id: request.tenant_id, period_start: period.start })
         .max<{ latest: Date | null }>('timestamp as latest')

@@ -301,12 +301,14 @@ export class TenantLedger {
   // ---- periods -----------------------------------------------------------------------------
 
   /**
-   * The instant a close requested at `nowMs` ends the period: that instant itself (always after
-   * the start). Events stamped before it stay in the period; events stamped at or after it,
-   * however early they were sent, belong to the next one (the rollover moves them there).
+   * The instant a close made at `nowMs` ends the period: that instant itself, after the start and
+   * never past the period's own end (a close that comes as the anniversary passes is the
+   * anniversary: events stamped after it were already placed in the next period). Events stamped
+   * before it stay in the period; events stamped at or after it belong to the next one (the
+   * rollover moves them there).
    */
   closeInstant(nowMs: number): string {
-    return new Date(Math.max(nowMs, Date.parse(this.period.start) + 1)).toISOString();
+    return new Date(Math.min(Math.max(nowMs, Date.parse(this.period.start) + 1), Date.parse(this.period.end))).toISOString();
   }
 
   /** True once the current period's end has passed (an anniversary is due). */

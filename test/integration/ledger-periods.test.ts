@@ -184,3 +184,21 @@ test('ingest racing a close: every stored event lands in exactly one period, on 
     expect(row.period_start.toISOString()).toBe(expected);
   }
 });
+
+test('a cancellation takes in events already placed past the period (its rollover was due): they have no later period', async () => {
+  const ends = Date.now() + 120_000;
+  const anchor = new Date(ends);
+  anchor.setUTCMonth(anchor.getUTCMonth() - 1);
+  const t = await createTenantFixture(db, { tenantId: unique('t'), plan: monthly(unique('plan')), anchor: anchor.toISOString() });
+  expect(Date.parse(t.period.end)).toBe(ends);
+  const past = new Date(ends + 60_000).toISOString(); // within the future tolerance, past the period's end
+  await store(t.tenantId, [event('past', past, '4')]);
+  expect(await periodOf(t.tenantId, 'past')).toBe(t.period.end);
+  await claimUsage(db, t.tenantId, 'claim-before-cancel', 10);
+
+  const result = await rollOverPeriod(db, { tenant_id: t.tenantId, period_start: t.period.start, close_at: new Date().toISOString(), grace_seconds: 0, cancel: true });
+  expect(result.closed.end).toBe(new Date(Date.parse(past) + 1).toISOString());
+  expect(await periodOf(t.tenantId, 'past')).toBe(t.period.start);
+  expect(result.closed_counters.map((c) => [c.metric, c.total])).toEqual([['tokens', '4']]);
+  expect(await readPeriodCounters(db, t.tenantId, [t.period.end])).toEqual([]);
+});

@@ -118,6 +118,8 @@ test('a close ends the period at the instant it was asked, never at or before th
   const ledger = new TenantLedger(snapshot());
   expect(ledger.closeInstant(Date.parse('2026-11-20T12:00:00.750Z'))).toBe('2026-11-20T12:00:00.750Z');
   expect(ledger.closeInstant(Date.parse('2026-11-01T00:00:00.000Z'))).toBe('2026-11-01T00:00:00.001Z');
+  // A close made as the anniversary passes is the anniversary.
+  expect(ledger.closeInstant(Date.parse('2026-12-01T00:00:05.000Z'))).toBe(NOV.end);
 });
 
 test('a rollover keeps the closed period until its grace settles; a cancellation ends the ledger', () => {
