@@ -28,6 +28,8 @@ const configSchema = z.object({
   RATE_LIMIT_READS_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(100),
   // At most one doorbell signal per tenant per this many ms (src/api/doorbell.ts); 0 rings for every batch.
   INGEST_DOORBELL_WINDOW_MS: z.coerce.number().int().min(0).max(1000).default(20),
+  // A tenant with more acknowledged events than this waiting to be counted gets 503 on ingest; 0 turns it off.
+  INGEST_MAX_PENDING_EVENTS: z.coerce.number().int().min(0).max(1_000_000_000).default(1_000_000),
   // The Temporal SDK runtime's Prometheus exporter (worker metrics); 0 turns it off.
   TEMPORAL_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   /** Workflows kept in the worker's memory; beyond it the least recent replay from history when touched. */

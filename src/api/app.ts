@@ -16,6 +16,7 @@ import { operationsRouter } from './routes/operations';
 import { createApiMetrics, type ApiMetrics } from './metrics';
 import { rateLimit } from './rate-limit';
 import type { DoorbellOptions } from './doorbell';
+import { IngestBacklog } from './backlog';
 import { plansRouter } from './routes/plans';
 import { tenantsRouter } from './routes/tenants';
 import { usageRouter } from './routes/usage';
@@ -55,6 +56,8 @@ export interface AppDeps {
   rateLimits?: { ingestPerSecond?: number; readsPerSecond?: number };
   /** The ingest doorbell (INGEST_DOORBELL_WINDOW_MS): at most one ring per tenant per window. */
   doorbell?: Omit<DoorbellOptions, 'onRing'>;
+  /** Per-tenant back-pressure (INGEST_MAX_PENDING_EVENTS); absent or 0: none. */
+  maxPendingEvents?: number;
   /** The in-process Temporal worker's Prometheus endpoint, appended to `/metrics` (`npm start`). */
   workerMetricsUrl?: string;
   /** A metrics registry to record into; one is created per app otherwise. */
@@ -81,10 +84,11 @@ export function beginDrain(app: Express): void {
 }
 
 /** The app's tuning from the process configuration, shared by `npm start` and `npm run api`. */
-export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'doorbell'> {
+export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'doorbell' | 'maxPendingEvents'> {
   return {
     rateLimits: { ingestPerSecond: config.RATE_LIMIT_INGEST_PER_SECOND, readsPerSecond: config.RATE_LIMIT_READS_PER_SECOND },
     doorbell: { windowMs: config.INGEST_DOORBELL_WINDOW_MS },
+    maxPendingEvents: config.INGEST_MAX_PENDING_EVENTS,
   };
 }
 
@@ -130,6 +134,7 @@ export function createApp(deps: AppDeps): Express {
       },
     }),
     metrics,
+    backlog: new IngestBacklog(deps.db, deps.maxPendingEvents ?? 0),
     tenants: new TenantDirectory(deps.db),
     adminKey: deps.adminKey,
     config: { TEMPORAL_NAMESPACE: deps.namespace },

@@ -3,12 +3,14 @@ import type { Config } from '../config';
 import type { BillingGateway } from './billing-gateway';
 import type { TenantDirectory } from './tenant-directory';
 import type { ApiMetrics } from './metrics';
+import type { IngestBacklog } from './backlog';
 
 /** Everything a route needs, built once by `createApp`. */
 export interface ApiContext {
   db: Db;
   billing: BillingGateway;
   metrics: ApiMetrics;
+  backlog: IngestBacklog;
   tenants: TenantDirectory;
   adminKey: string;
   config: Pick<Config, 'TEMPORAL_NAMESPACE'>;

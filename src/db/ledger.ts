@@ -112,10 +112,13 @@ export async function readPeriodCounters(db: Db | Knex.Transaction, tenantId: st
   return rows.map(toCounter);
 }
 
-/** Acknowledged events of a tenant not counted yet (`pending_events`). */
-export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: string): Promise<number> {
-  const row = await db('usage_events').where({ tenant_id: tenantId }).whereNull('claim_id').count<{ count: string }[]>('* as count');
-  return Number(row[0]?.count ?? 0);
+/** Acknowledged events of a tenant not counted yet (`pending_events`), counted up to `upTo` when given. */
+export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: string, upTo?: number): Promise<number> {
+  const result = await db.raw<{ rows: Array<{ count: string }> }>(
+    `SELECT count(*)::text AS count FROM (SELECT 1 FROM usage_events WHERE tenant_id = ? AND claim_id IS NULL LIMIT ?) waiting`,
+    [tenantId, upTo ?? null],
+  );
+  return Number(result.rows[0]?.count ?? 0);
 }
 
 /**

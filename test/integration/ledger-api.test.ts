@@ -182,10 +182,10 @@ test('a plan change to a daily plan gives a one-day period from the close, and b
   expect(toMonthly.body.current_period).toEqual({ start: toMonthly.body.closed_period.end, end: tenant.period.end });
 });
 
-test('pending_events counts acknowledged events until they are counted', async () => {
+test('pending_events counts acknowledged events until they are counted; a tenant too far behind is pushed back with 503', async () => {
   // An API whose tenants' workflows run on a task queue no worker polls yet.
   const taskQueue = unique('later');
-  const app = createApp({ db: api.db, temporal: api.client, taskQueue, namespace: 'default', adminKey: api.adminKey, logger: quietLogger });
+  const app = createApp({ db: api.db, temporal: api.client, taskQueue, namespace: 'default', adminKey: api.adminKey, logger: quietLogger, maxPendingEvents: 5 });
   const server = await listen(app, 0, '127.0.0.1');
   try {
     const base = `http://127.0.0.1:${server.port}`;
@@ -199,6 +199,16 @@ test('pending_events counts acknowledged events until they are counted', async (
     const waiting = await call('GET', `/v1/tenants/${id}/usage`, created.body.api_key);
     expect(waiting.body.pending_events).toBe(7);
     expect(waiting.body.metrics.tokens.used).toBe(0);
+    // Seven waiting, over the limit of five: the next batch is refused until they are counted.
+    await new Promise((r) => setTimeout(r, 1_100)); // the backlog is read at most once a second
+    const pushedBack = await fetch(`${base}/v1/events`, {
+      method: 'POST',
+      headers: { 'x-api-key': created.body.api_key, 'content-type': 'application/json' },
+      body: JSON.stringify({ events: [{ id: 'p-more', metric: 'tokens', quantity: 1 }] }),
+    });
+    expect(pushedBack.status).toBe(503);
+    expect(pushedBack.headers.get('retry-after')).toBe('1');
+    expect(((await pushedBack.json()) as any).code).toBe('unavailable');
 
     const temporal = await connectToTestTemporal();
     const worker = await Worker.create({
@@ -214,6 +224,8 @@ test('pending_events counts acknowledged events until they are counted', async (
         return res.body.pending_events === 0 ? res.body : undefined;
       }, 20_000, 'the events counted');
       expect(counted.metrics.tokens.used).toBe(14);
+      await new Promise((r) => setTimeout(r, 1_100));
+      expect((await call('POST', '/v1/events', created.body.api_key, { events: [{ id: 'p-more', metric: 'tokens', quantity: 1 }] })).status).toBe(202);
     } finally {
       worker.shutdown();
       await running;
