@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { findPlanVersion } from './plans';
+import type { PeriodBounds } from './invoices';
 import { periodAfterEarlyClose } from '../domain/periods';
 import { placeEvent, type Placement, type StoredPeriod } from '../domain/placement';
 import { findMeter, type Interval, type PlanVersion } from '../domain/plan';
@@ -57,14 +58,6 @@ function planVersion(db: Db | Knex.Transaction, id: string, version: number): Pr
   return found;
 }
 
-interface PeriodRow {
-  start: Date;
-  end: Date;
-  status: StoredPeriod['status'];
-  grace_ends_at: Date | null;
-  plan_id: string;
-  plan_version: number;
-}
 
 /**
  * Places and stores one tenant's batch, all or nothing. Events already stored (same id) are
@@ -113,8 +106,8 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
   // late event can be told which period refused it.
   const columns = ['start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version'];
   const rows = [
-    ...(await trx('periods').where({ tenant_id: tenantId }).whereNot({ status: 'invoiced' }).select<PeriodRow[]>(columns)),
-    ...(await trx('periods').where({ tenant_id: tenantId, status: 'invoiced' }).orderBy('start', 'desc').limit(3).select<PeriodRow[]>(columns)),
+    ...(await trx('periods').where({ tenant_id: tenantId }).whereNot({ status: 'invoiced' }).select<PeriodBounds[]>(columns)),
+    ...(await trx('periods').where({ tenant_id: tenantId, status: 'invoiced' }).orderBy('start', 'desc').limit(3).select<PeriodBounds[]>(columns)),
   ];
   const periods: StoredPeriod[] = rows.map((r) => ({
     start: r.start.toISOString(),

@@ -43,6 +43,9 @@ export interface PeriodRow {
   created_at: Date;
 }
 
+/** What the ledger reads of a period: its bounds, state, grace and plan version. */
+export type PeriodBounds = Pick<PeriodRow, 'start' | 'end' | 'status' | 'grace_ends_at' | 'plan_id' | 'plan_version'>;
+
 /**
  * A row of `invoices` as PostgreSQL returns it (money columns are decimal strings). One definition
  * for every reader (invoicing, reruns, the API, the chaos checks); take a `Pick` where only a

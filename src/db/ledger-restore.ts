@@ -1,6 +1,7 @@
 import type { Db } from './knex';
 import { readPeriodCounters } from './ledger';
 import { findPlanVersion } from './plans';
+import type { PeriodBounds } from './invoices';
 import { normalizeDecimal } from './numeric';
 import { alertView, type AlertRow } from './alerts';
 import type { AlertRuleInput, AlertView, BookSnapshot, LedgerSnapshot } from '../contracts/ledger';
@@ -13,14 +14,6 @@ import { COST_SUBJECT, invoiceId } from '../contracts/ids';
  * workflow ever decided is lost with its history, only its answers to earlier authorize ids.
  */
 
-interface PeriodRow {
-  start: Date;
-  end: Date;
-  status: 'open' | 'closed' | 'invoiced';
-  grace_ends_at: Date | null;
-  plan_id: string;
-  plan_version: number;
-}
 
 /** The tenant's alert rules that are in force. */
 export async function activeAlertRules(db: Db, tenantId: string): Promise<AlertRuleInput[]> {
@@ -48,19 +41,19 @@ export async function loadLedger(db: Db, tenantId: string): Promise<LedgerSnapsh
     .where({ tenant_id: tenantId })
     .whereNot({ status: 'invoiced' })
     .orderBy('start')
-    .select<PeriodRow[]>('start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version');
+    .select<PeriodBounds[]>('start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version');
   const open = periods.find((p) => p.status === 'open');
   const closed = periods.filter((p) => p.status === 'closed');
   // A cancelled subscription has no open period: its last period stands in as the (inert) current one.
   const current =
-    open ?? closed[closed.length - 1] ?? (await db('periods').where({ tenant_id: tenantId }).orderBy('start', 'desc').first<PeriodRow | undefined>());
+    open ?? closed[closed.length - 1] ?? (await db('periods').where({ tenant_id: tenantId }).orderBy('start', 'desc').first<PeriodBounds | undefined>());
   if (!current) return null;
 
   const starts = [...new Set([current, ...closed].map((p) => p.start.toISOString()))];
   const counters = await readPeriodCounters(db, tenantId, starts);
   const alerts = await db('alerts').where({ tenant_id: tenantId }).whereIn('period_start', starts).orderBy('fired_at').select<AlertRow[]>();
 
-  const book = async (row: PeriodRow): Promise<BookSnapshot> => {
+  const book = async (row: PeriodBounds): Promise<BookSnapshot> => {
     const start = row.start.toISOString();
     const plan = await findPlanVersion(db, row.plan_id, row.plan_version);
     if (!plan) throw new Error(`plan ${row.plan_id} v${row.plan_version} is missing`);

@@ -3,7 +3,7 @@ import type { Db } from './knex';
 import { lockTenantLedger } from './ingest';
 import { readPeriodCounters, type PeriodCounter } from './ledger';
 import { findPlanVersion } from './plans';
-import { writePeriodInvoice } from './invoices';
+import { writePeriodInvoice, type PeriodBounds } from './invoices';
 import { periodAfterEarlyClose, type Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
 import type { AlertRuleInput } from '../contracts/ledger';
@@ -43,19 +43,11 @@ export interface RolloverResult {
   next: null | { period: Period; plan: PlanVersion; alert_rules: AlertRuleInput[]; counters: PeriodCounter[] };
 }
 
-interface PeriodRow {
-  start: Date;
-  end: Date;
-  status: 'open' | 'closed' | 'invoiced';
-  grace_ends_at: Date | null;
-  plan_id: string;
-  plan_version: number;
-}
 
 export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<RolloverResult> {
   return db.transaction(async (trx) => {
     await lockTenantLedger(trx, request.tenant_id, 'exclusive');
-    const period = await trx('periods').where({ tenant_id: request.tenant_id, start: request.period_start }).first<PeriodRow | undefined>();
+    const period = await trx('periods').where({ tenant_id: request.tenant_id, start: request.period_start }).first<PeriodBounds | undefined>();
     if (!period) throw new Error(`no period ${request.period_start} for tenant ${request.tenant_id}`);
     if (period.status !== 'open') return storedRollover(trx, request.tenant_id, period);
 
@@ -108,7 +100,7 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
       }
     }
     await writePeriodInvoice(trx, { tenant_id: request.tenant_id, period_start: period.start.toISOString(), version: 1 }, false);
-    const closed = await trx('periods').where({ tenant_id: request.tenant_id, start: period.start }).first<PeriodRow>();
+    const closed = await trx('periods').where({ tenant_id: request.tenant_id, start: period.start }).first<PeriodBounds>();
     return storedRollover(trx, request.tenant_id, closed);
   });
 }
@@ -116,14 +108,14 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
 /** The close a finance request with this `Idempotency-Key` made, or undefined when it made none. */
 export async function closeByIdempotencyKey(db: Db, tenantId: string, key: string): Promise<RolloverResult | undefined> {
   return db.transaction(async (trx) => {
-    const closed = await trx('periods').where({ tenant_id: tenantId, close_idempotency_key: key }).first<PeriodRow | undefined>();
+    const closed = await trx('periods').where({ tenant_id: tenantId, close_idempotency_key: key }).first<PeriodBounds | undefined>();
     return closed ? storedRollover(trx, tenantId, closed) : undefined;
   });
 }
 
 /** The rollover as stored: what a first attempt answers, and what a retry reads back. */
-async function storedRollover(trx: Knex.Transaction, tenantId: string, closed: PeriodRow): Promise<RolloverResult> {
-  const nextRow = await trx('periods').where({ tenant_id: tenantId, start: closed.end }).first<PeriodRow | undefined>();
+async function storedRollover(trx: Knex.Transaction, tenantId: string, closed: PeriodBounds): Promise<RolloverResult> {
+  const nextRow = await trx('periods').where({ tenant_id: tenantId, start: closed.end }).first<PeriodBounds | undefined>();
   const counters = await readPeriodCounters(trx, tenantId, nextRow ? [closed.start, nextRow.start] : [closed.start]);
   const start = closed.start.toISOString();
   let next: RolloverResult['next'] = null;
