@@ -94,10 +94,22 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
         .andWhere('timestamp', '>=', end)
         .update({ period_start: next.start })
         .returning<Array<{ claim_id: string | null }>>('claim_id');
-      if (moved.some((m) => m.claim_id !== null)) {
-        await recountPeriod(trx, request.tenant_id, period.start);
-        await recountPeriod(trx, request.tenant_id, new Date(next.start));
+      // Events ingest already placed past this period (stamped after its end, within the future
+      // tolerance) were placed by the tiling it expected; an early close may tile otherwise
+      // (a plan change to another interval): place them again by the periods that will exist.
+      const ahead = await trx('usage_events')
+        .where({ tenant_id: request.tenant_id })
+        .andWhere('period_start', '>', period.start)
+        .select<Array<{ event_id: string; timestamp: Date; period_start: Date; claim_id: string | null }>>('event_id', 'timestamp', 'period_start', 'claim_id');
+      const touched = new Set<number>(moved.some((m) => m.claim_id !== null) ? [period.start.getTime(), Date.parse(next.start)] : []);
+      for (const row of ahead) {
+        let home: Period = next;
+        while (row.timestamp.getTime() >= Date.parse(home.end)) home = periodAfterEarlyClose(tenant.billing_anchor.toISOString(), plan.interval, tenant.timezone, home.end);
+        if (Date.parse(home.start) === row.period_start.getTime()) continue;
+        await trx('usage_events').where({ tenant_id: request.tenant_id, event_id: row.event_id }).update({ period_start: home.start });
+        if (row.claim_id !== null) for (const at of [row.period_start.getTime(), Date.parse(home.start)]) touched.add(at);
       }
+      for (const at of touched) await recountPeriod(trx, request.tenant_id, new Date(at));
     }
     await writePeriodInvoice(trx, { tenant_id: request.tenant_id, period_start: period.start.toISOString(), version: 1 }, false);
     const closed = await trx('periods').where({ tenant_id: request.tenant_id, start: period.start }).first<PeriodBounds>();

@@ -7,6 +7,7 @@ import type { Db } from '../../src/db/knex';
 import type { PlanVersion } from '../../src/domain/plan';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { testDb, unique } from '../support/stack';
+import { periodAfterEarlyClose } from '../../src/domain/periods';
 import { createTenantFixture } from '../support/tenant-fixture';
 
 /**
@@ -201,4 +202,26 @@ test('a cancellation takes in events already placed past the period (its rollove
   expect(await periodOf(t.tenantId, 'past')).toBe(t.period.start);
   expect(result.closed_counters.map((c) => [c.metric, c.total])).toEqual([['tokens', '4']]);
   expect(await readPeriodCounters(db, t.tenantId, [t.period.end])).toEqual([]);
+});
+
+test('an early close onto another interval places again the events ingest had placed past the period', async () => {
+  const ends = Date.now() + 120_000;
+  const anchor = new Date(ends);
+  anchor.setUTCMonth(anchor.getUTCMonth() - 1);
+  const t = await createTenantFixture(db, { tenantId: unique('t'), plan: monthly(unique('plan')), anchor: anchor.toISOString() });
+  const past = new Date(ends + 60_000).toISOString();
+  await store(t.tenantId, [event('past', past, '4')]);
+  expect(await periodOf(t.tenantId, 'past')).toBe(t.period.end); // where a monthly tiling would put it
+  await claimUsage(db, t.tenantId, 'claim-before-close', 10);
+
+  const daily = await savePlanVersion(db, { ...monthly(unique('daily')), interval: 'day' });
+  await db('tenants').where({ id: t.tenantId }).update({ plan_id: daily.id });
+  const result = await rollOverPeriod(db, { tenant_id: t.tenantId, period_start: t.period.start, close_at: new Date().toISOString(), grace_seconds: 0, cancel: false });
+  // Daily periods tiled from the close: the event belongs to the one that holds its timestamp.
+  let home = result.next!.period;
+  while (Date.parse(past) >= Date.parse(home.end)) home = periodAfterEarlyClose(anchor.toISOString(), 'day', 'UTC', home.end);
+  expect(await periodOf(t.tenantId, 'past')).toBe(home.start);
+  // Its counter moved with it.
+  expect(await readPeriodCounters(db, t.tenantId, [t.period.end])).toEqual([]);
+  expect((await readPeriodCounters(db, t.tenantId, [home.start])).map((c) => c.total)).toEqual(['4']);
 });
