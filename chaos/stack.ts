@@ -26,7 +26,7 @@ import { Connection } from '@temporalio/client';
 import { freePort } from '../src/platform/free-port';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../src/platform/postgres';
 import { readTemporalBinaries } from '../src/platform/temporal-binaries';
-import { DEV_SERVER_SQLITE_ARGS } from '../src/platform/temporal-server';
+import { DEV_SERVER_ARGS } from '../src/platform/temporal-server';
 import { CONFIG_VARIABLES } from '../src/config';
 
 /** The project root, whatever the current directory. */
@@ -214,7 +214,7 @@ export class ChaosStack {
         '--headless',
         '--log-level',
         'warn',
-        ...DEV_SERVER_SQLITE_ARGS,
+        ...DEV_SERVER_ARGS,
         ...SEARCH_ATTRIBUTES.flatMap((sa) => ['--search-attribute', sa]),
       ],
       base,

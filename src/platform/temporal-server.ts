@@ -11,14 +11,25 @@ export interface EmbeddedTemporal {
 }
 
 /**
- * SQLite settings of the embedded dev server. Write-ahead logging lets a commit append to the log
+ * Settings of the embedded dev server. SQLite: write-ahead logging lets a commit append to the log
  * instead of rewriting a rollback journal: about twice the signal rate here (620 vs 302 signals/s
  * from 64 concurrent clients). `synchronous=full` keeps every commit on disk before it is
  * acknowledged, so a signal the API acknowledged survives even a power cut; `normal` would reach
  * about 900/s but could lose the last commits on an operating-system crash, which a billing
  * engine must not trade for speed.
  */
-export const DEV_SERVER_SQLITE_ARGS = ['--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=full'] as const;
+export const DEV_SERVER_ARGS = [
+  '--sqlite-pragma',
+  'journal_mode=wal',
+  '--sqlite-pragma',
+  'synchronous=full',
+  // Authorize and read-your-writes requests are updates, served one at a time by a tenant's run:
+  // the server's default of 10 in flight per workflow refused a burst of concurrent requests
+  // with RESOURCE_EXHAUSTED (retried by the client, but logged as errors). A cluster sets this
+  // dynamic config itself (docs/architecture.md).
+  '--dynamic-config-value',
+  'history.maxInFlightUpdates=100',
+] as const;
 
 /**
  * Launches `temporal server start-dev` with its Web UI, a SQLite file under the data directory
@@ -43,7 +54,7 @@ export async function startTemporalDevServer(options: {
       dbFilename: path.resolve(options.dataDir, 'temporal.sqlite'),
       searchAttributes: Object.values(SEARCH_ATTRIBUTES),
       log: { format: 'json', level: 'warn' },
-      extraArgs: [...DEV_SERVER_SQLITE_ARGS],
+      extraArgs: [...DEV_SERVER_ARGS],
     },
   });
   return {

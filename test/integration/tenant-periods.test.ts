@@ -21,7 +21,17 @@ import {
 import { installQuietRuntime, testDb, unique } from '../support/stack';
 import { createTenantFixture, type TenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
-import { ActivityGate, activityInputs, eventsOf, runHistories, runIsQuiet, sleepUntil, startPeriodsWorker, updateAccepted } from '../support/periods-harness';
+import {
+  ActivityGate,
+  activityInputs,
+  childInputs,
+  eventsOf,
+  runHistories,
+  runIsQuiet,
+  sleepUntil,
+  startPeriodsWorker,
+  updateAccepted,
+} from '../support/periods-harness';
 
 /**
  * Months of billing in seconds on the time-skipping test server, with real activities on real
@@ -305,7 +315,8 @@ test('late events within grace count in their closed period, and fire its thresh
   const ids = closedAlerts.map((a) => a.id).sort();
   const recorded = activityInputs<{ period_start: string; alerts: Array<{ id: string }> }>(events, 'recordAlerts').flatMap((r) => r.alerts.map((a) => [r.period_start, a.id]));
   expect(recorded.sort()).toEqual(ids.map((id) => [start, id]));
-  const delivered = activityInputs<{ alert_id: string }>(events, 'deliverAlert').map((d) => d.alert_id);
+  // Notified alerts are handed to their own delivery workflows (`alert-<id>`), started once each.
+  const delivered = childInputs<{ alert_id: string }>(events, 'alertDelivery').map((d) => d.alert_id);
   expect(delivered.sort()).toEqual(ids);
   expect(await alertsOf(tenantId, start)).toHaveLength(3);
 });

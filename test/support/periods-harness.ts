@@ -113,6 +113,14 @@ export function activityInputs<T>(events: HistoryEvent[], activityType: string):
     .map((a) => defaultPayloadConverter.fromPayload<T>(a!.input!.payloads![0]!));
 }
 
+/** The first argument of every child workflow of this type started in these events. */
+export function childInputs<T>(events: HistoryEvent[], workflowType: string): T[] {
+  return events
+    .map((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)
+    .filter((a) => a?.workflowType?.name === workflowType)
+    .map((a) => defaultPayloadConverter.fromPayload<T>(a!.input!.payloads![0]!));
+}
+
 /** True once the update with this id has been admitted (accepted) by the run. */
 export function updateAccepted(events: HistoryEvent[], updateId: string): boolean {
   return events.some((e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.meta?.updateId === updateId);
