@@ -1199,6 +1199,28 @@ describe('security regressions', () => {
     expect(invoice.lines.map((l: { metric: string; amount: string }) => [l.metric, l.amount])).toEqual(rated.lines.map((l) => [l.metric, l.amount]));
   });
 
+  test('the largest requests the API accepts, sent at once: every event is stored and counted, and the tenant keeps working (issue 17, item 2)', async () => {
+    const planAnswer = await api.call('POST', '/v1/plans', { body: PLAN(unique('fzbig')) });
+    expect(planAnswer.status).toBe(201);
+    const tenantId = unique('fzbig');
+    const created = await api.call('POST', '/v1/tenants', { body: { id: tenantId, name: 'Largest requests', plan_id: (planAnswer.body as PlanVersion).id } });
+    const key = created.body.api_key as string;
+    const metric = (planAnswer.body as PlanVersion).meters[0]!.metric;
+    // Each request: 1,000 events whose properties fill it to just under 1 MiB, sized by the seed.
+    const fills = fc.sample(fc.integer({ min: 600, max: 950 }), { numRuns: 4, seed: FUZZ_SEED });
+    const bodies = fills.map((fill, r) => ({
+      events: Array.from({ length: 1_000 }, (_, i) => ({ id: `big-${r}-${i}`, metric, quantity: 1, properties: { note: 'x'.repeat(fill), n: i } })),
+    }));
+    for (const body of bodies) expect(Buffer.byteLength(JSON.stringify(body))).toBeLessThan(1024 * 1024);
+    const answers = await Promise.all(bodies.map((body) => api.call('POST', '/v1/events', { key, body })));
+    expect(answers.map((a) => a.status)).toEqual(bodies.map(() => 202));
+    const usage = await api.call('GET', `/v1/tenants/${tenantId}/usage?consistent=true`, { key });
+    expect(usage.status).toBe(200);
+    expect(usage.body.pending_events).toBe(0);
+    expect(usage.body.metrics[metric].used).toBe(bodies.length * 1_000);
+    expect((await api.call('POST', `/v1/tenants/${tenantId}/close-period`, { body: { finalize: true } })).status).toBe(200);
+  });
+
   test('the admin key comparison is exact for keys of any length (SHA-256 digests compared with timingSafeEqual)', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 200 }), fc.string({ unit: 'binary', maxLength: 200 }), (a, b) => {
