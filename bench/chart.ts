@@ -1,6 +1,6 @@
 /**
  * A dependency-free SVG chart of throughput and p99 latency against concurrency, with the naive
- * one-signal-per-event design on the same axes, for BENCHMARKS.md.
+ * one-request-per-event design on the same axes, for BENCHMARKS.md.
  */
 export function renderChart(
   sweep: Array<{ concurrency: number; events_per_s: number; p99_ms: number }>,
@@ -44,7 +44,7 @@ export function renderChart(
     parts.push(`<circle cx="${x(s.concurrency)}" cy="${yl(s.p99_ms)}" r="3" fill="#d62728"/>`);
   }
   parts.push(`<circle cx="${x(naive.concurrency)}" cy="${y(naive.events_per_s)}" r="5" fill="#ff7f0e"/>`);
-  parts.push(`<text x="${x(naive.concurrency) + 8}" y="${y(naive.events_per_s) - 6}" fill="#ff7f0e">naive: 1 signal per event (${naive.events_per_s}/s)</text>`);
+  parts.push(`<text x="${x(naive.concurrency) + 8}" y="${y(naive.events_per_s) - 6}" fill="#ff7f0e">naive: 1 request per event (${naive.events_per_s}/s)</text>`);
   parts.push('</svg>');
   return parts.join('\n');
 }

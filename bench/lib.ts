@@ -9,7 +9,6 @@ export { freePort };
 /** The project root, whatever the current directory. */
 export const ROOT = path.resolve(__dirname, '..');
 
-
 /** A running tally stack (`src/main.ts` as a child process), as a user would run it. */
 export interface BenchStack {
   apiUrl: string;
@@ -75,21 +74,25 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
     pid,
     dataDir,
     async stop() {
+      // Only tally is asked to stop: it stops the embedded Temporal server and PostgreSQL itself,
+      // after its worker. Signalling the whole group would stop them under a worker still using them.
       try {
-        process.kill(-child.pid!, 'SIGTERM');
+        process.kill(child.pid!, 'SIGTERM');
       } catch {
         // already gone
       }
-      const exited = await Promise.race([
-        new Promise((r) => child.once('exit', () => r(true))),
-        sleep(30_000).then(() => false),
+      // The timer is cleared once the stack exits: a pending one would keep the bench alive for 30 s.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise((r) => (child.exitCode !== null ? r(true) : child.once('exit', () => r(true)))),
+        new Promise((r) => (timer = setTimeout(() => r(false), 30_000))),
       ]);
-      if (!exited) {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          // already gone
-        }
+      clearTimeout(timer);
+      // Whatever of the group is left (all of it, if tally did not stop in time) goes now.
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // nothing left
       }
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
