@@ -2,6 +2,9 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Import patterns of these sibling layers of src/ (from a file one folder below src/). */
+const UPPER = (...layers) => layers.flatMap((layer) => [`../${layer}`, `../${layer}/*`]);
+
 export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', '.data/', '.temporal/', 'coverage/', '.test-stack/'] },
   js.configs.recommended,
@@ -17,6 +20,30 @@ export default tseslint.config(
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
+  // Dependencies point down: domain and contracts (pure rules, shared shapes) < db, notifications,
+  // invoices (I/O over them) < activities and workflows < api and workers (the processes).
+  {
+    files: ['src/domain/**/*.ts', 'src/contracts/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: [...UPPER('db', 'notifications', 'invoices', 'activities', 'workflows', 'api', 'workers', 'platform')], message: 'src/domain and src/contracts are the bottom layer: pure rules and shared shapes, no I/O.' }],
+      }],
+    },
+  },
+  {
+    files: ['src/db/**/*.ts', 'src/notifications/**/*.ts', 'src/invoices/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [{ group: [...UPPER('activities', 'workflows', 'api', 'workers')], message: 'Repositories and notifications sit below activities, workflows and the API: share ids and shapes through src/contracts.' }],
+      }],
+    },
+  },
+  {
+    files: ['src/activities/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: [...UPPER('api', 'workers')], message: 'Activities sit below the API and the worker process.' }] }],
+    },
+  },
   {
     files: ['src/workflows/**/*.ts'],
     rules: {
@@ -24,6 +51,7 @@ export default tseslint.config(
         patterns: [
           { group: ['@temporalio/activity', '@temporalio/client', '@temporalio/worker', 'node:*', 'fs', 'path', 'crypto', 'pg', 'knex', 'express'], message: 'Workflow code must stay deterministic: import only @temporalio/workflow, pure modules and types.' },
           { group: ['../activities/*', '../activities'], allowTypeImports: true, message: 'Import activities as types only (proxyActivities).' },
+          { group: [...UPPER('db', 'notifications', 'invoices', 'api', 'workers', 'platform')], message: 'Workflow code imports pure modules only: domain, contracts, and activity types.' },
         ],
       }],
     },

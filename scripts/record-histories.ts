@@ -52,7 +52,7 @@ import { WorkflowIdConflictPolicy, type Client } from '@temporalio/client';
 import { historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
 import { temporal as temporalProto } from '@temporalio/proto';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { createRecordingNotifier } from '../src/activities/notifier';
+import { createRecordingNotifier } from '../src/notifications/notifier';
 import { createApp } from '../src/api/app';
 import { listen } from '../src/api/server';
 import { loadConfigOrExit } from '../src/config';

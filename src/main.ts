@@ -10,7 +10,7 @@ import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
 import { listen } from './api/server';
 import { createBillingWorker, installWorkerRuntime } from './workers/worker';
 import { startSweeper } from './workers/sweeper';
-import { createNotifier } from './activities/notifier';
+import { createNotifier } from './notifications/notifier';
 import { startTemporalDevServer } from './platform/temporal-server';
 import { startEmbeddedPostgres } from './platform/postgres';
 

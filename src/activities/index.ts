@@ -3,7 +3,7 @@ import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
 import { writePeriodInvoice } from '../db/invoices';
 import { insertAlerts } from '../db/alerts';
-import type { Notifier } from './notifier';
+import type { Notifier } from '../notifications/notifier';
 import { deliverAlertEvent } from '../notifications/alerts';
 import { deliverInvoiceEvent, type InvoiceEventInput } from '../notifications/invoices';
 import { currentAttempt, deliveryFailure } from '../notifications/activity-attempts';

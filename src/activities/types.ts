@@ -1,23 +1,11 @@
-import type { AlertLevel } from '../domain/thresholds';
+import type { AlertRecord } from '../contracts/ledger';
 
 /**
  * The inputs and outputs of every activity, in one place: the workflow imports these as types
  * only, so it never pulls I/O code into its deterministic sandbox.
  */
 
-/** An alert the workflow decided to fire (notified) or to record as superseded. */
-export interface AlertRecord {
-  id: string;
-  subject: string;
-  threshold: number;
-  level: Exclude<AlertLevel, 'none'>;
-  status: 'notified' | 'superseded';
-  used: string;
-  limit: string;
-  covers: number[];
-  fired_at: string;
-  rule_id?: string;
-}
+export type { AlertRecord } from '../contracts/ledger';
 
 /** Alerts decided by one batch of usage. */
 export interface RecordAlertsInput {
@@ -46,21 +34,4 @@ export interface DeliveryOutcome {
 
 export type { AlertRuleInput } from '../contracts/ledger';
 
-/** Identifies one version of one period's invoice. */
-export interface InvoiceRef {
-  tenant_id: string;
-  period_start: string;
-  version: number;
-}
-
-/** What the invoice workflow reports back (and the UI shows as its result). */
-export interface InvoiceSummary {
-  invoice_id: string;
-  number: number | null;
-  status: 'draft' | 'finalized' | 'void';
-  total: string;
-  currency: string;
-  lines: number;
-  /** The tenant has a webhook: the invoice workflow sends `invoice.finalized` only then. */
-  webhook?: boolean;
-}
+export type { InvoiceRef, InvoiceSummary } from '../contracts/invoices';

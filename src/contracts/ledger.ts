@@ -7,6 +7,7 @@ import type { PeriodAggregates } from '../domain/aggregation';
 import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
 import type { AlertView } from '../domain/usage-view';
+import type { AlertLevel } from '../domain/thresholds';
 
 export type { AlertView };
 
@@ -70,4 +71,18 @@ export interface LedgerSnapshot {
   authorizations: Array<[id: string, result: AuthorizeResult]>;
   /** Set once the subscription is cancelled: no current period takes usage any more. */
   cancelled?: { final_invoice_id: string };
+}
+
+/** An alert the workflow decided to fire (notified) or to record as superseded. */
+export interface AlertRecord {
+  id: string;
+  subject: string;
+  threshold: number;
+  level: Exclude<AlertLevel, 'none'>;
+  status: 'notified' | 'superseded';
+  used: string;
+  limit: string;
+  covers: number[];
+  fired_at: string;
+  rule_id?: string;
 }

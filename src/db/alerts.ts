@@ -1,5 +1,5 @@
 import type { Db } from './knex';
-import type { AlertRecord } from '../activities/types';
+import type { AlertRecord } from '../contracts/ledger';
 import type { AlertView } from '../domain/usage-view';
 import { normalizeDecimal } from './numeric';
 

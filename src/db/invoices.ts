@@ -4,8 +4,8 @@ import { aggregateStoredUsage } from './usage';
 import { lockTenantLedger } from './ingest';
 import { findPlanVersion } from './plans';
 import { ratePeriod } from '../domain/rating';
-import { invoiceId } from '../workflows/messages';
-import type { InvoiceRef, InvoiceSummary } from '../activities/types';
+import { invoiceId } from '../contracts/ids';
+import type { InvoiceRef, InvoiceSummary } from '../contracts/invoices';
 import type { InvoiceLineDraft } from '../domain/rating';
 import type { InvoiceLineChange } from '../invoices/changes';
 

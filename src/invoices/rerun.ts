@@ -8,7 +8,7 @@ import { findPlanVersion } from '../db/plans';
 import { insertInvoiceLines, type InvoiceRow } from '../db/invoices';
 import { ratePeriod } from '../domain/rating';
 import { Dec, roundMoney } from '../domain/decimal';
-import { invoiceId } from '../workflows/messages';
+import { invoiceId } from '../contracts/ids';
 import { diffInvoiceLines, type InvoiceLineChange } from './changes';
 
 /** What finance asked for: rerun version `version - 1` of a period as `version`. */

@@ -1,7 +1,7 @@
 import { findPlanVersion } from '../db/plans';
 import type { AlertRow } from '../db/alerts';
 import { decimalToNumber } from '../domain/decimal';
-import { COST_SUBJECT } from '../workflows/messages';
+import { COST_SUBJECT } from '../contracts/ids';
 import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type ChannelOutcome, type DeliveryPlan, type DispatchDeps, type WebhookEvent } from './dispatch';
 
 /**

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
-import type { Notifier } from '../activities/notifier';
+import type { Notifier } from './notifier';
 import { signWebhookBody } from './secrets';
 
 /**

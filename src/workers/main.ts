@@ -2,7 +2,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { loadConfigOrExit } from '../config';
 import { createDb } from '../db/knex';
 import { logger } from '../logger';
-import { createNotifier } from '../activities/notifier';
+import { createNotifier } from '../notifications/notifier';
 import { createBillingWorker, installWorkerRuntime } from './worker';
 import { connectTemporal } from '../temporal';
 import { startSweeper } from './sweeper';

@@ -5,7 +5,7 @@ import { defineSignal } from '@temporalio/workflow';
 import { temporal as proto } from '@temporalio/proto';
 import { createActivities } from '../../src/activities';
 import type { RollOverOutput } from '../../src/activities/ledger';
-import { createNotifier, createRecordingNotifier, type Notifier } from '../../src/activities/notifier';
+import { createNotifier, createRecordingNotifier, type Notifier } from '../../src/notifications/notifier';
 import { BillingGateway } from '../../src/api/billing-gateway';
 import type { Db } from '../../src/db/knex';
 import { storeUsage, type IncomingEvent } from '../../src/db/ingest';

@@ -3,7 +3,7 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
 import { createActivities, type BillingActivities } from '../../src/activities';
-import { createRecordingNotifier } from '../../src/activities/notifier';
+import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { currentUsage } from '../../src/db/usage-read-model';
 import { ringTenantWorkflow } from '../../src/temporal';

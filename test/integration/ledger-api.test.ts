@@ -4,7 +4,7 @@ import { connectToTestTemporal, quietLogger, unique, workflowBundle } from '../s
 import { createApp } from '../../src/api/app';
 import { listen } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
-import { createRecordingNotifier } from '../../src/activities/notifier';
+import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { WorkflowIdConflictPolicy } from '@temporalio/client';
 import { tenantWorkflowId } from '../../src/workflows/messages';

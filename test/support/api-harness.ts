@@ -4,7 +4,7 @@ import type { NativeConnection } from '@temporalio/worker';
 import { closeGracefully, createApp } from '../../src/api/app';
 import { listen, type RunningServer } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
-import { createNotifier, type NotifierOptions } from '../../src/activities/notifier';
+import { createNotifier, type NotifierOptions } from '../../src/notifications/notifier';
 import type { Db } from '../../src/db/knex';
 import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
 

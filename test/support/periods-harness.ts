@@ -4,7 +4,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createActivities, type BillingActivities } from '../../src/activities';
-import { createRecordingNotifier } from '../../src/activities/notifier';
+import { createRecordingNotifier } from '../../src/notifications/notifier';
 import type { Db } from '../../src/db/knex';
 import { quietLogger, workflowBundle } from './stack';
 

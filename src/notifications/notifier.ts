@@ -6,9 +6,9 @@ import {
   postWebhook,
   type EmailMessage,
   type WebhookRequest,
-} from '../notifications/transports';
+} from './transports';
 
-export type { EmailMessage, WebhookRequest } from '../notifications/transports';
+export type { EmailMessage, WebhookRequest } from './transports';
 
 /**
  * The transports the delivery activities send through, injected into `createActivities` so tests
