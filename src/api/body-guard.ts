@@ -7,9 +7,9 @@ import { ApiError, printableKey, type FieldError } from './errors';
  * A JSON body can parse and pass its schema yet still be impossible to store or process: text
  * PostgreSQL refuses (a NUL character, in `text` or in `jsonb`), text it silently rewrites (an
  * unpaired UTF-16 surrogate becomes U+FFFD, so two different event ids would collide), or nesting
- * so deep that `JSON.stringify` (Temporal's payload converter, the ingest coalescer) overflows the
- * stack. Accepted into usage, any of these would poison the tenant's workflow: its counting
- * activity would fail on every retry. So every body is checked once, before any route sees it.
+ * so deep that `JSON.stringify` (Temporal's payload converter, the stored properties) overflows the
+ * stack. Accepted into usage, any of these would fail the batch's insert or merge two event ids.
+ * So every body is checked once, before any route sees it.
  */
 
 /**

@@ -120,8 +120,8 @@ export interface AlertRulesChange {
 }
 
 /**
- * Brings rules created or deleted mid-period to the running period (a new period loads them in
- * `startPeriod`): they apply from the moment they are created, once per period.
+ * Brings rules created or deleted mid-period to the running period (a new period reads them in
+ * its rollover): they apply from the moment they are created, once per period.
  */
 export const alertRulesChangedSignal = defineSignal<[AlertRulesChange]>('alertRulesChanged');
 

@@ -198,7 +198,7 @@ export function readsRouter(ctx: ApiContext): Router {
       const tenantId = tenantParam(req);
       await readableTenant(ctx, res, tenantId);
       const query = parseListQuery(listAlertsQuery, req);
-      // Alerts decided by one chunk share `fired_at`; the highest threshold (the notified one) first.
+      // Alerts decided by one claim share `fired_at`; the highest threshold (the notified one) first.
       const page = await paginate<AlertRow>(ctx.db('alerts').where({ tenant_id: tenantId }).select('*'), query, {
         sort: ['fired_at', 'threshold', 'id'],
         idColumn: 'id',

@@ -147,7 +147,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
         throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
       }
       // The running period keeps its plan version; the next period opens on the tenant's plan as
-      // stored here (the workflow's startPeriod activity reads it at the anniversary).
+      // stored here (the workflow's rollover activity reads it when the period closes).
       await ctx.db('tenants').where({ id: tenantId }).update({ ...body, updated_at: new Date() });
       ctx.tenants.invalidate(tenantId);
       // Setting a webhook issues the signing secret if the tenant has none yet (shown once, here);
