@@ -36,6 +36,9 @@ function toCounter(row: CounterRow): PeriodCounter {
 
 const COUNTER_COLUMNS = 'period_start, metric, total::text, events, largest::text, latest::text';
 
+/** Each statement of a claim gives up after this long (two statements, well under 30 s). */
+const CLAIM_STATEMENT_TIMEOUT_MS = 10_000;
+
 /**
  * Claims up to `limit` of the tenant's unclaimed events, oldest received first, and adds them
  * to `period_counters`, in one transaction. `SKIP LOCKED` keeps two overlapping attempts of one
@@ -44,6 +47,10 @@ const COUNTER_COLUMNS = 'period_start, metric, total::text, events, largest::tex
 export async function claimUsage(db: Db | Knex.Transaction, tenantId: string, claimId: string, limit: number): Promise<ClaimResult> {
   // Within a caller's transaction this is a savepoint: the claim commits with the caller's writes.
   return db.transaction(async (trx): Promise<ClaimResult> => {
+    // A claim must commit well within its activity's 30 s, or not at all: an attempt that
+    // committed after its activity timed out would count events whose counters the workflow,
+    // having moved on to the retry's answer, never hears of.
+    await trx.raw(`SET LOCAL statement_timeout = ${CLAIM_STATEMENT_TIMEOUT_MS}`);
     const added = await trx.raw<{ rows: Array<{ claimed: string }> }>(
       `WITH picked AS (
          SELECT event_id FROM usage_events

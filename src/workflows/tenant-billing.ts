@@ -69,13 +69,14 @@ export interface TenantBillingInput {
 /** How a tenant's workflow ends: a cancelled subscription whose last period has settled, or no tenant at all. */
 export type TenantBillingResult = { cancelled: true; final_invoice_id: string } | { cancelled: false; reason: 'no_tenant' };
 
-/** Continue as new well before Temporal's history limits, whatever the load. */
+/** Continue as new well before Temporal's history limits (and its warning at 10,240 events), whatever the load. */
 export interface RunLimits {
   maxSignalsPerRun: number;
   maxClaimsPerRun: number;
+  maxHistoryEvents: number;
 }
 
-const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxClaimsPerRun: 1_000 };
+const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxClaimsPerRun: 1_000, maxHistoryEvents: 8_000 };
 
 const acts = proxyActivities<activities.BillingActivities>({
   startToCloseTimeout: '30 seconds',
@@ -409,7 +410,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   }
 
   function historyFull(): boolean {
-    return workflowInfo().continueAsNewSuggested || run.signals >= limits.maxSignalsPerRun || run.claims >= limits.maxClaimsPerRun;
+    const info = workflowInfo();
+    return info.continueAsNewSuggested || info.historyLength >= limits.maxHistoryEvents || run.signals >= limits.maxSignalsPerRun || run.claims >= limits.maxClaimsPerRun;
   }
 
   // ---- views -----------------------------------------------------------------------------------

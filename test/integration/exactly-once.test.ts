@@ -223,3 +223,23 @@ test('a run terminated by hand mid-load is started again by the next ring, rebui
     await stop();
   }
 });
+
+test('a run continues as new once its history reaches its bound, whatever else is counted', async () => {
+  const taskQueue = unique('bound');
+  const { stop } = await startWorker(taskQueue);
+  try {
+    const tenant = await startTenant(taskQueue, { maxHistoryEvents: 60 });
+    for (let n = 0; n < 12; n += 1) {
+      await send(tenant, events(`H${n}`, 10));
+      await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).executeUpdate(settledUsageUpdate);
+    }
+    await expectCountersMatchStore(tenant);
+    const runs: number[] = [];
+    for await (const run of temporal.client.workflow.list({ query: `WorkflowId = '${tenantWorkflowId(tenant.tenantId)}'` })) runs.push(run.historyLength);
+    expect(runs.length).toBeGreaterThanOrEqual(2);
+    // The bound is checked between steps: a run ends within one step's events of it.
+    expect(Math.max(...runs)).toBeLessThan(60 + 40);
+  } finally {
+    await stop();
+  }
+});
