@@ -42,6 +42,8 @@ export async function startTemporalDevServer(options: {
   uiPort: number;
   namespace: string;
   ip?: string;
+  /** The server's own log on stderr (`warn` by default; the test suites silence it with `never`). */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'never';
 }): Promise<EmbeddedTemporal> {
   const env = await TestWorkflowEnvironment.createLocal({
     server: {
@@ -53,7 +55,7 @@ export async function startTemporalDevServer(options: {
       namespace: options.namespace,
       dbFilename: path.resolve(options.dataDir, 'temporal.sqlite'),
       searchAttributes: Object.values(SEARCH_ATTRIBUTES),
-      log: { format: 'json', level: 'warn' },
+      log: { format: 'json', level: options.logLevel ?? 'warn' },
       extraArgs: [...DEV_SERVER_ARGS],
     },
   });

@@ -5,10 +5,8 @@ import { createApp } from '../../src/api/app';
 import { listen } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
 import { createRecordingNotifier } from '../../src/notifications/notifier';
-import { aggregateStoredUsage } from '../../src/db/usage';
-import { WorkflowIdConflictPolicy } from '@temporalio/client';
 import { tenantWorkflowId } from '../../src/workflows/messages';
-import type { PlanVersion } from '../../src/domain/plan';
+import { ledgerPlan, settledUsage, tenantOn as tenantOnApi } from '../support/api-tenants';
 
 /**
  * Core v2 through the real API (docs/design/core-v2.md), and the defects of issue 17 that it had
@@ -23,34 +21,9 @@ afterAll(async () => {
   await api?.stop();
 });
 
-function plan(id: string, overrides: Partial<Omit<PlanVersion, 'version'>> = {}) {
-  return {
-    id,
-    name: 'Ledger',
-    currency: 'USD',
-    interval: 'month',
-    base_fee: '1.00',
-    grace_period_seconds: 0,
-    meters: [
-      { metric: 'calls', aggregation: 'sum', limit: 100, hard_limit: true, pricing: { model: 'per_unit', unit_price: '0.01' } },
-      { metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.001' } },
-    ],
-    ...overrides,
-  };
-}
-
-async function tenantOn(planBody: ReturnType<typeof plan>, id = unique('led')): Promise<{ id: string; key: string; period: { start: string; end: string } }> {
-  expect((await api.call('POST', '/v1/plans', { body: planBody })).status).toBe(201);
-  const res = await api.call('POST', '/v1/tenants', { body: { id, name: id, plan_id: planBody.id } });
-  expect(res.status).toBe(201);
-  return { id, key: res.body.api_key, period: res.body.current_period };
-}
-
-const settled = async (tenant: { id: string; key: string }) => {
-  const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage?consistent=true`, { key: tenant.key });
-  expect(res.status).toBe(200);
-  return res.body;
-};
+const plan = ledgerPlan;
+const tenantOn = (planBody: ReturnType<typeof ledgerPlan>, id?: string) => tenantOnApi(api, planBody, id);
+const settled = (tenant: { id: string; key: string }) => settledUsage(api, tenant);
 
 test('concurrent authorize requests never pass a hard limit (issue 17, item 1)', async () => {
   const tenant = await tenantOn(plan(unique('auth')));
@@ -251,82 +224,6 @@ test('a late event within grace shows in the closed period of GET …/periods wi
   }, 5_000, 'the late event in the closed period');
   expect(Date.now() - sent).toBeLessThan(1_000);
   expect(closed.status).toBe('closed');
-});
-
-test('under sustained ingest, steady authorize and read-your-writes requests answer promptly and the run still continues as new', async () => {
-  const tenant = await tenantOn(plan(unique('steady'), { meters: [{ metric: 'calls', aggregation: 'sum', limit: 1_000_000, hard_limit: true, pricing: { model: 'per_unit', unit_price: '0.01' } }, { metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.001' } }] }));
-  // The same tenant, its run started again with a low bound, so continue-as-new comes within seconds.
-  const handle = await api.client.workflow.start('tenantBilling', {
-    taskQueue: api.taskQueue,
-    workflowId: tenantWorkflowId(tenant.id),
-    args: [{ tenant_id: tenant.id, search_attributes: true, limits: { maxSignalsPerRun: 15 } }],
-    workflowIdConflictPolicy: WorkflowIdConflictPolicy.TERMINATE_EXISTING,
-  });
-  const until = Date.now() + 6_000;
-  let sent = 0;
-  const ingest = async () => {
-    while (Date.now() < until) {
-      const res = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: `s${(sent += 1)}`, metric: 'tokens', quantity: 1 }] } });
-      expect(res.status).toBe(202);
-    }
-  };
-  const slowest = { authorize: 0, consistent: 0 };
-  let authorized = 0;
-  const authorize = async () => {
-    while (Date.now() < until) {
-      const started = Date.now();
-      const res = await api.call('POST', `/v1/tenants/${tenant.id}/authorize`, { key: tenant.key, body: { id: `a${authorized}`, metric: 'calls', quantity: 1 } });
-      expect(res.status).toBe(200);
-      expect(res.body.allowed).toBe(true);
-      authorized += 1;
-      slowest.authorize = Math.max(slowest.authorize, Date.now() - started);
-    }
-  };
-  const consistent = async () => {
-    while (Date.now() < until) {
-      const started = Date.now();
-      const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage?consistent=true`, { key: tenant.key });
-      expect(res.status).toBe(200);
-      slowest.consistent = Math.max(slowest.consistent, Date.now() - started);
-    }
-  };
-  await Promise.all([ingest(), ingest(), authorize(), consistent()]);
-  expect(slowest.authorize).toBeLessThan(5_000);
-  expect(slowest.consistent).toBeLessThan(5_000);
-  const usage = await settled(tenant);
-  expect(usage.metrics.tokens.used).toBe(sent);
-  expect(usage.metrics.calls.used).toBe(authorized);
-  expect((await api.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId).describe()).status.name).toBe('CONTINUED_AS_NEW');
-  const stored = await aggregateStoredUsage(api.db, tenant.id, tenant.period.start, [{ metric: 'tokens', aggregation: 'sum' }, { metric: 'calls', aggregation: 'sum' }]);
-  expect(stored).toEqual({ tokens: String(sent), calls: String(authorized) });
-});
-
-test('one hot tenant from 32 concurrent senders: every acknowledged event is counted, the workflow stays alive with a bounded history', async () => {
-  const tenant = await tenantOn(plan(unique('hot')));
-  const until = Date.now() + 8_000;
-  let acknowledged = 0;
-  let n = 0;
-  const sender = async () => {
-    while (Date.now() < until) {
-      const events = Array.from({ length: 100 }, () => ({ id: `h${(n += 1)}`, metric: 'tokens', quantity: 1 }));
-      const res = await api.call('POST', '/v1/events', { key: tenant.key, body: { events } });
-      expect(res.status).toBe(202);
-      acknowledged += events.length;
-    }
-  };
-  await Promise.all(Array.from({ length: 32 }, sender));
-  // Counting may trail ingest by a backlog: a read-your-writes read answers 503 until it can settle within 10 s.
-  const usage = await eventually(async () => {
-    const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage?consistent=true`, { key: tenant.key });
-    if (res.status === 503) return undefined;
-    expect(res.status).toBe(200);
-    return res.body;
-  }, 120_000, 'the backlog counted');
-  expect(usage.metrics.tokens.used).toBe(acknowledged);
-  expect(usage.pending_events).toBe(0);
-  const description = await api.client.workflow.getHandle(tenantWorkflowId(tenant.id)).describe();
-  expect(description.status.name).toBe('RUNNING');
-  expect(description.historyLength).toBeLessThan(10_000);
 });
 
 test('counters leave the API exactly: a decimal string beside every rounded JSON number (issue 17, item 14)', async () => {

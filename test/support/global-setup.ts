@@ -32,7 +32,7 @@ export default async function globalSetup(): Promise<void> {
   await migrateLatest(db);
   await db.destroy();
 
-  const temporal = await startTemporalDevServer({ dataDir, port: await freePort(), uiPort: await freePort(), namespace: 'default' });
+  const temporal = await startTemporalDevServer({ dataDir, port: await freePort(), uiPort: await freePort(), namespace: 'default', logLevel: 'never' });
   stops.push(temporal.stop);
 
   process.env.TALLY_TEST_DATABASE_URL = databaseUrl;

@@ -1,0 +1,96 @@
+import { WorkflowIdConflictPolicy } from '@temporalio/client';
+import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { ledgerPlan, settledUsage, tenantOn } from '../support/api-tenants';
+import { unique } from '../support/stack';
+import { aggregateStoredUsage } from '../../src/db/usage';
+import { tenantWorkflowId } from '../../src/workflows/messages';
+
+/**
+ * One tenant driven as hard as the API accepts (issue 11's liveness tests, short runs; the bench
+ * runs them for minutes). These measure promptness under load, so `npm test` runs this file
+ * alone, after the parallel files (jest.config.js, SERIAL).
+ */
+let api: ApiHarness;
+beforeAll(async () => {
+  api = await startApiHarness();
+});
+afterAll(async () => {
+  await api?.stop();
+});
+
+test('under sustained ingest, steady authorize and read-your-writes requests answer promptly and the run still continues as new', async () => {
+  const tenant = await tenantOn(api, ledgerPlan(unique('steady'), { meters: [{ metric: 'calls', aggregation: 'sum', limit: 1_000_000, hard_limit: true, pricing: { model: 'per_unit', unit_price: '0.01' } }, { metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.001' } }] }));
+  // The same tenant, its run started again with a low bound, so continue-as-new comes within seconds.
+  const handle = await api.client.workflow.start('tenantBilling', {
+    taskQueue: api.taskQueue,
+    workflowId: tenantWorkflowId(tenant.id),
+    args: [{ tenant_id: tenant.id, search_attributes: true, limits: { maxSignalsPerRun: 15 } }],
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.TERMINATE_EXISTING,
+  });
+  const until = Date.now() + 6_000;
+  let sent = 0;
+  const ingest = async () => {
+    while (Date.now() < until) {
+      const res = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: `s${(sent += 1)}`, metric: 'tokens', quantity: 1 }] } });
+      expect(res.status).toBe(202);
+    }
+  };
+  const slowest = { authorize: 0, consistent: 0 };
+  let authorized = 0;
+  const authorize = async () => {
+    while (Date.now() < until) {
+      const started = Date.now();
+      const res = await api.call('POST', `/v1/tenants/${tenant.id}/authorize`, { key: tenant.key, body: { id: `a${authorized}`, metric: 'calls', quantity: 1 } });
+      expect(res.status).toBe(200);
+      expect(res.body.allowed).toBe(true);
+      authorized += 1;
+      slowest.authorize = Math.max(slowest.authorize, Date.now() - started);
+    }
+  };
+  const consistent = async () => {
+    while (Date.now() < until) {
+      const started = Date.now();
+      const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage?consistent=true`, { key: tenant.key });
+      expect(res.status).toBe(200);
+      slowest.consistent = Math.max(slowest.consistent, Date.now() - started);
+    }
+  };
+  await Promise.all([ingest(), ingest(), authorize(), consistent()]);
+  expect(slowest.authorize).toBeLessThan(5_000);
+  expect(slowest.consistent).toBeLessThan(5_000);
+  const usage = await settledUsage(api, tenant);
+  expect(usage.metrics.tokens.used).toBe(sent);
+  expect(usage.metrics.calls.used).toBe(authorized);
+  expect((await api.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId).describe()).status.name).toBe('CONTINUED_AS_NEW');
+  const stored = await aggregateStoredUsage(api.db, tenant.id, tenant.period.start, [{ metric: 'tokens', aggregation: 'sum' }, { metric: 'calls', aggregation: 'sum' }]);
+  expect(stored).toEqual({ tokens: String(sent), calls: String(authorized) });
+});
+
+test('one hot tenant from 32 concurrent senders: every acknowledged event is counted, the workflow stays alive with a bounded history', async () => {
+  const tenant = await tenantOn(api, ledgerPlan(unique('hot')));
+  const until = Date.now() + 8_000;
+  let acknowledged = 0;
+  let n = 0;
+  const sender = async () => {
+    while (Date.now() < until) {
+      const events = Array.from({ length: 100 }, () => ({ id: `h${(n += 1)}`, metric: 'tokens', quantity: 1 }));
+      const res = await api.call('POST', '/v1/events', { key: tenant.key, body: { events } });
+      expect(res.status).toBe(202);
+      acknowledged += events.length;
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, sender));
+  // Counting may trail ingest by a backlog: a read-your-writes read answers 503 until it can settle within 10 s.
+  const usage = await eventually(async () => {
+    const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage?consistent=true`, { key: tenant.key });
+    if (res.status === 503) return undefined;
+    expect(res.status).toBe(200);
+    return res.body;
+  }, 120_000, 'the backlog counted');
+  expect(usage.metrics.tokens.used).toBe(acknowledged);
+  expect(usage.pending_events).toBe(0);
+  const description = await api.client.workflow.getHandle(tenantWorkflowId(tenant.id)).describe();
+  expect(description.status.name).toBe('RUNNING');
+  expect(description.historyLength).toBeLessThan(10_000);
+});
+
