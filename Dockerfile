@@ -1,5 +1,5 @@
 # tally: one image for the API, the worker and the migrations (docker-compose.yml picks the command).
-# TypeScript runs through tsx at runtime, so there is no build step.
+# TypeScript runs through tsx at runtime; the only build step is the dashboard's bundle (esbuild).
 FROM node:20-bookworm-slim
 
 WORKDIR /app
@@ -12,6 +12,8 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # Source stays root-owned and read-only for the app user.
 COPY . .
+# The dashboard's bundle (.build/web/), which the API serves at /dashboard.
+RUN node scripts/build-web.mjs
 
 ENV NODE_ENV=production \
     PORT=3000

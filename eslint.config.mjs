@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 const UPPER = (...layers) => layers.flatMap((layer) => [`../${layer}`, `../${layer}/*`]);
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', '.data/', '.temporal/', 'coverage/', '.test-stack/'] },
+  { ignores: ['node_modules/', 'dist/', '.data/', '.temporal/', 'coverage/', '.test-stack/', '.build/', 'clients/*/dist/', 'clients/*/.test-build/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -17,6 +17,8 @@ const SERIAL = [
   'test/integration/fuzz.test.ts',
   // Drives one tenant as hard as the API accepts and asserts promptness: it needs both cores.
   'test/integration/hot-tenant.test.ts',
+  // Walks summaries and open alerts across every tenant, page by page: the listing must hold still.
+  'test/integration/insight.test.ts',
 ];
 
 /** @type {import('jest').Config} */

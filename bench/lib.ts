@@ -37,6 +37,9 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
     LOG_LEVEL: 'warn',
     RATE_LIMIT_INGEST_PER_SECOND: '0',
     RATE_LIMIT_READS_PER_SECOND: '0',
+    // The alert scenario's receiver listens on 127.0.0.1 over http.
+    WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
+    WEBHOOK_HTTP_ALLOWED_HOSTS: '127.0.0.1',
     ...extraEnv,
   };
   delete env.TEMPORAL_ADDRESS;

@@ -22,6 +22,7 @@ import { rolloverHistory, type RolloverHistory } from './history';
 import { LagProbe } from './lag';
 import { stateQuery, tenantWorkflowId } from '../src/workflows/messages';
 import { renderChart } from './chart';
+import { insightScenarios } from './insight';
 
 const quick = process.argv.includes('--quick');
 /** `--only ingest,alerts,...`: run some scenarios (for tuning); results go to partial.json, not latest.json. */
@@ -36,7 +37,7 @@ const MODE = quick
 
 if (Number.isFinite(secondsOverride)) MODE.seconds = secondsOverride;
 if (Number.isFinite(hotSecondsOverride)) MODE.hotSeconds = hotSecondsOverride;
-const SCENARIOS = ['ceilings', 'ingest', 'hot', 'fleet', 'naive', 'alerts', 'burst', 'scale'] as const;
+const SCENARIOS = ['ceilings', 'ingest', 'hot', 'fleet', 'naive', 'alerts', 'burst', 'scale', 'insight'] as const;
 for (const name of only ?? []) {
   if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`--only: unknown scenario ${name} (${SCENARIOS.join(', ')})`);
 }
@@ -109,6 +110,10 @@ async function main(): Promise<void> {
     // Before the scale points: their touches are load for the memory figure, not usage to check.
     await verifyEverything();
     if (runs('scale')) await settled().then(scale);
+    // Last: it stores 10,000 tenants' invoices and millions of events straight into PostgreSQL.
+    if (runs('insight')) {
+      results.insight = await insightScenarios({ api, apiUrl: stack.apiUrl, adminKey: stack.adminKey, db, temporal, quick, log, problem });
+    }
   } finally {
     api.close();
     await connection.close();

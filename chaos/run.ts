@@ -1,5 +1,12 @@
 /**
- * # `npm run chaos [-- --quick] [--seed N] [--keep] [--no-faults] [--ref REF]`: billing invariants under faults
+ * # `npm run chaos [-- --quick] [--replicas] [--seed N] [--keep] [--no-faults] [--ref REF]`: billing invariants under faults
+ *
+ * `--replicas` runs the production shape with replicas: two API processes behind a round-robin
+ * proxy (chaos/stack.ts `RoundRobinProxy`, what a load balancer does) and two worker processes,
+ * against one Temporal dev server and one PostgreSQL. Its timeline kills one API process and one
+ * worker process at random with SIGKILL, again and again, across the anniversaries, closes and
+ * cancellations (and so during ingest, rollovers and invoicing), and restarts them; the same
+ * checks follow. The results add `replicas` and the proxy's connections per API process.
  *
  * ## Method
  * 1. Starts the stack as separate processes on free ports and a fresh temporary DATA_DIR
@@ -117,11 +124,14 @@ const REF = refAt >= 0 ? argv[refAt + 1] : undefined;
 const seedAt = argv.indexOf('--seed');
 const SEED = seedAt >= 0 ? Number(argv[seedAt + 1]) : Date.now() % 1_000_000;
 if (!Number.isInteger(SEED)) throw new Error('--seed takes an integer');
+/** Two API and two worker processes; the faults kill one of each at random (see the header). */
+const REPLICAS = argv.includes('--replicas');
 const GRACE = 8;
 /** The cancelled tenants' grace: short, so their final invoices finalize within the run. */
 const CANCEL_GRACE = 5;
 
-type FaultKind = 'worker' | 'api' | 'worker+api' | 'temporal' | 'postgres';
+/** `replica`: one API process and one worker process, picked at random, killed together (`--replicas`). */
+type FaultKind = 'worker' | 'api' | 'worker+api' | 'temporal' | 'postgres' | 'replica';
 type Action =
   | { at: number; kind: FaultKind; how: string; downMs: number }
   | { at: number; kind: 'close'; group: 'finalize' | 'grace' | 'both' }
@@ -222,7 +232,23 @@ function fullMode(seed: number): Mode {
   };
 }
 
-const MODE = QUICK ? quickMode() : fullMode(SEED);
+/**
+ * The replicas timeline on the same load, closes, anniversaries and cancellations: a kill of one
+ * API process and one worker process every 8 to 12 s, down for 2 to 6 s each time.
+ */
+function withReplicaFaults(mode: Mode, seed: number): Mode {
+  const random = prng(seed ^ 0x2e9);
+  const timeline: Action[] = mode.timeline.filter((a) => a.kind === 'close' || a.kind === 'cancel');
+  for (let at = 8; at < mode.loadSeconds - 6; at += 8 + Math.floor(random() * 5)) {
+    timeline.push({ at, kind: 'replica', how: 'SIGKILL', downMs: 2000 + Math.floor(random() * 4000) });
+  }
+  timeline.sort((a, b) => a.at - b.at);
+  return { ...mode, timeline };
+}
+
+const MODE = REPLICAS ? withReplicaFaults(QUICK ? quickMode() : fullMode(SEED), SEED) : QUICK ? quickMode() : fullMode(SEED);
+/** Which replica each `replica` fault kills (seeded, so `--seed` replays it). */
+const pickReplica = prng(SEED ^ 0x7e1);
 if (NO_FAULTS) MODE.timeline = MODE.timeline.filter((a) => a.kind === 'close' || a.kind === 'cancel');
 const CANCEL_WAVES = MODE.timeline.filter((a) => a.kind === 'cancel').length;
 
@@ -332,7 +358,7 @@ interface CloseRecord {
 }
 
 async function main(): Promise<number> {
-  log(`mode ${MODE.name}${NO_FAULTS ? ' (no faults)' : ''}, seed ${SEED}: ${MODE.tenants} tenants, ${MODE.loadSeconds} s of load at ${MODE.eventsPerSecond} events/s`);
+  log(`mode ${MODE.name}${REPLICAS ? ' with replicas (2 API processes behind a proxy, 2 workers)' : ''}${NO_FAULTS ? ' (no faults)' : ''}, seed ${SEED}: ${MODE.tenants} tenants, ${MODE.loadSeconds} s of load at ${MODE.eventsPerSecond} events/s`);
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-chaos-'));
   const timings: Record<string, number> = {};
 
@@ -358,7 +384,7 @@ async function main(): Promise<number> {
   code = snapshotCode(dataDir, REF);
   log(`testing ${code.version.ref ?? 'the working tree'} at ${code.version.commit.slice(0, 12)}${code.version.dirty.length ? ` with ${code.version.dirty.length} changed files (${code.version.dirty.join(', ')})` : ''}`);
   let t = Date.now();
-  stack = await ChaosStack.start({ dataDir, adminKey: ADMIN_KEY, codeRoot: code.root }, log);
+  stack = await ChaosStack.start({ dataDir, adminKey: ADMIN_KEY, codeRoot: code.root, replicas: REPLICAS ? 2 : 1 }, log);
   timings.startup_s = seconds(Date.now() - t);
   api = new HttpClient(stack.apiUrl, ADMIN_KEY, 64);
 
@@ -532,7 +558,11 @@ async function main(): Promise<number> {
   const runFault = async (action: Extract<Action, { kind: FaultKind }>): Promise<void> => {
     const killedAt = Date.now();
     const at = new Date(killedAt).toISOString();
+    const victims = { api: Math.floor(pickReplica() * live.replicas), worker: Math.floor(pickReplica() * live.replicas) };
     switch (action.kind) {
+      case 'replica':
+        await Promise.all([live.killApi(victims.api), live.killWorker(victims.worker)]);
+        break;
       case 'worker':
         await live.killWorker();
         break;
@@ -553,6 +583,9 @@ async function main(): Promise<number> {
     await sleep(action.downMs);
     const restartAt = Date.now();
     switch (action.kind) {
+      case 'replica':
+        await Promise.all([live.startApi(victims.api), live.startWorker(victims.worker)]);
+        break;
       case 'worker':
         await live.startWorker();
         break;
@@ -571,7 +604,7 @@ async function main(): Promise<number> {
     }
     const record: FaultRecord = {
       kind: action.kind,
-      how: action.how,
+      how: action.kind === 'replica' ? `${action.how} api-${victims.api + 1} worker-${victims.worker + 1}` : action.how,
       at,
       t: seconds(killedAt - t0),
       down_ms: Date.now() - downAt,
@@ -581,9 +614,22 @@ async function main(): Promise<number> {
     log(`fault ${action.kind} (${action.how}) at t+${record.t}s: down ${record.down_ms} ms, restart took ${record.recovered_ms} ms`);
   };
 
+  // A replica kill runs beside the timeline (a restart under load takes seconds, and closes and
+  // cancellations must keep their times); one still running when the next is due skips that one.
+  let replicaFault: Promise<void> | undefined;
+  let replicaFaultsSkipped = 0;
   for (const action of MODE.timeline) {
     const due = t0 + action.at * 1000;
     if (due > Date.now()) await sleep(due - Date.now());
+    if (action.kind === 'replica') {
+      if (replicaFault) {
+        replicaFaultsSkipped += 1;
+        continue;
+      }
+      log(`fault: one API and one worker process (SIGKILL), down for ${action.downMs} ms`);
+      replicaFault = runFault(action).finally(() => (replicaFault = undefined));
+      continue;
+    }
     if (action.kind === 'cancel') {
       const wave = groups.cancel.filter((_, i) => i % CANCEL_WAVES === action.wave);
       log(`cancelling ${wave.join(', ')} (DELETE) while the load keeps posting to them`);
@@ -601,6 +647,8 @@ async function main(): Promise<number> {
     log(`fault: ${action.kind} (${action.how}), down for ${action.downMs} ms`);
     await runFault(action);
   }
+  await replicaFault;
+  if (replicaFaultsSkipped > 0) log(`${replicaFaultsSkipped} replica faults skipped: the one before was still restarting`);
   const loadEnd = t0 + MODE.loadSeconds * 1000;
   if (loadEnd > Date.now()) await sleep(loadEnd - Date.now());
   t = Date.now();
@@ -660,8 +708,9 @@ async function main(): Promise<number> {
 
 /**
  * Waits until nothing is left to settle: no stored event waits unclaimed, every closed period is
- * invoiced, every active tenant's workflow answers, every cancelled tenant's workflow has ended,
- * and the stored events have stopped changing for 3 s.
+ * invoiced, every notified alert has a delivery (a delivery attempt that died with its worker is
+ * retried only when its 30 s attempt timeout ends), every active tenant's workflow answers, every
+ * cancelled tenant's workflow has ended, and the stored events have stopped changing for 3 s.
  */
 async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<void> {
   const deadline = Date.now() + MODE.catchUpSeconds * 1000;
@@ -677,6 +726,11 @@ async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<voi
       .andWhere((q) => q.whereNot('p.status', 'open').orWhere('p.end', '<=', db.fn.now()))
       .whereNotExists(db('invoices as i').whereRaw('i.tenant_id = p.tenant_id AND i.period_start = p.start').andWhere('i.status', 'finalized'))
       .count<Array<{ n: string }>>({ n: '*' });
+    const undelivered = await db('alerts as a')
+      .whereIn('a.tenant_id', tenants)
+      .whereNot('a.status', 'superseded')
+      .whereNotExists(db('notification_deliveries as d').whereRaw('d.event_id = a.id').whereIn('d.status', ['delivered', 'recorded']))
+      .count<Array<{ n: string }>>({ n: '*' });
     const cancelled = new Set(await db('tenants').whereIn('id', tenants).where({ status: 'cancelled' }).pluck<string[]>('id'));
     let unanswered = 0;
     let stillRunning = 0;
@@ -690,16 +744,16 @@ async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<voi
         unanswered += 1;
       }
     }
-    const settled = stored === lastStored && unclaimed === 0 && unanswered === 0 && stillRunning === 0 && Number(uninvoiced[0]!.n) === 0;
+    const settled = stored === lastStored && unclaimed === 0 && unanswered === 0 && stillRunning === 0 && Number(uninvoiced[0]!.n) === 0 && Number(undelivered[0]!.n) === 0;
     if (stored !== lastStored) stableSince = Date.now();
     lastStored = stored;
     if (settled && Date.now() - stableSince >= 3000) {
-      log(`caught up: ${stored} events stored and claimed, every closed period invoiced, ${cancelled.size} cancelled tenants' workflows ended`);
+      log(`caught up: ${stored} events stored and claimed, every closed period invoiced, every alert delivered, ${cancelled.size} cancelled tenants' workflows ended`);
       return;
     }
     if (Date.now() > deadline) {
       log(
-        `not caught up after ${MODE.catchUpSeconds} s (stored ${stored}, unclaimed ${unclaimed}, ${unanswered} workflows not answering, ${stillRunning} cancelled tenants' workflows running, ${uninvoiced[0]!.n} closed periods without a finalized invoice): checking anyway`,
+        `not caught up after ${MODE.catchUpSeconds} s (stored ${stored}, unclaimed ${unclaimed}, ${unanswered} workflows not answering, ${stillRunning} cancelled tenants' workflows running, ${uninvoiced[0]!.n} closed periods without a finalized invoice, ${undelivered[0]!.n} alerts without a delivery): checking anyway`,
       );
       return;
     }
@@ -721,6 +775,8 @@ function report(
   const f = verdict.figures;
   const result = {
     mode: MODE.name,
+    replicas: stack?.replicas ?? 1,
+    proxy: stack?.proxy ? { connections_per_api: stack.proxy.connections, failovers: stack.proxy.failovers } : null,
     faults_enabled: !NO_FAULTS,
     code: code?.version,
     seed: SEED,
@@ -766,7 +822,8 @@ function report(
   const byKind = countBy(run.faults.map((x) => `${x.kind}:${x.how}`));
   const lines = [
     '',
-    `chaos ${MODE.name} (seed ${SEED}): ${result.ok ? 'PASS' : 'FAIL'} in ${run.timings.total_s} s`,
+    `chaos ${MODE.name}${result.replicas > 1 ? ` with ${result.replicas} API and ${result.replicas} worker processes` : ''} (seed ${SEED}): ${result.ok ? 'PASS' : 'FAIL'} in ${run.timings.total_s} s`,
+    ...(result.proxy ? [`  proxy: connections per API process ${JSON.stringify(result.proxy.connections_per_api)}, moved on from a dead one ${result.proxy.failovers}`] : []),
     `  acknowledged ${f.acknowledged}   counted ${f.counted}   lost ${f.lost}   duplicated ${f.duplicated} (rows ${f.duplicated_rows}, mismatched ${f.mismatched})   stored but unacknowledged ${f.stored_unacknowledged}`,
     `  counting: acknowledged ${f.acknowledged} = stored ${f.stored_acknowledged} = counted ${f.counted}; unclaimed ${f.unclaimed_events}; refused but stored ${f.refused_but_stored}`,
     `  counters: read model ${f.read_model_mismatches} mismatches; workflow books ${f.counter_mismatches} counter and ${f.book_event_mismatches} event-count mismatches (pending estimate not 0 in ${f.workflow_pending_nonzero}); usage?consistent answered ${f.usage_consistent_answered}/${f.usage_consistent_expected}`,

@@ -174,6 +174,80 @@ export interface StackOptions {
   adminKey: string;
   /** Extra environment for the worker (e.g. LOG_LEVEL). */
   workerEnv?: Record<string, string>;
+  /**
+   * API processes and worker processes (default 1 each). With more than one, the API processes
+   * sit behind a round-robin proxy ({@link RoundRobinProxy}) and `apiUrl` is the proxy's.
+   */
+  replicas?: number;
+}
+
+/**
+ * A TCP round-robin proxy in front of several API processes, as a load balancer would be: each
+ * new connection goes to the next backend, and to the one after it when that one refuses (a
+ * killed process). A connection open to a backend that dies is cut, as it would be in production.
+ */
+export class RoundRobinProxy {
+  /** Connections handed to each backend, and connections moved on because a backend refused. */
+  readonly connections: number[];
+  failovers = 0;
+  private next = 0;
+  private readonly open = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+    private readonly backends: number[],
+  ) {
+    this.connections = backends.map(() => 0);
+  }
+
+  static async start(backends: number[]): Promise<RoundRobinProxy> {
+    const port = await freePort();
+    const server = net.createServer();
+    const proxy = new RoundRobinProxy(server, port, backends);
+    server.on('connection', (client) => proxy.forward(client));
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    return proxy;
+  }
+
+  private forward(client: net.Socket): void {
+    this.open.add(client);
+    client.pause();
+    let upstream: net.Socket | undefined;
+    const closeBoth = () => {
+      client.destroy();
+      upstream?.destroy();
+      this.open.delete(client);
+    };
+    client.on('error', closeBoth).on('close', closeBoth);
+    const attempt = (tried: number) => {
+      if (tried >= this.backends.length || client.destroyed) return closeBoth();
+      const index = this.next++ % this.backends.length;
+      const socket = net.connect(this.backends[index]!, '127.0.0.1');
+      let connected = false;
+      socket.once('connect', () => {
+        connected = true;
+        upstream = socket;
+        this.connections[index]! += 1;
+        client.pipe(socket).pipe(client);
+        client.resume();
+      });
+      socket.on('error', () => {
+        if (connected) return closeBoth();
+        this.failovers += 1;
+        attempt(tried + 1);
+      });
+      socket.on('close', () => {
+        if (connected) closeBoth();
+      });
+    };
+    attempt(0);
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.open) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
 }
 
 /** The running stack and its fault levers. */
@@ -184,12 +258,14 @@ export class ChaosStack {
   databaseUrl = '';
   private postgres: EmbeddedDatabase | undefined;
   private readonly temporal: Managed;
-  private readonly worker: Managed;
-  private readonly api: Managed;
+  private readonly workers: Managed[];
+  private readonly apis: Managed[];
+  /** With replicas: the round-robin proxy in front of the API processes. */
+  proxy: RoundRobinProxy | undefined;
 
   private constructor(
     private readonly options: StackOptions,
-    private readonly ports: { api: number; temporal: number; postgres: number },
+    private readonly ports: { api: number; apis: number[]; temporal: number; postgres: number },
   ) {
     this.apiUrl = `http://127.0.0.1:${ports.api}`;
     this.temporalAddress = `127.0.0.1:${ports.temporal}`;
@@ -220,37 +296,56 @@ export class ChaosStack {
       base,
       path.join(this.logDir, 'temporal.log'),
     );
-    const common = { ...base, TEMPORAL_ADDRESS: this.temporalAddress, DATABASE_URL: databaseUrl, HOST: '127.0.0.1' };
-    this.worker = new Managed(
-      'worker',
-      process.execPath,
-      ['--import', 'tsx', 'src/workers/main.ts'],
-      { ...common, TEMPORAL_METRICS_PORT: '0', LOG_LEVEL: 'info', TALLY_SERVICE: 'worker', ...options.workerEnv },
-      path.join(this.logDir, 'worker.log'),
-      options.codeRoot,
+    // The chaos receiver listens on 127.0.0.1 over http: opted in, as for local development.
+    const common = { ...base, TEMPORAL_ADDRESS: this.temporalAddress, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true', WEBHOOK_HTTP_ALLOWED_HOSTS: '127.0.0.1' };
+    const replicas = options.replicas ?? 1;
+    const named = (service: string, i: number) => (replicas > 1 ? `${service}-${i + 1}` : service);
+    this.workers = Array.from(
+      { length: replicas },
+      (_, i) =>
+        new Managed(
+          named('worker', i),
+          process.execPath,
+          ['--import', 'tsx', 'src/workers/main.ts'],
+          { ...common, TEMPORAL_METRICS_PORT: '0', LOG_LEVEL: 'info', TALLY_SERVICE: named('worker', i), ...options.workerEnv },
+          path.join(this.logDir, `${named('worker', i)}.log`),
+          options.codeRoot,
+        ),
     );
-    this.api = new Managed(
-      'api',
-      process.execPath,
-      ['--import', 'tsx', 'src/api/main.ts'],
-      {
-        ...common,
-        PORT: String(ports.api),
+    this.apis = ports.apis.map(
+      (apiPort, i) =>
+        new Managed(
+          named('api', i),
+          process.execPath,
+          ['--import', 'tsx', 'src/api/main.ts'],
+          {
+            ...common,
+            PORT: String(apiPort),
         BILLING_ADMIN_KEY: options.adminKey,
         RATE_LIMIT_INGEST_PER_SECOND: '0',
         RATE_LIMIT_READS_PER_SECOND: '0',
-        LOG_LEVEL: 'warn',
-        TALLY_SERVICE: 'api',
-      },
-      path.join(this.logDir, 'api.log'),
-      options.codeRoot,
+            LOG_LEVEL: 'warn',
+            TALLY_SERVICE: named('api', i),
+          },
+          path.join(this.logDir, `${named('api', i)}.log`),
+          options.codeRoot,
+        ),
     );
+  }
+
+  /** How many API processes and worker processes the stack runs. */
+  get replicas(): number {
+    return this.workers.length;
   }
 
   /** Allocates ports and starts PostgreSQL, Temporal, the migrations, the worker and the API. */
   static async start(options: StackOptions, log: (m: string) => void): Promise<ChaosStack> {
-    const ports = { api: await freePort(), temporal: await freePort(), postgres: await freePort() };
+    const replicas = options.replicas ?? 1;
+    const apis = await Promise.all(Array.from({ length: replicas }, () => freePort()));
+    const proxy = replicas > 1 ? await RoundRobinProxy.start(apis) : undefined;
+    const ports = { api: proxy?.port ?? apis[0]!, apis, temporal: await freePort(), postgres: await freePort() };
     const stack = new ChaosStack(options, ports);
+    stack.proxy = proxy;
     activeStacks.add(stack);
     let t = Date.now();
     await Promise.all([stack.startPostgres(), stack.startTemporal()]);
@@ -259,8 +354,8 @@ export class ChaosStack {
     await stack.migrate();
     log(`migrations applied in ${elapsed(t)}`);
     t = Date.now();
-    await Promise.all([stack.startWorker(), stack.startApi()]);
-    log(`worker and API up in ${elapsed(t)}`);
+    await Promise.all([...stack.workers.map((_, i) => stack.startWorker(i)), ...stack.apis.map((_, i) => stack.startApi(i))]);
+    log(`${replicas > 1 ? `${replicas} workers and ${replicas} API processes (behind a round-robin proxy)` : 'worker and API'} up in ${elapsed(t)}`);
     return stack;
   }
 
@@ -349,60 +444,66 @@ export class ChaosStack {
     if (code !== 0) throw new Error(`migrations failed (exit ${code}):\n${output}`);
   }
 
-  async startWorker(): Promise<void> {
-    this.worker.start();
-    await this.worker.waitFor(/worker started/, 120_000);
+  async startWorker(index = 0): Promise<void> {
+    const worker = this.workers[index]!;
+    worker.start();
+    await worker.waitFor(/worker started/, 120_000);
   }
 
-  async killWorker(): Promise<void> {
-    await this.worker.stop('SIGKILL');
+  async killWorker(index = 0): Promise<void> {
+    await this.workers[index]!.stop('SIGKILL');
   }
 
-  async startApi(): Promise<void> {
-    this.api.start();
+  async startApi(index = 0): Promise<void> {
+    const api = this.apis[index]!;
+    api.start();
     const deadline = Date.now() + 120_000;
     for (;;) {
-      if (!this.api.running) throw new Error(`the API exited:\n${this.api.recentOutput.slice(-4000)}`);
+      if (!api.running) throw new Error(`${api.name} exited:\n${api.recentOutput.slice(-4000)}`);
       try {
-        const res = await fetch(`${this.apiUrl}/healthz`);
+        // The process itself, not the proxy (which would answer through another replica).
+        const res = await fetch(`http://127.0.0.1:${this.ports.apis[index]}/healthz`);
         if (res.status === 200) return;
       } catch {
         // not listening yet
       }
-      if (Date.now() > deadline) throw new Error(`the API is not ready:\n${this.api.recentOutput.slice(-4000)}`);
+      if (Date.now() > deadline) throw new Error(`${api.name} is not ready:\n${api.recentOutput.slice(-4000)}`);
       await sleep(100);
     }
   }
 
-  async killApi(): Promise<void> {
-    await this.api.stop('SIGKILL');
+  async killApi(index = 0): Promise<void> {
+    await this.apis[index]!.stop('SIGKILL');
   }
 
   /** Which processes are up (the end check requires all of them). */
   status(): Record<string, boolean> {
-    return { postgres: this.postmasterPid() !== undefined, temporal: this.temporal.running, worker: this.worker.running, api: this.api.running };
+    const out: Record<string, boolean> = { postgres: this.postmasterPid() !== undefined, temporal: this.temporal.running };
+    for (const m of [...this.workers, ...this.apis]) out[m.name] = m.running;
+    return out;
   }
 
   /** Brings up whatever is down (after the faults, before the checks). */
   async ensureUp(): Promise<void> {
     if (this.postmasterPid() === undefined) await this.startPostgres();
     if (!this.temporal.running) await this.startTemporal();
-    if (!this.worker.running) await this.startWorker();
-    if (!this.api.running) await this.startApi();
+    for (const [i, worker] of this.workers.entries()) if (!worker.running) await this.startWorker(i);
+    for (const [i, api] of this.apis.entries()) if (!api.running) await this.startApi(i);
   }
 
-  /** Stops everything, gently first (API, worker, Temporal, PostgreSQL), then by force. */
+  /** Stops everything, gently first (APIs, workers, Temporal, PostgreSQL), then by force. */
   async shutdown(): Promise<void> {
     activeStacks.delete(this);
-    await this.api.stop('SIGTERM', 10_000).catch(() => undefined);
-    await this.worker.stop('SIGTERM', 10_000).catch(() => undefined);
+    await Promise.all(this.apis.map((api) => api.stop('SIGTERM', 10_000).catch(() => undefined)));
+    await this.proxy?.close().catch(() => undefined);
+    await Promise.all(this.workers.map((worker) => worker.stop('SIGTERM', 10_000).catch(() => undefined)));
     await this.temporal.stop('SIGTERM', 10_000).catch(() => undefined);
     await this.stopPostgres('fast').catch(() => undefined);
   }
 
   /** Last resort on an abrupt exit: SIGKILL every group and the postmaster, synchronously. */
   killAllNow(): void {
-    for (const m of [this.api, this.worker, this.temporal]) if (m.pid !== undefined) killGroup(m.pid, 'SIGKILL');
+    for (const m of [...this.apis, ...this.workers, this.temporal]) if (m.pid !== undefined) killGroup(m.pid, 'SIGKILL');
     const pid = this.postmasterPid();
     if (pid !== undefined) signalPid(pid, 'SIGQUIT');
   }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs before `npm start` and `npm test` (pre-scripts), so the README's two commands work on a
 // fresh clone: installs the locked dependencies (`npm ci`) when node_modules is missing or older
-// than package-lock.json, then resolves the Temporal binaries (scripts/temporal-binaries.mjs).
+// than package-lock.json, then resolves the Temporal binaries (scripts/temporal-binaries.mjs) and
+// bundles the dashboard (scripts/build-web.mjs).
 // Plain Node, no dependencies: it must run before anything is installed.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,3 +25,5 @@ if (stale) {
   run('npm', ['ci', '--no-audit', '--no-fund']);
 }
 run(process.execPath, [path.join(root, 'scripts', 'temporal-binaries.mjs')]);
+// The dashboard's bundle (.build/web/), rebuilt only when web/ changed.
+run(process.execPath, [path.join(root, 'scripts', 'build-web.mjs')]);

@@ -21,10 +21,14 @@
  *   tenant-billing-period-2.json   its second run (late-event alert, closed with finalize)
  *   tenant-billing-cancelled.json  its third run, cancelled and waiting out the grace (a prefix)
  *   tenant-billing-continued.json  the second tenant's run that continued as new within its period
+ *   tenant-billing-entitlements-1.json  a prepaid tenant's first run (patch entitlements-v1): a limit
+ *                                  override, grants, a pack drawn from, balance alerts, authorize refused
+ *                                  for balance and at the effective limit, closed with finalize
  *   period-invoice-1.json          invoice 1, still waiting on its grace timer (a prefix)
  *   period-invoice-2.json          invoice 2, finalized
  *   invoice-rerun-1.json           the rerun of invoice 2
  *   alert-delivery-1.json          the delivery of the first tenant's 80 % alert
+ *   retention-1.json               a retention pass (0 days, batches of 2) run after the story
  * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example
@@ -60,7 +64,7 @@ import { createDb, migrateLatest } from '../src/db/knex';
 import { logger as appLogger } from '../src/logger';
 import { startEmbeddedPostgres } from '../src/platform/postgres';
 import { startTemporalDevServer } from '../src/platform/temporal-server';
-import { connectTemporal } from '../src/temporal';
+import { connectTemporal, temporalConnectionSettings } from '../src/temporal';
 import { createBillingWorker } from '../src/workers/worker';
 import {
   alertDeliveryWorkflowId,
@@ -72,6 +76,9 @@ import {
   type UsageView,
 } from '../src/workflows/messages';
 import { freePort } from '../src/platform/free-port';
+
+/** The retention run the story ends with. */
+const RETENTION_WORKFLOW_ID = 'retention-story';
 
 /** Where histories go unless --out says otherwise: where the replay test reads them. */
 const DEFAULT_HISTORY_DIR = path.resolve(__dirname, '../test/histories');
@@ -91,6 +98,8 @@ const TASK_QUEUE_SELF_CONTAINED = 'billing';
 const STORY_TENANT = 'replay-acme';
 const STORY_SECOND_TENANT = 'replay-beta';
 const STORY_PLAN = 'replay-tokens';
+const STORY_PREPAID_TENANT = 'replay-prepaid';
+const STORY_PREPAID_PLAN = 'replay-prepaid-minutes';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -131,7 +140,7 @@ async function main(): Promise<void> {
 async function recordFromRunningStack(outDir: string, ids: string[], includeRunning: boolean): Promise<RecordedFile[]> {
   const config = loadConfigOrExit();
   const address = config.TEMPORAL_ADDRESS ?? `127.0.0.1:${config.TEMPORAL_PORT}`;
-  const temporal = await connectTemporal(address, config.TEMPORAL_NAMESPACE);
+  const temporal = await connectTemporal(temporalConnectionSettings(config, address), config.TEMPORAL_NAMESPACE);
   const db = config.DATABASE_URL ? createDb(config.DATABASE_URL, { max: 2 }) : undefined;
   try {
     const workflowIds = new Set(ids);
@@ -197,7 +206,7 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
     stops.push(() => db.destroy());
     await migrateLatest(db);
 
-    const temporal = await connectTemporal(server.value.address, NAMESPACE_SELF_CONTAINED);
+    const temporal = await connectTemporal({ address: server.value.address }, NAMESPACE_SELF_CONTAINED);
     stops.push(() => temporal.connection.close());
     const workerConnection = await NativeConnection.connect({ address: server.value.address });
     stops.push(() => workerConnection.close());
@@ -229,6 +238,15 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
     stops.push(() => api.close());
 
     const story = await driveStory(`http://127.0.0.1:${api.port}`, adminKey, temporal.client);
+    const entitlementsRun = await driveEntitlementsStory(`http://127.0.0.1:${api.port}`, adminKey, temporal.client);
+    // Last, since it deletes raw events: a retention pass with 0 days of retention and small
+    // batches purges the invoiced periods of the story in several steps.
+    step('running a retention pass');
+    await temporal.client.workflow.execute('retention', {
+      taskQueue: TASK_QUEUE_SELF_CONTAINED,
+      workflowId: RETENTION_WORKFLOW_ID,
+      args: [{ default_retention_days: 0, batch_size: 2 }],
+    });
 
     step('writing histories');
     fs.mkdirSync(outDir, { recursive: true });
@@ -238,6 +256,7 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
       await writeHistory(temporal.client, outDir, 'tenant-billing-period-2.json', tenantWf, story.tenantRuns[1]),
       await writeHistory(temporal.client, outDir, 'tenant-billing-cancelled.json', tenantWf, story.tenantRuns[2]),
       await writeHistory(temporal.client, outDir, 'tenant-billing-continued.json', tenantWorkflowId(STORY_SECOND_TENANT), story.continuedRun),
+      await writeHistory(temporal.client, outDir, 'tenant-billing-entitlements-1.json', tenantWorkflowId(STORY_PREPAID_TENANT), entitlementsRun),
       ...(await Promise.all(
         story.invoiceWorkflows.map((id, i) => writeHistory(temporal.client, outDir, `period-invoice-${i + 1}.json`, id)),
       )),
@@ -247,6 +266,7 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
       ...(await Promise.all(
         story.alertDeliveries.map((id, i) => writeHistory(temporal.client, outDir, `alert-delivery-${i + 1}.json`, id)),
       )),
+      await writeHistory(temporal.client, outDir, 'retention-1.json', RETENTION_WORKFLOW_ID),
     ];
   } finally {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => process.stderr.write(`stop failed: ${String(err)}\n`));
@@ -260,16 +280,7 @@ async function driveStory(
   adminKey: string,
   client: Client,
 ): Promise<{ tenantRuns: [string, string, string]; continuedRun: string; invoiceWorkflows: string[]; rerunWorkflows: string[]; alertDeliveries: string[] }> {
-  const call = async <T = unknown>(method: string, url: string, key: string, body: unknown, expected: number): Promise<T> => {
-    const res = await fetch(`${baseUrl}${url}`, {
-      method,
-      headers: { 'x-api-key': key, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    if (res.status !== expected) throw new Error(`${method} ${url}: expected ${expected}, got ${res.status}: ${text}`);
-    return (text ? JSON.parse(text) : undefined) as T;
-  };
+  const call = apiCaller(baseUrl);
   const workflowId = tenantWorkflowId(STORY_TENANT);
 
   step('plan and tenants');
@@ -371,6 +382,59 @@ async function driveStory(
     alertDeliveries: [delivery],
     invoiceWorkflows: [close1.invoice_workflow_id, close2.invoice_workflow_id],
     rerunWorkflows: [rerun.workflow_id],
+  };
+}
+
+/**
+ * Entitlements (patch `entitlements-v1`): a prepaid tenant gets a limit override (update
+ * `entitlementsChanged`), a grant, an add-on pack, usage that draws from it and crosses its low balance, an
+ * authorize refused for its balance and one refused at its hard limit, then a close with
+ * finalize (credit applied). Answers the run that closed (it continued as new).
+ */
+async function driveEntitlementsStory(baseUrl: string, adminKey: string, client: Client): Promise<string> {
+  const call = apiCaller(baseUrl);
+  step('entitlements: a prepaid tenant, a limit override, a grant, balance alerts, authorize refusals, credit at finalization');
+  await call('POST', '/v1/plans', adminKey, {
+    id: STORY_PREPAID_PLAN,
+    name: 'Prepaid minutes',
+    currency: 'USD',
+    interval: 'month',
+    base_fee: '0.00',
+    grace_period_seconds: 0,
+    prepaid: true,
+    low_balance_threshold: '5.00',
+    meters: [{ metric: 'minutes', aggregation: 'sum', limit: 1000, hard_limit: true, pricing: { model: 'per_unit', unit_price: '0.10' } }],
+  }, 201);
+  const tenant = await call<{ api_key: string }>('POST', '/v1/tenants', adminKey, { id: STORY_PREPAID_TENANT, name: 'Prepaid (replay story)', plan_id: STORY_PREPAID_PLAN }, 201);
+  const key = tenant.api_key;
+  const base = `/v1/tenants/${STORY_PREPAID_TENANT}`;
+  await call('PATCH', base, adminKey, { limits: { minutes: 200 } }, 200);
+  await call('POST', `${base}/credits`, adminKey, { id: 'grant-1', amount: '12.00' }, 201);
+  await call('POST', `${base}/packs`, adminKey, { id: 'pack-1', metric: 'minutes', units: 50, price: '2.00' }, 201);
+  await call('POST', '/v1/events', key, { events: [{ id: 'm-1', metric: 'minutes', quantity: 230 }] }, 202);
+  const refusedForBalance = await call<AuthorizeResult>('POST', `${base}/authorize`, key, { id: 'auth-1', metric: 'minutes', quantity: 1 }, 200);
+  const refusedAtLimit = await call<AuthorizeResult>('POST', `${base}/authorize`, key, { id: 'auth-2', metric: 'minutes', quantity: 31 }, 200);
+  if (refusedForBalance.reason !== 'insufficient_balance' || refusedAtLimit.reason !== 'hard_limit') {
+    throw new Error(`unexpected authorizations ${JSON.stringify([refusedForBalance, refusedAtLimit])}`);
+  }
+  await call('POST', `${base}/credits`, adminKey, { id: 'grant-2', amount: '10.00' }, 201);
+  const runId = (await client.workflow.getHandle(tenantWorkflowId(STORY_PREPAID_TENANT)).describe()).runId;
+  await call('POST', `${base}/close-period`, adminKey, { finalize: true }, 200);
+  await waitClosed(client, tenantWorkflowId(STORY_PREPAID_TENANT), runId, 'CONTINUED_AS_NEW');
+  return runId;
+}
+
+/** Calls the story's API like a client: JSON in, JSON out, and the status it must answer. */
+function apiCaller(baseUrl: string) {
+  return async <T = unknown>(method: string, url: string, key: string, body: unknown, expected: number): Promise<T> => {
+    const res = await fetch(`${baseUrl}${url}`, {
+      method,
+      headers: { 'x-api-key': key, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    if (res.status !== expected) throw new Error(`${method} ${url}: expected ${expected}, got ${res.status}: ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
   };
 }
 

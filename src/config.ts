@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { z } from 'zod';
 
 /**
@@ -14,6 +15,17 @@ const configSchema = z.object({
   TEMPORAL_UI_PORT: port.default(8233),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('billing'),
+  // Temporal over TLS (src/temporal.ts builds the connections): on when a certificate, a CA, a
+  // server name or an API key is set; `false` forces plaintext and refuses those settings.
+  TEMPORAL_TLS: z.enum(['true', 'false'], 'must be true or false').transform((v) => v === 'true').optional(),
+  // mTLS client certificate and key, and the CA of the server's certificate: a file path, or the PEM text itself.
+  TEMPORAL_TLS_CERT: z.string().min(1).optional(),
+  TEMPORAL_TLS_KEY: z.string().min(1).optional(),
+  TEMPORAL_TLS_CA: z.string().min(1).optional(),
+  // The name the server's certificate is checked against, when it is not the host of TEMPORAL_ADDRESS.
+  TEMPORAL_TLS_SERVER_NAME: z.string().min(1).optional(),
+  // Temporal Cloud API key (sent as a bearer token; needs TLS).
+  TEMPORAL_API_KEY: z.string().min(1).optional(),
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
@@ -21,6 +33,10 @@ const configSchema = z.object({
   POSTGRES_PORT: port.default(5433),
   DATA_DIR: z.string().min(1).default('.data'),
   BILLING_ADMIN_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+  // Signs dashboard session cookies (HMAC); npm start generates one under DATA_DIR when unset.
+  DASHBOARD_SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  // The Temporal Web UI the dashboard links to (npm start knows its embedded one).
+  TEMPORAL_UI_URL: z.string().regex(/^https?:\/\//, 'must be an http:// or https:// URL').optional(),
   SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   // Per API key requests per second; the bucket holds twice that (burst). 0 turns the limit off.
@@ -34,6 +50,17 @@ const configSchema = z.object({
   TEMPORAL_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   /** Workflows kept in the worker's memory; beyond it the least recent replay from history when touched. */
   WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(1_000),
+  /** Days raw usage events are kept after their period (plans may set their own `retention_days`). */
+  RETENTION_DAYS: z.coerce.number().int().min(0).max(36_500).default(90),
+  // Webhook targets (src/notifications/webhook-targets.ts): loopback, private and similar addresses
+  // only with this opt-in (tests, local development); cloud metadata addresses never.
+  WEBHOOK_ALLOW_PRIVATE_TARGETS: z.enum(['true', 'false'], 'must be true or false').default('false').transform((v) => v === 'true'),
+  // Hosts (comma-separated) that webhooks may reach over plain http; every other target must be https.
+  WEBHOOK_HTTP_ALLOWED_HOSTS: z
+    .string()
+    .regex(/^[A-Za-z0-9.:_[\]-]+(,[A-Za-z0-9.:_[\]-]+)*$/, 'must be host names separated by commas')
+    .transform((v) => v.split(',').map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, '$1')))
+    .optional(),
 });
 
 /** The validated configuration of one tally process. */
@@ -43,7 +70,7 @@ export type Config = z.infer<typeof configSchema>;
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(configSchema.shape);
 
 /** Variables whose values may hold credentials: named in errors, never shown. */
-const SECRET_VARIABLES = new Set(['BILLING_ADMIN_KEY', 'SMTP_URL', 'DATABASE_URL']);
+const SECRET_VARIABLES = new Set(['TEMPORAL_API_KEY', 'TEMPORAL_TLS_KEY', 'BILLING_ADMIN_KEY', 'SMTP_URL', 'DATABASE_URL', 'DASHBOARD_SESSION_SECRET']);
 
 /** Raised with one line per bad variable, so the operator sees everything wrong at once. */
 export class ConfigError extends Error {}
@@ -65,7 +92,61 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     });
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
+  const temporalProblems = temporalTlsProblems(parsed.data);
+  if (temporalProblems.length > 0) throw new ConfigError(`Invalid configuration:\n${temporalProblems.map((line) => `  ${line}`).join('\n')}`);
   return parsed.data;
+}
+
+/** The TLS variables that hold PEM (a path, or the text itself). */
+export type PemVariable = 'TEMPORAL_TLS_CERT' | 'TEMPORAL_TLS_KEY' | 'TEMPORAL_TLS_CA';
+
+/**
+ * The PEM a TLS variable designates: the value itself when it is PEM text (`\n` escapes, as
+ * environment files often carry them, become newlines), otherwise the contents of the file it
+ * names. Throws a ConfigError naming the variable when the file cannot be read or is not PEM.
+ */
+export function readPemVariable(name: PemVariable, value: string): Buffer {
+  const isText = value.trimStart().startsWith('-----BEGIN ');
+  let pem: string;
+  if (isText) {
+    pem = value.replace(/\\n/g, '\n');
+  } else {
+    try {
+      pem = fs.readFileSync(value, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`${name}=${JSON.stringify(value)}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+  }
+  const shown = isText ? '(PEM text)' : JSON.stringify(value);
+  const kind = name === 'TEMPORAL_TLS_KEY' ? 'PRIVATE KEY' : 'CERTIFICATE';
+  if (!new RegExp(`-----BEGIN [A-Z ]*${kind}-----`).test(pem)) throw new ConfigError(`${name}=${shown}: not a PEM ${kind.toLowerCase()}`);
+  return Buffer.from(pem, 'utf8');
+}
+
+/** What is wrong with the Temporal TLS and API key settings taken together, one line each. */
+function temporalTlsProblems(config: Config): string[] {
+  const problems: string[] = [];
+  const set = (['TEMPORAL_TLS_CERT', 'TEMPORAL_TLS_KEY', 'TEMPORAL_TLS_CA', 'TEMPORAL_TLS_SERVER_NAME', 'TEMPORAL_API_KEY'] as const).filter((n) => config[n] !== undefined);
+  if ((config.TEMPORAL_TLS_CERT === undefined) !== (config.TEMPORAL_TLS_KEY === undefined)) {
+    problems.push('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: set both for mTLS, or neither');
+  }
+  if (config.TEMPORAL_TLS === false && set.length > 0) {
+    problems.push(`TEMPORAL_TLS=false (plaintext) cannot be combined with ${set.join(', ')}${config.TEMPORAL_API_KEY ? ': an API key must never travel unencrypted' : ''}`);
+  }
+  if (!config.TEMPORAL_ADDRESS && (set.length > 0 || config.TEMPORAL_TLS)) {
+    problems.push(`${set.length > 0 ? set.join(', ') : 'TEMPORAL_TLS'} need TEMPORAL_ADDRESS: the embedded dev server speaks plaintext only`);
+  }
+  for (const name of ['TEMPORAL_TLS_CERT', 'TEMPORAL_TLS_KEY', 'TEMPORAL_TLS_CA'] as const) {
+    const value = config[name];
+    if (value === undefined) continue;
+    try {
+      readPemVariable(name, value);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(err.message);
+    }
+  }
+  return problems;
 }
 
 /** Loads the configuration or exits with the validation message (for process entry points). */

@@ -5,12 +5,14 @@ import { NativeConnection } from '@temporalio/worker';
 import { loadConfigOrExit, type Config } from './config';
 import { createDb, migrateLatest } from './db/knex';
 import { logger } from './logger';
-import { connectTemporal } from './temporal';
+import { connectTemporal, temporalConnectionSettings } from './temporal';
 import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
 import { listen } from './api/server';
 import { createBillingWorker, installWorkerRuntime } from './workers/worker';
 import { startSweeper } from './workers/sweeper';
+import { installRetentionSchedule } from './workers/retention-schedule';
 import { createNotifier } from './notifications/notifier';
+import { webhookTargetPolicyFromConfig } from './notifications/webhook-targets';
 import { startTemporalDevServer } from './platform/temporal-server';
 import { startEmbeddedPostgres } from './platform/postgres';
 
@@ -78,9 +80,10 @@ async function main(): Promise<void> {
     const applied = await migrateLatest(db);
     logger.info({ applied }, 'schema up to date');
 
-    const temporal = await connectTemporal(temporalAddress, config.TEMPORAL_NAMESPACE);
+    const settings = temporalConnectionSettings(config, temporalAddress);
+    const temporal = await connectTemporal(settings, config.TEMPORAL_NAMESPACE);
     stops.push({ name: 'Temporal client', stop: () => temporal.connection.close() });
-    const workerConnection = await NativeConnection.connect({ address: temporalAddress });
+    const workerConnection = await NativeConnection.connect(settings);
     stops.push({ name: 'worker connection', stop: () => workerConnection.close() });
     const worker = await createBillingWorker({
       tuning: { maxCachedWorkflows: config.WORKER_MAX_CACHED_WORKFLOWS },
@@ -89,7 +92,7 @@ async function main(): Promise<void> {
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       db,
       logger,
-      notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL }),
+      notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL, webhookTargets: webhookTargetPolicyFromConfig(config) }),
       temporal: temporal.client,
     });
     const workerRun = worker.run();
@@ -101,6 +104,7 @@ async function main(): Promise<void> {
       },
     });
     const stopSweeper = startSweeper({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
+    await installRetentionSchedule(temporal.client, { taskQueue: config.TEMPORAL_TASK_QUEUE, defaultRetentionDays: config.RETENTION_DAYS, logger });
     stops.push({ name: 'sweeper', stop: stopSweeper });
 
     const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
@@ -113,6 +117,10 @@ async function main(): Promise<void> {
       logger,
       workerMetricsUrl: runtime.metricsUrl,
       ...appOptionsFromConfig(config),
+      dashboard: {
+        sessionSecret: config.DASHBOARD_SESSION_SECRET ?? loadOrCreateSecret(dataDir, 'dashboard-session-secret', () => randomBytes(32).toString('base64url')),
+        temporalUiUrl: config.TEMPORAL_UI_URL ?? uiUrl,
+      },
     });
     const server = await listen(app, config.PORT, config.HOST);
     // First to stop: no new connections, requests in flight finish and their doorbells ring,
@@ -138,11 +146,16 @@ async function main(): Promise<void> {
 
 /** In embedded mode the admin key is generated once and kept under DATA_DIR (mode 0600). */
 function loadOrCreateAdminKey(dataDir: string): string {
-  const file = path.join(dataDir, 'admin-key');
+  return loadOrCreateSecret(dataDir, 'admin-key', () => `ak_${randomBytes(24).toString('base64url')}`);
+}
+
+/** A secret generated on first start and kept under DATA_DIR (mode 0600), so it survives restarts. */
+function loadOrCreateSecret(dataDir: string, name: string, generate: () => string): string {
+  const file = path.join(dataDir, name);
   if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
-  const key = `ak_${randomBytes(24).toString('base64url')}`;
-  fs.writeFileSync(file, `${key}\n`, { mode: 0o600 });
-  return key;
+  const secret = generate();
+  fs.writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
 }
 
 function printBanner(config: Config, info: { apiPort: number; uiUrl: string | null; adminKey: string; temporalAddress: string }): void {

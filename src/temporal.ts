@@ -1,4 +1,5 @@
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type TLSConfig } from '@temporalio/client';
+import { readPemVariable, type Config } from './config';
 import { TypedSearchAttributes } from '@temporalio/common';
 import { recordUsageSignal, tenantWorkflowId, type UsageDoorbell } from './workflows/messages';
 import { SEARCH_ATTRIBUTES } from './workflows/search-attributes';
@@ -11,9 +12,40 @@ export interface TemporalHandle {
   connection: Connection;
 }
 
-/** Connects the API (or a test) to Temporal. */
-export async function connectTemporal(address: string, namespace: string): Promise<TemporalHandle> {
-  const connection = await Connection.connect({ address });
+/**
+ * How to reach Temporal: the address, TLS (server CA, mTLS client pair, server name) and the API
+ * key. Both the clients (`Connection`) and the worker (`NativeConnection`) take exactly this.
+ */
+export interface TemporalConnectionSettings {
+  address: string;
+  tls?: TLSConfig;
+  apiKey?: string;
+}
+
+/**
+ * The one place that turns TEMPORAL_TLS* and TEMPORAL_API_KEY into connection settings, for the
+ * API's client, the worker's client and the worker's own connection alike. TLS is on when
+ * TEMPORAL_TLS=true, or when any TLS variable or the API key is set (`loadConfig` has already
+ * refused contradictions, unreadable files and text that is not PEM).
+ */
+export function temporalConnectionSettings(
+  config: Pick<Config, 'TEMPORAL_TLS' | 'TEMPORAL_TLS_CERT' | 'TEMPORAL_TLS_KEY' | 'TEMPORAL_TLS_CA' | 'TEMPORAL_TLS_SERVER_NAME' | 'TEMPORAL_API_KEY'>,
+  address: string,
+): TemporalConnectionSettings {
+  const { TEMPORAL_TLS_CERT: cert, TEMPORAL_TLS_KEY: key, TEMPORAL_TLS_CA: ca, TEMPORAL_TLS_SERVER_NAME: serverName, TEMPORAL_API_KEY: apiKey } = config;
+  const tlsOn = config.TEMPORAL_TLS ?? Boolean(cert || ca || serverName || apiKey);
+  if (!tlsOn) return { address };
+  const tls: TLSConfig = {
+    ...(ca ? { serverRootCACertificate: readPemVariable('TEMPORAL_TLS_CA', ca) } : {}),
+    ...(cert && key ? { clientCertPair: { crt: readPemVariable('TEMPORAL_TLS_CERT', cert), key: readPemVariable('TEMPORAL_TLS_KEY', key) } } : {}),
+    ...(serverName ? { serverNameOverride: serverName } : {}),
+  };
+  return { address, tls, ...(apiKey ? { apiKey } : {}) };
+}
+
+/** Connects the API (or the worker's client, or a test) to Temporal. */
+export async function connectTemporal(settings: TemporalConnectionSettings, namespace: string): Promise<TemporalHandle> {
+  const connection = await Connection.connect(settings);
   return { client: new Client({ connection, namespace }), connection };
 }
 

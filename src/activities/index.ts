@@ -10,6 +10,7 @@ import { currentAttempt, deliveryFailure } from '../notifications/activity-attem
 import type { ChannelOutcome } from '../notifications/dispatch';
 import { createInvoicingActivities } from './invoicing';
 import { createLedgerActivities } from './ledger';
+import { createRetentionActivities } from './retention';
 import type { DeliverAlertInput, InvoiceRef, InvoiceSummary, RecordAlertsInput } from './types';
 
 /** What activities need from the outside world; tests pass real ones pointed at test servers. */
@@ -29,6 +30,7 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
   return {
     ...createInvoicingActivities({ db, logger }),
     ...createLedgerActivities({ db, logger, temporal }),
+    ...createRetentionActivities({ db, logger }),
     /** Records fired and superseded alerts under their unique (tenant, period, subject, threshold). */
     async recordAlerts(input: RecordAlertsInput): Promise<void> {
       await insertAlerts(db, input.tenant_id, input.period_start, input.alerts);

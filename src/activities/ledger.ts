@@ -7,6 +7,12 @@ import { claimUsage } from '../db/ledger';
 import { storeUsage } from '../db/ingest';
 import { rollOverPeriod, type RolloverRequest, type RolloverResult } from '../db/rollover';
 import { loadLedger } from '../db/ledger-restore';
+import { readLimitOverrides } from '../db/entitlements';
+import { readBalanceFacts } from '../db/credits';
+import { readPacks, recordPackDraws } from '../db/packs';
+import { countedGroupsOfPeriods } from '../db/dimensions';
+import type { Pack } from '../domain/packs';
+import type { BalanceFacts } from '../contracts/ledger';
 import type { ClaimResult, LedgerSnapshot } from '../contracts/ledger';
 import { invoiceWorkflowId } from '../contracts/ids';
 import { invoiceRunDetails, invoiceRunSummary } from '../workflows/summaries';
@@ -26,6 +32,10 @@ export const CLAIM_LIMIT = 5_000;
 export interface ClaimUsageInput {
   tenant_id: string;
   claim_id: string;
+  /** Also answer the tenant's entitlements after the claim: prepaid credit and packs (a ledger that watches them). */
+  balance?: boolean;
+  /** Also answer the groups of the periods the claim touched (a ledger holding a plan that prices by group). */
+  groups?: boolean;
 }
 
 /** Stores an authorized consumption as a usage event and counts it at once. */
@@ -52,7 +62,10 @@ export interface RollOverOutput extends RolloverResult {
 export function createLedgerActivities({ db, logger, temporal }: LedgerActivityDeps) {
   return {
     async claimUsage(input: ClaimUsageInput): Promise<ClaimResult> {
-      return claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT);
+      let claimed: ClaimResult = await claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT);
+      if (input.groups) claimed = { ...claimed, groups: await countedGroupsOfPeriods(db, input.tenant_id, claimed.counters.map((c) => c.period_start)) };
+      if (!input.balance) return claimed;
+      return { ...claimed, balance: await readBalanceFacts(db, input.tenant_id, new Date()), packs: await readPacks(db, input.tenant_id) };
     },
 
     async consumeAuthorized(input: ConsumeAuthorizedInput): Promise<ClaimResult> {
@@ -92,6 +105,20 @@ export function createLedgerActivities({ db, logger, temporal }: LedgerActivityD
       }
       logger.info({ tenant_id: input.tenant_id, closed: result.closed, next: result.next?.period ?? null }, 'period rolled over');
       return { ...result, invoice_workflow_id: workflowId };
+    },
+
+    /** The tenant's entitlements as stored now: its limit overrides, its prepaid credit and its packs. */
+    async readEntitlements(input: { tenant_id: string }): Promise<{ limit_overrides: Record<string, string>; balance: BalanceFacts; packs: Pack[] }> {
+      return {
+        limit_overrides: await readLimitOverrides(db, input.tenant_id),
+        balance: await readBalanceFacts(db, input.tenant_id, new Date()),
+        packs: await readPacks(db, input.tenant_id),
+      };
+    },
+
+    /** Stores the pack draws the tenant's ledger decided for one period (absolute units; never for an invoiced period). */
+    async recordPackDraws(input: { tenant_id: string; period_start: string; draws: Array<{ pack_id: string; units: string }> }): Promise<void> {
+      await recordPackDraws(db, input.tenant_id, input.period_start, input.draws);
     },
 
     /** The tenant's ledger as PostgreSQL holds it (a first run, or a run restarted after it ended unexpectedly). */

@@ -24,7 +24,12 @@ import { financeRouter } from './routes/finance';
 import { readsRouter } from './routes/reads';
 import { alertRulesRouter } from './routes/alert-rules';
 import { invoicesRouter } from './routes/invoices';
+import { alertsTriageRouter } from './routes/alerts';
+import { summariesRouter } from './routes/summaries';
+import { balanceRouter } from './routes/balance';
 import { rejectUnsafeJson, verifyJsonBody } from './body-guard';
+import { STRICT_WEBHOOK_TARGETS, webhookTargetPolicyFromConfig, type WebhookTargetPolicy } from '../notifications/webhook-targets';
+import { createDashboard, type DashboardSettings } from './dashboard/router';
 
 /**
  * Ids travel into SQL and Temporal ids: a path with control characters (`%00`) or broken
@@ -62,6 +67,10 @@ export interface AppDeps {
   workerMetricsUrl?: string;
   /** A metrics registry to record into; one is created per app otherwise. */
   metrics?: ApiMetrics;
+  /** Where webhook URLs may point (WEBHOOK_*); default: https to public addresses only. */
+  webhookTargets?: WebhookTargetPolicy;
+  /** The web app at /dashboard: its session secret and the Temporal UI it links to. */
+  dashboard?: DashboardSettings;
 }
 
 /** Each app's gateway, so a graceful stop can wait for its doorbell. */
@@ -84,8 +93,10 @@ export function beginDrain(app: Express): void {
 }
 
 /** The app's tuning from the process configuration, shared by `npm start` and `npm run api`. */
-export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'doorbell' | 'maxPendingEvents'> {
+export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'doorbell' | 'maxPendingEvents' | 'dashboard' | 'webhookTargets'> {
   return {
+    webhookTargets: webhookTargetPolicyFromConfig(config),
+    dashboard: { sessionSecret: config.DASHBOARD_SESSION_SECRET, temporalUiUrl: config.TEMPORAL_UI_URL ?? null },
     rateLimits: { ingestPerSecond: config.RATE_LIMIT_INGEST_PER_SECOND, readsPerSecond: config.RATE_LIMIT_READS_PER_SECOND },
     doorbell: { windowMs: config.INGEST_DOORBELL_WINDOW_MS },
     maxPendingEvents: config.INGEST_MAX_PENDING_EVENTS,
@@ -137,6 +148,7 @@ export function createApp(deps: AppDeps): Express {
     backlog: new IngestBacklog(deps.db, deps.maxPendingEvents ?? 0),
     tenants: new TenantDirectory(deps.db),
     adminKey: deps.adminKey,
+    webhookTargets: deps.webhookTargets ?? STRICT_WEBHOOK_TARGETS,
     config: { TEMPORAL_NAMESPACE: deps.namespace },
     temporalReady: async () => {
       try {
@@ -186,7 +198,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(operationsRouter(ctx, { metrics, draining: () => drain.draining }));
   const v1 = express.Router();
   v1.use(rejectUnusablePaths);
-  v1.use(authenticate(deps.db, deps.adminKey));
+  const dashboard = createDashboard({ db: deps.db, adminKey: deps.adminKey, namespace: deps.namespace, ...deps.dashboard });
+  v1.use(authenticate(deps.db, deps.adminKey, dashboard.sessions));
   v1.use(
     rateLimit({
       ingestPerSecond: deps.rateLimits?.ingestPerSecond,
@@ -201,7 +214,11 @@ export function createApp(deps: AppDeps): Express {
   v1.use(readsRouter(ctx));
   v1.use(alertRulesRouter(ctx, deps.temporal));
   v1.use(invoicesRouter(ctx, { client: deps.temporal, taskQueue: deps.taskQueue }));
+  v1.use(alertsTriageRouter(ctx));
+  v1.use(summariesRouter(ctx));
+  v1.use(balanceRouter(ctx));
   app.use('/v1', v1);
+  app.use('/dashboard', dashboard.router);
 
   app.use(notFoundMiddleware());
   app.use(errorMiddleware());

@@ -1,7 +1,8 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { Db } from '../db/knex';
-import { resolveApiKey, type Principal } from '../db/api-keys';
+import { resolveApiKey, safeEqual, type Principal } from '../db/api-keys';
 import { ApiError, notFound } from './errors';
+import { CSRF_HEADER, isSafeMethod, sessionCookieOf, type DashboardSessions } from './dashboard/session';
 
 /**
  * The key a request carries: `X-API-Key`, else `Authorization: Bearer`. A header that is empty
@@ -14,10 +15,27 @@ export function presentedKey(req: Request): string | undefined {
   return req.get('authorization')?.replace(/^Bearer\s+/i, '').trim() || undefined;
 }
 
-/** Reads `X-API-Key` (or `Authorization: Bearer`) and resolves who is calling; 401 otherwise. */
-export function authenticate(db: Db, adminKey: string): RequestHandler {
+/**
+ * Reads `X-API-Key` (or `Authorization: Bearer`) and resolves who is calling; 401 otherwise.
+ * Without a key, a dashboard session cookie speaks for the key that signed in, with the same
+ * permissions; a state-changing request on a session must echo its CSRF token in `X-CSRF-Token`
+ * (a key in a header needs none: another site cannot make a browser send one).
+ */
+export function authenticate(db: Db, adminKey: string, sessions?: DashboardSessions): RequestHandler {
   return async (req, res, next) => {
     const key = presentedKey(req);
+    const cookie = key || !sessions ? undefined : sessionCookieOf(req);
+    if (cookie && sessions) {
+      const session = await sessions.verify(cookie);
+      if (!session) return next(new ApiError(401, 'unauthorized', 'the dashboard session expired or its key was revoked: sign in again'));
+      if (!isSafeMethod(req.method) && !safeEqual(req.get(CSRF_HEADER) ?? '', session.csrfToken)) {
+        return next(new ApiError(403, 'forbidden', 'missing or wrong CSRF token (X-CSRF-Token header)'));
+      }
+      res.locals.principal = session.principal;
+      res.locals.session = session;
+      req.log = req.log?.child(session.principal.kind === 'tenant' ? { tenant_id: session.principal.tenantId, session: true } : { principal: 'admin', session: true });
+      return next();
+    }
     if (!key) return next(new ApiError(401, 'unauthorized', 'missing API key (X-API-Key header)'));
     const principal = await resolveApiKey(db, adminKey, key);
     if (!principal) return next(new ApiError(401, 'unauthorized', 'unknown or revoked API key'));

@@ -19,11 +19,14 @@ import {
   authorizeUpdate,
   cancelSubscriptionUpdate,
   closePeriodUpdate,
+  entitlementsChangedUpdate,
   settledUsageUpdate,
   tenantWorkflowId,
   type AuthorizeRequest,
   type AuthorizeResult,
   type ClosePeriodResult,
+  type EntitlementsChange,
+  type EntitlementsView,
   type UsageDoorbell,
 } from '../workflows/messages';
 import { Doorbell, type DoorbellOptions } from './doorbell';
@@ -128,6 +131,11 @@ export class BillingGateway {
    */
   async closePeriod(tenantId: string, finalize: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> {
     return this.update(tenantId, closePeriodUpdate, [{ finalize, ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {}) }], idempotencyKey ? `close-${idempotencyKey}` : undefined);
+  }
+
+  /** Tells the tenant's run its entitlements changed in PostgreSQL; answers once it has applied them. */
+  async entitlementsChanged(tenantId: string, change: EntitlementsChange = {}): Promise<EntitlementsView> {
+    return this.update(tenantId, entitlementsChangedUpdate, [change]);
   }
 
   /** Cancels the subscription: the period closes now, its final invoice follows its grace. */

@@ -10,7 +10,9 @@ export type ProblemCode =
   | 'late_event'
   | 'future_event'
   | 'unknown_metric'
+  | 'webhook_target_refused'
   | 'subscription_cancelled'
+  | 'events_purged'
   | 'conflict'
   | 'payload_too_large'
   | 'unsupported_media_type'
@@ -26,7 +28,9 @@ const TITLES: Record<ProblemCode, string> = {
   late_event: 'Event too late',
   future_event: 'Event in the future',
   unknown_metric: 'Unknown metric',
+  webhook_target_refused: 'Webhook target refused',
   subscription_cancelled: 'Subscription cancelled',
+  events_purged: 'Events purged',
   conflict: 'Conflict',
   payload_too_large: 'Payload too large',
   unsupported_media_type: 'Unsupported media type',

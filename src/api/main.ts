@@ -1,7 +1,7 @@
 import { loadConfigOrExit } from '../config';
 import { createDb } from '../db/knex';
 import { logger } from '../logger';
-import { connectTemporal } from '../temporal';
+import { connectTemporal, temporalConnectionSettings } from '../temporal';
 import { appOptionsFromConfig, closeGracefully, createApp } from './app';
 import { listen } from './server';
 
@@ -13,7 +13,7 @@ async function main(): Promise<void> {
     process.exit(78);
   }
   const db = createDb(config.DATABASE_URL);
-  const temporal = await connectTemporal(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
+  const temporal = await connectTemporal(temporalConnectionSettings(config, config.TEMPORAL_ADDRESS), config.TEMPORAL_NAMESPACE);
   const app = createApp({
     db,
     temporal: temporal.client,

@@ -21,6 +21,7 @@ export const TAGS = {
   Alerts: 'Threshold alerts, the rules that fire them, and the notifications (emails, signed webhooks) they send.',
   Finance: 'Closing periods, invoices and their PDFs, and reruns that re-rate a period as a new invoice version.',
   Operations: 'Liveness, readiness, Prometheus metrics and this reference. Public: no API key.',
+  Dashboard: 'The web app at /dashboard and its sign-in: an API key is exchanged for a signed session cookie, which the /v1 routes accept with the same rights (writes echo X-CSRF-Token).',
 } as const;
 
 export type Tag = keyof typeof TAGS;

@@ -34,6 +34,7 @@ export const plan = z
     alert_thresholds: z.array(z.number()),
     cost_limit: z.string().optional(),
     grace_period_seconds: z.number().int(),
+    retention_days: z.number().int().optional().describe("days an invoiced period's raw events are kept; absent: the server's default"),
     meters: z.array(
       z.object({
         metric: z.string(),
@@ -59,6 +60,10 @@ const tenantFields = {
   billing_anchor: iso,
   status: z.enum(['active', 'cancelled']),
   workflow_id: z.string().describe("the tenant's billing workflow in Temporal"),
+  limits: z
+    .record(z.string(), z.number())
+    .describe("the tenant's own limits (admin overrides): a metric or `$cost` to the limit that replaces the plan's"),
+  low_balance_threshold: z.string().nullable().describe("the tenant's own `balance.low` threshold; null: the plan's"),
   created_at: iso,
 };
 
@@ -112,13 +117,48 @@ export const usageView = z
       z.object({
         used: z.number().describe('the counter as a JSON number (a double: may round a counter with more than 15-17 significant digits)'),
         used_decimal: exactQuantity,
-        limit: z.number().nullable(),
+        limit: z.number().nullable().describe("the effective limit: the tenant's override, else the plan's; null: unlimited"),
+        plan_limit: z.number().nullable().describe("the plan's own limit"),
+        packs: z
+          .array(
+            z.object({
+              id: z.string(),
+              metric: z.string(),
+              units: z.number(),
+              drawn_this_period: z.number(),
+              remaining: z.number(),
+              lost: z.number().describe('units left when the pack expired (lost)'),
+              purchased_at: iso,
+              expires_at: iso,
+              status: z.enum(['active', 'exhausted', 'expired']),
+            }),
+          )
+          .describe("the metric's add-on packs"),
+        groups: z
+          .array(z.object({ group: z.record(z.string(), z.string()), used: z.number(), used_decimal: exactQuantity, amount: money }))
+          .optional()
+          .describe('a dimensioned meter (`group_by`): each group counted and priced on its own; `amount` is their sum'),
+        effective_limit: z.number().nullable().describe('the limit percent, alerts and authorize judge against (equal to `limit`)'),
         percent: z.number().nullable(),
         hard_limit: z.boolean(),
         amount: money,
+        forecast: z
+          .object({
+            projected_used: z.number().nullable().describe('the counter at period end at the rate so far (a reading for `max`/`latest` meters)'),
+            projected_amount: money.nullable().describe('the projected usage rated like the invoice line'),
+            exhausts_at: iso.nullable().describe('when the limit is reached at that rate, if inside the period'),
+          })
+          .describe('null fields until 1 % of the period has elapsed'),
       }),
     ),
-    costs: z.object({ base_fee: money, usage: money, total: money, currency: z.string() }),
+    costs: z.object({
+      base_fee: money,
+      usage: money,
+      total: money,
+      currency: z.string(),
+      projected_total: money.nullable().describe('the invoice total at period end at the rate so far; null until 1 % of the period has elapsed'),
+      cost_limit: money.nullable().describe("the running-cost limit in force: the tenant's `$cost` override, else the plan's `cost_limit`"),
+    }),
     alerts: z.array(
       z.object({
         id: z.string(),
@@ -140,8 +180,9 @@ export const usageView = z
 
 export const authorization = z.object({
   allowed: z.boolean(),
-  reason: z.literal('hard_limit').optional(),
-  remaining: z.number().nullable().describe('what the hard limit still allows; null without a limit'),
+  reason: z.enum(['hard_limit', 'insufficient_balance']).optional(),
+  remaining: z.number().nullable().describe('what the effective limit still allows (refused for balance: the units the available credit still buys); null without a limit'),
+  options: z.array(z.enum(['upgrade_plan', 'buy_pack'])).optional().describe('refused at a hard limit: what the tenant can do about it'),
 });
 
 export const estimate = z.object({ amount: money, currency: z.string() });
@@ -160,16 +201,24 @@ export const invoice = z
     currency: z.string(),
     lines: z.array(
       z.object({
+        kind: z.enum(['usage', 'base_fee', 'pack']).describe("what the line bills: a meter's usage, the plan's base fee, or an add-on pack"),
         metric: z.string().nullable().describe('null for the base fee'),
         description: z.string(),
         quantity: z.number(),
         quantity_decimal: exactQuantity,
         amount: money,
         tiers: z.array(z.object({}).catchall(z.unknown())).optional().describe('how a tiered price split the quantity'),
+        packs: z
+          .array(z.object({ pack_id: z.string(), units: z.string() }))
+          .optional()
+          .describe('a usage line: the units drawn from each add-on pack, which `quantity` leaves out'),
+        group: z.record(z.string(), z.string()).optional().describe("a dimensioned meter's line: the group's properties (`group_by` key to value)"),
       }),
     ),
     subtotal: money,
     total: money,
+    credits_applied: money.describe('prepaid credit applied at finalization (never above `total`; "0.00" on drafts)'),
+    amount_due: money.describe('`total - credits_applied`, never below 0'),
     created_at: iso,
     finalized_at: iso.nullable(),
     replaces: z.string().optional().describe('the version this rerun replaced'),

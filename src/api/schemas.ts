@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { Dec } from '../domain/decimal';
 import { DEFAULT_ALERT_THRESHOLDS, DEFAULT_GRACE_PERIOD_SECONDS, METRIC_NAME_PATTERN, pricingProblems } from '../domain/plan';
 import { isValidTimeZone } from '../domain/periods';
+import { matchKeyProblems } from '../domain/dimensions';
 
 /**
  * Request shapes of API v1, written once as zod schemas: validation, types and the OpenAPI
@@ -31,9 +32,9 @@ const OBJECT_MEMBER_MESSAGE = 'is reserved (a name every JavaScript object has)'
 export const resourceId = z.string().regex(idPattern, 'must be 1-64 characters: letters, digits, _ . - (starting with a letter or digit)');
 
 /**
- * A webhook target: http(s) only, and without credentials in the URL. Node's fetch refuses a URL
- * with `user:password@`, so such a webhook could never be delivered, and every failed attempt
- * would copy the password into the delivery's `last_error` and the worker's logs.
+ * A webhook target: http(s) only, and without credentials in the URL, which every failed attempt
+ * would copy into the delivery's `last_error` and the worker's logs. Where a target may point
+ * (https, public addresses) is the deployment's policy: `src/api/webhook-target.ts` checks it next.
  */
 export const webhookUrl = z
   .string()
@@ -97,9 +98,25 @@ const meter = z
     limit: z.number().positive().finite().optional(),
     hard_limit: z.boolean().optional(),
     pricing,
+    group_by: z
+      .array(z.string().min(1).max(64))
+      .min(1)
+      .max(5)
+      .optional()
+      .describe('price by these event properties: each group is counted, priced and invoiced on its own; limits stay on the total'),
+    prices: z
+      .array(z.strictObject({ match: z.record(z.string().min(1).max(64), z.string().max(256)), pricing }))
+      .max(100)
+      .optional()
+      .describe('per-group pricing: the first entry whose `match` equals the group\'s properties, else `pricing`'),
   })
   .superRefine((m, ctx) => {
     for (const problem of pricingProblems(m.pricing)) ctx.addIssue({ code: 'custom', path: ['pricing'], message: problem });
+    if (m.prices !== undefined && m.group_by === undefined) ctx.addIssue({ code: 'custom', path: ['prices'], message: 'prices need group_by' });
+    for (const path of matchKeyProblems(m)) ctx.addIssue({ code: 'custom', path: path.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p)), message: 'a match key must be one of group_by' });
+    m.prices?.forEach((p, i) => {
+      for (const problem of pricingProblems(p.pricing)) ctx.addIssue({ code: 'custom', path: ['prices', i, 'pricing'], message: problem });
+    });
     if (m.hard_limit && m.limit === undefined) ctx.addIssue({ code: 'custom', path: ['hard_limit'], message: 'a hard limit needs a limit' });
   });
 
@@ -114,6 +131,15 @@ export const createPlanBody = z
     alert_thresholds: z.array(thresholdPercent).max(20).default(DEFAULT_ALERT_THRESHOLDS),
     cost_limit: decimalString.optional(),
     grace_period_seconds: z.number().int().min(0).max(90 * 86400).default(DEFAULT_GRACE_PERIOD_SECONDS),
+    retention_days: z
+      .number()
+      .int()
+      .min(0)
+      .max(36_500)
+      .optional()
+      .describe("days an invoiced period's raw events are kept after its end (absent: the server's RETENTION_DAYS; 0: purged at the next daily run)"),
+    prepaid: z.boolean().optional().describe('prepaid only: authorize refuses consumption the available balance cannot pay for (`insufficient_balance`)'),
+    low_balance_threshold: decimalString.optional().describe('`balance.low` fires when available credit falls to or below it (a tenant may set its own)'),
     meters: z.array(meter).min(1).max(100),
   })
   .superRefine((p, ctx) => {
@@ -141,6 +167,11 @@ export const updateTenantBody = z.strictObject({
   name: z.string().min(1).max(200).optional(),
   email: z.string().email().nullable().optional(),
   webhook_url: webhookUrl.nullable().optional(),
+  limits: z
+    .record(z.string().max(64), z.number().finite().nullable())
+    .optional()
+    .describe('admin only: `{ "<metric>" | "$cost": limit > 0 | null }`; the limit replaces the plan\'s at once, in the current period; null removes the override'),
+  low_balance_threshold: decimalString.nullable().optional().describe("admin only: the tenant's own `balance.low` threshold; null: the plan's"),
 });
 
 /** One usage event of `POST /v1/events`. */

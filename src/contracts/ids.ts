@@ -31,6 +31,15 @@ export function alertId(tenantId: string, periodStart: string, subject: string, 
   return `al_${tenantId}_${formatPeriodStamp(periodStart)}_${name}_${threshold}`;
 }
 
+/** The subjects of balance alerts: `$`-free, dotted, so they never collide with a metric or the cost subject. */
+export const BALANCE_LOW = 'balance.low';
+export const BALANCE_DEPLETED = 'balance.depleted';
+
+/** The n-th crossing of a balance alert (they re-arm, so each crossing is its own alert). */
+export function balanceAlertId(tenantId: string, subject: typeof BALANCE_LOW | typeof BALANCE_DEPLETED, crossing: number): string {
+  return `al_${tenantId}_${subject.replace('.', '-')}_${crossing}`;
+}
+
 /** One notified alert's delivery workflow: at most one per alert, ever. */
 export function alertDeliveryWorkflowId(alertId: string): string {
   return `alert-${alertId}`;

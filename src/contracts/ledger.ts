@@ -8,6 +8,8 @@ import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
 import type { AlertView } from '../domain/usage-view';
 import type { AlertLevel } from '../domain/thresholds';
+import type { Pack } from '../domain/packs';
+import type { MeterGroup } from '../domain/dimensions';
 
 export type { AlertView };
 
@@ -19,12 +21,35 @@ export interface PeriodCounter extends PeriodAggregates {
 
 /** What one claim counted, and where the counters it moved stand now. */
 export interface ClaimResult {
+  /** The tenant's prepaid credit after the claim, when the claim asked for it. */
+  balance?: BalanceFacts;
+  /** The tenant's packs and their stored draws after the claim, when the claim asked for its entitlements. */
+  packs?: Pack[];
+  /** Dimensioned meters' groups of the periods this claim touched, as absolute counters, when asked. */
+  groups?: PeriodGroups[];
   /** Events marked with this claim id (on a retry, those of the earlier attempts too). */
   claimed: number;
   /** The counters of every period and metric this claim id touched, after the claim. */
   counters: PeriodCounter[];
   /** True when the claim stopped at its size limit: more events wait to be claimed. */
   more: boolean;
+}
+
+/**
+ * What the ledger needs of the tenant's prepaid credit to decide balance alerts and prepaid
+ * authorizations, read in one snapshot: the credit held now, which periods are not charged yet
+ * (no finalized invoice: the ledger rates their books), and the tenant's own low-balance threshold.
+ */
+export interface BalanceFacts {
+  balance: string;
+  uncharged_periods: string[];
+  low_balance_threshold: string | null;
+}
+
+/** Balance alerts of one kind: how many fired so far (their ids count them), and whether the next crossing fires. */
+export interface BalanceAlertState {
+  fired: number;
+  armed: boolean;
 }
 
 /** A tenant's own alert rule, applied like the plan's thresholds (`subject` a metric, or the cost subject). */
@@ -37,8 +62,11 @@ export interface AlertRuleInput {
 /** The answer to an authorize request; the same id always gets the same answer. */
 export interface AuthorizeResult {
   allowed: boolean;
-  reason?: 'hard_limit';
+  reason?: 'hard_limit' | 'insufficient_balance';
+  /** Units the limit (or, refused for balance, the available credit) still allows; null: unlimited. */
   remaining: number | null;
+  /** What the tenant can do about a refusal. */
+  options?: string[];
 }
 
 /** One period's counters and alert decisions, as a tenant's ledger holds them. */
@@ -49,6 +77,16 @@ export interface BookSnapshot {
   grace_ends_at?: string;
   counters: PeriodCounter[];
   decided: Array<[subject: string, thresholds: number[]]>;
+  /** The tenant's own limits in force for this period (`src/domain/limits.ts`); absent: the plan's. */
+  limit_overrides?: Record<string, string>;
+  /** Dimensioned meters' groups (counted events), by metric; absent: none. */
+  groups?: Record<string, MeterGroup[]>;
+}
+
+/** One period's dimensioned meters' groups, by metric (absolute counters of the counted events). */
+export interface PeriodGroups {
+  period_start: string;
+  groups: Record<string, MeterGroup[]>;
 }
 
 /** Who the tenant is, as its workflow needs it (timezone and anchor fix the period boundaries). */
@@ -71,6 +109,12 @@ export interface LedgerSnapshot {
   authorizations: Array<[id: string, result: AuthorizeResult]>;
   /** Set once the subscription is cancelled: no current period takes usage any more. */
   cancelled?: { final_invoice_id: string };
+  /** The latest prepaid-credit facts read (absent: never read, or a ledger from before credits). */
+  balance?: BalanceFacts;
+  /** `balance.low` and `balance.depleted`: fired once per crossing, re-armed by a grant. */
+  balance_alerts?: { low: BalanceAlertState; depleted: BalanceAlertState };
+  /** The tenant's add-on packs with their draws per period (absent: none). */
+  packs?: Pack[];
 }
 
 /** An alert the workflow decided to fire (notified) or to record as superseded. */

@@ -58,3 +58,29 @@ export function alertView(row: AlertRow): AlertView {
     fired_at: row.fired_at.toISOString(),
   };
 }
+
+/**
+ * Marks a tenant's alert as seen: `acknowledged_at` is set once, and a repeat keeps the first
+ * instant (idempotent). Triage state only: whether an alert fires is decided by the tenant's
+ * ledger and the unique key on (tenant, period, subject, threshold), which this never touches.
+ * Undefined when the tenant has no such alert (another tenant's alert included).
+ */
+export async function acknowledgeAlert(db: Db, tenantId: string, alertId: string, at: Date): Promise<Record<string, unknown> | undefined> {
+  const [row] = await db('alerts')
+    .where({ id: alertId, tenant_id: tenantId })
+    .update({ acknowledged_at: db.raw('coalesce(acknowledged_at, ?)', [at]) })
+    .returning('*');
+  return row as Record<string, unknown> | undefined;
+}
+
+/**
+ * Every tenant's alerts for triage, newest first, without the superseded ones (they are covered
+ * by the notified alert of the same claim). `acknowledged: false` reads the partial index of
+ * open alerts. The caller paginates the query.
+ */
+export function alertsForTriage(db: Db, acknowledged: boolean | undefined) {
+  const query = db('alerts').whereNot('status', 'superseded').select('*');
+  if (acknowledged === false) query.whereNull('acknowledged_at');
+  if (acknowledged === true) query.whereNotNull('acknowledged_at');
+  return query;
+}

@@ -63,3 +63,9 @@ export async function rotateTenantApiKey(db: Db, tenantId: string): Promise<Issu
     return { id: issued.id, tenant_id: tenantId, key: issued.key, prefix: issued.prefix, created_at: now, revoked };
   });
 }
+
+/** True while the tenant's key with this id is not revoked (a dashboard session lives as long as its key). */
+export async function isLiveTenantKey(db: Db, tenantId: string, keyId: string): Promise<boolean> {
+  const row = await db('api_keys').where({ id: keyId, tenant_id: tenantId }).whereNull('revoked_at').first<{ id: string } | undefined>('id');
+  return row !== undefined;
+}

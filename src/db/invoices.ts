@@ -3,11 +3,13 @@ import type { Db } from './knex';
 import { aggregateStoredUsage } from './usage';
 import { lockTenantLedger } from './ingest';
 import { findPlanVersion } from './plans';
-import { ratePeriod } from '../domain/rating';
 import { invoiceId } from '../contracts/ids';
 import type { InvoiceRef, InvoiceSummary } from '../contracts/invoices';
 import type { InvoiceLineDraft } from '../domain/rating';
 import type { InvoiceLineChange } from '../invoices/changes';
+import { applyInvoiceCredit } from './credits';
+import { ratePeriodWithPacks, storePeriodDraws } from './packs';
+import { refreshMonthlySummary } from './summaries';
 
 /** Writes an invoice's rated lines in their order (shared by period invoices and reruns). */
 export async function insertInvoiceLines(trx: Knex.Transaction, invoiceId: string, lines: InvoiceLineDraft[]): Promise<void> {
@@ -21,6 +23,9 @@ export async function insertInvoiceLines(trx: Knex.Transaction, invoiceId: strin
       quantity: line.quantity,
       amount: line.amount,
       tiers: line.tiers ? JSON.stringify(line.tiers) : null,
+      kind: line.kind ?? null,
+      pack_draws: line.pack_draws ? JSON.stringify(line.pack_draws) : null,
+      group_values: line.group ? JSON.stringify(line.group) : null,
     })),
   );
 }
@@ -65,6 +70,9 @@ export interface InvoiceRow {
   currency: string;
   subtotal: string;
   total: string;
+  /** Prepaid credit applied at finalization (0 on drafts), and `total - credits_applied`. */
+  credits_applied: string;
+  amount_due: string | null;
   /** On a rerun's version: the id of the version it voided; `replaced_by` is the other way. */
   replaces: string | null;
   replaced_by: string | null;
@@ -98,7 +106,10 @@ export async function writePeriodInvoice(db: Db, ref: InvoiceRef, finalize: bool
     const plan = await findPlanVersion(trx, period.plan_id, period.plan_version);
     if (!plan) throw new Error(`plan ${period.plan_id} v${period.plan_version} is missing`);
     const counters = await aggregateStoredUsage(trx, ref.tenant_id, ref.period_start, plan.meters);
-    const rated = ratePeriod(plan, counters);
+    const bounds = { start: period.start.toISOString(), end: period.end.toISOString() };
+    const { rated, packs } = await ratePeriodWithPacks(trx, ref.tenant_id, bounds, plan, counters, 'top-up', { forUpdate: finalize });
+    // Finalized, the period's pack draws are what its invoice says: the ledger draws no more for it.
+    if (finalize) await storePeriodDraws(trx, ref.tenant_id, bounds.start, packs);
     const now = new Date();
     let number: number | null = null;
     if (finalize) {
@@ -121,11 +132,19 @@ export async function writePeriodInvoice(db: Db, ref: InvoiceRef, finalize: bool
       currency: plan.currency,
       subtotal: rated.subtotal,
       total: rated.total,
+      credits_applied: '0',
+      amount_due: rated.total,
       finalized_at: finalize ? now : null,
     };
     await trx('invoices').insert(invoice).onConflict('id').merge();
+    // Credit is taken in the same transaction that finalizes: the balance and the invoice agree at every commit.
+    if (finalize) {
+      const credit = await applyInvoiceCredit(trx, { id, tenant_id: ref.tenant_id, total: rated.total, currency: plan.currency }, now);
+      await trx('invoices').where({ id }).update(credit);
+    }
     await trx('invoice_lines').where({ invoice_id: id }).delete();
     await insertInvoiceLines(trx, id, rated.lines);
+    if (finalize) await refreshMonthlySummary(trx, ref.tenant_id, ref.period_start);
     await trx('periods')
       .where({ tenant_id: ref.tenant_id, start: ref.period_start })
       .update({ counters: JSON.stringify(counters), ...(finalize ? { status: 'invoiced' } : {}) });

@@ -6,6 +6,10 @@ import { normalizeDecimal } from './numeric';
 import { alertView, type AlertRow } from './alerts';
 import type { AlertRuleInput, AlertView, BookSnapshot, LedgerSnapshot } from '../contracts/ledger';
 import { COST_SUBJECT, invoiceId } from '../contracts/ids';
+import { readLimitOverrides } from './entitlements';
+import { readBalanceAlertState, readBalanceFacts } from './credits';
+import { readPacks } from './packs';
+import { countedGroupsOfPeriods } from './dimensions';
 
 /**
  * A tenant's ledger rebuilt from PostgreSQL: what a tenant workflow starts from when no earlier
@@ -53,8 +57,10 @@ export async function loadLedger(db: Db, tenantId: string): Promise<LedgerSnapsh
   const counters = await readPeriodCounters(db, tenantId, starts);
   const alerts = await db('alerts').where({ tenant_id: tenantId }).whereIn('period_start', starts).orderBy('fired_at').select<AlertRow[]>();
 
+  const groups = await countedGroupsOfPeriods(db, tenantId, starts);
   const book = async (row: PeriodBounds): Promise<BookSnapshot> => {
     const start = row.start.toISOString();
+    const own = groups.find((g) => g.period_start === start);
     const plan = await findPlanVersion(db, row.plan_id, row.plan_version);
     if (!plan) throw new Error(`plan ${row.plan_id} v${row.plan_version} is missing`);
     const decided = new Map<string, number[]>();
@@ -67,18 +73,23 @@ export async function loadLedger(db: Db, tenantId: string): Promise<LedgerSnapsh
       ...(row.status === 'closed' ? { grace_ends_at: (row.grace_ends_at ?? row.end).toISOString() } : {}),
       counters: counters.filter((c) => c.period_start === start),
       decided: [...decided.entries()],
+      ...(own ? { groups: own.groups } : {}),
     };
   };
 
   const currentStart = current.start.toISOString();
+  const overrides = await readLimitOverrides(db, tenantId);
   const view: AlertView[] = open ? alerts.filter((a) => a.period_start.toISOString() === currentStart).map(alertView) : [];
   return {
     tenant: { id: tenant.id, name: tenant.name, timezone: tenant.timezone, billing_anchor: tenant.billing_anchor.toISOString() },
     alert_rules: await activeAlertRules(db, tenantId),
-    current: await book(current),
+    current: { ...(await book(current)), ...(Object.keys(overrides).length > 0 ? { limit_overrides: overrides } : {}) },
     alerts: view,
     closing: await Promise.all(closed.map(book)),
     authorizations: [],
     ...(tenant.status === 'cancelled' && !open ? { cancelled: { final_invoice_id: invoiceId(tenantId, currentStart, 1) } } : {}),
+    balance: await readBalanceFacts(db, tenantId, new Date()),
+    balance_alerts: await readBalanceAlertState(db, tenantId),
+    packs: await readPacks(db, tenantId),
   };
 }

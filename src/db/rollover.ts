@@ -9,6 +9,9 @@ import type { PlanVersion } from '../domain/plan';
 import type { AlertRuleInput } from '../contracts/ledger';
 import { invoiceId } from '../contracts/ids';
 import { activeAlertRules } from './ledger-restore';
+import { readLimitOverrides } from './entitlements';
+import { countedGroupsOfPeriods } from './dimensions';
+import type { MeterGroup } from '../domain/dimensions';
 
 /**
  * A rollover as one transaction under the tenant's exclusive ledger lock (docs/design/core-v2.md):
@@ -40,7 +43,15 @@ export interface RolloverResult {
   closed: Period & { grace_ends_at: string };
   closed_counters: PeriodCounter[];
   invoice_id: string;
-  next: null | { period: Period; plan: PlanVersion; alert_rules: AlertRuleInput[]; counters: PeriodCounter[] };
+  closed_groups: Record<string, MeterGroup[]>;
+  next: null | {
+    period: Period;
+    plan: PlanVersion;
+    alert_rules: AlertRuleInput[];
+    counters: PeriodCounter[];
+    limit_overrides: Record<string, string>;
+    groups: Record<string, MeterGroup[]>;
+  };
 }
 
 
@@ -140,11 +151,14 @@ async function storedRollover(trx: Knex.Transaction, tenantId: string, closed: P
       plan,
       alert_rules: await activeAlertRules(trx, tenantId),
       counters: counters.filter((c) => c.period_start === nextStart),
+      limit_overrides: await readLimitOverrides(trx, tenantId),
+      groups: (await countedGroupsOfPeriods(trx, tenantId, [nextStart]))[0]?.groups ?? {},
     };
   }
   return {
     closed: { start, end: closed.end.toISOString(), grace_ends_at: (closed.grace_ends_at ?? closed.end).toISOString() },
     closed_counters: counters.filter((c) => c.period_start === start),
+    closed_groups: (await countedGroupsOfPeriods(trx, tenantId, [start]))[0]?.groups ?? {},
     invoice_id: invoiceId(tenantId, start, 1),
     next,
   };

@@ -12,6 +12,10 @@ export interface TenantRow {
   timezone: string;
   billing_anchor: Date;
   status: 'active' | 'cancelled';
+  /** The tenant's own limits (`src/db/entitlements.ts`); absent on rows read before the column existed. */
+  limit_overrides?: Record<string, string>;
+  /** The tenant's own `balance.low` threshold (decimal string); null: the plan's. */
+  low_balance_threshold?: string | null;
   created_at: Date;
 }
 

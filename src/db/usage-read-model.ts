@@ -2,6 +2,11 @@ import type { Db } from './knex';
 import { countUnclaimedEvents, readPeriodCounters } from './ledger';
 import { findPlanVersion } from './plans';
 import { alertView, type AlertRow } from './alerts';
+import { readLimitOverrides } from './entitlements';
+import { readPacks } from './packs';
+import { aggregateStoredGroups } from './dimensions';
+import type { MeterGroup } from '../domain/dimensions';
+import type { Pack } from '../domain/packs';
 import { counterFromAggregates } from '../domain/aggregation';
 import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
@@ -21,6 +26,12 @@ export interface CurrentPeriodFigures {
   period: Period;
   /** Every meter's counter value ('0' when nothing was counted). */
   values: Record<string, string>;
+  /** The tenant's own limits, which replace the plan's. */
+  limitOverrides: Record<string, string>;
+  /** The tenant's add-on packs with their draws. */
+  packs: Pack[];
+  /** Dimensioned meters' groups, from the counted events (none without such a meter). */
+  groups: Record<string, MeterGroup[]>;
   alerts: AlertView[];
   pendingEvents: number;
 }
@@ -33,11 +44,14 @@ export async function currentPeriodFigures(db: Db, tenantId: string): Promise<Cu
   const plan = await findPlanVersion(db, period.plan_id, period.plan_version);
   if (!plan) return undefined;
   const start = period.start.toISOString();
-  const [counters, alerts, pendingEvents] = await Promise.all([
+  const [counters, alerts, pendingEvents, limitOverrides, packs] = await Promise.all([
     readPeriodCounters(db, tenantId, [start]),
     db('alerts').where({ tenant_id: tenantId, period_start: period.start }).orderBy([{ column: 'fired_at' }, { column: 'threshold' }]).select<AlertRow[]>(),
     countUnclaimedEvents(db, tenantId),
+    readLimitOverrides(db, tenantId),
+    readPacks(db, tenantId),
   ]);
+  const groups = await aggregateStoredGroups(db, tenantId, period.start, plan.meters, { countedOnly: true });
   const values: Record<string, string> = {};
   for (const meter of plan.meters) values[meter.metric] = counterFromAggregates(counters.find((c) => c.metric === meter.metric), meter.aggregation);
   return {
@@ -45,6 +59,9 @@ export async function currentPeriodFigures(db: Db, tenantId: string): Promise<Cu
     plan,
     period: { start, end: period.end.toISOString() },
     values,
+    limitOverrides,
+    packs,
+    groups,
     alerts: alerts.map(alertView),
     pendingEvents,
   };

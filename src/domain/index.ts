@@ -9,3 +9,4 @@ export * from './periods';
 export * from './aggregation';
 export * from './rating';
 export * from './thresholds';
+export * from './forecast';

@@ -34,6 +34,10 @@ export interface Meter {
   limit?: number;
   hard_limit?: boolean;
   pricing: Pricing;
+  /** Pricing by dimension: the event properties each group is made of (`src/domain/dimensions.ts`). */
+  group_by?: string[];
+  /** Per-group prices: the first entry whose `match` equals the group's properties; else `pricing`. */
+  prices?: Array<{ match: Record<string, string>; pricing: Pricing }>;
 }
 
 /**
@@ -50,6 +54,12 @@ export interface PlanVersion {
   alert_thresholds: number[];
   cost_limit?: string;
   grace_period_seconds: number;
+  /** Days the raw events of an invoiced period are kept after its end (absent: RETENTION_DAYS). */
+  retention_days?: number;
+  /** Prepaid only: authorize refuses consumption the available credit cannot pay for. */
+  prepaid?: boolean;
+  /** `balance.low` fires when available credit falls to or below this (a tenant may set its own). */
+  low_balance_threshold?: string;
   meters: Meter[];
 }
 

@@ -41,6 +41,12 @@ export interface InvoiceLineDraft {
   quantity: string;
   amount: string;
   tiers?: TierLine[];
+  /** `pack`: an add-on pack's price (see `src/domain/packs.ts`); absent: derived from `metric`. */
+  kind?: 'usage' | 'base_fee' | 'pack';
+  /** A usage line: the units drawn from each pack, which its quantity leaves out. */
+  pack_draws?: Array<{ pack_id: string; units: string }>;
+  /** A dimensioned meter's line: the group's properties (`src/domain/dimensions.ts`). */
+  group?: Record<string, string>;
 }
 
 /** Everything an invoice (or a running-cost check) needs from rating one period. */
@@ -170,7 +176,12 @@ function describe(meter: Meter): string {
  * rounded once; subtotal and total are the sum of the rounded lines. Used for invoices
  * and for the running cost compared with `cost_limit`.
  */
-export function ratePeriod(plan: PlanVersion, counters: Readonly<Record<string, string>>): RatedPeriod {
+export function ratePeriod(
+  plan: PlanVersion,
+  counters: Readonly<Record<string, string>>,
+  /** Lines that stand for a meter instead of its one line (a dimensioned meter's groups, `src/domain/dimensions.ts`). */
+  meterLines: Readonly<Record<string, InvoiceLineDraft[]>> = {},
+): RatedPeriod {
   const { currency } = plan;
   const lines: InvoiceLineDraft[] = [];
   const baseFee = new Dec(plan.base_fee);
@@ -179,6 +190,12 @@ export function ratePeriod(plan: PlanVersion, counters: Readonly<Record<string, 
   }
   let usage = new Dec(0);
   for (const meter of plan.meters) {
+    const own = meterLines[meter.metric];
+    if (own) {
+      for (const line of own) usage = usage.plus(line.amount);
+      lines.push(...own);
+      continue;
+    }
     const rated = rateMeter(meter, counters[meter.metric] ?? '0', currency);
     usage = usage.plus(rated.amount);
     const line: InvoiceLineDraft = { metric: meter.metric, description: describe(meter), quantity: rated.quantity, amount: rated.amount };

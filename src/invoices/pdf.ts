@@ -42,9 +42,12 @@ export interface PdfInvoice {
   plan_id: string;
   plan_version: number;
   currency: string;
-  lines: Array<{ metric: string; description: string; quantity: number; amount: string; tiers?: PdfTier[] }>;
+  lines: Array<{ metric: string; description: string; quantity: number; amount: string; tiers?: PdfTier[]; packs?: Array<{ pack_id: string; units: string }> }>;
   subtotal: string;
   total: string;
+  /** Prepaid credit applied, and what is left to pay (absent: no credit shown). */
+  credits_applied?: string;
+  amount_due?: string;
   created_at?: string | null;
   finalized_at: string | null;
   voided_at?: string | null;
@@ -248,10 +251,15 @@ export async function renderInvoicePdf(invoice: PdfInvoice, tenant: PdfTenant, s
   for (const line of invoice.lines) {
     row({ description: line.description, quantity: String(line.quantity), amount: line.amount });
     for (const tier of line.tiers ?? []) row({ description: tierText(tier, invoice.currency), quantity: '', amount: '' }, { size: 8.5, color: GREY, indent: 14 });
+    for (const draw of line.packs ?? []) row({ description: `from add-on pack ${draw.pack_id} (not billed as usage)`, quantity: draw.units, amount: '' }, { size: 8.5, color: GREY, indent: 14 });
   }
   rule();
   row({ description: 'Subtotal', quantity: '', amount: invoice.subtotal });
   row({ description: `Total (${invoice.currency})`, quantity: '', amount: `${invoice.total} ${invoice.currency}` }, { bold: true, size: 12 });
+  if (invoice.credits_applied !== undefined && invoice.amount_due !== undefined && Number(invoice.credits_applied) > 0) {
+    row({ description: 'Prepaid credit applied', quantity: '', amount: `-${invoice.credits_applied}` });
+    row({ description: `Amount due (${invoice.currency})`, quantity: '', amount: `${invoice.amount_due} ${invoice.currency}` }, { bold: true, size: 12 });
+  }
 
   // A rerun shows what changed from the version it replaces.
   if (invoice.replaces && invoice.changes) {

@@ -1,6 +1,12 @@
 import { roundMoney } from '../domain/decimal';
 import { normalizeDecimal } from '../db/usage';
 import type { InvoiceLineChange } from './changes';
+import { BASE_FEE_METRIC } from '../domain/rating';
+
+/** What a line bills: the plan's base fee, or a meter's usage. */
+export function lineKind(metric: string): 'base_fee' | 'usage' {
+  return metric === BASE_FEE_METRIC ? 'base_fee' : 'usage';
+}
 
 /**
  * The public shape of an invoice, the same in the API, the PDF and `invoice.*` webhooks: money as
@@ -21,15 +27,23 @@ export function presentInvoice(invoice: any, lines: any[]) {
     plan_version: invoice.plan_version,
     currency: invoice.currency,
     lines: lines.map((l) => ({
+      kind: l.kind ?? lineKind(l.metric),
       metric: l.metric,
       description: l.description,
       quantity: Number(normalizeDecimal(l.quantity)),
       quantity_decimal: normalizeDecimal(l.quantity),
       amount: roundMoney(l.amount, invoice.currency),
       ...(l.tiers ? { tiers: l.tiers } : {}),
+      // Units drawn from add-on packs, which the quantity leaves out.
+      ...(l.pack_draws ? { packs: l.pack_draws } : {}),
+      // A dimensioned meter's line: the group it prices.
+      ...(l.group_values ? { group: l.group_values } : {}),
     })),
     subtotal: roundMoney(invoice.subtotal, invoice.currency),
     total: roundMoney(invoice.total, invoice.currency),
+    // Prepaid credit taken at finalization, and what is left to pay (drafts: none yet, the total).
+    credits_applied: roundMoney(invoice.credits_applied ?? 0, invoice.currency),
+    amount_due: roundMoney(invoice.amount_due ?? invoice.total, invoice.currency),
     created_at: iso(invoice.created_at),
     finalized_at: iso(invoice.finalized_at),
     replaces: invoice.replaces ?? undefined,

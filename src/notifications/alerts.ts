@@ -1,7 +1,7 @@
 import { findPlanVersion } from '../db/plans';
 import type { AlertRow } from '../db/alerts';
 import { decimalToNumber } from '../domain/decimal';
-import { COST_SUBJECT } from '../contracts/ids';
+import { BALANCE_DEPLETED, BALANCE_LOW, COST_SUBJECT } from '../contracts/ids';
 import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type ChannelOutcome, type DeliveryPlan, type DispatchDeps, type WebhookEvent } from './dispatch';
 
 /**
@@ -42,6 +42,7 @@ export async function deliverAlertEvent(deps: DispatchDeps, alertId: string, att
     .andWhere((q) => q.whereNull('deleted_at').orWhere('deleted_at', '>', alert.fired_at))
     .select<Array<{ id: string; channel: RuleChannel }>>('id', 'channel');
 
+  if (alert.subject === BALANCE_LOW || alert.subject === BALANCE_DEPLETED) return deliverBalanceAlert(deps, alert, tenant, attempt);
   const event: WebhookEvent = {
     id: alert.id,
     type: 'alert.triggered',
@@ -76,6 +77,47 @@ export async function deliverAlertEvent(deps: DispatchDeps, alertId: string, att
 
   try {
     const outcomes = await dispatchEvent(deps, { id: alert.id, type: 'alert.triggered', tenant_id: alert.tenant_id }, plans, attempt);
+    await showOnAlert(deps, alert.id, outcomes);
+    return outcomes;
+  } catch (err) {
+    if (err instanceof DeliveryIncompleteError) await showOnAlert(deps, alert.id, err.outcomes);
+    throw err;
+  }
+}
+
+/**
+ * `balance.low` / `balance.depleted`: to the tenant's own email and webhook. `used` is the credit
+ * available when it fired, `limit` the threshold it fell to (0 for depleted); the alert's
+ * `threshold` column numbers the crossing (they re-arm after a grant).
+ */
+async function deliverBalanceAlert(
+  deps: DispatchDeps,
+  alert: AlertRow,
+  tenant: { id: string; name: string; email: string | null; webhook_url: string | null },
+  attempt: AttemptContext,
+): Promise<ChannelOutcome[]> {
+  const type = alert.subject as typeof BALANCE_LOW | typeof BALANCE_DEPLETED;
+  const event: WebhookEvent = {
+    id: alert.id,
+    type,
+    created_at: new Date(alert.fired_at).toISOString(),
+    data: {
+      id: alert.id,
+      tenant_id: alert.tenant_id,
+      available: alert.used,
+      threshold: alert.limit,
+      crossing: Number(alert.threshold),
+      fired_at: new Date(alert.fired_at).toISOString(),
+    },
+  };
+  const words = type === BALANCE_LOW ? `is low: ${alert.used} available (threshold ${alert.limit})` : `is used up: ${alert.used} available`;
+  const email = { subject: `[tally] ${tenant.name}: prepaid balance ${type === BALANCE_LOW ? 'low' : 'depleted'}`, text: `Prepaid balance of ${tenant.name} (${tenant.id}) ${words}.\nAlert id: ${alert.id}\n` };
+  const plans: DeliveryPlan[] = [];
+  if (tenant.email) plans.push({ channel: 'email', target: tenant.email, payload: email });
+  if (tenant.webhook_url) plans.push({ channel: 'webhook', target: tenant.webhook_url, payload: event });
+  if (plans.length === 0) plans.push({ channel: 'log', target: 'log', payload: event.data });
+  try {
+    const outcomes = await dispatchEvent(deps, { id: alert.id, type, tenant_id: alert.tenant_id }, plans, attempt);
     await showOnAlert(deps, alert.id, outcomes);
     return outcomes;
   } catch (err) {

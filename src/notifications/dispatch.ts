@@ -18,7 +18,7 @@ export type Channel = 'email' | 'webhook' | 'log';
 export type DeliveryStatus = 'pending' | 'delivered' | 'failed' | 'recorded';
 
 /** The event types of API.md's webhook body. */
-export type EventType = 'alert.triggered' | 'invoice.finalized' | 'invoice.voided';
+export type EventType = 'alert.triggered' | 'invoice.finalized' | 'invoice.voided' | 'balance.low' | 'balance.depleted';
 
 /** The webhook body of API.md: `{ id, type, created_at, data }`. */
 export interface WebhookEvent {

@@ -7,6 +7,7 @@ import {
   type EmailMessage,
   type WebhookRequest,
 } from './transports';
+import type { WebhookTargetPolicy } from './webhook-targets';
 
 export type { EmailMessage, WebhookRequest } from './transports';
 
@@ -38,6 +39,8 @@ export interface NotifierOptions {
   emailTimeoutMs?: number;
   /** See {@link Notifier.maxAttempts}. */
   maxAttempts?: number;
+  /** Where webhooks may go (WEBHOOK_ALLOW_PRIVATE_TARGETS, WEBHOOK_HTTP_ALLOWED_HOSTS); default: https to public addresses only. */
+  webhookTargets?: WebhookTargetPolicy;
 }
 
 /**
@@ -58,7 +61,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
       return 'sent';
     },
     async postWebhook(request) {
-      await postWebhook(request, options.webhookTimeoutMs ?? DEFAULT_WEBHOOK_TIMEOUT_MS);
+      await postWebhook(request, options.webhookTimeoutMs ?? DEFAULT_WEBHOOK_TIMEOUT_MS, options.webhookTargets);
       return 'sent';
     },
   };

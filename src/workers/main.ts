@@ -3,9 +3,11 @@ import { loadConfigOrExit } from '../config';
 import { createDb } from '../db/knex';
 import { logger } from '../logger';
 import { createNotifier } from '../notifications/notifier';
+import { webhookTargetPolicyFromConfig } from '../notifications/webhook-targets';
 import { createBillingWorker, installWorkerRuntime } from './worker';
-import { connectTemporal } from '../temporal';
+import { connectTemporal, temporalConnectionSettings } from '../temporal';
 import { startSweeper } from './sweeper';
+import { installRetentionSchedule } from './retention-schedule';
 
 /** `npm run worker`: the billing worker alone, against TEMPORAL_ADDRESS and DATABASE_URL. */
 async function main(): Promise<void> {
@@ -20,8 +22,9 @@ async function main(): Promise<void> {
     logger,
   });
   const db = createDb(config.DATABASE_URL);
-  const connection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-  const temporal = await connectTemporal(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
+  const settings = temporalConnectionSettings(config, config.TEMPORAL_ADDRESS);
+  const connection = await NativeConnection.connect(settings);
+  const temporal = await connectTemporal(settings, config.TEMPORAL_NAMESPACE);
   const worker = await createBillingWorker({
     tuning: { maxCachedWorkflows: config.WORKER_MAX_CACHED_WORKFLOWS },
     connection,
@@ -29,10 +32,11 @@ async function main(): Promise<void> {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     db,
     logger,
-    notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL }),
+    notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL, webhookTargets: webhookTargetPolicyFromConfig(config) }),
     temporal: temporal.client,
   });
   const stopSweeper = startSweeper({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
+  await installRetentionSchedule(temporal.client, { taskQueue: config.TEMPORAL_TASK_QUEUE, defaultRetentionDays: config.RETENTION_DAYS, logger });
   logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, metrics: runtime.metricsUrl ?? null }, 'worker started');
   await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
   await stopSweeper();

@@ -3,3 +3,4 @@ export { tenantBilling } from './tenant-billing';
 export { periodInvoice } from './period-invoice';
 export { invoiceRerun } from './invoice-rerun';
 export { alertDelivery } from './alert-delivery';
+export { retention } from './retention';

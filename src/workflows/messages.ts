@@ -133,6 +133,23 @@ export function applyAlertRulesChange(rules: readonly AlertRuleInput[], change: 
   return [...kept, ...(change.upsert ?? []).filter((r) => !removed.has(r.id))];
 }
 
+/** What a tenant's run applies after its entitlements changed: the limit overrides now in force. */
+export interface EntitlementsView {
+  limits: Record<string, string>;
+}
+
+/**
+ * The tenant's entitlements changed in PostgreSQL (`PATCH /v1/tenants/{id}` with `limits`): the
+ * run reads them back from there and applies them at once to the current period. It carries no
+ * data, so concurrent changes can arrive in any order: each run reads what is stored.
+ */
+export const entitlementsChangedUpdate = defineUpdate<EntitlementsView, [EntitlementsChange?]>('entitlementsChanged');
+
+/** What changed, as far as the run must know: a grant re-arms the balance alerts. */
+export interface EntitlementsChange {
+  granted?: boolean;
+}
+
 /** Finalizes an invoice now instead of waiting for the end of its grace period. */
 export const finalizeInvoiceSignal = defineSignal('finalizeNow');
 
@@ -149,6 +166,7 @@ export const MESSAGE_ARGUMENTS = {
   usageEstimate: '{ metric: string, quantity: number >= 0 }',
   closePeriod: '{ finalize?: boolean, idempotency_key?: string } or no argument',
   cancelSubscription: 'no argument',
+  entitlementsChanged: '{ granted?: boolean } or no argument',
 } as const;
 
 /** A message whose argument is checked. */
@@ -198,6 +216,11 @@ const CHECKS: Record<CheckedMessage, (value: unknown) => string | undefined> = {
     return value.idempotency_key === undefined || typeof value.idempotency_key === 'string' ? undefined : `idempotency_key is ${shown(value.idempotency_key)}`;
   },
   cancelSubscription: (value) => (value === undefined || value === null ? undefined : got(value)),
+  entitlementsChanged: (value) => {
+    if (value === undefined || value === null) return undefined;
+    if (!isObject(value)) return got(value);
+    return value.granted === undefined || typeof value.granted === 'boolean' ? undefined : `granted is ${shown(value.granted)}`;
+  },
 };
 
 function metricAndQuantityProblem(value: Record<string, unknown>): string | undefined {

@@ -82,6 +82,16 @@ export function restoreSummary(): string {
   return 'restore the ledger from PostgreSQL';
 }
 
+/** Activity `readEntitlements`: the tenant's limit overrides changed; the run reads what is stored. */
+export function entitlementsSummary(): string {
+  return 'read the tenant\'s entitlements';
+}
+
+/** Activity `recordPackDraws`: `draw from packs: pk_a 200, pk_b 150`. */
+export function packDrawsSummary(periodStart: string, draws: ReadonlyArray<{ pack_id: string; units: string }>): string {
+  return `draw from packs for ${periodStart}: ${draws.map((d) => `${d.pack_id} ${d.units}`).join(', ')}`;
+}
+
 /** Activity `claimUsage`: counts what waits in PostgreSQL (the count is in its result). */
 export function claimSummary(): string {
   return 'count stored events';
@@ -170,3 +180,13 @@ export function invoiceWebhookSummary(type: 'invoice.finalized' | 'invoice.voide
 export function rerunInvoiceSummary(input: { version: number; plan: { id: string; version: number } }): string {
   return `void v${input.version - 1}, rate stored events with plan ${input.plan.id} v${input.plan.version}, finalize v${input.version}`;
 }
+
+// ---- retention ------------------------------------------------------------------------------
+
+/** The static summary of a retention run, started daily by the `retention-daily` schedule. */
+export function retentionRunSummary(defaultRetentionDays: number): string {
+  return `Purge raw events of invoiced periods past retention (default ${plural(defaultRetentionDays, 'day')})`;
+}
+
+/** One step of a retention run: an activity that purges for up to its time budget. */
+export const PURGE_STEP_SUMMARY = 'purge a batch of expired raw events';

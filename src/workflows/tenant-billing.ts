@@ -5,6 +5,7 @@ import {
   condition,
   continueAsNew,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -26,6 +27,7 @@ import {
   authorizeUpdate,
   cancelSubscriptionUpdate,
   closePeriodUpdate,
+  entitlementsChangedUpdate,
   estimateQuery,
   recordUsageSignal,
   settledUsageUpdate,
@@ -35,6 +37,8 @@ import {
   type AuthorizeRequest,
   type AuthorizeResult,
   type ClosePeriodResult,
+  type EntitlementsChange,
+  type EntitlementsView,
   type TenantStateView,
 } from './messages';
 import { SEARCH_ATTRIBUTES } from './search-attributes';
@@ -43,6 +47,8 @@ import {
   alertDeliverySummary,
   claimSummary,
   consumeSummary,
+  entitlementsSummary,
+  packDrawsSummary,
   graceEndTimerSummary,
   periodEndTimerSummary,
   recordAlertsSummary,
@@ -105,6 +111,12 @@ class OneAtATime {
  * rolls the period over, and the run continues as new into the next period.
  */
 export async function tenantBilling(input: TenantBillingInput): Promise<TenantBillingResult> {
+  /**
+   * Entitlements (limit overrides). A run recorded before them takes the old path: the first
+   * entitlement message it gets makes it continue as new, and the next run (on this path) answers.
+   */
+  const entitlements = patched('entitlements-v1');
+  let upgradeRequested = false;
   const limits: RunLimits = { ...DEFAULT_LIMITS, ...input.limits };
   const tenantId = input.tenant_id;
   const useSearchAttributes = input.search_attributes !== false;
@@ -221,7 +233,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
           { tenant_id: tenantId, claim_id: `${workflowInfo().runId}-authorize-${request.id}`, event: step.event },
         ]);
         await applyClaim(claimed);
-        return ledger.consumed(request);
+        return ledger.consumed(request, now());
       });
     },
     {
@@ -232,6 +244,35 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
         refuseUnknownMetric(request.metric);
       },
       description: 'Check-and-consume against a hard limit, one request at a time; idempotent on its id.',
+    },
+  );
+  setHandler(
+    entitlementsChangedUpdate,
+    async (change?: EntitlementsChange): Promise<EntitlementsView> => {
+      refuseWhileDraining();
+      if (!entitlements) {
+        upgradeRequested = true;
+        throw rollingOver();
+      }
+      await untilReady();
+      refuseCancelled();
+      return steps.run(async () => {
+        const stored = await acts.readEntitlements.executeWithOptions({ summary: entitlementsSummary() }, [{ tenant_id: tenantId }]);
+        if (stored.packs) ledger.applyPacks(stored.packs, now());
+        await fireAlerts(ledger.applyLimitOverrides(stored.limit_overrides, now()));
+        await storeDraws();
+        await fireAlerts(ledger.applyBalance(stored.balance, now(), change?.granted === true));
+        publishDetails();
+        return { limits: { ...ledger.limitOverrides } };
+      });
+    },
+    {
+      validator: (change?: EntitlementsChange) => {
+        refuseWhileDraining();
+        invalid(argumentProblem('entitlementsChanged', change));
+        refuseCancelled();
+      },
+      description: "The tenant's limit overrides changed in PostgreSQL: read them and apply them to the current period at once.",
     },
   );
   const requestClose = async (finalize: boolean, cancel: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> => {
@@ -266,7 +307,8 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   publishDetails();
   for (;;) {
     const deadline = armDeadline();
-    await condition(() => rung || ruleChanges.length > 0 || closeRequest !== undefined || deadline.passed || historyFull());
+    await condition(() => rung || ruleChanges.length > 0 || closeRequest !== undefined || deadline.passed || historyFull() || upgradeRequested);
+    if (upgradeRequested) return continueWithLedger();
     if (ruleChanges.length > 0) {
       await steps.run(async () => {
         for (const change of ruleChanges.splice(0)) await fireAlerts(ledger.applyRulesChange(change, now()));
@@ -320,15 +362,34 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     let claim: ClaimResult;
     do {
       run.claims += 1;
-      claim = await acts.claimUsage.executeWithOptions({ summary: claimSummary() }, [{ tenant_id: tenantId, claim_id: `${workflowInfo().runId}-claim-${run.claims}` }]);
+      const withBalance = entitlements && (ledger.watchesBalance() || ledger.hasPacks());
+      const withGroups = entitlements && ledger.pricesByGroup();
+      claim = await acts.claimUsage.executeWithOptions({ summary: claimSummary() }, [
+        {
+          tenant_id: tenantId,
+          claim_id: `${workflowInfo().runId}-claim-${run.claims}`,
+          ...(withBalance ? { balance: true } : {}),
+          ...(withGroups ? { groups: true } : {}),
+        },
+      ]);
       await applyClaim(claim);
     } while (claim.more);
   }
 
   async function applyClaim(claim: ClaimResult): Promise<void> {
     run.claimed += claim.claimed;
-    await fireAlerts(ledger.applyCounters(claim.counters, now()));
+    if (claim.packs) ledger.applyPacks(claim.packs, now());
+    await fireAlerts(ledger.applyCounters(claim.counters, now(), claim.groups));
+    await storeDraws();
+    if (claim.balance) await fireAlerts(ledger.applyBalance(claim.balance, now()));
     publishDetails();
+  }
+
+  /** Stores the pack draws the ledger decided, so no unit is ever drawn twice. */
+  async function storeDraws(): Promise<void> {
+    for (const period of ledger.takeDraws()) {
+      await acts.recordPackDraws.executeWithOptions({ summary: packDrawsSummary(period.period_start, period.draws) }, [{ tenant_id: tenantId, ...period }]);
+    }
   }
 
   /**

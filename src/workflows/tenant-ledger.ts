@@ -1,13 +1,20 @@
 import type { AlertRecord, AlertRuleInput } from '../activities/types';
-import type { BookSnapshot, LedgerSnapshot, PeriodCounter, TenantProfile } from '../contracts/ledger';
+import type { BalanceFacts, BookSnapshot, LedgerSnapshot, PeriodCounter, PeriodGroups, TenantProfile } from '../contracts/ledger';
+import { isDimensioned, type MeterGroup } from '../domain/dimensions';
+import { BALANCE_DEPLETED, BALANCE_LOW, balanceAlertId } from '../contracts/ids';
+import { ARMED_BALANCE_ALERTS, decideBalanceAlerts, lowBalanceThreshold, unitsRemaining, type BalanceAlertsState } from '../domain/credits';
+import { marginalUnitPrice } from '../domain/event-cost';
 
 export type { BookSnapshot, LedgerSnapshot, TenantProfile };
 import { Dec, decimalToNumber } from '../domain/decimal';
 import type { Period } from '../domain/periods';
 import { findMeter, type Meter, type PlanVersion } from '../domain/plan';
 import { counterFromAggregates } from '../domain/aggregation';
-import { estimateExtraCost, projectedCounter, ratePeriod } from '../domain/rating';
+import { estimateExtraCost, projectedCounter } from '../domain/rating';
 import { decideThresholds, highestLevel, levelForThreshold, usagePercent, type AlertLevel } from '../domain/thresholds';
+import { costLimit, meterLimit, type LimitOverrides } from '../domain/limits';
+import { drawDown, effectiveLimit, packCharges, rateWithPacks, type Pack } from '../domain/packs';
+import type { RatedPeriod } from '../domain/rating';
 import {
   COST_SUBJECT,
   alertId,
@@ -51,9 +58,21 @@ export interface RolloverOutcome {
   closed: Period & { grace_ends_at: string };
   /** The closed period's counters after events stamped at or after the close moved to the next period. */
   closed_counters: PeriodCounter[];
+  /** Its dimensioned meters' groups after the move (absent: none, or a rollover from before dimensions). */
+  closed_groups?: Record<string, MeterGroup[]>;
   invoice_id: string;
-  next: null | { period: Period; plan: PlanVersion; alert_rules: AlertRuleInput[]; counters: PeriodCounter[] };
+  next: null | {
+    period: Period;
+    plan: PlanVersion;
+    alert_rules: AlertRuleInput[];
+    counters: PeriodCounter[];
+    limit_overrides?: Record<string, string>;
+    groups?: Record<string, MeterGroup[]>;
+  };
 }
+
+/** What a tenant can do about a hard-limit refusal. */
+export const HARD_LIMIT_OPTIONS = ['upgrade_plan', 'buy_pack'] as const;
 
 /** How many authorize answers a ledger keeps; older ids fall back to the stored event (allowed). */
 export const KEPT_AUTHORIZATIONS = 2_000;
@@ -61,6 +80,8 @@ export const KEPT_AUTHORIZATIONS = 2_000;
 class Book {
   readonly counters: Map<string, PeriodCounter>;
   readonly decided: Map<string, number[]>;
+  /** The tenant's own limits for this period: they replace the plan's (`src/domain/limits.ts`). */
+  overrides: LimitOverrides;
 
   constructor(
     readonly period: Period,
@@ -68,13 +89,25 @@ class Book {
     counters: readonly PeriodCounter[],
     decided: ReadonlyArray<readonly [string, number[]]>,
     readonly graceEndsAt?: string,
+    overrides: LimitOverrides = {},
+    groups: Record<string, MeterGroup[]> = {},
   ) {
     this.counters = new Map(counters.map((c) => [c.metric, c]));
     this.decided = new Map(decided.map(([subject, thresholds]) => [subject, [...thresholds]]));
+    this.overrides = overrides;
+    this.groups = groups;
   }
 
+  /** Dimensioned meters' groups (`src/domain/dimensions.ts`): each rated on its own in the running cost. */
+  groups: Record<string, MeterGroup[]>;
+
   static of(snapshot: BookSnapshot): Book {
-    return new Book(snapshot.period, snapshot.plan, snapshot.counters, snapshot.decided, snapshot.grace_ends_at);
+    return new Book(snapshot.period, snapshot.plan, snapshot.counters, snapshot.decided, snapshot.grace_ends_at, snapshot.limit_overrides, snapshot.groups);
+  }
+
+  /** True when a meter of this period's plan prices by group. */
+  pricesByGroup(): boolean {
+    return this.plan.meters.some(isDimensioned);
   }
 
   snapshot(): BookSnapshot {
@@ -84,7 +117,16 @@ class Book {
       ...(this.graceEndsAt === undefined ? {} : { grace_ends_at: this.graceEndsAt }),
       counters: [...this.counters.values()],
       decided: [...this.decided.entries()],
+      ...(Object.keys(this.overrides).length === 0 ? {} : { limit_overrides: { ...this.overrides } }),
+      ...(Object.keys(this.groups).length === 0 ? {} : { groups: this.groups }),
     };
+  }
+
+  /** The limit a subject (a metric, or the cost subject) is judged against in this period. */
+  limit(subject: string): string | undefined {
+    if (subject === COST_SUBJECT) return costLimit(this.plan, this.overrides);
+    const meter = findMeter(this.plan, subject);
+    return meter && meterLimit(meter, this.overrides);
   }
 
   /** A meter's counter as its aggregation reads the stored aggregates ('0' before any event). */
@@ -99,16 +141,43 @@ class Book {
     return values;
   }
 
-  /** Every alert subject with its percent now: metered limits, and the cost limit. */
-  percents(): Map<string, string> {
+  /**
+   * The limit a subject is judged against at `at`: for a metric, its limit plus its add-on packs
+   * (drawn in this period, and left in packs active at `at`); for the cost subject, the cost limit.
+   */
+  effectiveLimit(subject: string, packs: readonly Pack[], at: string): string | undefined {
+    const limit = this.limit(subject);
+    return subject === COST_SUBJECT ? limit : effectiveLimit(limit, packs, subject, this.period.start, at);
+  }
+
+  /** The period's running cost as its invoice would rate it now: pack draws left out, pack prices in. */
+  rated(packs: readonly Pack[]): RatedPeriod {
+    return rateWithPacks(this.plan, this.values(), packs, this.period.start, packCharges(packs, this.period), this.groups);
+  }
+
+  /** Every alert subject with its percent at `at`: metered limits (with their packs), and the cost limit. */
+  percents(packs: readonly Pack[], at: string): Map<string, string> {
     const percents = new Map<string, string>();
     for (const meter of this.plan.meters) {
-      if (meter.limit !== undefined && meter.limit > 0) percents.set(meter.metric, usagePercent(this.value(meter), meter.limit));
+      const limit = this.effectiveLimit(meter.metric, packs, at);
+      if (limit !== undefined) percents.set(meter.metric, usagePercent(this.value(meter), limit));
     }
-    if (this.plan.cost_limit !== undefined && new Dec(this.plan.cost_limit).greaterThan(0)) {
-      percents.set(COST_SUBJECT, usagePercent(ratePeriod(this.plan, this.values()).total, this.plan.cost_limit));
-    }
+    const cost = this.limit(COST_SUBJECT);
+    if (cost !== undefined) percents.set(COST_SUBJECT, usagePercent(this.rated(packs).total, cost));
     return percents;
+  }
+
+  /** Draws from the packs what this period's usage needs beyond its limit, at `at` (see `drawDown`). */
+  drawFrom(packs: Pack[], at: string): { packs: Pack[]; changed: Array<{ pack_id: string; units: string }> } {
+    let drawn = packs;
+    const changed: Array<{ pack_id: string; units: string }> = [];
+    for (const meter of this.plan.meters) {
+      if (!drawn.some((p) => p.metric === meter.metric)) continue;
+      const result = drawDown(drawn, meter.metric, this.period.start, this.value(meter), this.limit(meter.metric), at);
+      drawn = result.packs;
+      changed.push(...result.changed);
+    }
+    return { packs: drawn, changed };
   }
 }
 
@@ -120,6 +189,12 @@ export class TenantLedger {
   private readonly closing = new Map<string, Book>();
   private readonly authorizations: Map<string, AuthorizeResult>;
   private cancelledAs: { final_invoice_id: string } | undefined;
+  private balanceFacts: BalanceFacts | undefined;
+  private balanceAlerts: BalanceAlertsState;
+  /** The tenant's add-on packs with their draws per period, as last read and drawn since. */
+  private packs: Pack[];
+  /** Draws decided since the shell last stored them, by period. */
+  private unstoredDraws = new Map<string, Map<string, string>>();
 
   constructor(snapshot: LedgerSnapshot) {
     this.tenant = snapshot.tenant;
@@ -129,6 +204,9 @@ export class TenantLedger {
     for (const book of snapshot.closing) this.closing.set(book.period.start, Book.of(book));
     this.authorizations = new Map(snapshot.authorizations);
     this.cancelledAs = snapshot.cancelled;
+    this.balanceFacts = snapshot.balance;
+    this.balanceAlerts = snapshot.balance_alerts ?? ARMED_BALANCE_ALERTS;
+    this.packs = snapshot.packs ?? [];
   }
 
   snapshot(): LedgerSnapshot {
@@ -140,6 +218,8 @@ export class TenantLedger {
       closing: [...this.closing.values()].map((b) => b.snapshot()),
       authorizations: [...this.authorizations.entries()].slice(-KEPT_AUTHORIZATIONS),
       ...(this.cancelledAs ? { cancelled: this.cancelledAs } : {}),
+      ...(this.balanceFacts ? { balance: this.balanceFacts, balance_alerts: this.balanceAlerts } : {}),
+      ...(this.packs.length > 0 ? { packs: this.packs } : {}),
     };
   }
 
@@ -167,15 +247,18 @@ export class TenantLedger {
    * crossed, per period. Counters of a period the ledger no longer holds (invoiced and past its
    * grace) only live in the read model: no alert fires for them.
    */
-  applyCounters(counters: readonly PeriodCounter[], firedAt: string): AlertDecision[] {
+  applyCounters(counters: readonly PeriodCounter[], firedAt: string, groups: readonly PeriodGroups[] = []): AlertDecision[] {
     const byPeriod = new Map<string, PeriodCounter[]>();
     for (const counter of counters) byPeriod.set(counter.period_start, [...(byPeriod.get(counter.period_start) ?? []), counter]);
     const decisions: AlertDecision[] = [];
     for (const [periodStart, moved] of byPeriod) {
       const book = this.bookOf(periodStart);
       if (!book) continue;
-      const before = book.percents();
+      const before = book.percents(this.packs, firedAt);
       for (const counter of moved) book.counters.set(counter.metric, counter);
+      const own = groups.find((g) => g.period_start === periodStart);
+      if (own) book.groups = { ...book.groups, ...own.groups };
+      this.draw(book, firedAt);
       const decision = this.fire(book, before, firedAt);
       if (decision) decisions.push(decision);
     }
@@ -188,6 +271,124 @@ export class TenantLedger {
     if (this.cancelledAs) return [];
     const decision = this.fire(this.current, new Map(), firedAt);
     return decision ? [decision] : [];
+  }
+
+  /**
+   * The tenant's limit overrides as stored now: they apply at once to the current period (closed
+   * periods keep the limits they closed with). Thresholds already decided never fire again; those
+   * a lowered limit crosses now fire, and supersede, by the usual rule.
+   */
+  applyLimitOverrides(overrides: LimitOverrides, firedAt: string): AlertDecision[] {
+    if (this.cancelledAs) return [];
+    const before = this.current.percents(this.packs, firedAt);
+    this.current.overrides = { ...overrides };
+    this.draw(this.current, firedAt);
+    const decision = this.fire(this.current, before, firedAt);
+    return decision ? [decision] : [];
+  }
+
+  /** The current period's limit overrides. */
+  get limitOverrides(): LimitOverrides {
+    return this.current.overrides;
+  }
+
+  // ---- prepaid credit ----------------------------------------------------------------------
+
+  /** The `balance.low` threshold in force: the tenant's own, else the current plan's. */
+  private lowBalanceThreshold(): string | null {
+    return lowBalanceThreshold(this.balanceFacts?.low_balance_threshold, this.plan);
+  }
+
+  /**
+   * True when the run must follow the tenant's prepaid credit: a prepaid plan, or a low-balance
+   * threshold. Claims then bring the credit back with their counters.
+   */
+  watchesBalance(): boolean {
+    return !this.cancelledAs && (this.plan.prepaid === true || this.lowBalanceThreshold() !== null);
+  }
+
+  /**
+   * `available` = credit held - the running cost of every period not charged yet (the current
+   * one, and each closed one whose invoice is not finalized), as of the last facts read.
+   */
+  available(): Dec | undefined {
+    const facts = this.balanceFacts;
+    if (!facts) return undefined;
+    const uncharged = new Set(facts.uncharged_periods);
+    const books = [this.current, ...this.closing.values()].filter((b) => b === this.current || uncharged.has(b.period.start));
+    const owed = books.filter((b) => b.plan.currency === this.plan.currency).reduce((sum, b) => sum.plus(b.rated(this.packs).total), new Dec(0));
+    return new Dec(facts.balance).minus(owed);
+  }
+
+  /**
+   * Takes the tenant's prepaid credit as stored now and decides the balance alerts: each fires
+   * once per crossing and is re-armed only by a grant (`granted`) that lifts available above its
+   * level. Call it after the counters of the same claim, so available counts them.
+   */
+  applyBalance(facts: BalanceFacts, firedAt: string, granted = false): AlertDecision[] {
+    this.balanceFacts = facts;
+    if (!this.watchesBalance()) return [];
+    const available = this.available()!;
+    const threshold = this.lowBalanceThreshold();
+    const decided = decideBalanceAlerts(this.balanceAlerts, available, threshold, granted);
+    this.balanceAlerts = decided.state;
+    if (decided.fire.length === 0) return [];
+    const records: AlertRecord[] = decided.fire.map(({ kind, crossing }) => {
+      const subject = kind === 'low' ? BALANCE_LOW : BALANCE_DEPLETED;
+      return {
+        id: balanceAlertId(this.tenant.id, subject, crossing),
+        subject,
+        // Balance alerts re-arm, so the crossing's number keeps each one apart in `alerts`.
+        threshold: crossing,
+        level: kind === 'low' ? 'warning' : 'exceeded',
+        status: 'notified',
+        used: available.toFixed(),
+        limit: kind === 'low' ? threshold! : '0',
+        covers: [crossing],
+        fired_at: firedAt,
+      };
+    });
+    this.showInView(records);
+    return [{ period_start: this.period.start, current: true, records }];
+  }
+
+  // ---- add-on packs ------------------------------------------------------------------------
+
+  /** True when a period the ledger holds prices by group: claims then bring back its groups. */
+  pricesByGroup(): boolean {
+    return [this.current, ...this.closing.values()].some((b) => b.pricesByGroup());
+  }
+
+  /** True once the tenant has packs: claims then bring them back with their stored draws. */
+  hasPacks(): boolean {
+    return this.packs.length > 0;
+  }
+
+  /**
+   * Takes the tenant's packs as stored now (a pack bought, draws stored) and draws what the
+   * current period's usage needs. A pack raises the effective limit at once; thresholds decided
+   * stay decided (a pack never re-fires one), and none fires because of it.
+   */
+  applyPacks(packs: readonly Pack[], at: string): void {
+    this.packs = packs.map((p) => ({ ...p, draws: { ...p.draws } }));
+    for (const book of [this.current, ...this.closing.values()]) this.draw(book, at);
+  }
+
+  /** The draws decided since the last call, per period, for the shell to store (absolute units). */
+  takeDraws(): Array<{ period_start: string; draws: Array<{ pack_id: string; units: string }> }> {
+    const taken = [...this.unstoredDraws.entries()].map(([period_start, draws]) => ({ period_start, draws: [...draws.entries()].map(([pack_id, units]) => ({ pack_id, units })) }));
+    this.unstoredDraws.clear();
+    return taken;
+  }
+
+  private draw(book: Book, at: string): void {
+    if (this.packs.length === 0 || this.cancelledAs && book === this.current) return;
+    const { packs, changed } = book.drawFrom(this.packs, at);
+    this.packs = packs;
+    if (changed.length === 0) return;
+    const pending = this.unstoredDraws.get(book.period.start) ?? new Map<string, string>();
+    for (const c of changed) pending.set(c.pack_id, c.units);
+    this.unstoredDraws.set(book.period.start, pending);
   }
 
   /** The highest alert level of the current period. */
@@ -208,7 +409,7 @@ export class TenantLedger {
   /** Decides the thresholds each subject of a book crossed since `before`; records them as decided. */
   private fire(book: Book, before: Map<string, string>, firedAt: string): AlertDecision | undefined {
     const records: AlertRecord[] = [];
-    for (const [subject, percent] of book.percents()) {
+    for (const [subject, percent] of book.percents(this.packs, firedAt)) {
       if (before.get(subject) === percent) continue;
       const decided = book.decided.get(subject) ?? [];
       const decision = decideThresholds(this.thresholdsFor(book, subject), decided, percent);
@@ -217,8 +418,8 @@ export class TenantLedger {
       // threshold that already fired): each crossed threshold is decided exactly once.
       const covers = [...decision.superseded, ...(decision.notify === null ? [] : [decision.notify])].sort((a, b) => a - b);
       book.decided.set(subject, [...decided, ...covers]);
-      const used = subject === COST_SUBJECT ? ratePeriod(book.plan, book.values()).total : book.value(findMeter(book.plan, subject)!);
-      const limit = subject === COST_SUBJECT ? book.plan.cost_limit! : String(findMeter(book.plan, subject)!.limit);
+      const used = subject === COST_SUBJECT ? book.rated(this.packs).total : book.value(findMeter(book.plan, subject)!);
+      const limit = book.effectiveLimit(subject, this.packs, firedAt)!;
       for (const threshold of covers) {
         const notified = threshold === decision.notify;
         records.push({
@@ -237,22 +438,25 @@ export class TenantLedger {
     }
     if (records.length === 0) return undefined;
     const current = book === this.current;
-    if (current) {
-      for (const record of records) {
-        this.alerts.push({
-          id: record.id,
-          metric: record.subject,
-          threshold: record.threshold,
-          level: record.level,
-          status: record.status,
-          used: decimalToNumber(record.used),
-          limit: decimalToNumber(record.limit),
-          period_start: book.period.start,
-          fired_at: record.fired_at,
-        });
-      }
-    }
+    if (current) this.showInView(records);
     return { period_start: book.period.start, current, records };
+  }
+
+  /** Alerts of the current period, as its usage view lists them. */
+  private showInView(records: readonly AlertRecord[]): void {
+    for (const record of records) {
+      this.alerts.push({
+        id: record.id,
+        metric: record.subject,
+        threshold: record.threshold,
+        level: record.level,
+        status: record.status,
+        used: decimalToNumber(record.used),
+        limit: decimalToNumber(record.limit),
+        period_start: this.current.period.start,
+        fired_at: record.fired_at,
+      });
+    }
   }
 
   // ---- authorize ---------------------------------------------------------------------------
@@ -269,10 +473,21 @@ export class TenantLedger {
     if (!meter) throw new RangeError(this.unknownMetric('authorize', request.metric));
     const current = this.current.value(meter);
     const prospective = projectedCounter(meter.aggregation, current, meter.aggregation === 'count' ? 1 : request.quantity);
-    if (meter.hard_limit && meter.limit !== undefined && new Dec(prospective).greaterThan(meter.limit)) {
-      const refused: AuthorizeResult = { allowed: false, reason: 'hard_limit', remaining: this.remaining(meter) };
+    const limit = this.current.effectiveLimit(meter.metric, this.packs, now);
+    if (meter.hard_limit && limit !== undefined && new Dec(prospective).greaterThan(limit)) {
+      const refused: AuthorizeResult = { allowed: false, reason: 'hard_limit', remaining: this.remaining(meter, now), options: [...HARD_LIMIT_OPTIONS] };
       this.remember(request.id, refused);
       return { kind: 'answer', result: refused };
+    }
+    // Prepaid only: what this consumption would cost must leave available at 0 or above.
+    const available = this.plan.prepaid === true ? this.available() : undefined;
+    if (available !== undefined) {
+      const cost = estimateExtraCost(meter, current, meter.aggregation === 'count' ? 1 : request.quantity, this.plan.currency);
+      if (available.minus(cost).lessThan(0)) {
+        const refused: AuthorizeResult = { allowed: false, reason: 'insufficient_balance', remaining: unitsRemaining(available, marginalUnitPrice(meter, current)) };
+        this.remember(request.id, refused);
+        return { kind: 'answer', result: refused };
+      }
     }
     return {
       kind: 'consume',
@@ -281,16 +496,17 @@ export class TenantLedger {
   }
 
   /** The answer to a consumed authorize request, once its event is counted. */
-  consumed(request: AuthorizeRequest): AuthorizeResult {
+  consumed(request: AuthorizeRequest, now: string = this.period.start): AuthorizeResult {
     const meter = findMeter(this.plan, request.metric)!;
-    const result: AuthorizeResult = { allowed: true, remaining: this.remaining(meter) };
+    const result: AuthorizeResult = { allowed: true, remaining: this.remaining(meter, now) };
     this.remember(request.id, result);
     return result;
   }
 
-  private remaining(meter: Meter): number | null {
-    if (meter.limit === undefined) return null;
-    return decimalToNumber(Dec.max(0, new Dec(meter.limit).minus(this.current.value(meter))));
+  private remaining(meter: Meter, at: string): number | null {
+    const limit = this.current.effectiveLimit(meter.metric, this.packs, at);
+    if (limit === undefined) return null;
+    return decimalToNumber(Dec.max(0, new Dec(limit).minus(this.current.value(meter))));
   }
 
   private remember(id: string, result: AuthorizeResult): void {
@@ -332,11 +548,12 @@ export class TenantLedger {
     for (const counter of outcome.closed_counters) counters.set(counter.metric, counter);
     this.closing.set(
       closed.period.start,
-      new Book(outcome.closed, closed.plan, [...counters.values()], [...closed.decided.entries()], outcome.closed.grace_ends_at),
+      new Book(outcome.closed, closed.plan, [...counters.values()], [...closed.decided.entries()], outcome.closed.grace_ends_at, closed.overrides, outcome.closed_groups ?? closed.groups),
     );
     this.alerts = [];
     if (outcome.next) {
-      this.current = new Book(outcome.next.period, outcome.next.plan, outcome.next.counters, []);
+      // Overrides last until removed: the next period keeps them (as stored, when the rollover read them).
+      this.current = new Book(outcome.next.period, outcome.next.plan, outcome.next.counters, [], undefined, outcome.next.limit_overrides ?? closed.overrides, outcome.next.groups);
       this.alertRules = outcome.next.alert_rules;
     } else {
       this.cancelledAs = { final_invoice_id: outcome.invoice_id };
@@ -380,6 +597,9 @@ export class TenantLedger {
       plan: this.plan,
       period: this.period,
       values: this.current.values(),
+      limitOverrides: this.current.overrides,
+      packs: this.packs,
+      groups: this.current.groups,
       alerts: this.alerts,
       pendingEvents,
       asOf,
@@ -388,7 +608,10 @@ export class TenantLedger {
 
   /** Every meter's counter and limit (the Temporal UI's current details). */
   meterDetails(): MeterDetail[] {
-    return this.plan.meters.map((m) => ({ metric: m.metric, used: this.current.value(m), ...(m.limit === undefined ? {} : { limit: m.limit }) }));
+    return this.plan.meters.map((m) => {
+      const limit = this.current.effectiveLimit(m.metric, this.packs, this.period.start);
+      return { metric: m.metric, used: this.current.value(m), ...(limit === undefined ? {} : { limit: decimalToNumber(limit) }) };
+    });
   }
 
   /** The counters and decisions of every open book, for the `state` query. */

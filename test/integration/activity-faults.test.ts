@@ -19,7 +19,7 @@ import { generateWebhookSecret } from '../../src/notifications/secrets';
 import { verifyBillingSignature } from '../../src/notifications/verify-signature';
 import type { periodInvoice } from '../../src/workflows/period-invoice';
 import { alertId, finalizeInvoiceSignal, stateQuery, tenantWorkflowId, type UsageDoorbell } from '../../src/workflows/messages';
-import { connectToTestTemporal, quietLogger, testDb, unique, unreachableDb, workflowBundle } from '../support/stack';
+import { LOCAL_WEBHOOK_TARGETS, connectToTestTemporal, quietLogger, testDb, unique, unreachableDb, workflowBundle } from '../support/stack';
 import { createTenantFixture, type TenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
 import { startSmtpInbox } from '../support/smtp-inbox';
@@ -469,7 +469,7 @@ test('PostgreSQL unreachable while alerts are recorded and delivered: retried, o
 test('a webhook receiver that never answers: usage keeps being counted while deliveries hang, and each ends failed after its attempts, sent no more', async () => {
   const receiver = await startFaultyReceiver({ hangs: Infinity });
   // Each attempt waits 5 s for the receiver (10 s in production); two attempts, then `failed`.
-  const worker = await startWorker('hang-failed', { notifier: createNotifier({ logger: quietLogger, webhookTimeoutMs: 5_000, maxAttempts: 2 }) });
+  const worker = await startWorker('hang-failed', { notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, webhookTimeoutMs: 5_000, maxAttempts: 2 }) });
   try {
     const path = `/hang-${unique('w')}`;
     const tenant = await startTenant(worker, { tenant: { webhook_url: `${receiver.url}${path}`, webhook_secret: generateWebhookSecret() } });
@@ -509,7 +509,7 @@ test('a webhook receiver that never answers: usage keeps being counted while del
 test('a webhook receiver that hangs twice: attempts time out, are retried, and the event is delivered exactly once when it answers', async () => {
   const receiver = await startFaultyReceiver({ hangs: 2 });
   // One attempt waits at most 1 s for the receiver.
-  const worker = await startWorker('hang-delivered', { notifier: createNotifier({ logger: quietLogger, webhookTimeoutMs: 1_000 }) });
+  const worker = await startWorker('hang-delivered', { notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, webhookTimeoutMs: 1_000 }) });
   try {
     const path = `/hang-${unique('w')}`;
     const secret = generateWebhookSecret();
@@ -555,7 +555,7 @@ test('a webhook receiver that hangs twice: attempts time out, are retried, and t
 test('a webhook receiver that hangs across a rollover does not hold up the next period (deliveries are their own workflows)', async () => {
   const receiver = await startFaultyReceiver({ hangs: Infinity });
   // A delivery lasts about 18 s here: 3 attempts of 5 s, and the back-off between them.
-  const worker = await startWorker('hang-rollover', { notifier: createNotifier({ logger: quietLogger, webhookTimeoutMs: 5_000, maxAttempts: 3 }) });
+  const worker = await startWorker('hang-rollover', { notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, webhookTimeoutMs: 5_000, maxAttempts: 3 }) });
   const { gateway } = worker;
   try {
     const path = `/hang-${unique('w')}`;
@@ -587,7 +587,7 @@ test('a webhook receiver that hangs across a rollover does not hold up the next 
 test('a receiver that redirects is never followed: the signed body does not reach the redirect target', async () => {
   const target = await startFaultyReceiver();
   const receiver = await startFaultyReceiver({ redirectTo: `${target.url}/stolen` });
-  const worker = await startWorker('redirect', { notifier: createNotifier({ logger: quietLogger, webhookTimeoutMs: 1_000, maxAttempts: 2 }) });
+  const worker = await startWorker('redirect', { notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, webhookTimeoutMs: 1_000, maxAttempts: 2 }) });
   try {
     const path = `/redirect-${unique('w')}`;
     const tenant = await startTenant(worker, { tenant: { webhook_url: `${receiver.url}${path}`, webhook_secret: generateWebhookSecret() } });

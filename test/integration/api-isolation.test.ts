@@ -62,6 +62,17 @@ const ROUTES: RouteCase[] = [
   { method: 'GET', path: '/v1/tenants/{tenant}/alert-rules/{rule}', access: 'tenant' },
   { method: 'DELETE', path: '/v1/tenants/{tenant}/alert-rules/{rule}', access: 'tenant' },
   { method: 'GET', path: '/v1/tenants/{tenant}/deliveries', access: 'tenant' },
+  // Entitlements: prepaid credit and add-on packs
+  { method: 'POST', path: '/v1/tenants/{tenant}/credits', access: 'admin', body: { id: 'iso_grant', amount: '1.00' } },
+  { method: 'GET', path: '/v1/tenants/{tenant}/credits', access: 'tenant' },
+  { method: 'GET', path: '/v1/tenants/{tenant}/balance', access: 'tenant' },
+  { method: 'POST', path: '/v1/tenants/{tenant}/packs', access: 'admin', body: { id: 'iso_pack', metric: METER, units: 1 } },
+  { method: 'GET', path: '/v1/tenants/{tenant}/packs', access: 'tenant' },
+  // Alert triage
+  { method: 'GET', path: '/v1/alerts', access: 'admin' },
+  // Summaries
+  { method: 'GET', path: '/v1/summaries', access: 'admin' },
+  { method: 'POST', path: '/v1/tenants/{tenant}/alerts/{alert}/acknowledge', access: 'tenant' },
   // Finance
   { method: 'POST', path: '/v1/tenants/{tenant}/close-period', access: 'admin', body: { finalize: true } },
   { method: 'GET', path: '/v1/tenants/{tenant}/invoices', access: 'tenant' },
@@ -72,15 +83,15 @@ const ROUTES: RouteCase[] = [
 
 let api: ApiHarness;
 let planId: string;
-const A = { id: '', key: '', invoice: '', rule: '' };
+const A = { id: '', key: '', invoice: '', rule: '', alert: '' };
 const B = { id: '', key: '' };
-type Ids = { tenant: string; invoice: string; plan: string; rule: string };
-const ghost: Ids = { tenant: unique('ghost'), invoice: `in_${unique('ghost')}_20260101T000000Z_v1`, plan: unique('ghost'), rule: `ar_${unique('ghost')}` };
+type Ids = { tenant: string; invoice: string; plan: string; rule: string; alert: string };
+const ghost: Ids = { tenant: unique('ghost'), invoice: `in_${unique('ghost')}_20260101T000000Z_v1`, plan: unique('ghost'), rule: `ar_${unique('ghost')}`, alert: `al_${unique('ghost')}` };
 
 type Call = Awaited<ReturnType<ApiHarness['call']>>;
 
 function fill(template: string, ids: Ids): string {
-  return template.replace(/\{(tenant|invoice|plan|rule)\}/g, (_, name: keyof Ids) => ids[name]);
+  return template.replace(/\{(tenant|invoice|plan|rule|alert)\}/g, (_, name: keyof Ids) => ids[name]);
 }
 
 function request(route: RouteCase, ids: Ids, key: string | null): Promise<Call> {
@@ -94,7 +105,7 @@ function expectProblem(res: Call, status: number, code: string): void {
   expect(res.body).toMatchObject({ type: expect.any(String), title: expect.any(String), status, detail: expect.any(String), code });
 }
 
-const ofA = (): Ids => ({ tenant: A.id, invoice: A.invoice, plan: planId, rule: A.rule });
+const ofA = (): Ids => ({ tenant: A.id, invoice: A.invoice, plan: planId, rule: A.rule, alert: A.alert });
 const label = (r: RouteCase) => `${r.method} ${r.path}`;
 
 beforeAll(async () => {
@@ -129,6 +140,7 @@ beforeAll(async () => {
   const rule = await api.call('POST', `/v1/tenants/${A.id}/alert-rules`, { body: { metric: METER, threshold: 50, channel: { type: 'email', to: 'a@example.com' } } });
   expect(rule.status).toBe(201);
   A.rule = rule.body.id;
+  A.alert = await eventually(async () => (await api.call('GET', `/v1/tenants/${A.id}/alerts`, { key: A.key })).body.data[0]?.id as string | undefined, 20_000, 'A alert');
 });
 
 afterAll(async () => {
@@ -157,7 +169,7 @@ describe.each(ROUTES.map((r) => [label(r), r] as const))('%s', (_label, route) =
     });
   }
 
-  if (route.access === 'tenant' && /\{tenant\}.*\{(invoice|rule)\}/.test(route.path)) {
+  if (route.access === 'tenant' && /\{tenant\}.*\{(invoice|rule|alert)\}/.test(route.path)) {
     test("tenant B's key on its own tenant path with tenant A's sub-resource id: 404 not_found", async () => {
       const res = await request(route, { ...ofA(), tenant: B.id }, B.key);
       expectProblem(res, 404, 'not_found');
@@ -180,7 +192,7 @@ describe.each(ROUTES.map((r) => [label(r), r] as const))('%s', (_label, route) =
     });
   }
 
-  if (/\{(tenant|invoice|plan|rule)\}/.test(route.path)) {
+  if (/\{(tenant|invoice|plan|rule|alert)\}/.test(route.path)) {
     test('the admin key on a resource that does not exist: 404 not_found', async () => {
       const res = await request(route, ghost, api.adminKey);
       expectProblem(res, 404, 'not_found');
@@ -207,6 +219,7 @@ test('the refused calls changed nothing of tenant A', async () => {
   expect(rules.body.data.map((r: any) => [r.id, r.threshold])).toEqual([[A.rule, 50]]); // none added, none deleted
   const invoices = await api.call('GET', `/v1/tenants/${A.id}/invoices`, { key: A.key });
   expect(invoices.body.data.map((i: any) => [i.id, i.status])).toEqual([[A.invoice, 'finalized']]); // no rerun started
+  expect(await api.db('alerts').where({ tenant_id: A.id }).whereNotNull('acknowledged_at')).toEqual([]); // no one else acknowledged A's alert
   expect((await api.db('plans').where({ id: 'iso_never' })).length).toBe(0);
   expect((await api.db('tenants').where({ id: 'iso_never' })).length).toBe(0);
 });

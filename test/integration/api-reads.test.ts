@@ -127,6 +127,7 @@ describe('GET /v1/tenants/{id}/events', () => {
       period_start: tenant.period.start,
       properties: { region: 'eu', path: '/x' },
       received_at: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/),
+      cost: '0.25', // 2.5 calls at 0.10
     });
     expect(res.body.data.find((e: any) => e.id === 's1')).toMatchObject({ quantity: 12.25, properties: null });
     // The admin key reads it too.
@@ -157,7 +158,7 @@ describe('GET /v1/tenants/{id}/events', () => {
     expect(both.body.data.map((e: any) => e.id)).toEqual(['s2']);
 
     const none = await api.call('GET', `/v1/tenants/${tenant.id}/events?metric=nothing_here`, { key: tenant.key });
-    expect(none.body).toEqual({ data: [], has_more: false, total_count: 0 });
+    expect(none.body).toEqual({ data: [], has_more: false, total_count: 0, retained_since: null });
 
     // A cursor outside the filter still positions the page (any event of the tenant is a cursor).
     const afterS2 = await api.call('GET', `/v1/tenants/${tenant.id}/events?metric=api_calls&starting_after=s2`, { key: tenant.key });
@@ -353,6 +354,7 @@ describe('GET /v1/tenants/{id}/alerts', () => {
     ]);
     expect(meter[0]).toEqual({
       id: expect.stringMatching(/^al_/),
+      tenant_id: tenant.id,
       kind: 'meter',
       metric: 'api_calls',
       threshold: 80,
@@ -364,6 +366,7 @@ describe('GET /v1/tenants/{id}/alerts', () => {
       fired_at: expect.stringMatching(/Z$/),
       channels: ['log'],
       covers: expect.arrayContaining([50, 80]),
+      acknowledged_at: null,
     });
     expect(cost[0]).toMatchObject({ used: 9, limit: 10, channels: ['log'] });
     expect(meter[1].channels).toEqual([]);

@@ -9,6 +9,7 @@ import pino from 'pino';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
 import { unique } from '../support/stack';
 import { report } from '../support/report';
+import { internalIpv4 } from '../support/internal-addresses';
 import { createApp } from '../../src/api/app';
 import { listen } from '../../src/api/server';
 import { safeEqual } from '../../src/db/api-keys';
@@ -442,6 +443,9 @@ type RouteName =
   | 'closePeriod'
   | 'createRule'
   | 'deleteRule'
+  | 'acknowledgeAlert'
+  | 'credits'
+  | 'packs'
   | 'rerun';
 
 /** Every write route of API v1 (the last test checks this against the route declarations). */
@@ -458,6 +462,9 @@ const WRITE_ROUTES: Record<RouteName, { method: Wire['method']; pattern: string 
   closePeriod: { method: 'POST', pattern: '/v1/tenants/{}/close-period' },
   createRule: { method: 'POST', pattern: '/v1/tenants/{}/alert-rules' },
   deleteRule: { method: 'DELETE', pattern: '/v1/tenants/{}/alert-rules/{}' },
+  acknowledgeAlert: { method: 'POST', pattern: '/v1/tenants/{}/alerts/{}/acknowledge' },
+  credits: { method: 'POST', pattern: '/v1/tenants/{}/credits' },
+  packs: { method: 'POST', pattern: '/v1/tenants/{}/packs' },
   rerun: { method: 'POST', pattern: '/v1/invoices/{}/rerun' },
 };
 const ROUTE_NAMES = Object.keys(WRITE_ROUTES) as RouteName[];
@@ -560,6 +567,13 @@ function pathFor(route: RouteName, live: boolean, hostile?: string): string {
       return WRITE_ROUTES[route].pattern.replace('{}', t(live && counter % 2 === 0 ? D.id : ghost));
     case 'deleteRule':
       return `/v1/tenants/${hostile ? hostile : A.id}/alert-rules/${hostile ? 'ar_x' : `ar_${unique('ghost')}`}`;
+    case 'acknowledgeAlert':
+      // A ghost alert: acknowledging one of A's would be a change no snapshot expects.
+      return `/v1/tenants/${hostile ? hostile : A.id}/alerts/${hostile ? 'al_x' : `al_${unique('ghost')}`}/acknowledge`;
+    case 'credits':
+    case 'packs':
+      // A ghost tenant: a grant or pack for A would be a change no snapshot expects.
+      return WRITE_ROUTES[route].pattern.replace('{}', t(ghost));
     case 'rerun':
       return `/v1/invoices/${t(live && counter % 2 === 0 ? C.invoice : `in_${ghost}_20260101T000000Z_v1`)}/rerun`;
   }
@@ -591,6 +605,10 @@ function baseBody(route: RouteName, key: KeyKind): Record<string, unknown> {
       return { finalize: 'yes' };
     case 'createRule':
       return { metric: 'calls', threshold: 95, channel: { type: 'email', to: 'rules@example.com' } };
+    case 'credits':
+      return { id: next('fz-g'), amount: '10.00', description: 'fuzz', expires_at: '2099-01-01T00:00:00Z' };
+    case 'packs':
+      return { id: next('fz-k'), metric: 'calls', units: 100, price: '5.00' };
     case 'rerun':
       return { reason: 'fuzz' };
     default:
@@ -612,6 +630,9 @@ const MUTABLE: Record<RouteName, string[]> = {
   closePeriod: ['', 'finalize', '+__proto__'],
   createRule: ['', 'metric', 'cost', 'threshold', 'threshold', 'channel', 'channel.type', 'channel.to', 'channel.url', '+__proto__'],
   deleteRule: [''],
+  acknowledgeAlert: ['', '+__proto__', '+note'],
+  credits: ['', 'id', 'amount', 'amount', 'description', 'expires_at', '+currency', '+__proto__'],
+  packs: ['', 'id', 'metric', 'units', 'units', 'price', 'purchased_at', 'expires_at', '+__proto__'],
   rerun: ['', 'reason', 'reason', '+plan_id', '+plan_id', '+__proto__'],
 };
 
@@ -1114,7 +1135,7 @@ describe('security regressions', () => {
       'ftp://127.0.0.1/x',
       'data:text/plain,hi',
       'ws://127.0.0.1/x',
-      // fetch refuses these, so they could never be delivered; every attempt would log the password.
+      // Credentials in the URL: every failed attempt would copy the password into last_error and the logs.
       'http://user:s3cret@127.0.0.1:9/hook',
       'https://:s3cret@example.com/hook',
       'https://user@example.com/hook',
@@ -1124,6 +1145,64 @@ describe('security regressions', () => {
       const patched = await api.call('PATCH', `/v1/tenants/${A.id}`, { key: A.key, body: { webhook_url: url } });
       const rule = await api.call('POST', `/v1/tenants/${A.id}/alert-rules`, { key: A.key, body: { metric: 'calls', threshold: 50, channel: { type: 'webhook', url } } });
       expect({ url, statuses: [created.status, patched.status, rule.status] }).toEqual({ url, statuses: [422, 422, 422] });
+    }
+  });
+
+  test('webhook URLs reaching internal addresses (disguised IPv4, IPv6 forms, names resolving to loopback, metadata) are refused on every route by the default policy', async () => {
+    // The harness API opts in to local receivers; this one has the production default.
+    const app = createApp({ db: api.db, temporal: api.client, taskQueue: api.taskQueue, namespace: 'default', adminKey: api.adminKey, logger: pino({ level: 'silent' }) });
+    const server = await listen(app, 0, '127.0.0.1');
+    const base = `http://127.0.0.1:${server.port}`;
+    const T = await createTenant();
+    const internal = fc.oneof(internalIpv4(), fc.constant([0, 0, 0, 0]));
+    const hex = (n: number) => n.toString(16);
+    const disguised = internal.chain((p) => {
+      const n = ((p[0]! * 256 + p[1]!) * 256 + p[2]!) * 256 + p[3]!;
+      return fc.constantFrom(
+        p.join('.'),
+        String(n), // decimal
+        `0x${hex(n)}`, // one hex number
+        p.map((o) => `0${o.toString(8)}`).join('.'), // octal octets
+        `${p[0]}.${p[1]! * 65536 + p[2]! * 256 + p[3]!}`, // a.bcd
+        `[::ffff:${p.join('.')}]`, // IPv4-mapped
+        `[::ffff:${hex(p[0]! * 256 + p[1]!)}:${hex(p[2]! * 256 + p[3]!)}]`,
+        `[2002:${hex(p[0]! * 256 + p[1]!)}:${hex(p[2]! * 256 + p[3]!)}::1]`, // 6to4
+        `[64:ff9b::${p.join('.')}]`, // NAT64
+      );
+    });
+    const ipv6 = fc.constantFrom('[::1]', '[0:0:0:0:0:0:0:1]', '[::]', '[fd00:ec2::254]', '[FD00:EC2::254]', '[fc00::1]', '[fdff:ffff::1]', '[fe80::1]', '[febf::1]', '[ff02::1]');
+    const names = fc.constantFrom('localhost', 'LOCALHOST', 'LocalHost');
+    const host = fc.oneof(disguised, ipv6, names);
+    const url = fc
+      .record({ scheme: fc.constantFrom('https', 'http'), host, port: fc.option(fc.integer({ min: 1, max: 65535 }), { nil: undefined }), path: fc.constantFrom('/', '/hooks', '/latest/meta-data/', '/a?b=c#d') })
+      .map(({ scheme, host, port, path }) => `${scheme}://${host}${port ? `:${port}` : ''}${path}`);
+    const call = async (method: string, path: string, key: string, body: unknown) => {
+      const res = await fetch(`${base}${path}`, { method, headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as { code?: string; errors?: Array<{ path: string }> } };
+    };
+    let sent = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(url, async (target) => {
+          const id = unique('ssrf');
+          const answers = [
+            [await call('POST', '/v1/tenants', api.adminKey, { id, name: 'x', plan_id: planId, webhook_url: target }), 'webhook_url'],
+            [await call('PATCH', `/v1/tenants/${T.id}`, T.key, { webhook_url: target }), 'webhook_url'],
+            [await call('POST', `/v1/tenants/${T.id}/alert-rules`, T.key, { metric: 'calls', threshold: 50, channel: { type: 'webhook', url: target } }), 'channel.url'],
+          ] as const;
+          sent += answers.length;
+          for (const [answer, field] of answers) {
+            expect({ target, status: answer.status, code: answer.body.code, field: answer.body.errors?.[0]?.path }).toEqual({ target, status: 422, code: 'webhook_target_refused', field });
+          }
+        }),
+        { numRuns: 60, seed: FUZZ_SEED, endOnFailure: true },
+      );
+      const tenant = await api.db('tenants').where({ id: T.id }).first();
+      expect([tenant.webhook_url, tenant.webhook_secret]).toEqual([null, null]);
+      expect(await api.db('alert_rules').where({ tenant_id: T.id })).toEqual([]);
+      report(`webhook targets: ${sent} requests refused`);
+    } finally {
+      await server.close();
     }
   });
 

@@ -1,8 +1,8 @@
-import { execFile } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
 import { unique } from '../support/stack';
+import { pdfText } from '../support/pdf-text';
 import { invoiceEventId } from '../../src/notifications/invoices';
 
 /**
@@ -42,27 +42,6 @@ async function request(method: string, path: string, options: { key?: string; bo
   const type = res.headers.get('content-type') ?? '';
   const body: any = type.includes('json') ? JSON.parse(bytes.toString('utf8')) : undefined;
   return { status: res.status, headers: res.headers, body, bytes };
-}
-
-/**
- * The PDF's text, extracted by pdf-parse in a child Node process: pdfjs loads its worker with a
- * dynamic `import()`, which jest's module sandbox refuses.
- */
-async function pdfText(bytes: Buffer): Promise<string> {
-  const script = `
-    const { PDFParse } = require('pdf-parse');
-    const chunks = [];
-    process.stdin.on('data', (c) => chunks.push(c));
-    process.stdin.on('end', async () => {
-      const parser = new PDFParse({ data: new Uint8Array(Buffer.concat(chunks)) });
-      try { process.stdout.write((await parser.getText()).text); } finally { await parser.destroy(); }
-    });`;
-  return new Promise((resolve, reject) => {
-    const child = execFile(process.execPath, ['-e', script], { cwd: process.cwd(), maxBuffer: 10 * 1024 * 1024 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`pdf-parse failed: ${stderr || err.message}`)) : resolve(stdout),
-    );
-    child.stdin!.end(bytes);
-  });
 }
 
 function planBody(id: string, botPrice: string, grace = 0) {

@@ -46,8 +46,17 @@ describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))(
         const usage = await settledUsage();
         for (const [metric, expected] of Object.entries<any>(step.expect_usage)) {
           expect(usage.metrics[metric].used).toBe(expected.used);
+          if (expected.limit !== undefined) expect(usage.metrics[metric].limit).toBe(expected.limit);
           if (expected.percent !== undefined) expect(usage.metrics[metric].percent).toBe(expected.percent);
           if (expected.amount !== undefined) expect(usage.metrics[metric].amount).toBe(expected.amount);
+          if (expected.groups !== undefined) {
+            const label = (g: Record<string, string>) => Object.entries(g).map(([k, v]) => `${k}=${v}`).join(', ');
+            expect(Object.fromEntries(usage.metrics[metric].groups.map((g: { group: Record<string, string>; used: number }) => [label(g.group), g.used]))).toEqual(expected.groups);
+          }
+          if (expected.packs !== undefined) {
+            const drawn = Object.fromEntries(usage.metrics[metric].packs.map((p: { id: string; drawn_this_period: number }) => [p.id, p.drawn_this_period]));
+            expect(drawn).toEqual(expected.packs);
+          }
         }
       } else if (step.expect_alerts) {
         const usage = await settledUsage();
@@ -61,9 +70,27 @@ describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))(
       } else if (step.authorize) {
         const res = await api.call('POST', `/v1/tenants/${tenantId}/authorize`, { key, body: step.authorize });
         expect(res.status).toBe(200);
-        expect(res.body.allowed).toBe(step.expect.allowed);
+        expect(res.body).toMatchObject(step.expect);
         const again = await api.call('POST', `/v1/tenants/${tenantId}/authorize`, { key, body: step.authorize });
         expect(again.body).toEqual(res.body); // idempotent on its id
+      } else if (step.pack) {
+        const res = await api.call('POST', `/v1/tenants/${tenantId}/packs`, { body: step.pack });
+        expect(res.status).toBe(201);
+        const again = await api.call('POST', `/v1/tenants/${tenantId}/packs`, { body: { ...step.pack, purchased_at: res.body.purchased_at } });
+        expect(again.status).toBe(200); // idempotent on its id
+      } else if (step.grant) {
+        const res = await api.call('POST', `/v1/tenants/${tenantId}/credits`, { body: step.grant });
+        expect(res.status).toBe(201);
+        const again = await api.call('POST', `/v1/tenants/${tenantId}/credits`, { body: step.grant });
+        expect(again.status).toBe(200); // idempotent on its id
+      } else if (step.expect_balance) {
+        await settledUsage();
+        const res = await api.call('GET', `/v1/tenants/${tenantId}/balance`, { key });
+        expect(res.status).toBe(200);
+        expect(res.body).toMatchObject(step.expect_balance);
+      } else if (step.limits) {
+        const res = await api.call('PATCH', `/v1/tenants/${tenantId}`, { body: { limits: step.limits } });
+        expect(res.status).toBe(200);
       } else if (step.close) {
         await settledUsage();
         const res = await api.call('POST', `/v1/tenants/${tenantId}/close-period`, { body: step.close });
@@ -75,12 +102,16 @@ describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))(
           return res.status === 200 && res.body.status === 'finalized' ? res.body : undefined;
         }, 20_000, 'a finalized invoice');
         for (const [metric, expected] of Object.entries<any>(step.expect_invoice.lines)) {
-          const line = invoice.lines.find((l: any) => l.metric === metric);
+          // A key is a metric, or a dimensioned meter's line as its description names it: `tokens (model=gpt-4)`.
+          const line = invoice.lines.find((l: any) => l.metric === metric || l.description === metric);
           expect(line).toBeDefined();
           expect(line.quantity).toBe(expected.quantity);
           expect(line.amount).toBe(expected.amount);
+          if (expected.packs !== undefined) expect(line.packs).toEqual(expected.packs);
         }
         expect(invoice.total).toBe(step.expect_invoice.total);
+        if (step.expect_invoice.credits_applied !== undefined) expect(invoice.credits_applied).toBe(step.expect_invoice.credits_applied);
+        if (step.expect_invoice.amount_due !== undefined) expect(invoice.amount_due).toBe(step.expect_invoice.amount_due);
       } else {
         throw new Error(`unknown step ${JSON.stringify(step)}`);
       }

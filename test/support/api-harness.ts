@@ -6,7 +6,7 @@ import { listen, type RunningServer } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
 import { createNotifier, type NotifierOptions } from '../../src/notifications/notifier';
 import type { Db } from '../../src/db/knex';
-import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
+import { LOCAL_WEBHOOK_TARGETS, connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
 
 /** The whole system under test: real HTTP API, real worker, real Temporal, real PostgreSQL. */
 export interface ApiHarness {
@@ -32,11 +32,11 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
     connection: temporal.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
-    activities: createActivities({ db, logger: quietLogger, notifier: createNotifier({ logger: quietLogger, ...options.notifier }), temporal: temporal.client }),
+    activities: createActivities({ db, logger: quietLogger, notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, ...options.notifier }), temporal: temporal.client }),
   });
   const workerRun = worker.run();
   const adminKey = 'test-admin-key-0123456789abcdef';
-  const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger });
+  const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS });
   const server: RunningServer = await listen(app, 0, '127.0.0.1');
   const baseUrl = `http://127.0.0.1:${server.port}`;
 

@@ -7,6 +7,7 @@ import { logger as appLogger } from '../../src/logger';
 import { freePort } from '../../src/platform/free-port';
 import { WORKFLOWS_PATH } from '../../src/workers/worker';
 import { VERBOSE } from './report';
+import type { WebhookTargetPolicy } from '../../src/notifications/webhook-targets';
 
 /** The PostgreSQL of this test run (started by the global set-up). */
 export function testDatabaseUrl(): string {
@@ -41,6 +42,12 @@ export async function unreachableDb(): Promise<Db> {
 export function unique(prefix: string): string {
   return `${prefix}_${randomBytes(4).toString('hex')}`;
 }
+
+/**
+ * The tests' webhook receivers listen on 127.0.0.1 over plain http, which the default policy
+ * refuses: every harness opts in explicitly, as a developer would with WEBHOOK_ALLOW_PRIVATE_TARGETS.
+ */
+export const LOCAL_WEBHOOK_TARGETS: WebhookTargetPolicy = { allowPrivateTargets: true, httpAllowedHosts: ['127.0.0.1', 'localhost'] };
 
 /** A quiet logger for activities under test. */
 export const quietLogger = appLogger.child({ test: true });

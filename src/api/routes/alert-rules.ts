@@ -14,6 +14,7 @@ import { emptyBody, noQuery, thresholdPercent, webhookUrl } from '../schemas';
 import type { RuleChannel } from '../../notifications/alerts';
 import { COST_SUBJECT, alertRulesChangedSignal, tenantWorkflowId, type AlertRulesChange } from '../../workflows/messages';
 import { operation, tenantIdParam } from '../operation';
+import { assertWebhookTargetAllowed } from '../webhook-target';
 import { alertRule, createdAlertRule, delivery, pageOf } from '../responses';
 
 /** A rule's channel: an email address, or an http(s) webhook signed with the tenant's secret. */
@@ -95,7 +96,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       responses: { 201: { description: 'the rule', schema: createdAlertRule } },
       problems: {
         409: 'the tenant is cancelled (`conflict`)',
-        422: "validation failed, or the plan has no such meter with a limit (`unknown_metric`) or no `cost_limit`",
+        422: "validation failed, the plan has no such meter with a limit (`unknown_metric`) or no `cost_limit`, or `channel.url` is not https or names a private or metadata address (`webhook_target_refused`)",
       },
     }),
     async (req, res) => {
@@ -103,6 +104,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenant.id} is cancelled`);
       parseListQuery(noQuery, req);
       const body = createAlertRuleBody.parse(req.body);
+      if (body.channel.type === 'webhook') await assertWebhookTargetAllowed(ctx, body.channel.url, 'channel.url');
       await assertWatchable(ctx, tenant, body);
       const row: RuleRow = {
         id: `ar_${randomBytes(8).toString('hex')}`,

@@ -11,18 +11,39 @@ import { presentInvoice } from '../../invoices/present';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant } from '../../db/tenants';
 import type { InvoiceRow, PeriodRow } from '../../db/invoices';
-import { rerunRefusal } from '../../invoices/rerun';
+import { EventsPurged, assertEventsKept, previewInvoiceRerun, rerunRefusal, type RerunPreview } from '../../invoices/rerun';
+import type { InvoiceLineChange } from '../../invoices/changes';
 import { invoiceId, invoiceWorkflowId } from '../../workflows/messages';
 import type { invoiceRerun } from '../../workflows/invoice-rerun';
 import type { InvoiceRerunInput } from '../../activities/invoicing';
 import { renderInvoicePdf, type PdfInvoice } from '../../invoices/pdf';
 import { operation } from '../operation';
-import { rerunStarted } from '../responses';
+import { invoice as invoiceResponse, rerunStarted } from '../responses';
 
-/** `POST /v1/invoices/{id}/rerun` body. A field it does not know (`dry_run`) is refused, never ignored: the rerun would be real. */
+/** `POST /v1/invoices/{id}/rerun` body. A field it does not know is refused, never ignored: the rerun would be real. */
 export const rerunInvoiceBody = z.strictObject({
   reason: z.string().trim().min(1, 'must say why the invoice is rerun').max(1000),
   plan_id: resourceId.optional(),
+  dry_run: z.boolean().optional().describe('`true`: answer what the rerun would write (200), and write nothing'),
+});
+
+/** One side of a previewed line: its quantity and rounded amount. */
+const previewSide = z.object({ quantity: z.number(), amount: z.string() }).nullable();
+
+/** `"dry_run": true`: the version n+1 a rerun would write, and how each changed line would move. */
+export const rerunPreview = z.object({
+  invoice: invoiceResponse
+    .omit({ credits_applied: true, amount_due: true })
+    .describe('what version n+1 would be (its `number`, and prepaid credit, are given when it is written)'),
+  changes: z.array(
+    z.object({
+      line: z.string().describe('the metric of the line (`base_fee` for the base fee)'),
+      description: z.string(),
+      before: previewSide.describe('null: a line only the new version has'),
+      after: previewSide.describe('null: a line only the old version has'),
+      delta: z.string().nullable().describe('amount after - amount before; null across currencies'),
+    }),
+  ).describe('only the lines whose quantity or amount would change'),
 });
 
 
@@ -132,9 +153,10 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
           schema: rerunStarted,
           headers: z.object({ Location: z.string().describe('`/v1/invoices/{invoice_id}` of the new version') }),
         },
+        200: { description: 'with `"dry_run": true`: what the rerun would write; nothing is written', schema: rerunPreview },
       },
       problems: {
-        409: 'not the finalized version, already rerun, a rerun in progress, or an `Idempotency-Key` used for another request (`conflict`)',
+        409: 'not the finalized version, already rerun, a rerun in progress, or an `Idempotency-Key` used for another request (`conflict`); the period\'s raw events were purged by retention (`events_purged`)',
         422: 'validation failed: the body, the `Idempotency-Key` header, or an unknown `plan_id`',
       },
     }),
@@ -149,7 +171,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
       const answer = (result: { invoice_id: string; workflow_id: string }) =>
         res.status(202).location(`/v1/invoices/${result.invoice_id}`).json(result);
 
-      if (key) {
+      if (key && !body.dry_run) {
         const known = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow | undefined>();
         if (known) return answer(await replay(known, invoiceParam, body));
       }
@@ -168,6 +190,15 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
           .where({ tenant_id: invoice.tenant_id, start: invoice.period_start })
           .first<Pick<PeriodRow, 'plan_id' | 'plan_version'> | undefined>('plan_id', 'plan_version');
         plan = period ? { id: period.plan_id, version: period.plan_version } : { id: invoice.plan_id, version: invoice.plan_version };
+      }
+      // A preview runs the rerun's own computation in one read-only snapshot: no key is stored,
+      // no workflow is started. A purged period is refused alike, before anything starts.
+      try {
+        if (body.dry_run) return res.status(200).json(presentPreview(invoice, await previewInvoiceRerun(ctx.db, invoice, plan), body.reason, requestedBy));
+        await assertEventsKept(ctx.db, invoice.tenant_id, new Date(invoice.period_start).toISOString());
+      } catch (err) {
+        if (err instanceof EventsPurged) throw new ApiError(409, 'events_purged', err.message);
+        throw err;
       }
 
       const periodStart = new Date(invoice.period_start).toISOString();
@@ -237,4 +268,46 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
   );
 
   return router;
+}
+
+/** A preview as the API answers it: the would-be version n+1 and its changed lines. */
+function presentPreview(source: InvoiceRow, preview: RerunPreview, reason: string, requestedBy: string) {
+  const invoice = presentInvoice(
+    {
+      ...source,
+      id: preview.id,
+      number: null,
+      version: preview.version,
+      status: 'finalized',
+      plan_id: preview.plan.id,
+      plan_version: preview.plan.version,
+      currency: preview.plan.currency,
+      subtotal: preview.rated.subtotal,
+      total: preview.rated.total,
+      ...preview.credit,
+      replaces: source.id,
+      replaced_by: null,
+      reason,
+      requested_by: requestedBy,
+      changes: preview.changes,
+      created_at: null,
+      finalized_at: null,
+      voided_at: null,
+    },
+    preview.rated.lines,
+  );
+  // Credit is taken when the version is written; the preview shows what it would take (`projectRerunCredit`).
+  return { invoice, changes: preview.changes.map(previewChange) };
+}
+
+function previewChange(change: InvoiceLineChange) {
+  const side = (quantity: number | null, amount: string | null) =>
+    quantity === null || amount === null ? null : { quantity, amount };
+  return {
+    line: change.metric,
+    description: change.description,
+    before: side(change.quantity_before, change.amount_before),
+    after: side(change.quantity_after, change.amount_after),
+    delta: change.delta,
+  };
 }

@@ -1,12 +1,12 @@
 import path from 'node:path';
 import express, { Router, type Application, type RequestHandler } from 'express';
-import helmet from 'helmet';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { pingDb } from '../../db/knex';
 import type { ApiMetrics } from '../metrics';
 import { buildOpenApiDocument } from '../openapi';
 import { operation } from '../operation';
+import { pagePolicy } from '../page-policy';
 import { liveness, readiness } from '../responses';
 
 /** How long readiness waits for each dependency before calling it down. */
@@ -24,22 +24,6 @@ const SWAGGER_UI_DIR = path.dirname(require.resolve('swagger-ui-dist/package.jso
 /** What `/docs` loads from swagger-ui-dist; the package's own demo page and initializer stay unserved. */
 const SWAGGER_UI_FILES = new Set(['/swagger-ui.css', '/swagger-ui-bundle.js', '/favicon-32x32.png', '/favicon-16x16.png']);
 
-/** `/docs` runs Swagger UI's script and our initializer from this origin, and nothing else. */
-const docsPolicy = helmet.contentSecurityPolicy({
-  useDefaults: false,
-  directives: {
-    defaultSrc: ["'none'"],
-    scriptSrc: ["'self'"],
-    styleSrc: ["'self'"],
-    // The stylesheet's icons are data: URIs.
-    imgSrc: ["'self'", 'data:'],
-    // The document, and "Try it out" calls to this same API.
-    connectSrc: ["'self'"],
-    baseUri: ["'none'"],
-    formAction: ["'none'"],
-    frameAncestors: ["'none'"],
-  },
-});
 
 /** What the operations routes need beyond the API context. */
 export interface OperationsOptions {
@@ -137,7 +121,9 @@ export function operationsRouter(ctx: ApiContext, options: OperationsOptions = {
       public: true,
       responses: { 200: { description: 'HTML page', contentType: 'text/html', schema: z.string() } },
     }),
-    docsPolicy,
+    // Swagger UI's script and our initializer from this origin; its icons are data: URIs, and
+    // "Try it out" calls this same API.
+    pagePolicy,
     (_req, res) => {
       res.sendFile(path.join(DOCS_DIR, 'index.html'));
     },

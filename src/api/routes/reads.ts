@@ -2,7 +2,7 @@ import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, tenantParam } from '../auth';
-import { notFound } from '../errors';
+import { ApiError, fieldErrors, notFound } from '../errors';
 import { resourceId } from '../schemas';
 import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
@@ -12,9 +12,11 @@ import { normalizeDecimal } from '../../db/usage';
 import { readPeriodCounters, type PeriodCounter } from '../../db/ledger';
 import { counterFromAggregates } from '../../domain/aggregation';
 import { roundMoney } from '../../domain/decimal';
-import { METRIC_NAME_PATTERN } from '../../domain/plan';
+import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
+import { estimatedEventCost } from '../../domain/event-cost';
+import { currentTierPosition, retainedSince, wherePropertiesMatch } from '../../db/events';
 import { formatPeriodStamp } from '../../domain/periods';
-import { COST_SUBJECT } from '../../contracts/ids';
+import { BALANCE_DEPLETED, BALANCE_LOW, COST_SUBJECT } from '../../contracts/ids';
 import { operation, tenantIdParam } from '../operation';
 import { pageOf } from '../responses';
 
@@ -27,9 +29,10 @@ const isoInstant = z.string().datetime({ offset: true, message: 'must be an ISO-
 
 /**
  * `GET /v1/tenants/{id}/events`: pagination plus filters. `from` is inclusive and `to` exclusive
- * (half-open, like periods), both compared with the event's own timestamp. Like every query here
- * it is strict: a filter the API does not have (`property.region`) is refused by name, rather
- * than ignored into a list of every event.
+ * (half-open, like periods), both compared with the event's own timestamp. `property.<key>`
+ * parameters are taken apart first (`propertyFilters`). Like every query here it is strict: a
+ * filter the API does not have (`region`) is refused by name, rather than ignored into a list of
+ * every event.
  */
 export const listEventsQuery = paginationQuery
   .extend({
@@ -59,7 +62,34 @@ export const usageEventView = z.object({
   period_start: z.string(),
   properties: z.record(z.string(), z.unknown()).nullable(),
   received_at: z.string(),
+  /** quantity × the meter's unit price at the tenant's current tier position (exact); null for non-sum meters. */
+  cost: z.string().nullable(),
 }).meta({ id: 'UsageEvent' });
+
+/** `property.<key>=<value>`: a key of 1 to 64 characters, one value of up to 256. */
+const PROPERTY_PARAM = /^property\.(.{1,64})$/s;
+
+/**
+ * Splits `property.<key>=<value>` parameters off a query: the filters, and the rest for the strict
+ * schema. A key given twice, an empty or over-long value answer 422 naming the parameter.
+ */
+export function propertyFilters(query: Record<string, unknown>): { filters: Array<{ key: string; value: string }>; rest: Record<string, unknown> } {
+  const filters: Array<{ key: string; value: string }> = [];
+  const rest: Record<string, unknown> = {};
+  const errors: Array<{ path: string; message: string }> = [];
+  for (const [name, value] of Object.entries(query)) {
+    const match = PROPERTY_PARAM.exec(name);
+    if (!match) {
+      rest[name] = value;
+      continue;
+    }
+    if (typeof value !== 'string') errors.push({ path: name, message: 'must be given once' });
+    else if (value.length === 0 || value.length > 256 || value.includes('\u0000')) errors.push({ path: name, message: 'must be 1 to 256 characters' });
+    else filters.push({ key: match[1]!, value });
+  }
+  if (errors.length > 0) throw new ApiError(422, 'validation_failed', 'the query string is invalid', errors);
+  return { filters, rest };
+}
 
 /** One billing period, as `GET /v1/tenants/{id}/periods` lists it. */
 export const periodView = z.object({
@@ -84,8 +114,9 @@ export const periodView = z.object({
 /** One alert, as `GET /v1/tenants/{id}/alerts` lists it (fields of API.md plus `kind`). */
 export const alertView = z.object({
   id: z.string(),
-  kind: z.enum(['meter', 'cost']),
-  /** The meter's metric; null for the plan's cost limit (`kind: "cost"`). */
+  tenant_id: z.string(),
+  kind: z.enum(['meter', 'cost', 'balance.low', 'balance.depleted']),
+  /** The meter's metric; null for the plan's cost limit (`kind: "cost"`) and for balance alerts. */
   metric: z.string().nullable(),
   threshold: z.number(),
   level: z.string(),
@@ -97,6 +128,8 @@ export const alertView = z.object({
   /** The channel types the alert went to (`email`, `webhook`, `log`); per-target outcomes are deliveries. */
   channels: z.array(z.string()),
   covers: z.array(z.number()),
+  /** When someone marked the alert as seen (triage state only); null while it is open. */
+  acknowledged_at: z.string().nullable(),
 }).meta({ id: 'Alert' });
 
 type UsageEventView = z.infer<typeof usageEventView>;
@@ -120,18 +153,28 @@ export function readsRouter(ctx: ApiContext): Router {
       operationId: 'listUsageEvents',
       tag: 'Usage',
       summary: 'Stored usage events, newest first',
-      description: 'Filters: `metric`, and the event timestamp from `from` (inclusive) to `to` (exclusive).',
+      description:
+        'Filters: `metric`, the event timestamp from `from` (inclusive) to `to` (exclusive), and `property.<key>=<value>` (any number, all must hold; a number or boolean property matches its JSON text). `retained_since`: events before it were purged by retention (null: none was).',
       params: { id: tenantIdParam },
       query: listEventsQuery,
-      responses: { 200: { description: 'a page of events', schema: pageOf(usageEventView) } },
+      responses: {
+        200: {
+          description: 'a page of events',
+          schema: pageOf(usageEventView).extend({ retained_since: z.string().nullable().describe('events older than this were purged by retention') }),
+        },
+      },
     }),
     async (req, res) => {
       const tenantId = tenantParam(req);
       await readableTenant(ctx, res, tenantId);
-      const query = parseListQuery(listEventsQuery, req);
+      const { filters, rest } = propertyFilters(req.query as Record<string, unknown>);
+      const parsed = listEventsQuery.safeParse(rest);
+      if (!parsed.success) throw new ApiError(422, 'validation_failed', 'the query string is invalid', fieldErrors(parsed.error));
+      const query = parsed.data;
       const scope = ctx.db('usage_events').where({ tenant_id: tenantId });
       const filtered = scope.clone();
       if (query.metric !== undefined) filtered.where('metric', query.metric);
+      wherePropertiesMatch(filtered, filters);
       if (query.from !== undefined) filtered.where('timestamp', '>=', new Date(query.from));
       if (query.to !== undefined) filtered.where('timestamp', '<', new Date(query.to));
       // Newest first by the event's timestamp; `seq` (receive order) breaks ties, as for `latest`.
@@ -140,7 +183,8 @@ export function readsRouter(ctx: ApiContext): Router {
         query,
         { sort: ['timestamp', 'seq'], idColumn: 'event_id', cursorScope: scope },
       );
-      res.json({ ...page, data: page.data.map(presentEvent) });
+      const [position, since] = await Promise.all([currentTierPosition(ctx.db, tenantId), retainedSince(ctx.db, tenantId)]);
+      res.json({ ...page, retained_since: since ? since.toISOString() : null, data: page.data.map((row) => presentEvent(row, position)) });
     },
   );
 
@@ -236,7 +280,8 @@ interface EventRow {
   received_at: Date;
 }
 
-function presentEvent(row: EventRow): UsageEventView {
+function presentEvent(row: EventRow, position: { plan: PlanVersion; values: Record<string, string> } | undefined): UsageEventView {
+  const meter = position && findMeter(position.plan, row.metric);
   return {
     id: row.event_id,
     tenant_id: row.tenant_id,
@@ -246,6 +291,7 @@ function presentEvent(row: EventRow): UsageEventView {
     period_start: row.period_start.toISOString(),
     properties: row.properties ?? null,
     received_at: row.received_at.toISOString(),
+    cost: meter ? estimatedEventCost(meter, position.values[meter.metric] ?? '0', normalizeDecimal(row.quantity)) : null,
   };
 }
 
@@ -335,8 +381,10 @@ function presentPeriod(period: PeriodRow, invoices: InvoiceTotalsRow[], counters
 // Alerts
 // ---------------------------------------------------------------------------------------------
 
-interface AlertRow {
+/** The columns of `alerts` an alert's view shows. */
+export interface AlertRow {
   id: string;
+  tenant_id: string;
   subject: string;
   threshold: string;
   level: string;
@@ -347,14 +395,19 @@ interface AlertRow {
   channels: Array<string | { type: string; target?: string; status?: string }> | null;
   period_start: Date;
   fired_at: Date;
+  acknowledged_at: Date | null;
 }
 
-function presentAlert(row: AlertRow): AlertView {
+/** A stored alert as the alert lists and the acknowledgement show it. */
+export function presentAlert(row: AlertRow): AlertView {
   const cost = row.subject === COST_SUBJECT;
+  // Balance alerts: `used` is the credit available when it fired, `limit` the threshold, `threshold` the crossing's number.
+  const balance = row.subject === BALANCE_LOW || row.subject === BALANCE_DEPLETED ? (row.subject as typeof BALANCE_LOW | typeof BALANCE_DEPLETED) : undefined;
   return {
     id: row.id,
-    kind: cost ? 'cost' : 'meter',
-    metric: cost ? null : row.subject,
+    tenant_id: row.tenant_id,
+    kind: balance ?? (cost ? 'cost' : 'meter'),
+    metric: cost || balance ? null : row.subject,
     threshold: Number(normalizeDecimal(row.threshold)),
     level: row.level,
     status: row.status,
@@ -365,5 +418,6 @@ function presentAlert(row: AlertRow): AlertView {
     // Stored as channel names; tolerate `{ type, ... }` entries too, so the shape stays names only.
     channels: [...new Set((row.channels ?? []).map((c) => (typeof c === 'string' ? c : c.type)))],
     covers: row.covers ?? [],
+    acknowledged_at: row.acknowledged_at ? row.acknowledged_at.toISOString() : null,
   };
 }

@@ -1,20 +1,50 @@
 import { Router } from 'express';
+import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../auth';
 import { createTenantBody, emptyBody, noQuery, resourceId, updateTenantBody } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant, insertTenant, type TenantRow } from '../../db/tenants';
+import { changeLimitOverrides, revertLimitOverrides } from '../../db/entitlements';
+import { limitChangeProblems } from '../../domain/limits';
+import type { PlanVersion } from '../../domain/plan';
+import { decimalToNumber } from '../../domain/decimal';
+import { normalizeDecimal } from '../../db/numeric';
 import { generateApiKey, rotateTenantApiKey } from '../../db/api-keys';
+import { currentUsage } from '../../db/usage-read-model';
 import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { periodContaining } from '../../domain/periods';
 import { tenantWorkflowId } from '../../workflows/messages';
 import { generateWebhookSecret, issueWebhookSecretIfMissing, rotateWebhookSecret } from '../../notifications/secrets';
 import { operation, tenantIdParam } from '../operation';
+import { assertWebhookTargetAllowed } from '../webhook-target';
 import { cancelledTenant, createdTenant, issuedApiKey, pageOf, rotatedWebhookSecret, tenant as tenantResponse, tenantWithPeriod, updatedTenant } from '../responses';
 
-/** `GET /v1/tenants` (admin): pagination only. */
-export const listTenantsQuery = paginationQuery.strict();
+/**
+ * `GET /v1/tenants` (admin): pagination, `q` (a case-insensitive part of the id or name), and
+ * `include=usage`, which adds each tenant's current-period figures (the dashboard's tenants list
+ * sorts by them).
+ */
+export const listTenantsQuery = paginationQuery
+  .extend({
+    q: z.string().min(1).max(200).optional(),
+    include: z.enum(['usage']).optional(),
+  })
+  .strict();
+
+/** A tenant in the list with `include=usage`: its fullest meter, running cost and alert level; null without an open period. */
+const tenantListItem = tenantResponse.extend({
+  usage: z
+    .object({
+      percent: z.number().nullable().describe('the highest percent of any meter with a limit; null when no meter has one'),
+      total: z.string(),
+      currency: z.string(),
+      alert_level: z.string(),
+    })
+    .nullable()
+    .optional(),
+});
 
 /** Tenants: creating one issues its key and starts its billing workflow. */
 export function tenantsRouter(ctx: ApiContext): Router {
@@ -29,12 +59,16 @@ export function tenantsRouter(ctx: ApiContext): Router {
       query: noQuery,
       body: createTenantBody,
       responses: { 201: { description: 'the tenant, its current period, `workflow_id` and `api_key`', schema: createdTenant } },
-      problems: { 409: 'a tenant with this id exists (`conflict`)' },
+      problems: {
+        409: 'a tenant with this id exists (`conflict`)',
+        422: 'validation failed, or `webhook_url` is not https or names a private or metadata address (`webhook_target_refused`)',
+      },
     }),
     requireAdmin,
     async (req, res) => {
       parseListQuery(noQuery, req);
       const body = createTenantBody.parse(req.body);
+      if (body.webhook_url) await assertWebhookTargetAllowed(ctx, body.webhook_url, 'webhook_url');
       const plan = await findPlanVersion(ctx.db, body.plan_id);
       if (!plan) {
         throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
@@ -92,13 +126,33 @@ export function tenantsRouter(ctx: ApiContext): Router {
       tag: 'Tenants',
       summary: 'List tenants',
       query: listTenantsQuery,
-      responses: { 200: { description: 'a page of tenants', schema: pageOf(tenantResponse) } },
+      responses: { 200: { description: 'a page of tenants (with `include=usage`, each with its `usage`)', schema: pageOf(tenantListItem) } },
     }),
     requireAdmin,
     async (req, res) => {
       const query = parseListQuery(listTenantsQuery, req);
-      const page = await paginate<TenantRow>(ctx.db('tenants').select('*'), query, { sort: ['created_at', 'id'], idColumn: 'id' });
-      res.json({ ...page, data: page.data.map(presentTenant) });
+      const rows = ctx.db('tenants').select('*');
+      if (query.q !== undefined) {
+        const pattern = `%${query.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+        rows.where((w) => w.whereILike('id', pattern).orWhereILike('name', pattern));
+      }
+      const page = await paginate<TenantRow>(rows, query, { sort: ['created_at', 'id'], idColumn: 'id', cursorScope: ctx.db('tenants') });
+      if (query.include !== 'usage') {
+        res.json({ ...page, data: page.data.map(presentTenant) });
+        return;
+      }
+      const data = [];
+      for (const tenant of page.data) {
+        const usage = tenant.status === 'active' ? await currentUsage(ctx.db, tenant.id) : undefined;
+        const percents = Object.values(usage?.metrics ?? {}).flatMap((m) => (m.percent === null ? [] : [m.percent]));
+        data.push({
+          ...presentTenant(tenant),
+          usage: usage
+            ? { percent: percents.length > 0 ? Math.max(...percents) : null, total: usage.costs.total, currency: usage.costs.currency, alert_level: usage.alert_level }
+            : null,
+        });
+      }
+      res.json({ ...page, data });
     },
   );
 
@@ -127,28 +181,53 @@ export function tenantsRouter(ctx: ApiContext): Router {
     operation({
       operationId: 'updateTenant',
       tag: 'Tenants',
-      summary: 'Update a tenant (a plan change takes effect at the next period)',
+      summary: 'Update a tenant (a plan change takes effect at the next period; limit overrides at once)',
       params: { id: tenantIdParam },
       query: noQuery,
       body: updateTenantBody,
       responses: { 200: { description: 'the updated tenant', schema: updatedTenant } },
-      problems: { 403: 'a tenant key changing `plan_id`: only the admin key changes plans (`forbidden`)' },
+      problems: {
+        403: 'a tenant key changing `plan_id` or `limits`: only the admin key does (`forbidden`)',
+        409: '`limits` for a cancelled tenant (`conflict`)',
+        422: 'validation failed (an unknown plan; a limit for a metric the plan lacks, or <= 0: `errors[].path` names it, e.g. `limits.tokens`), or `webhook_url` is not https or names a private or metadata address (`webhook_target_refused`)',
+      },
     }),
     async (req, res) => {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
       parseListQuery(noQuery, req);
-      const body = updateTenantBody.parse(req.body);
-      if (body.plan_id !== undefined && principalOf(res).kind !== 'admin') {
-        throw new ApiError(403, 'forbidden', 'only the admin key changes plans');
+      const { limits, ...body } = updateTenantBody.parse(req.body);
+      if (body.webhook_url) await assertWebhookTargetAllowed(ctx, body.webhook_url, 'webhook_url');
+      const adminOnly = (['plan_id', 'limits', 'low_balance_threshold'] as const).filter((f) => (f === 'limits' ? limits : body[f]) !== undefined);
+      if (adminOnly.length > 0 && principalOf(res).kind !== 'admin') {
+        throw new ApiError(403, 'forbidden', `only the admin key changes ${adminOnly.join(', ')}`);
       }
-      await findTenantOrThrow(ctx, tenantId);
+      const tenant = await findTenantOrThrow(ctx, tenantId);
       if (body.plan_id !== undefined && !(await findPlanVersion(ctx.db, body.plan_id))) {
         throw new ApiError(422, 'validation_failed', `plan ${body.plan_id} does not exist`, [{ path: 'plan_id', message: 'unknown plan' }]);
+      }
+      if (limits !== undefined && Object.keys(limits).length > 0) {
+        if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
+        const problems = limitChangeProblems(await tenantPlans(ctx, tenant, body.plan_id), limits);
+        if (problems.length > 0) {
+          throw new ApiError(422, 'validation_failed', `limits: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`, problems.map((p) => ({ path: `limits.${p.path}`, message: p.message })));
+        }
+        // Stored first, then applied by the running period (it reads them back from PostgreSQL).
+        // Should the run not take them, the change is undone: the client retries a clean request.
+        const change = await changeLimitOverrides(ctx.db, tenantId, limits);
+        try {
+          await ctx.billing.entitlementsChanged(tenantId);
+        } catch (err) {
+          await revertLimitOverrides(ctx.db, tenantId, change);
+          throw err;
+        }
+        req.log?.info({ tenant_id: tenantId, limits: change.after }, 'tenant limits changed');
       }
       // The running period keeps its plan version; the next period opens on the tenant's plan as
       // stored here (the workflow's rollover activity reads it when the period closes).
       await ctx.db('tenants').where({ id: tenantId }).update({ ...body, updated_at: new Date() });
+      // The running period watches the balance against the threshold now stored.
+      if (body.low_balance_threshold !== undefined && tenant.status === 'active') await ctx.billing.entitlementsChanged(tenantId);
       ctx.tenants.invalidate(tenantId);
       // Setting a webhook issues the signing secret if the tenant has none yet (shown once, here);
       // an existing secret is kept: changing it is `POST /v1/tenants/{id}/webhook-secret`.
@@ -244,6 +323,16 @@ export function tenantsRouter(ctx: ApiContext): Router {
   return router;
 }
 
+/** The plans a tenant's limits may name: the running period's, and the one its next period opens on. */
+async function tenantPlans(ctx: ApiContext, tenant: TenantRow, nextPlanId?: string): Promise<PlanVersion[]> {
+  const current = await ctx.db('periods').where({ tenant_id: tenant.id }).orderBy('start', 'desc').first<{ plan_id: string; plan_version: number } | undefined>('plan_id', 'plan_version');
+  const plans = [
+    current ? await findPlanVersion(ctx.db, current.plan_id, current.plan_version) : undefined,
+    await findPlanVersion(ctx.db, nextPlanId ?? tenant.plan_id),
+  ];
+  return plans.filter((p): p is PlanVersion => p !== undefined);
+}
+
 async function findTenantOrThrow(ctx: ApiContext, id: string): Promise<TenantRow> {
   // An id no tenant can have (e.g. with a NUL byte, which PostgreSQL refuses) does not exist.
   const tenant = resourceId.safeParse(id).success ? await findTenant(ctx.db, id) : undefined;
@@ -263,6 +352,8 @@ export function presentTenant(t: TenantRow) {
     billing_anchor: new Date(t.billing_anchor).toISOString(),
     status: t.status,
     workflow_id: tenantWorkflowId(t.id),
+    limits: Object.fromEntries(Object.entries(t.limit_overrides ?? {}).map(([subject, limit]) => [subject, decimalToNumber(limit)])),
+    low_balance_threshold: t.low_balance_threshold == null ? null : normalizeDecimal(t.low_balance_threshold),
     created_at: new Date(t.created_at).toISOString(),
   };
 }

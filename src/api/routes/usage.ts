@@ -11,6 +11,9 @@ import { findMeter } from '../../domain/plan';
 import { estimateExtraCost } from '../../domain/rating';
 import { storeUsageBatches, type IncomingEvent } from '../../db/ingest';
 import { currentPeriodFigures, currentUsage } from '../../db/usage-read-model';
+import { isDimensioned, withGroups } from '../../domain/dimensions';
+import { aggregateStoredGroups } from '../../db/dimensions';
+import { findPlanVersion } from '../../db/plans';
 import { operation, tenantIdParam } from '../operation';
 import { authorization, estimate, ingested, usageView } from '../responses';
 
@@ -126,7 +129,14 @@ export function usageRouter(ctx: ApiContext): Router {
       const query = parseListQuery(usageQuery, req);
       await activeTenant(ctx, tenantId);
       if (query.consistent === 'true') {
-        res.json(await ctx.billing.settledUsage(tenantId));
+        const settled = await ctx.billing.settledUsage(tenantId);
+        // The run counts meter totals; a dimensioned meter's groups come from the events it counted.
+        const plan = await findPlanVersion(ctx.db, settled.plan_id, settled.plan_version);
+        if (!plan?.meters.some(isDimensioned)) {
+          res.json(settled);
+          return;
+        }
+        res.json(withGroups(settled, plan.meters, await aggregateStoredGroups(ctx.db, tenantId, settled.period.start, plan.meters, { countedOnly: true })));
         return;
       }
       const usage = await currentUsage(ctx.db, tenantId);

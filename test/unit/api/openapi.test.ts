@@ -32,6 +32,9 @@ const OPERATION_IDS = [
   'ingestUsageEvents', 'getCurrentUsage', 'authorizeUsage', 'estimateUsageCost', 'listUsageEvents', 'listPeriods',
   'listAlerts', 'createAlertRule', 'listAlertRules', 'getAlertRule', 'deleteAlertRule', 'listNotificationDeliveries',
   'closePeriod', 'listTenantInvoices', 'getInvoice', 'getInvoicePdf', 'rerunInvoice',
+  'createCreditGrant', 'listCreditGrants', 'getBalance', 'createPack', 'listPacks',
+  'listAlertsForTriage', 'acknowledgeAlert', 'listMonthlySummaries',
+  'getDashboard', 'signInToDashboard', 'getDashboardSession', 'signOutOfDashboard', 'getDashboardConfig',
 ];
 
 test('the document lists exactly the routes the app serves, with stable operationIds', () => {
@@ -90,7 +93,7 @@ test('document-level metadata: license of package.json, a relative server, descr
   const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../package.json'), 'utf8')) as { license: string };
   expect(doc.info.license).toEqual({ name: pkg.license, identifier: pkg.license });
   expect(doc.servers).toEqual([expect.objectContaining({ url: '/' })]);
-  expect(doc.tags.map((t: any) => t.name)).toEqual(['Plans', 'Tenants', 'Usage', 'Alerts', 'Finance', 'Operations']);
+  expect(doc.tags.map((t: any) => t.name)).toEqual(['Plans', 'Tenants', 'Usage', 'Alerts', 'Finance', 'Operations', 'Dashboard']);
   for (const tag of doc.tags) expect(tag.description).toEqual(expect.any(String));
   // OpenAPI 3.1 spells "or null" as a type; 3.0's `nullable` must not appear.
   expect(JSON.stringify(doc)).not.toContain('"nullable"');

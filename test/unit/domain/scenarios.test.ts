@@ -22,22 +22,40 @@ import {
   rateMeter,
   usagePercent,
 } from '../../../src/domain';
+import { applyLimitChange, meterLimit } from '../../../src/domain/limits';
+import { allocateCredit, amountDue, buildBalanceView } from '../../../src/domain/credits';
+import { groupLabel, groupOf, groupsAmount, isDimensioned, type MeterGroup } from '../../../src/domain/dimensions';
+import { defaultPackExpiry, drawDown, drawnInPeriod, effectiveLimit, packCharges, rateWithPacks, type Pack } from '../../../src/domain/packs';
+
+/** The one period the pure replay bills (its clock starts at 2027-01-01). */
+const REPLAY_PERIOD = { start: '2027-01-01T00:00:00.000Z', end: '2027-02-01T00:00:00.000Z' };
+import { roundMoney } from '../../../src/domain/decimal';
 import { allScenarioFiles, loadScenarios } from '../../support/scenarios';
 
 interface ScenarioEvent {
   id: string;
   metric: string;
   quantity?: number | string;
+  properties?: Record<string, unknown>;
 }
 interface Step {
   events?: ScenarioEvent[];
-  expect_usage?: Record<string, { used: number; percent?: number; amount?: string }>;
+  expect_usage?: Record<string, { used: number; limit?: number; percent?: number; amount?: string; packs?: Record<string, number>; groups?: Record<string, number> }>;
+  pack?: { id: string; metric: string; units: number; price?: string; expires_at?: string };
+  limits?: Record<string, number | null>;
+  grant?: { id: string; amount: string };
+  expect_balance?: { balance?: string; uncharged?: string; available?: string; total_charged?: string; estimated_units_remaining?: Record<string, number> };
   expect_alerts?: Array<{ metric: string; threshold: number; status: 'notified' | 'superseded' }>;
   estimate?: { metric: string; quantity: number };
   authorize?: { id: string; metric: string; quantity: number };
   expect?: { amount?: string; allowed?: boolean };
   close?: { finalize: boolean };
-  expect_invoice?: { lines: Record<string, { quantity: number; amount: string }>; total: string };
+  expect_invoice?: {
+    lines: Record<string, { quantity: number; amount: string; packs?: Array<{ pack_id: string; units: string }> }>;
+    total: string;
+    credits_applied?: string;
+    amount_due?: string;
+  };
 }
 interface Scenario {
   name: string;
@@ -55,10 +73,13 @@ function planOf(scenario: Scenario): PlanVersion {
   };
 }
 
+/** An event as the replay stores it: stamped by the replay's clock. */
+type StoredEvent = { id: string; metric: string; quantity: string | number; timestamp: string; properties?: Record<string, unknown> };
+
 /** One period of one tenant, as the workflow would keep it. */
 class PeriodReplay {
   readonly counters = new Map<string, CounterState>();
-  readonly stored: Array<{ id: string; metric: string; quantity: string | number; timestamp: string }> = [];
+  readonly stored: StoredEvent[] = [];
   readonly alerts: Array<{ metric: string; threshold: number; status: 'notified' | 'superseded' }> = [];
   private readonly seen = new Set<string>();
   private clock = Date.UTC(2027, 0, 1);
@@ -79,11 +100,58 @@ class PeriodReplay {
     return this.counters.get(metric)?.value ?? '0';
   }
 
+  /** Prepaid credit granted, and charged to finalized invoices (`grant`, `expect_invoice`). */
+  granted = new Dec(0);
+  charged = new Dec(0);
+  /** Set once the period's invoice is finalized: its cost is charged, no longer uncharged. */
+  invoiced = false;
+
+  /** The tenant's own limits (a `limits` step). */
+  overrides: Record<string, string> = {};
+
+  /** Add-on packs bought (a `pack` step), with their draws for this period. */
+  packs: Pack[] = [];
+
+  now(): string {
+    return new Date(this.clock).toISOString();
+  }
+
+  /** The effective limit: the limit (override or plan) plus the packs. */
+  limit(meter: Meter): string | undefined {
+    return effectiveLimit(meterLimit(meter, this.overrides), this.packs, meter.metric, REPLAY_PERIOD.start, this.now());
+  }
+
+  /** Draws from the packs what the usage needs beyond the limit, now. */
+  draw(): void {
+    for (const meter of this.plan.meters) this.packs = drawDown(this.packs, meter.metric, REPLAY_PERIOD.start, this.used(meter.metric), meterLimit(meter, this.overrides), this.now()).packs;
+  }
+
+  /** A dimensioned meter's groups, aggregated from the stored events. */
+  groups(): Record<string, MeterGroup[]> {
+    const groups: Record<string, MeterGroup[]> = {};
+    for (const meter of this.plan.meters.filter(isDimensioned)) {
+      const byGroup = new Map<string, { group: Record<string, string>; events: StoredEvent[] }>();
+      for (const event of this.stored.filter((e) => e.metric === meter.metric)) {
+        const group = groupOf(meter, event.properties);
+        const key = JSON.stringify(group);
+        byGroup.set(key, { group, events: [...(byGroup.get(key)?.events ?? []), event] });
+      }
+      groups[meter.metric] = [...byGroup.values()].map(({ group, events }) => ({ group, value: aggregateEvents(meter.aggregation, events) }));
+    }
+    return groups;
+  }
+
+  /** A meter's counter less the units drawn from packs: what its invoice line bills. */
+  billable(meter: Meter): string {
+    return Dec.max(0, new Dec(this.used(meter.metric)).minus(drawnInPeriod(this.packs, meter.metric, REPLAY_PERIOD.start))).toFixed();
+  }
+
   /** After a batch: decide meter and cost alerts like the workflow would. */
   evaluateAlerts(): void {
     for (const meter of this.plan.meters) {
-      if (meter.limit === undefined) continue;
-      this.decide(meter.metric, usagePercent(this.used(meter.metric), meter.limit));
+      const limit = this.limit(meter);
+      if (limit === undefined) continue;
+      this.decide(meter.metric, usagePercent(this.used(meter.metric), limit));
     }
     if (this.plan.cost_limit !== undefined) {
       const cost = ratePeriod(this.plan, this.snapshot()).total;
@@ -104,7 +172,7 @@ class PeriodReplay {
 }
 
 /** The step kinds this replay knows; `expect` only goes with `estimate` and `authorize`. */
-const STEP_KINDS = ['events', 'expect_usage', 'expect_alerts', 'estimate', 'authorize', 'close', 'expect_invoice'] as const;
+const STEP_KINDS = ['events', 'expect_usage', 'expect_alerts', 'estimate', 'authorize', 'limits', 'pack', 'grant', 'expect_balance', 'close', 'expect_invoice'] as const;
 
 const scenarios = loadScenarios<Scenario>('plan');
 
@@ -135,6 +203,7 @@ describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))(
     for (const step of scenario.steps) {
       if (step.events) {
         step.events.forEach((event) => period.record(event));
+        period.draw();
         period.evaluateAlerts();
       }
       if (step.expect_usage) {
@@ -142,8 +211,15 @@ describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))(
           const meter = findMeter(plan, metric) as Meter;
           const used = period.used(metric);
           expect(decimalToNumber(used)).toBe(expected.used);
-          if (expected.percent !== undefined) expect(usagePercent(used, meter.limit!)).toBe(String(expected.percent));
-          if (expected.amount !== undefined) expect(rateMeter(meter, used, plan.currency).amount).toBe(expected.amount);
+          if (expected.limit !== undefined) expect(decimalToNumber(period.limit(meter)!)).toBe(expected.limit);
+          if (expected.percent !== undefined) expect(usagePercent(used, period.limit(meter)!)).toBe(String(expected.percent));
+          const groups = period.groups()[metric];
+          const amount = groups ? groupsAmount(meter, groups, plan.currency) : rateMeter(meter, period.billable(meter), plan.currency).amount;
+          if (expected.amount !== undefined) expect(amount).toBe(expected.amount);
+          if (expected.groups !== undefined) expect(Object.fromEntries((groups ?? []).map((g) => [groupLabel(g.group), decimalToNumber(g.value)]))).toEqual(expected.groups);
+          if (expected.packs !== undefined) {
+            expect(Object.fromEntries(period.packs.filter((p) => p.metric === metric).map((p) => [p.id, decimalToNumber(p.draws[REPLAY_PERIOD.start] ?? 0)]))).toEqual(expected.packs);
+          }
           checks += 1;
         }
       }
@@ -162,12 +238,56 @@ describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))(
         // Hard limit: refuse any consumption that would take the counter above the limit.
         const meter = findMeter(plan, step.authorize.metric) as Meter;
         const after = projectedCounter(meter.aggregation, period.used(meter.metric), step.authorize.quantity);
-        const allowed = !meter.hard_limit || meter.limit === undefined || new Dec(after).lessThanOrEqualTo(meter.limit);
+        const limit = period.limit(meter);
+        const allowed = !meter.hard_limit || limit === undefined || new Dec(after).lessThanOrEqualTo(limit);
         expect(allowed).toBe(step.expect?.allowed);
         if (allowed) {
           period.record({ id: step.authorize.id, metric: meter.metric, quantity: step.authorize.quantity });
           period.evaluateAlerts();
         }
+        checks += 1;
+      }
+      if (step.limits) {
+        // Applied at once: decided thresholds stay decided, newly crossed ones fire by the usual rule.
+        period.overrides = applyLimitChange(period.overrides, step.limits);
+        period.evaluateAlerts();
+        checks += 1;
+      }
+      if (step.pack) {
+        const bought = step.pack;
+        const at = period.now();
+        period.packs.push({
+          id: bought.id,
+          metric: bought.metric,
+          units: String(bought.units),
+          purchased_at: at,
+          expires_at: bought.expires_at ? new Date(bought.expires_at).toISOString() : defaultPackExpiry(at, 'UTC'),
+          ...(bought.price ? { price: bought.price } : {}),
+          draws: {},
+        });
+        period.draw();
+        period.evaluateAlerts();
+        checks += 1;
+      }
+      if (step.grant) {
+        period.granted = period.granted.plus(step.grant.amount);
+        checks += 1;
+      }
+      if (step.expect_balance) {
+        const balance = period.granted.minus(period.charged).toFixed();
+        const view = buildBalanceView({
+          currency: plan.currency,
+          balance,
+          total_charged: period.charged.toFixed(),
+          unchargedTotals: period.invoiced ? [] : [ratePeriod(plan, period.snapshot()).total],
+          lowBalanceThreshold: null,
+          meters: plan.meters,
+          values: period.invoiced ? {} : period.snapshot(),
+          usageCost: '0',
+          period: { start: '2027-01-01T00:00:00.000Z', end: '2027-02-01T00:00:00.000Z' },
+          asOf: '2027-01-02T00:00:00.000Z',
+        });
+        expect(view).toMatchObject(step.expect_balance);
         checks += 1;
       }
       if (step.expect_invoice) {
@@ -176,12 +296,18 @@ describe.each(scenarios.map(({ file, scenario }) => [file, scenario] as const))(
           plan.meters.map((m) => [m.metric, aggregateEvents(m.aggregation, period.stored.filter((e) => e.metric === m.metric))]),
         );
         expect(fromEvents).toEqual({ ...Object.fromEntries(plan.meters.map((m) => [m.metric, '0'])), ...period.snapshot() });
-        const invoice = ratePeriod(plan, fromEvents);
+        const invoice = rateWithPacks(plan, fromEvents, period.packs, REPLAY_PERIOD.start, packCharges(period.packs, REPLAY_PERIOD), period.groups());
         for (const [metric, expected] of Object.entries(step.expect_invoice.lines)) {
-          const line = invoice.lines.find((l) => l.metric === metric);
-          expect(line && { quantity: decimalToNumber(line.quantity), amount: line.amount }).toEqual(expected);
+          const line = invoice.lines.find((l) => l.metric === metric || l.description === metric);
+          expect(line && { quantity: decimalToNumber(line.quantity), amount: line.amount, ...(expected.packs ? { packs: line.pack_draws } : {}) }).toEqual(expected);
         }
         expect(invoice.total).toBe(step.expect_invoice.total);
+        // Credit is applied at finalization, never above the total.
+        const credit = allocateCredit([{ id: 'g', remaining: period.granted.minus(period.charged).toFixed(), expires_at: null, created_at: '2027-01-01T00:00:00.000Z' }], invoice.total, '2027-01-02T00:00:00.000Z');
+        period.charged = period.charged.plus(credit.applied);
+        period.invoiced = true;
+        if (step.expect_invoice.credits_applied !== undefined) expect(roundMoney(credit.applied, plan.currency)).toBe(step.expect_invoice.credits_applied);
+        if (step.expect_invoice.amount_due !== undefined) expect(amountDue(invoice.total, credit.applied, plan.currency)).toBe(step.expect_invoice.amount_due);
         checks += 1;
       }
     }

@@ -20,6 +20,7 @@ const valid: Record<CheckedMessage, unknown[]> = {
   ],
   closePeriod: [undefined, null, {}, { finalize: true }, { finalize: false }],
   cancelSubscription: [undefined, null],
+  entitlementsChanged: [undefined, null, {}, { granted: true }],
 };
 
 const invalid: Array<[CheckedMessage, unknown, string]> = [
@@ -38,6 +39,7 @@ const invalid: Array<[CheckedMessage, unknown, string]> = [
   ['authorize', { metric: 'tokens', quantity: 5 }, 'id is missing'],
   ['authorize', { id: 'a1', metric: 'tokens', quantity: Number.POSITIVE_INFINITY }, 'quantity Infinity is not finite'],
   ['closePeriod', { finalize: 'yes' }, 'finalize is "yes"'],
+  ['entitlementsChanged', { granted: 'yes' }, 'granted is "yes"'],
   ['closePeriod', true, 'got true'],
   ['cancelSubscription', { finalize: true }, 'got {"finalize":true}'],
   ['recordUsage', undefined, 'got no argument'],

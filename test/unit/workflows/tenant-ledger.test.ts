@@ -100,7 +100,7 @@ test('authorize refuses past a hard limit, hands the rest back to be consumed, a
   ledger.applyCounters([sum('tokens', 990)], AT);
   expect(ledger.authorize({ id: 'a1', metric: 'tokens', quantity: 20 }, AT)).toEqual({
     kind: 'answer',
-    result: { allowed: false, reason: 'hard_limit', remaining: 10 },
+    result: { allowed: false, reason: 'hard_limit', remaining: 10, options: ['upgrade_plan', 'buy_pack'] },
   });
   // The refused id keeps its answer even after room appears (idempotent on id).
   expect(ledger.authorize({ id: 'a1', metric: 'tokens', quantity: 1 }, AT)).toMatchObject({ kind: 'answer', result: { allowed: false } });

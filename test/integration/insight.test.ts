@@ -1,0 +1,395 @@
+import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { unique } from '../support/stack';
+import { refreshMonthlySummary } from '../../src/db/summaries';
+
+/**
+ * Insight through the real API (worker, Temporal dev server, PostgreSQL): forecasts in the usage
+ * view, alert triage across tenants, rerun previews, monthly summaries and the events listing's
+ * property filter and estimated costs. Every datum is made through the API.
+ */
+let api: ApiHarness;
+beforeAll(async () => {
+  api = await startApiHarness();
+});
+afterAll(async () => {
+  await api?.stop();
+});
+
+type Call = Awaited<ReturnType<ApiHarness['call']>>;
+
+/**
+ * Every row of an admin listing across all tenants, page by page: other files' tenants share the
+ * database, so a tenant's rows can be anywhere in the order (jest.config.js runs this file alone,
+ * so the listing holds still while it is walked).
+ */
+async function everyRow(path: string): Promise<any[]> {
+  const rows: any[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const res = await api.call('GET', `${path}&limit=100${after ? `&starting_after=${encodeURIComponent(after)}` : ''}`);
+    expect(res.status).toBe(200);
+    rows.push(...res.body.data);
+    if (!res.body.has_more) return rows;
+    after = res.body.data[res.body.data.length - 1].id;
+  }
+}
+
+function expectProblem(res: Call, status: number, code: string): void {
+  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+}
+
+async function createPlan(unitPrice: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const id = unique('insight');
+  const res = await api.call('POST', '/v1/plans', {
+    body: {
+      id,
+      name: 'Insight',
+      currency: 'USD',
+      interval: 'month',
+      base_fee: '5.00',
+      grace_period_seconds: 0,
+      meters: [
+        {
+          metric: 'api_calls',
+          aggregation: 'sum',
+          limit: 100,
+          pricing: { model: 'graduated', tiers: [{ up_to: 50, unit_price: unitPrice }, { up_to: null, unit_price: '0.01' }] },
+        },
+        { metric: 'seats', aggregation: 'max', pricing: { model: 'per_unit', unit_price: '2.00' } },
+      ],
+      ...extra,
+    },
+  });
+  expect(res.status).toBe(201);
+  return id;
+}
+
+async function createTenant(planId: string) {
+  const id = unique('insight');
+  const res = await api.call('POST', '/v1/tenants', { body: { id, name: id, plan_id: planId } });
+  expect(res.status).toBe(201);
+  return { id, key: res.body.api_key as string };
+}
+
+async function send(key: string, events: unknown[]): Promise<void> {
+  const res = await api.call('POST', '/v1/events', { key, body: { events } });
+  expect(res.status).toBe(202);
+}
+
+async function settle(tenantId: string, key: string) {
+  const res = await api.call('GET', `/v1/tenants/${tenantId}/usage?consistent=true`, { key });
+  expect(res.status).toBe(200);
+  return res.body;
+}
+
+async function closeAndFinalize(tenantId: string): Promise<any> {
+  const close = await api.call('POST', `/v1/tenants/${tenantId}/close-period`, { body: { finalize: true } });
+  expect(close.status).toBe(200);
+  return eventually(async () => {
+    const res = await api.call('GET', `/v1/invoices/${close.body.invoice_id}`);
+    return res.body?.status === 'finalized' ? res.body : undefined;
+  }, 30_000, 'finalized invoice');
+}
+
+describe('forecast in the usage view', () => {
+  test('every meter carries a forecast and the costs a projected_total', async () => {
+    const tenant = await createTenant(await createPlan('0.10'));
+    await send(tenant.key, [{ id: 'f1', metric: 'api_calls', quantity: 10 }]);
+    const usage = (await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key })).body;
+    await settle(tenant.id, tenant.key);
+    const view = (await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key })).body;
+    expect(Object.keys(view.metrics.api_calls.forecast).sort()).toEqual(['exhausts_at', 'projected_amount', 'projected_used']);
+    expect(view.costs).toHaveProperty('projected_total');
+    const { start, end } = view.period;
+    const elapsed = (Date.parse(view.as_of) - Date.parse(start)) / (Date.parse(end) - Date.parse(start));
+    if (elapsed < 0.01) {
+      expect(view.metrics.api_calls.forecast).toEqual({ projected_used: null, projected_amount: null, exhausts_at: null });
+      expect(view.costs.projected_total).toBeNull();
+    } else {
+      // Linear: at least what is used, and the reading meter projects its reading.
+      expect(view.metrics.api_calls.forecast.projected_used).toBeGreaterThanOrEqual(10);
+      expect(view.metrics.seats.forecast).toMatchObject({ projected_used: 0, projected_amount: '0.00', exhausts_at: null });
+    }
+    expect(usage.tenant_id).toBe(tenant.id);
+  });
+});
+
+describe('alert triage', () => {
+  test('open alerts across tenants, acknowledged by the tenant or the admin, idempotently; acknowledged alerts never fire again', async () => {
+    const planId = await createPlan('0.10');
+    const a = await createTenant(planId);
+    const b = await createTenant(planId);
+    await send(a.key, [{ id: 'a1', metric: 'api_calls', quantity: 95 }]); // 80 superseded, 90 notified
+    await settle(a.id, a.key);
+    const alerts = await eventually(async () => {
+      const res = await api.call('GET', `/v1/tenants/${a.id}/alerts`, { key: a.key });
+      return res.body.data.length === 2 ? res.body.data : undefined;
+    }, 20_000, "tenant A's alerts");
+    const notified = alerts.find((x: any) => x.status === 'notified');
+    expect(notified).toMatchObject({ tenant_id: a.id, threshold: 90, acknowledged_at: null });
+
+    // The admin's triage list: A's notified alert, not its superseded one.
+    const openOfA = (await everyRow('/v1/alerts?acknowledged=false')).filter((x: any) => x.tenant_id === a.id);
+    expect(openOfA.map((x: any) => x.id)).toEqual([notified.id]);
+    expectProblem(await api.call('GET', '/v1/alerts', { key: a.key }), 403, 'forbidden');
+    expectProblem(await api.call('GET', '/v1/alerts?acknowledged=maybe'), 422, 'validation_failed');
+
+    // Another tenant's key, or A's alert under B's id: 404 as if absent.
+    expectProblem(await api.call('POST', `/v1/tenants/${a.id}/alerts/${notified.id}/acknowledge`, { key: b.key }), 404, 'not_found');
+    expectProblem(await api.call('POST', `/v1/tenants/${b.id}/alerts/${notified.id}/acknowledge`, { key: b.key }), 404, 'not_found');
+    expectProblem(await api.call('POST', `/v1/tenants/${b.id}/alerts/${notified.id}/acknowledge`), 404, 'not_found');
+
+    const ack = await api.call('POST', `/v1/tenants/${a.id}/alerts/${notified.id}/acknowledge`, { key: a.key });
+    expect(ack.status).toBe(200);
+    expect(ack.body).toMatchObject({ id: notified.id, tenant_id: a.id, status: 'notified', threshold: 90 });
+    expect(Date.parse(ack.body.acknowledged_at)).toBeGreaterThan(0);
+    const again = await api.call('POST', `/v1/tenants/${a.id}/alerts/${notified.id}/acknowledge`, { body: {} });
+    expect(again.status).toBe(200);
+    expect(again.body).toEqual(ack.body);
+
+    expect((await everyRow('/v1/alerts?acknowledged=false')).some((x: any) => x.id === notified.id)).toBe(false);
+    expect((await everyRow('/v1/alerts?acknowledged=true')).find((x: any) => x.id === notified.id)).toEqual(ack.body);
+
+    // More usage: 100 % fires, and the acknowledged 90 % does not fire again.
+    await send(a.key, [{ id: 'a2', metric: 'api_calls', quantity: 10 }]);
+    await settle(a.id, a.key);
+    const after = await eventually(async () => {
+      const res = await api.call('GET', `/v1/tenants/${a.id}/alerts`, { key: a.key });
+      return res.body.data.length === 3 ? res.body.data : undefined;
+    }, 20_000, 'the 100 % alert');
+    expect(after.map((x: any) => x.threshold).sort((x: number, y: number) => x - y)).toEqual([80, 90, 100]);
+    expect(after.find((x: any) => x.threshold === 90).acknowledged_at).toBe(ack.body.acknowledged_at);
+    expect(await api.db('alerts').where({ tenant_id: a.id, threshold: 90 }).count({ n: '*' })).toEqual([{ n: '1' }]);
+  });
+});
+
+describe('rerun preview (dry_run)', () => {
+  test('previews another plan without writing anything; the real rerun then writes exactly the previewed figures', async () => {
+    const planId = await createPlan('0.10');
+    const otherPlan = await createPlan('0.25');
+    const tenant = await createTenant(planId);
+    await send(tenant.key, [
+      { id: 'r1', metric: 'api_calls', quantity: 70 },
+      { id: 'r2', metric: 'seats', quantity: 3 },
+    ]);
+    await settle(tenant.id, tenant.key);
+    const invoice = await closeAndFinalize(tenant.id);
+    expect(invoice.total).toBe('16.20'); // 5 + 50 × 0.10 + 20 × 0.01 + 3 × 2
+
+    const preview = await api.call('POST', `/v1/invoices/${invoice.id}/rerun`, {
+      body: { reason: 'what if they were on the other plan?', plan_id: otherPlan, dry_run: true },
+    });
+    expect(preview.status).toBe(200);
+    expect(preview.body.invoice).toMatchObject({
+      id: invoice.id.replace(/_v1$/, '_v2'),
+      number: null,
+      version: 2,
+      plan_id: otherPlan,
+      total: '23.70', // 5 + 50 × 0.25 + 20 × 0.01 + 3 × 2
+      replaces: invoice.id,
+    });
+    expect(preview.body.changes).toEqual([
+      { line: 'api_calls', description: 'api_calls, graduated tiers', before: { quantity: 70, amount: '5.20' }, after: { quantity: 70, amount: '12.70' }, delta: '7.50' },
+    ]);
+    // Nothing written, nothing started.
+    expect(await api.db('invoices').where({ tenant_id: tenant.id }).pluck('status')).toEqual(['finalized']);
+    expect(await api.db('invoice_reruns').where({ invoice_id: invoice.id }).first()).toBeUndefined();
+    const workflowId = `invoice-${tenant.id}-${invoice.id.split('_').slice(-2, -1)[0]}-v2`;
+    await expect(api.client.workflow.getHandle(workflowId).describe()).rejects.toThrow();
+
+    // Without plan_id: the period's own plan, and nothing changes.
+    const same = await api.call('POST', `/v1/invoices/${invoice.id}/rerun`, { body: { reason: 'no change', dry_run: true } });
+    expect(same.status).toBe(200);
+    expect(same.body.changes).toEqual([]);
+    expect(same.body.invoice.total).toBe(invoice.total);
+
+    // The real rerun writes what the preview showed.
+    const rerun = await api.call('POST', `/v1/invoices/${invoice.id}/rerun`, { body: { reason: 'move to the other plan', plan_id: otherPlan } });
+    expect(rerun.status).toBe(202);
+    expect(rerun.body.workflow_id).toBe(workflowId);
+    const written = await eventually(async () => {
+      const res = await api.call('GET', `/v1/invoices/${rerun.body.invoice_id}`);
+      return res.body?.status === 'finalized' ? res.body : undefined;
+    }, 30_000, 'the rerun version');
+    // The preview shows the prepaid credit the rerun would take, and the rerun takes exactly that.
+    const { number: _n, created_at: _c, finalized_at: _f, reason: _r, requested_by: _q, ...figures } = written;
+    const { number: _pn, created_at: _pc, finalized_at: _pf, reason: _pr, requested_by: _pq, ...previewed } = preview.body.invoice;
+    expect(figures).toEqual(previewed);
+    expect(written.changes.map((c: any) => ({ line: c.metric, delta: c.delta, before: c.amount_before, after: c.amount_after }))).toEqual(
+      preview.body.changes.map((c: any) => ({ line: c.line, delta: c.delta, before: c.before.amount, after: c.after.amount })),
+    );
+    // The month's summary follows the new version (its row is rewritten with the rerun).
+    const month = invoice.period_start.slice(0, 7);
+    const row = (await everyRow(`/v1/summaries?month=${month}`)).find((r: any) => r.tenant_id === tenant.id);
+    expect(row.metrics.api_calls).toEqual({ used: '70', amount: '12.70' });
+    // A preview of the now void version is refused like a rerun of it.
+    expectProblem(await api.call('POST', `/v1/invoices/${invoice.id}/rerun`, { body: { reason: 'again', dry_run: true } }), 409, 'conflict');
+  });
+});
+
+describe('monthly summaries', () => {
+  test('per tenant: invoiced periods from their invoices, the others from the read model; sorted, paged, CSV, with the change', async () => {
+    const planId = await createPlan('0.10');
+    const a = await createTenant(planId);
+    const b = await createTenant(planId);
+    await send(a.key, [
+      { id: 's1', metric: 'api_calls', quantity: 70 },
+      { id: 's2', metric: 'seats', quantity: 3 },
+    ]);
+    await send(b.key, [{ id: 's1', metric: 'api_calls', quantity: 10 }]);
+    await settle(a.id, a.key);
+    await settle(b.id, b.key);
+    const invoiceA = await closeAndFinalize(a.id); // 5 + 5.20 + 6 = 16.20
+    const invoiceB = await closeAndFinalize(b.id); // 5 + 1.00 + 0 = 6.00
+    expect([invoiceA.total, invoiceB.total]).toEqual(['16.20', '6.00']);
+    // A's next period, not invoiced yet: 20 more calls, rated from the read model (5 + 2.00).
+    await send(a.key, [{ id: 's3', metric: 'api_calls', quantity: 20 }]);
+    await settle(a.id, a.key);
+    const month = invoiceA.period_start.slice(0, 7) as string;
+    const usage = (await api.call('GET', `/v1/tenants/${a.id}/usage`, { key: a.key })).body;
+    const sameMonth = usage.period.start.slice(0, 7) === month; // false only across a month boundary
+
+    // The month before, as an invoiced period of A (a stored per-period figure, like any invoice).
+    const previousStart = new Date(Date.UTC(Number(month.slice(0, 4)), Number(month.slice(5, 7)) - 2, 1));
+    const previousEnd = new Date(Date.UTC(Number(month.slice(0, 4)), Number(month.slice(5, 7)) - 1, 1));
+    const previousId = `in_${a.id}_previous_v1`;
+    await api.db('periods').insert({ tenant_id: a.id, start: previousStart, end: previousEnd, plan_id: planId, plan_version: 1, status: 'invoiced' });
+    await api.db('invoices').insert({
+      id: previousId, tenant_id: a.id, number: 1000, version: 1, status: 'finalized', period_start: previousStart, period_end: previousEnd,
+      plan_id: planId, plan_version: 1, currency: 'USD', subtotal: '11.60', total: '11.60', finalized_at: previousEnd,
+    });
+    await api.db('invoice_lines').insert([
+      { invoice_id: previousId, position: 0, metric: 'base_fee', description: 'base fee', quantity: 1, amount: '5.00' },
+      { invoice_id: previousId, position: 1, metric: 'api_calls', description: 'calls', quantity: 6, amount: '0.60' },
+      { invoice_id: previousId, position: 2, metric: 'seats', description: 'seats', quantity: 3, amount: '6.00' },
+    ]);
+    await api.db.transaction((trx) => refreshMonthlySummary(trx, a.id, previousStart)); // as its finalization would
+
+    const mine = (rows: any[]) => rows.filter((r) => r.tenant_id === a.id || r.tenant_id === b.id);
+    const rows = mine(await everyRow(`/v1/summaries?month=${month}`));
+    const rowA = rows.find((r) => r.tenant_id === a.id);
+    const rowB = rows.find((r) => r.tenant_id === b.id);
+    expect(rowA).toEqual({
+      id: `${a.id}/USD`,
+      tenant_id: a.id,
+      month,
+      metrics: sameMonth
+        ? { api_calls: { used: '90', amount: '7.20' }, seats: { used: '3', amount: '6.00' } }
+        : { api_calls: { used: '70', amount: '5.20' }, seats: { used: '3', amount: '6.00' } },
+      total: sameMonth ? '23.20' : '16.20',
+      currency: 'USD',
+      change: sameMonth ? { total: '11.60', percent: 100 } : { total: '4.60', percent: 39.66 },
+      final: !sameMonth,
+    });
+    // B: its invoice, plus its empty next period's base fee.
+    expect(rowB).toMatchObject({ total: sameMonth ? '11.00' : '6.00', change: { total: sameMonth ? '11.00' : '6.00', percent: null }, metrics: { api_calls: { used: '10', amount: '1.00' } } });
+    expect(rows.map((r) => r.tenant_id)).toEqual([a.id, b.id]); // -total by default
+
+    const byCalls = mine(await everyRow(`/v1/summaries?month=${month}&sort=api_calls`));
+    const callsOrder = byCalls.map((r) => r.tenant_id);
+    expect(callsOrder).toEqual([b.id, a.id]);
+    const seatsOnly = mine(await everyRow(`/v1/summaries?month=${month}&metric=seats&sort=-seats`));
+    expect(seatsOnly.map((r) => [r.tenant_id, Object.keys(r.metrics)])).toEqual([
+      [a.id, ['seats']],
+      [b.id, ['seats']],
+    ]);
+
+    // Pages of one, walked with starting_after, give the same rows in the same order (the first
+    // dozen of them: the month holds every tenant the suite made).
+    const all = await everyRow(`/v1/summaries?month=${month}`);
+    const walked: string[] = [];
+    let after: string | undefined;
+    for (let i = 0; i < Math.min(all.length, 12); i++) {
+      const page = await api.call('GET', `/v1/summaries?month=${month}&limit=1${after ? `&starting_after=${encodeURIComponent(after)}` : ''}`);
+      walked.push(page.body.data[0].id);
+      after = page.body.data[0].id;
+      expect(page.body.has_more).toBe(i < all.length - 1);
+      expect(page.body.total_count).toBe(all.length);
+    }
+    expect(walked).toEqual(all.slice(0, 12).map((r: any) => r.id));
+
+    // CSV for a spreadsheet: every row of the month.
+    const csv = await fetch(`${api.baseUrl}/v1/summaries?month=${month}&metric=api_calls`, { headers: { 'x-api-key': api.adminKey, accept: 'text/csv' } });
+    expect(csv.status).toBe(200);
+    expect(csv.headers.get('content-type')).toMatch(/^text\/csv/);
+    const lines = (await csv.text()).trim().split('\r\n');
+    expect(lines[0]).toBe('tenant_id,month,currency,total,change_total,change_percent,final,api_calls_used,api_calls_amount');
+    expect(lines).toContain(
+      sameMonth ? `${a.id},${month},USD,23.20,11.60,100,false,90,7.20` : `${a.id},${month},USD,16.20,4.60,39.66,true,70,5.20`,
+    );
+
+    // The month before, every period invoiced: read as stored, in index order.
+    const previousMonth = previousStart.toISOString().slice(0, 7);
+    const stored = await everyRow(`/v1/summaries?month=${previousMonth}`);
+    expect(stored.find((r: any) => r.tenant_id === a.id)).toEqual({
+      id: `${a.id}/USD`,
+      tenant_id: a.id,
+      month: previousMonth,
+      metrics: { api_calls: { used: '6', amount: '0.60' }, seats: { used: '3', amount: '6.00' } },
+      total: '11.60',
+      currency: 'USD',
+      change: { total: '11.60', percent: null },
+      final: true,
+    });
+    const storedPage = await api.call('GET', `/v1/summaries?month=${previousMonth}&sort=seats&metric=seats&limit=1`);
+    expect(storedPage.body).toMatchObject({ total_count: stored.length, data: [{ metrics: { seats: expect.any(Object) } }] });
+    const next = await api.call('GET', `/v1/summaries?month=${previousMonth}&sort=seats&metric=seats&limit=1&starting_after=${encodeURIComponent(storedPage.body.data[0].id)}`);
+    expect(next.status).toBe(200);
+    expect(next.body.data.map((r: any) => r.id)).not.toContain(storedPage.body.data[0].id);
+    expectProblem(await api.call('GET', `/v1/summaries?month=${previousMonth}&starting_after=nobody/USD`), 422, 'validation_failed');
+
+    // Never re-aggregated from raw events: deleting A's events (as retention would) changes nothing.
+    await api.db('periods').where({ tenant_id: a.id, start: invoiceA.period_start }).update({ events_purged_at: new Date() });
+    await api.db('usage_events').where({ tenant_id: a.id, period_start: invoiceA.period_start }).delete();
+    const afterPurge = mine(await everyRow(`/v1/summaries?month=${month}`));
+    expect(afterPurge.find((r) => r.tenant_id === a.id)).toEqual(rowA);
+
+    expectProblem(await api.call('GET', '/v1/summaries?month=2026-13'), 422, 'validation_failed');
+    expectProblem(await api.call('GET', `/v1/summaries?month=${month}&sort=-Total`), 422, 'validation_failed');
+    expectProblem(await api.call('GET', `/v1/summaries?month=${month}&starting_after=nobody/USD`), 422, 'validation_failed');
+    expectProblem(await api.call('GET', `/v1/summaries?month=${month}`, { key: a.key }), 403, 'forbidden');
+  });
+});
+
+describe('events listing: property filters, estimated cost, retained_since', () => {
+  test('filters by properties (all must hold), estimates each event at the current tier price', async () => {
+    const tenant = await createTenant(await createPlan('0.10'));
+    const other = await createTenant(await createPlan('0.10'));
+    await send(tenant.key, [
+      { id: 'e1', metric: 'api_calls', quantity: 30, properties: { region: 'eu', tier: 3 } },
+      { id: 'e2', metric: 'api_calls', quantity: 5, properties: { region: 'us', tier: '3' } },
+      { id: 'e3', metric: 'api_calls', quantity: 20, properties: { region: 'eu', beta: true } },
+      { id: 'e4', metric: 'seats', quantity: 2, properties: { region: 'eu' } },
+      { id: 'e5', metric: 'api_calls', quantity: 1 },
+    ]);
+    await send(other.key, [{ id: 'o1', metric: 'api_calls', quantity: 1, properties: { region: 'eu' } }]);
+    await settle(tenant.id, tenant.key);
+    const list = async (query: string) => {
+      const res = await api.call('GET', `/v1/tenants/${tenant.id}/events${query}`, { key: tenant.key });
+      expect(res.status).toBe(200);
+      return res.body;
+    };
+    const ids = (body: any) => body.data.map((e: any) => e.id).sort();
+
+    expect(ids(await list('?property.region=eu'))).toEqual(['e1', 'e3', 'e4']);
+    expect(ids(await list('?property.region=eu&metric=api_calls'))).toEqual(['e1', 'e3']);
+    expect(ids(await list('?property.region=eu&property.beta=true'))).toEqual(['e3']);
+    expect(ids(await list('?property.tier=3'))).toEqual(['e1', 'e2']); // the number 3 and the string "3"
+    expect(ids(await list('?property.region=mars'))).toEqual([]);
+    expect((await list('?property.region=eu&limit=2')).total_count).toBe(3);
+
+    // The counter stands at 56 calls: past the 50 of tier 1, so each call costs 0.01 now.
+    const all = await list('');
+    expect(all.retained_since).toBeNull();
+    const cost = Object.fromEntries(all.data.map((e: any) => [e.id, e.cost]));
+    expect(cost).toEqual({ e1: '0.3', e2: '0.05', e3: '0.2', e4: null, e5: '0.01' });
+
+    const repeated = await api.call('GET', `/v1/tenants/${tenant.id}/events?property.region=eu&property.region=us`, { key: tenant.key });
+    expectProblem(repeated, 422, 'validation_failed');
+    expect(repeated.body.errors).toEqual([{ path: 'property.region', message: 'must be given once' }]);
+    expectProblem(await api.call('GET', `/v1/tenants/${tenant.id}/events?property.region=`, { key: tenant.key }), 422, 'validation_failed');
+    // Another tenant's events never match, with or without a filter.
+    expectProblem(await api.call('GET', `/v1/tenants/${tenant.id}/events?property.region=eu`, { key: other.key }), 404, 'not_found');
+  });
+});
