@@ -109,7 +109,7 @@ import { freePort } from '../src/platform/free-port';
 import { HttpClient } from '../bench/http';
 import { LoadGenerator, MEAN_TOKEN_QUANTITY, METRIC_MIX, prng, type ChaosEvent } from './load';
 import { ChaosStack, ROOT, activeStacks, sleep, snapshotCode, type CodeSnapshot } from './stack';
-import { verify, type CancelRecord, type KnownClose, type Verdict } from './verify';
+import { verify, type CancelRecord, type GrantRecord, type KnownClose, type Verdict } from './verify';
 
 // ---- modes ---------------------------------------------------------------------------------
 
@@ -459,6 +459,31 @@ async function main(): Promise<number> {
     }),
   );
   timings.tenants_created_s = seconds(Date.now() - t);
+  // Prepaid credit for every other tenant, so finalizations during the faults apply it (the
+  // balance invariant in chaos/verify.ts); a second grant comes in the middle of the load.
+  const grants = new Map<string, Map<string, GrantRecord>>();
+  const grantOne = async (tenant: string, id: string, amount: string): Promise<void> => {
+    const record: GrantRecord = { id, amount, confirmed: false };
+    grants.set(tenant, (grants.get(tenant) ?? new Map<string, GrantRecord>()).set(id, record));
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const res = await api!.attempt('POST', `/v1/tenants/${tenant}/credits`, { id, amount, description: 'chaos' }, 30_000);
+      if (res.status === 200 || res.status === 201) {
+        record.confirmed = true;
+        return;
+      }
+      // A grant is idempotent on its id: sent again after a transport failure or a 5xx.
+      if ((res.status === 0 || res.status >= 500) && Date.now() < deadline) {
+        await sleep(500);
+        continue;
+      }
+      record.refused = String(res.status || res.error);
+      return;
+    }
+  };
+  const credited = tenants.filter((_, i) => i % 2 === 0);
+  await Promise.all(credited.map((tenant) => grantOne(tenant, 'chaos-credit-1', '20.00')));
+
   if (Date.now() > t0) throw new Error(`creating ${tenants.length} tenants took ${timings.tenants_created_s} s, longer than the budget; raise creationBudgetMs`);
   log(`${tenants.length} tenants created in ${timings.tenants_created_s} s (limits: tokens ${tokenLimit}, requests ${requestLimit}); load starts at ${new Date(t0).toISOString()}`);
   await sleep(t0 - Date.now());
@@ -474,6 +499,11 @@ async function main(): Promise<number> {
   });
   load.start();
   log('load started');
+  const midGrants = sleep(Math.max(0, t0 + (MODE.loadSeconds * 1000) / 2 - Date.now())).then(() => {
+    log(`granting credit to ${credited.length} tenants in the middle of the load`);
+    return Promise.all(credited.map((tenant) => grantOne(tenant, 'chaos-credit-2', '15.00')));
+  });
+
   const progress = setInterval(() => {
     const s = load.stats;
     log(`acknowledged ${load.acknowledged}, requests ${s.requests}, retries ${s.retries}, rejected batches ${s.batches_rejected}`);
@@ -655,7 +685,7 @@ async function main(): Promise<number> {
   log(`stopping the load; batches still being retried get up to ${MODE.drainSeconds} s`);
   await load.stop(MODE.drainSeconds * 1000);
   clearInterval(progress);
-  await Promise.all([...closing, ...cancelling]);
+  await Promise.all([...closing, ...cancelling, midGrants]);
   timings.load_s = seconds(t - t0);
   // Batches still being retried, and closes still waiting for their rollover.
   timings.drain_s = seconds(Date.now() - t);
@@ -696,6 +726,7 @@ async function main(): Promise<number> {
     cancelGraceSeconds: CANCEL_GRACE,
     knownCloses,
     webhooks,
+    grants,
   });
   const duringFaults = await markWorkDuringFaults(db, tenants, faults);
   timings.verify_s = seconds(Date.now() - t);

@@ -1,6 +1,8 @@
 /**
- * The end-of-run checks: BILLING.md's five invariants, judged against the load generator's
- * ledger, PostgreSQL and the tenant workflows, once the stack is up again and has caught up.
+ * The end-of-run checks: BILLING.md's five invariants and the balance invariant (grants, the
+ * credit they gave, the invoices and `GET …/balance` agree to the cent), judged against the load
+ * generator's ledger, PostgreSQL and the tenant workflows, once the stack is up again and has
+ * caught up.
  *
  * Counting is checked on both sides of core v2: the read model (`period_counters`, which every
  * claim moves and `GET …/usage` serves) and the tenant workflow's own books (`state` query),
@@ -50,6 +52,16 @@ export interface CancelRecord {
   probes: { at_answer?: BatchRecord; after_grace?: BatchRecord };
 }
 
+/** A prepaid credit grant the driver sent (idempotent on its id, so resent after a lost answer). */
+export interface GrantRecord {
+  id: string;
+  amount: string;
+  /** A 200 or 201 answered it. */
+  confirmed: boolean;
+  /** The refusal, when the API refused it (a cancelled tenant answers 409). */
+  refused?: string;
+}
+
 export interface VerifyInput {
   db: Db;
   temporal: Client;
@@ -65,6 +77,8 @@ export interface VerifyInput {
   knownCloses: KnownClose[];
   /** Webhook deliveries received, by `<type> <event id>` (alert.triggered, invoice.finalized). */
   webhooks: Map<string, number>;
+  /** Prepaid credit grants sent, by tenant and grant id. */
+  grants: Map<string, Map<string, GrantRecord>>;
   /** How many examples of each problem to keep in the report. */
   examples?: number;
 }
@@ -636,6 +650,70 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   }
   const refusedAfterOk = Object.keys(cancelRefusedAfter).every((code) => code === 'abandoned' || code.startsWith('409') || code.startsWith('422'));
 
+  // ---- the balance: grants, the credit they gave and the invoices agree to the cent ------------
+  const grantRows = await db('credit_grants')
+    .whereIn('tenant_id', tenants)
+    .select<Array<{ tenant_id: string; id: string; amount: string; remaining: string }>>('tenant_id', 'id', db.raw('amount::text AS amount'), db.raw('remaining::text AS remaining'));
+  const applications = await db('credit_applications')
+    .whereIn('tenant_id', tenants)
+    .select<Array<{ tenant_id: string; grant_id: string; invoice_id: string; amount: string; reversed_at: Date | null }>>('tenant_id', 'grant_id', 'invoice_id', db.raw('amount::text AS amount'), 'reversed_at');
+  const activeBy = (field: 'grant_id' | 'invoice_id', tenant: string, id: string) =>
+    applications.filter((a) => a.tenant_id === tenant && a[field] === id && a.reversed_at === null).reduce((sum, a) => sum.plus(a.amount), new Dec(0));
+  let grantProblems = 0;
+  let balanceMismatches = 0;
+  let creditApplied = new Dec(0);
+  for (const [tenant, sentGrants] of input.grants) {
+    for (const grant of sentGrants.values()) {
+      const row = grantRows.find((r) => r.tenant_id === tenant && r.id === grant.id);
+      if (grant.confirmed && !row) {
+        grantProblems += 1;
+        note('grant_problem', { tenant, grant, problem: 'confirmed, not stored' });
+      } else if (row && !new Dec(row.amount).equals(grant.amount)) {
+        grantProblems += 1;
+        note('grant_problem', { tenant, grant, stored: row.amount, problem: 'stored with another amount' });
+      }
+    }
+  }
+  for (const row of grantRows) {
+    if (!input.grants.get(row.tenant_id)?.has(row.id)) {
+      grantProblems += 1;
+      note('grant_problem', { tenant: row.tenant_id, id: row.id, problem: 'stored, never sent' });
+    }
+    const expected = new Dec(row.amount).minus(activeBy('grant_id', row.tenant_id, row.id));
+    if (!expected.equals(row.remaining) || expected.isNegative()) {
+      balanceMismatches += 1;
+      note('balance_mismatch', { tenant: row.tenant_id, grant: row.id, amount: row.amount, remaining: row.remaining, expected: expected.toString() });
+    }
+  }
+  for (const invoice of invoices) {
+    const applied = activeBy('invoice_id', invoice.tenant_id, invoice.id);
+    creditApplied = creditApplied.plus(applied);
+    const problems: string[] = [];
+    if (invoice.status === 'finalized') {
+      if (!applied.equals(invoice.credits_applied)) problems.push(`credits_applied ${invoice.credits_applied}, its grants gave ${applied.toString()}`);
+      if (applied.greaterThan(invoice.total)) problems.push(`credit ${applied.toString()} above the total ${invoice.total}`);
+      if (invoice.amount_due === null || !new Dec(invoice.total).minus(invoice.credits_applied).equals(invoice.amount_due)) problems.push(`amount_due ${invoice.amount_due} for total ${invoice.total} and credit ${invoice.credits_applied}`);
+    } else if (!applied.isZero()) problems.push(`${invoice.status} invoice still holds ${applied.toString()} of credit`);
+    if (problems.length > 0) {
+      balanceMismatches += 1;
+      note('balance_mismatch', { invoice: invoice.id, status: invoice.status, problems });
+    }
+  }
+  // What GET …/balance answers for each tenant with credit, against the grants minus the credit
+  // its finalized invoices took (no grant here expires).
+  let balanceAnswers = 0;
+  for (const tenant of input.grants.keys()) {
+    const res = await input.api.attempt('GET', `/v1/tenants/${tenant}/balance`, undefined, 10_000);
+    if (res.status !== 200) continue;
+    balanceAnswers += 1;
+    const granted = grantRows.filter((r) => r.tenant_id === tenant).reduce((sum, r) => sum.plus(r.amount), new Dec(0));
+    const charged = invoices.filter((i) => i.tenant_id === tenant && i.status === 'finalized').reduce((sum, i) => sum.plus(i.credits_applied), new Dec(0));
+    if (!granted.minus(charged).equals(res.body.balance) || !charged.equals(res.body.total_charged)) {
+      balanceMismatches += 1;
+      note('balance_mismatch', { tenant, answered: { balance: res.body.balance, total_charged: res.body.total_charged }, expected: { balance: granted.minus(charged).toString(), total_charged: charged.toString() } });
+    }
+  }
+
   const figures = {
     acknowledged,
     counted,
@@ -687,6 +765,12 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     cancel_acked_batches_after: cancelAckedBatchesAfter,
     cancel_stored_after: cancelStoredAfter,
     cancelled_workflows_running: cancelledWorkflowsRunning,
+    grants_sent: [...input.grants.values()].reduce((n, m) => n + m.size, 0),
+    grants_stored: grantRows.length,
+    grant_problems: grantProblems,
+    credit_applied: Number(creditApplied.toString()),
+    balance_answers: balanceAnswers,
+    balance_mismatches: balanceMismatches,
   };
 
   const violations: string[] = [];
@@ -713,6 +797,8 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   must(cancelConfirmed === input.cancels.length && cancelProblems === 0, `cancel: ${input.cancels.length - cancelConfirmed} DELETEs never confirmed, ${cancelProblems} cancelled tenants with a wrong final period, invoice or late-event answer`);
   must(cancelBilled === cancelAcked, `cancel: ${cancelAcked - cancelBilled} of ${cancelAcked} acknowledged events of cancelled tenants are not on a finalized invoice`);
   must(cancelAckedBatchesAfter === 0 && cancelStoredAfter === 0 && refusedAfterOk, `cancel: after the DELETE answered ${cancelAckedBatchesAfter} batches were acknowledged and ${cancelStoredAfter} events stored (refusals ${JSON.stringify(cancelRefusedAfter)})`);
+  must(grantProblems === 0, `balance: ${grantProblems} grants missing, stored twice, with another amount or never sent`);
+  must(balanceMismatches === 0, `balance: ${balanceMismatches} grants, invoices or balance answers disagree with the credit applied`);
   must(cancelledWorkflowsRunning === 0, `cancel: ${cancelledWorkflowsRunning} cancelled tenants' workflows have not ended`);
 
   return { figures, details: { lost_by_tenant: lostByTenant, cancel_refused_after: cancelRefusedAfter, late_probes: lateProbes, examples }, violations };

@@ -110,6 +110,7 @@ export const usageView = z
   .object({
     tenant_id: z.string(),
     plan_id: z.string(),
+    plan_name: z.string().describe("the plan's display name"),
     plan_version: z.number().int(),
     period: period.extend({ interval: z.enum(['day', 'month', 'year']) }),
     metrics: z.record(

@@ -54,6 +54,8 @@ export interface AlertView {
 export interface UsageView {
   tenant_id: string;
   plan_id: string;
+  /** The plan's display name (tenant keys cannot read plans: the usage page shows it from here). */
+  plan_name: string;
   plan_version: number;
   period: Period & { interval: PlanVersion['interval'] };
   metrics: Record<string, MeterUsage>;
@@ -115,6 +117,7 @@ export function buildUsageView(input: UsageViewInput): UsageView {
   const view: UsageView = {
     tenant_id: input.tenantId,
     plan_id: plan.id,
+    plan_name: plan.name,
     plan_version: plan.version,
     period: { start: input.period.start, end: input.period.end, interval: plan.interval },
     metrics,

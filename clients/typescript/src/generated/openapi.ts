@@ -982,6 +982,10 @@ export interface components {
                 /** @description decimal string at the currency's minor unit, e.g. "124.84" */
                 amount: string;
                 description: string;
+                /** @description a dimensioned meter's line: the group's properties (`group_by` key to value) */
+                group?: {
+                    [key: string]: string;
+                };
                 /**
                  * @description what the line bills: a meter's usage, the plan's base fee, or an add-on pack
                  * @enum {string}
@@ -1263,6 +1267,17 @@ export interface components {
                         /** @description the counter at period end at the rate so far (a reading for `max`/`latest` meters) */
                         projected_used: number | null;
                     };
+                    /** @description a dimensioned meter (`group_by`): each group counted and priced on its own; `amount` is their sum */
+                    groups?: {
+                        /** @description decimal string at the currency's minor unit, e.g. "124.84" */
+                        amount: string;
+                        group: {
+                            [key: string]: string;
+                        };
+                        used: number;
+                        /** @description the same quantity exactly, as a decimal string (up to 6 decimal places), never rounded */
+                        used_decimal: string;
+                    }[];
                     hard_limit: boolean;
                     /** @description the effective limit: the tenant's override, else the plan's; null: unlimited */
                     limit: number | null;
@@ -1302,6 +1317,8 @@ export interface components {
                 start: string;
             };
             plan_id: string;
+            /** @description the plan's display name */
+            plan_name: string;
             plan_version: number;
             tenant_id: string;
         };
@@ -2165,6 +2182,10 @@ export interface operations {
                                 /** @description decimal string at the currency's minor unit, e.g. "124.84" */
                                 amount: string;
                                 description: string;
+                                /** @description a dimensioned meter's line: the group's properties (`group_by` key to value) */
+                                group?: {
+                                    [key: string]: string;
+                                };
                                 /**
                                  * @description what the line bills: a meter's usage, the plan's base fee, or an add-on pack
                                  * @enum {string}
@@ -2432,9 +2453,45 @@ export interface operations {
                     meters: {
                         /** @enum {string} */
                         aggregation: "sum" | "count" | "max" | "latest";
+                        /** @description price by these event properties: each group is counted, priced and invoiced on its own; limits stay on the total */
+                        group_by?: string[];
                         hard_limit?: boolean;
                         limit?: number;
                         metric: string;
+                        /** @description per-group pricing: the first entry whose `match` equals the group's properties, else `pricing` */
+                        prices?: {
+                            match: {
+                                [key: string]: string;
+                            };
+                            pricing: {
+                                included?: number;
+                                /** @enum {string} */
+                                model: "per_unit";
+                                unit_price: string;
+                            } | {
+                                /** @enum {string} */
+                                model: "graduated";
+                                tiers: {
+                                    flat_fee?: string;
+                                    unit_price: string;
+                                    up_to: number | null;
+                                }[];
+                            } | {
+                                /** @enum {string} */
+                                model: "volume";
+                                tiers: {
+                                    flat_fee?: string;
+                                    unit_price: string;
+                                    up_to: number | null;
+                                }[];
+                            } | {
+                                included?: number;
+                                /** @enum {string} */
+                                model: "package";
+                                package_price: string;
+                                package_size: number;
+                            };
+                        }[];
                         pricing: {
                             included?: number;
                             /** @enum {string} */
