@@ -13,6 +13,8 @@ export interface PurgeExpiredEventsInput {
   batch_size: number;
   /** How long one call works before it returns (the workflow calls again while `more`). */
   time_budget_ms: number;
+  /** Only these tenants' periods (a run started by hand); the schedule's runs purge every tenant. */
+  tenant_ids?: string[];
 }
 
 /** What one call did. */
@@ -38,7 +40,7 @@ export function createRetentionActivities({ db, logger }: { db: Db; logger: Logg
       const progress: PurgeProgress = { periods: 0, events: 0, more: false };
       const asOf = new Date(input.as_of);
       while (Date.now() < deadline) {
-        const target = (await unfinishedPurge(db)) ?? (await markNextDuePeriod(db, asOf, input.default_retention_days));
+        const target = (await unfinishedPurge(db, input.tenant_ids)) ?? (await markNextDuePeriod(db, asOf, input.default_retention_days, input.tenant_ids));
         if (!target) return progress;
         const deleted = await deleteEventBatch(db, target, input.batch_size);
         progress.events += deleted;

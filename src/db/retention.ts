@@ -19,9 +19,10 @@ export interface PurgeTarget {
   start: Date;
 }
 
-/** A purge a failed run left half-way: marked, not finished. */
-export async function unfinishedPurge(db: Db): Promise<PurgeTarget | undefined> {
+/** A purge a failed run left half-way: marked, not finished (of `tenantIds` only, when given). */
+export async function unfinishedPurge(db: Db, tenantIds?: string[]): Promise<PurgeTarget | undefined> {
   return db('periods')
+    .modify((q) => (tenantIds ? q.whereIn('tenant_id', tenantIds) : q))
     .whereNotNull('events_purged_at')
     .whereNull('events_purge_finished_at')
     .orderBy('events_purged_at')
@@ -29,10 +30,10 @@ export async function unfinishedPurge(db: Db): Promise<PurgeTarget | undefined> 
 }
 
 /**
- * Marks the next period due for purge, oldest end first, and returns it; undefined when none is
- * due at `asOf`. Two runs racing for one period: only one marks it (the other looks again).
+ * Marks the next period due for purge (of `tenantIds` only, when given), oldest end first, and
+ * returns it; undefined when none is due at `asOf`. Two runs racing for one period: only one marks it (the other looks again).
  */
-export async function markNextDuePeriod(db: Db, asOf: Date, defaultRetentionDays: number): Promise<PurgeTarget | undefined> {
+export async function markNextDuePeriod(db: Db, asOf: Date, defaultRetentionDays: number, tenantIds?: string[]): Promise<PurgeTarget | undefined> {
   for (;;) {
     const due = await db.raw<{ rows: PurgeTarget[] }>(
       `SELECT p.tenant_id, p.start
@@ -40,9 +41,10 @@ export async function markNextDuePeriod(db: Db, asOf: Date, defaultRetentionDays
          JOIN plan_versions v ON v.plan_id = p.plan_id AND v.version = p.plan_version
         WHERE p.status = 'invoiced' AND p.events_purged_at IS NULL
           AND p."end" <= ?::timestamptz - make_interval(days => coalesce((v.definition->>'retention_days')::int, ?))
+          AND (?::text[] IS NULL OR p.tenant_id = ANY(?::text[]))
         ORDER BY p."end"
         LIMIT 1`,
-      [asOf, defaultRetentionDays],
+      [asOf, defaultRetentionDays, tenantIds ?? null, tenantIds ?? null],
     );
     const candidate = due.rows[0];
     if (!candidate) return undefined;

@@ -16,6 +16,8 @@ export interface RetentionInput {
   default_retention_days: number;
   /** Events deleted per statement; the default keeps each statement short. */
   batch_size?: number;
+  /** Only these tenants' periods (a run started by hand, e.g. to purge one tenant now); the schedule's runs purge every tenant. */
+  tenant_ids?: string[];
   /** The instant retention is judged at; set by the run itself, carried across continue-as-new. */
   as_of?: string;
   /** What earlier runs of this chain purged. */
@@ -46,7 +48,7 @@ export async function retention(input: RetentionInput): Promise<RetentionResult>
   let purged = input.purged ?? { periods: 0, events: 0 };
   for (let step = 0; step < STEPS_PER_RUN; step += 1) {
     const progress: PurgeProgress = await acts.purgeExpiredEvents.executeWithOptions({ summary: PURGE_STEP_SUMMARY }, [
-      { as_of: asOf, default_retention_days: input.default_retention_days, batch_size: input.batch_size ?? DEFAULT_PURGE_BATCH_SIZE, time_budget_ms: PURGE_TIME_BUDGET_MS },
+      { as_of: asOf, default_retention_days: input.default_retention_days, batch_size: input.batch_size ?? DEFAULT_PURGE_BATCH_SIZE, time_budget_ms: PURGE_TIME_BUDGET_MS, ...(input.tenant_ids ? { tenant_ids: input.tenant_ids } : {}) },
     ]);
     purged = { periods: purged.periods + progress.periods, events: purged.events + progress.events };
     if (!progress.more) return { as_of: asOf, ...purged };

@@ -1,4 +1,4 @@
-import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { startApiHarness, eventually, everyRow, type ApiHarness } from '../support/api-harness';
 import { unique } from '../support/stack';
 import { refreshMonthlySummary } from '../../src/db/summaries';
 
@@ -16,23 +16,6 @@ afterAll(async () => {
 });
 
 type Call = Awaited<ReturnType<ApiHarness['call']>>;
-
-/**
- * Every row of an admin listing across all tenants, page by page: other files' tenants share the
- * database, so a tenant's rows can be anywhere in the order (jest.config.js runs this file alone,
- * so the listing holds still while it is walked).
- */
-async function everyRow(path: string): Promise<any[]> {
-  const rows: any[] = [];
-  let after: string | undefined;
-  for (;;) {
-    const res = await api.call('GET', `${path}&limit=100${after ? `&starting_after=${encodeURIComponent(after)}` : ''}`);
-    expect(res.status).toBe(200);
-    rows.push(...res.body.data);
-    if (!res.body.has_more) return rows;
-    after = res.body.data[res.body.data.length - 1].id;
-  }
-}
 
 function expectProblem(res: Call, status: number, code: string): void {
   expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
@@ -130,7 +113,7 @@ describe('alert triage', () => {
     expect(notified).toMatchObject({ tenant_id: a.id, threshold: 90, acknowledged_at: null });
 
     // The admin's triage list: A's notified alert, not its superseded one.
-    const openOfA = (await everyRow('/v1/alerts?acknowledged=false')).filter((x: any) => x.tenant_id === a.id);
+    const openOfA = (await everyRow(api, '/v1/alerts?acknowledged=false')).filter((x: any) => x.tenant_id === a.id);
     expect(openOfA.map((x: any) => x.id)).toEqual([notified.id]);
     expectProblem(await api.call('GET', '/v1/alerts', { key: a.key }), 403, 'forbidden');
     expectProblem(await api.call('GET', '/v1/alerts?acknowledged=maybe'), 422, 'validation_failed');
@@ -148,8 +131,8 @@ describe('alert triage', () => {
     expect(again.status).toBe(200);
     expect(again.body).toEqual(ack.body);
 
-    expect((await everyRow('/v1/alerts?acknowledged=false')).some((x: any) => x.id === notified.id)).toBe(false);
-    expect((await everyRow('/v1/alerts?acknowledged=true')).find((x: any) => x.id === notified.id)).toEqual(ack.body);
+    expect((await everyRow(api, '/v1/alerts?acknowledged=false')).some((x: any) => x.id === notified.id)).toBe(false);
+    expect((await everyRow(api, '/v1/alerts?acknowledged=true')).find((x: any) => x.id === notified.id)).toEqual(ack.body);
 
     // More usage: 100 % fires, and the acknowledged 90 % does not fire again.
     await send(a.key, [{ id: 'a2', metric: 'api_calls', quantity: 10 }]);
@@ -221,7 +204,7 @@ describe('rerun preview (dry_run)', () => {
     );
     // The month's summary follows the new version (its row is rewritten with the rerun).
     const month = invoice.period_start.slice(0, 7);
-    const row = (await everyRow(`/v1/summaries?month=${month}`)).find((r: any) => r.tenant_id === tenant.id);
+    const row = (await everyRow(api, `/v1/summaries?month=${month}`)).find((r: any) => r.tenant_id === tenant.id);
     expect(row.metrics.api_calls).toEqual({ used: '70', amount: '12.70' });
     // A preview of the now void version is refused like a rerun of it.
     expectProblem(await api.call('POST', `/v1/invoices/${invoice.id}/rerun`, { body: { reason: 'again', dry_run: true } }), 409, 'conflict');
@@ -267,7 +250,7 @@ describe('monthly summaries', () => {
     await api.db.transaction((trx) => refreshMonthlySummary(trx, a.id, previousStart)); // as its finalization would
 
     const mine = (rows: any[]) => rows.filter((r) => r.tenant_id === a.id || r.tenant_id === b.id);
-    const rows = mine(await everyRow(`/v1/summaries?month=${month}`));
+    const rows = mine(await everyRow(api, `/v1/summaries?month=${month}`));
     const rowA = rows.find((r) => r.tenant_id === a.id);
     const rowB = rows.find((r) => r.tenant_id === b.id);
     expect(rowA).toEqual({
@@ -286,10 +269,10 @@ describe('monthly summaries', () => {
     expect(rowB).toMatchObject({ total: sameMonth ? '11.00' : '6.00', change: { total: sameMonth ? '11.00' : '6.00', percent: null }, metrics: { api_calls: { used: '10', amount: '1.00' } } });
     expect(rows.map((r) => r.tenant_id)).toEqual([a.id, b.id]); // -total by default
 
-    const byCalls = mine(await everyRow(`/v1/summaries?month=${month}&sort=api_calls`));
+    const byCalls = mine(await everyRow(api, `/v1/summaries?month=${month}&sort=api_calls`));
     const callsOrder = byCalls.map((r) => r.tenant_id);
     expect(callsOrder).toEqual([b.id, a.id]);
-    const seatsOnly = mine(await everyRow(`/v1/summaries?month=${month}&metric=seats&sort=-seats`));
+    const seatsOnly = mine(await everyRow(api, `/v1/summaries?month=${month}&metric=seats&sort=-seats`));
     expect(seatsOnly.map((r) => [r.tenant_id, Object.keys(r.metrics)])).toEqual([
       [a.id, ['seats']],
       [b.id, ['seats']],
@@ -297,7 +280,7 @@ describe('monthly summaries', () => {
 
     // Pages of one, walked with starting_after, give the same rows in the same order (the first
     // dozen of them: the month holds every tenant the suite made).
-    const all = await everyRow(`/v1/summaries?month=${month}`);
+    const all = await everyRow(api, `/v1/summaries?month=${month}`);
     const walked: string[] = [];
     let after: string | undefined;
     for (let i = 0; i < Math.min(all.length, 12); i++) {
@@ -321,7 +304,7 @@ describe('monthly summaries', () => {
 
     // The month before, every period invoiced: read as stored, in index order.
     const previousMonth = previousStart.toISOString().slice(0, 7);
-    const stored = await everyRow(`/v1/summaries?month=${previousMonth}`);
+    const stored = await everyRow(api, `/v1/summaries?month=${previousMonth}`);
     expect(stored.find((r: any) => r.tenant_id === a.id)).toEqual({
       id: `${a.id}/USD`,
       tenant_id: a.id,
@@ -333,7 +316,7 @@ describe('monthly summaries', () => {
       final: true,
     });
     const storedPage = await api.call('GET', `/v1/summaries?month=${previousMonth}&sort=seats&metric=seats&limit=1`);
-    const withSeats = await everyRow(`/v1/summaries?month=${previousMonth}&sort=seats&metric=seats`);
+    const withSeats = await everyRow(api, `/v1/summaries?month=${previousMonth}&sort=seats&metric=seats`);
     expect(storedPage.body).toMatchObject({ total_count: withSeats.length, data: [{ id: withSeats[0].id, metrics: { seats: expect.any(Object) } }] });
     const next = await api.call('GET', `/v1/summaries?month=${previousMonth}&sort=seats&metric=seats&limit=1&starting_after=${encodeURIComponent(storedPage.body.data[0].id)}`);
     expect(next.status).toBe(200);
@@ -343,7 +326,7 @@ describe('monthly summaries', () => {
     // Never re-aggregated from raw events: deleting A's events (as retention would) changes nothing.
     await api.db('periods').where({ tenant_id: a.id, start: invoiceA.period_start }).update({ events_purged_at: new Date() });
     await api.db('usage_events').where({ tenant_id: a.id, period_start: invoiceA.period_start }).delete();
-    const afterPurge = mine(await everyRow(`/v1/summaries?month=${month}`));
+    const afterPurge = mine(await everyRow(api, `/v1/summaries?month=${month}`));
     expect(afterPurge.find((r) => r.tenant_id === a.id)).toEqual(rowA);
 
     expectProblem(await api.call('GET', '/v1/summaries?month=2026-13'), 422, 'validation_failed');

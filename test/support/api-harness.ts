@@ -91,3 +91,19 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/**
+ * Every row of a paginated admin listing, page by page (`path` carries its own query). Keyset
+ * pagination finds a row whose sort key holds still even while other files add rows beside it.
+ */
+export async function everyRow(api: Pick<ApiHarness, 'call'>, path: string): Promise<any[]> {
+  const rows: any[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const res = await api.call('GET', `${path}${path.includes('?') ? '&' : '?'}limit=100${after ? `&starting_after=${encodeURIComponent(after)}` : ''}`);
+    expect(res.status).toBe(200);
+    rows.push(...res.body.data);
+    if (!res.body.has_more) return rows;
+    after = res.body.data[res.body.data.length - 1].id;
+  }
+}
