@@ -19,6 +19,26 @@ export interface AlertRow {
   fired_at: Date;
 }
 
+/**
+ * The most alert rules a tenant may hold at once. Its workflow carries every rule in force
+ * across continue-as-new; 100 keeps that a few kilobytes, far below Temporal's payload limit.
+ */
+export const MAX_ALERT_RULES_PER_TENANT = 100;
+
+/**
+ * Stores a new alert rule unless the tenant already holds `MAX_ALERT_RULES_PER_TENANT`; false
+ * when it does. The tenant's row is locked meanwhile, so concurrent creations cannot pass the cap.
+ */
+export async function insertAlertRuleWithinCap(db: Db, row: { id: string; tenant_id: string; channel: unknown }): Promise<boolean> {
+  return db.transaction(async (trx) => {
+    await trx('tenants').where({ id: row.tenant_id }).forUpdate().first('id');
+    const held = await trx('alert_rules').where({ tenant_id: row.tenant_id }).whereNull('deleted_at').count<{ n: string }[]>({ n: '*' });
+    if (Number(held[0]!.n) >= MAX_ALERT_RULES_PER_TENANT) return false;
+    await trx('alert_rules').insert({ ...row, channel: JSON.stringify(row.channel) });
+    return true;
+  });
+}
+
 /** Stores alerts once per (tenant, period, subject, threshold): a retry or a second writer is a no-op. */
 export async function insertAlerts(db: Db, tenantId: string, periodStart: string, alerts: AlertRecord[]): Promise<void> {
   await db('alerts')

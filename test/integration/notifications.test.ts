@@ -6,6 +6,7 @@ import { startApiHarness, eventually, type ApiHarness } from '../support/api-har
 import { unique } from '../support/stack';
 import { startSmtpInbox, type SmtpInbox } from '../support/smtp-inbox';
 import { verifyBillingSignature } from '../../src/notifications/verify-signature';
+import { MAX_ALERT_RULES_PER_TENANT } from '../../src/db/alerts';
 
 /**
  * Alert and invoice notifications through the real stack: signed webhooks to a local receiver
@@ -247,6 +248,29 @@ test('an alert rule created mid-period fires once, through its own channel', asy
   expect((await api.call('DELETE', `/v1/tenants/${tenant.id}/alert-rules/${ruleId}`, { key: tenant.key })).status).toBe(204);
   expect((await api.call('GET', `/v1/tenants/${tenant.id}/alert-rules/${ruleId}`, { key: tenant.key })).status).toBe(404);
   expect((await api.call('GET', `/v1/tenants/${tenant.id}/alert-rules`, { key: tenant.key })).body.total_count).toBe(1);
+});
+
+test('a tenant holds at most MAX_ALERT_RULES_PER_TENANT alert rules: one more answers 409 and stores nothing; deleting one makes room', async () => {
+  const tenant = await createTenant();
+  // All but one stored directly (each through the API would ring the workflow a hundred times).
+  await api.db('alert_rules').insert(
+    Array.from({ length: MAX_ALERT_RULES_PER_TENANT - 1 }, (_, i) => ({
+      id: `ar_cap_${tenant.id}_${i}`,
+      tenant_id: tenant.id,
+      metric: 'tokens',
+      threshold: String(10 + i * 0.5),
+      channel: JSON.stringify({ type: 'email', to: 'cap@example.com' }),
+      created_at: new Date(),
+    })),
+  );
+  const rule = (threshold: number) => api.call('POST', `/v1/tenants/${tenant.id}/alert-rules`, { key: tenant.key, body: { metric: 'tokens', threshold, channel: { type: 'email', to: 'cap@example.com' } } });
+  const last = await rule(99);
+  expect(last.status).toBe(201);
+  const over = await rule(99.5);
+  expect({ status: over.status, code: over.body.code }).toEqual({ status: 409, code: 'conflict' });
+  expect(Number((await api.db('alert_rules').where({ tenant_id: tenant.id }).whereNull('deleted_at').count({ n: '*' }))[0]!.n)).toBe(MAX_ALERT_RULES_PER_TENANT);
+  expect((await api.call('DELETE', `/v1/tenants/${tenant.id}/alert-rules/${last.body.id}`, { key: tenant.key })).status).toBe(204);
+  expect((await rule(99.5)).status).toBe(201);
 });
 
 test('a receiver that keeps failing ends as failed, visible through the API', async () => {

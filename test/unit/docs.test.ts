@@ -6,6 +6,7 @@ import { MAX_BODY_DEPTH } from '../../src/api/body-guard';
 import { SETTLED_USAGE_DEADLINE_MS } from '../../src/api/billing-gateway';
 import { CLAIM_LIMIT } from '../../src/activities/ledger';
 import { KEPT_AUTHORIZATIONS } from '../../src/workflows/tenant-ledger';
+import { MAX_ALERT_RULES_PER_TENANT } from '../../src/db/alerts';
 
 /**
  * The documents state what the code does; these checks keep the cheap-to-check statements true.
@@ -138,6 +139,8 @@ describe('docs/api.md', () => {
     expect(api).toContain(`latest ${KEPT_AUTHORIZATIONS.toLocaleString('en-US')} answers`);
     expect(billing).toContain(`up to ${CLAIM_LIMIT.toLocaleString('en-US')} events`);
     expect(architecture).toContain(`up to ${CLAIM_LIMIT.toLocaleString('en-US')} of the tenant's unclaimed events`);
+    expect(api).toContain(`A tenant holds at most ${MAX_ALERT_RULES_PER_TENANT} rules at once`);
+    expect(read('SECURITY.md')).toContain(`A tenant holds at most ${MAX_ALERT_RULES_PER_TENANT} alert rules`);
   });
 });
 

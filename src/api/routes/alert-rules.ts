@@ -7,6 +7,7 @@ import { assertTenantAccess, tenantParam } from '../auth';
 import { ApiError, notFound } from '../errors';
 import { paginate, paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
+import { MAX_ALERT_RULES_PER_TENANT, insertAlertRuleWithinCap } from '../../db/alerts';
 import { findPlanVersion } from '../../db/plans';
 import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
 import { issueWebhookSecretIfMissing } from '../../notifications/secrets';
@@ -95,7 +96,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       body: createAlertRuleBody,
       responses: { 201: { description: 'the rule', schema: createdAlertRule } },
       problems: {
-        409: 'the tenant is cancelled (`conflict`)',
+        409: `the tenant is cancelled, or already holds ${MAX_ALERT_RULES_PER_TENANT} alert rules (\`conflict\`)`,
         422: "validation failed, the plan has no such meter with a limit (`unknown_metric`) or no `cost_limit`, or `channel.url` is not https or names a private or metadata address (`webhook_target_refused`)",
       },
     }),
@@ -115,7 +116,9 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
         created_at: new Date(),
         deleted_at: null,
       };
-      await ctx.db('alert_rules').insert({ ...row, channel: JSON.stringify(row.channel) });
+      if (!(await insertAlertRuleWithinCap(ctx.db, row))) {
+        throw new ApiError(409, 'conflict', `tenant ${tenant.id} already has ${MAX_ALERT_RULES_PER_TENANT} alert rules, the most a tenant may hold; delete one first`);
+      }
       // A webhook rule needs the tenant's signing secret: issued (and shown once) now if it has none,
       // before the workflow hears of the rule, which may fire at once.
       const secret = body.channel.type === 'webhook' ? await issueWebhookSecretIfMissing(ctx.db, tenant.id) : undefined;
