@@ -127,7 +127,8 @@ test('a plan change takes effect at the next period; the running period keeps it
 
 test('cancellation closes the period, takes late events during its grace, then finalizes the final invoice and ends the workflow', async () => {
   const planId = unique('cancel');
-  await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01', 3) });
+  // A 10 s grace: the late event below must arrive within it even when another file shares the cores.
+  await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01', 10) });
   const tenant = await createTenant(planId);
   await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c1', metric: 'bot_seconds', quantity: 300 }] } });
   const before = new Date(Date.now() - 100).toISOString();
