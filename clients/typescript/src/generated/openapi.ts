@@ -3452,7 +3452,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description the tenant is cancelled (`conflict`) */
+            /** @description the tenant is cancelled, or already holds 100 alert rules (`conflict`) */
             409: {
                 headers: {
                     [name: string]: unknown;
