@@ -69,6 +69,11 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
     await sleep(250);
   }
   const pid = child.pid!;
+  // A stack that dies under load is a finding, not a mystery: say how it ended and what it said last.
+  let stopping = false;
+  child.once('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`\n[bench] the tally stack exited unexpectedly (code ${code}, signal ${signal}); its last output:\n${output}\n`);
+  });
   return {
     apiUrl,
     adminKey,
@@ -79,6 +84,7 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
     async stop() {
       // Only tally is asked to stop: it stops the embedded Temporal server and PostgreSQL itself,
       // after its worker. Signalling the whole group would stop them under a worker still using them.
+      stopping = true;
       try {
         process.kill(child.pid!, 'SIGTERM');
       } catch {

@@ -1,18 +1,27 @@
 /**
  * `npm run bench:profile [-- --cpu-prof]`: where the CPU goes under ingest load. Starts the stack,
- * drives 10 s of 32 concurrent 100-event batches, and prints each process's share of a core
- * (stack node process, Temporal dev server, PostgreSQL, the load generator). With --cpu-prof the
+ * drives 10 s of 32 concurrent 100-event batches, waits until every acknowledged event is
+ * counted, and prints each process's share of a core and CPU milliseconds per 1,000 events
+ * (stack node process, Temporal dev server, PostgreSQL, the load generator): the cost of an
+ * event, which divided into the machine's cores gives the rate it could carry at best. With --cpu-prof the
  * stack's node process writes V8 CPU profiles to bench/results/profiles/ (open them in Chrome
  * DevTools, or summarise them with any .cpuprofile reader).
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
+import pg from 'pg';
 import { HttpClient } from './http';
+import { waitCounted } from './read-model';
 import { ROOT, runLoops, sleep, startStack } from './lib';
 
-/** CPU ticks per process name since boot (the stack's node process is told apart from ours). */
+/**
+ * CPU ticks per process name since boot, of the stack's process tree (tally, and the Temporal
+ * server and PostgreSQL it started) and of this load generator: other work on the machine is
+ * left out.
+ */
 function cpuTicks(stackPid: number): Map<string, number> {
-  const ticks = new Map<string, number>();
+  const procs = new Map<number, { comm: string; ppid: number; ticks: number }>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let stat: string;
@@ -21,11 +30,17 @@ function cpuTicks(stackPid: number): Map<string, number> {
     } catch {
       continue; // the process ended meanwhile
     }
-    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const pid = Number(entry);
-    const name = pid === stackPid ? 'tally (API + worker)' : pid === process.pid ? 'load generator' : comm;
-    ticks.set(name, (ticks.get(name) ?? 0) + Number(fields[11]) + Number(fields[12]));
+    procs.set(Number(entry), { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  const inStack = (pid: number): boolean => {
+    for (let at = pid; at > 1; at = procs.get(at)?.ppid ?? 0) if (at === stackPid) return true;
+    return false;
+  };
+  const ticks = new Map<string, number>();
+  for (const [pid, p] of procs) {
+    const name = pid === stackPid ? 'tally (API + worker)' : pid === process.pid ? 'load generator' : inStack(pid) ? p.comm : undefined;
+    if (name !== undefined) ticks.set(name, (ticks.get(name) ?? 0) + p.ticks);
   }
   return ticks;
 }
@@ -41,7 +56,8 @@ async function main(): Promise<void> {
       id: 'profile', name: 'profile', currency: 'USD', interval: 'month', base_fee: '0', grace_period_seconds: 0,
       meters: [{ metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.001' } }],
     });
-    for (let i = 0; i < 100; i++) await api.request('POST', '/v1/tenants', { id: `profile_${i}`, name: 'profile', plan_id: 'profile' });
+    const tenants = Array.from({ length: 100 }, (_, i) => `profile_${i}`);
+    for (const id of tenants) await api.request('POST', '/v1/tenants', { id, name: 'profile', plan_id: 'profile' });
     let seq = 0;
     let acked = 0;
     let cursor = 0;
@@ -53,13 +69,26 @@ async function main(): Promise<void> {
       const events = Array.from({ length: 100 }, () => ({ id: `e${++seq}`, tenant_id: tenant, metric: 'tokens', quantity: 1 }));
       if ((await api.request('POST', '/v1/events', { events })).status === 202) acked += 100;
     });
+    const loadSeconds = (Date.now() - started) / 1000;
+    // Until every acknowledged event is counted: counting's CPU belongs to the events too.
+    const db = new pg.Pool({ connectionString: stack.databaseUrl, max: 2 });
+    try {
+      await waitCounted(db, tenants, acked);
+    } finally {
+      await db.end();
+    }
     const seconds = (Date.now() - started) / 1000;
     const after = cpuTicks(stack.pid);
-    process.stdout.write(`acknowledged ${Math.round(acked / seconds)} events/s\n`);
-    const shares = [...after].map(([name, t]) => [name, (t - (before.get(name) ?? 0)) / 100 / seconds] as const);
-    for (const [name, share] of shares.filter(([, s]) => s > 0.02).sort((a, b) => b[1] - a[1])) {
-      process.stdout.write(`${name.padEnd(28)} ${(share * 100).toFixed(0).padStart(4)}% of a core\n`);
+    process.stdout.write(`acknowledged ${Math.round(acked / loadSeconds)} events/s over ${loadSeconds.toFixed(1)} s; all counted ${(seconds - loadSeconds).toFixed(1)} s after\n`);
+    process.stdout.write(`${'process'.padEnd(28)} share of a core   CPU ms per 1,000 events\n`);
+    const used = [...after].map(([name, t]) => [name, (t - (before.get(name) ?? 0)) * 10] as const); // ticks are 10 ms
+    let totalMs = 0;
+    for (const [name, ms] of used.filter(([, ms]) => ms / 1000 / seconds > 0.02).sort((a, b) => b[1] - a[1])) {
+      totalMs += ms;
+      process.stdout.write(`${name.padEnd(28)} ${((ms / 10 / seconds).toFixed(0) + '%').padStart(8)}   ${((ms / acked) * 1000).toFixed(0).padStart(10)}\n`);
     }
+    // Two cores give 2,000 CPU ms each second: the rate the whole machine could carry at this cost.
+    process.stdout.write(`${'all'.padEnd(28)} ${((totalMs / 10 / seconds).toFixed(0) + '%').padStart(8)}   ${((totalMs / acked) * 1000).toFixed(0).padStart(10)}  (ceiling at this cost: ${Math.round((os.cpus().length * 1000 * acked) / totalMs)} events/s)\n`);
     await sleep(500);
   } finally {
     api.close();

@@ -5,14 +5,19 @@ import { sleep } from './lib';
  * What the bench counts as "counted": the read model a client reads (`GET …/usage`), straight
  * from PostgreSQL. An acknowledged event is counted once no event of its tenant waits unclaimed
  * (`pending_events`, `countUnclaimedEvents` in src/db/ledger.ts) and `period_counters` holds it.
- * Every query names its tenants (`= ANY`), so it reads the partial index of unclaimed rows and
- * the counters' primary key, never the whole events table: a poll every 50 ms must not load
- * PostgreSQL while the run it measures drains.
+ * Every query names its tenants (`= ANY`), so it reads each tenant's events above its watermark
+ * (`usage_events (tenant_id, seq)`) and the counters' primary key, never the whole events table:
+ * a poll every 50 ms must not load PostgreSQL while the run it measures drains.
  */
+
+/** Events of these tenants above their watermark: acknowledged, not counted yet, counted row by row. */
+const WAITING = `SELECT t.tenant_id, (SELECT count(*) FROM usage_events e
+                   WHERE e.tenant_id = t.tenant_id AND e.seq > coalesce(w.claimed_through_seq, 0))::int AS n
+                   FROM unnest($1::text[]) AS t(tenant_id) LEFT JOIN tenant_event_totals w ON w.tenant_id = t.tenant_id`;
 
 /** Events of these tenants acknowledged but not claimed yet (their `pending_events`, summed). */
 export async function unclaimedEvents(db: pg.Pool, tenants: readonly string[]): Promise<number> {
-  const { rows } = await db.query(`SELECT count(*)::int AS n FROM usage_events WHERE claim_id IS NULL AND tenant_id = ANY($1::text[])`, [tenants]);
+  const { rows } = await db.query(`SELECT coalesce(sum(n), 0)::int AS n FROM (${WAITING}) waiting`, [tenants]);
   return rows[0].n;
 }
 
@@ -55,10 +60,10 @@ export async function countingProblems(db: pg.Pool, tenants: readonly string[], 
   const { rows } = await db.query(
     `SELECT t.tenant_id,
             (SELECT count(*) FROM usage_events e WHERE e.tenant_id = t.tenant_id)::int AS stored,
-            (SELECT count(*) FROM usage_events e WHERE e.tenant_id = t.tenant_id AND e.claim_id IS NULL)::int AS unclaimed,
+            waiting.n AS unclaimed,
             (SELECT coalesce(sum(events), 0) FROM period_counters c WHERE c.tenant_id = t.tenant_id)::bigint::text AS counted,
             (SELECT coalesce(sum(total), 0) FROM period_counters c WHERE c.tenant_id = t.tenant_id)::text AS total
-       FROM unnest($1::text[]) AS t(tenant_id)`,
+       FROM unnest($1::text[]) AS t(tenant_id) JOIN (${WAITING}) waiting ON waiting.tenant_id = t.tenant_id`,
     [tenants],
   );
   const problems: string[] = [];

@@ -1,7 +1,9 @@
 /**
  * `npm run bench [-- --quick]`: starts its own tally stack on free ports (Temporal dev server,
  * PostgreSQL, worker, API — all on this machine, beside the load generator), runs each scenario,
- * prints a table and writes bench/results/latest.json (+ a chart, bench/results/throughput.svg).
+ * prints a table and writes its results with a chart: a full run bench/results/latest.json and
+ * bench/results/throughput.svg (both committed), a quick run bench/results/quick.json and
+ * bench/results/quick-throughput.svg (both git-ignored, so CI's quick run leaves the clone clean).
  * Figures are medians over the runs it makes; see BENCHMARKS.md for the method.
  *
  * "Counted" always means what a client can read: the `period_counters` read model holds the
@@ -27,6 +29,8 @@ import { insightScenarios } from './insight';
 const quick = process.argv.includes('--quick');
 /** `--only ingest,alerts,...`: run some scenarios (for tuning); results go to partial.json, not latest.json. */
 const only = flagValue('--only')?.split(',');
+/** Where a whole run writes, under bench/results/: only a full run replaces the committed figures. */
+const OUTPUT = quick ? { results: 'quick.json', chart: 'quick-throughput.svg' } : { results: 'latest.json', chart: 'throughput.svg' };
 /** `--seconds N`: how long each timed load runs except the hot tenant's (default 4 in quick mode, 10 in full). */
 const secondsOverride = Number(flagValue('--seconds') ?? NaN);
 /** `--hot-seconds N`: how long the hot tenant's sustained load runs (default 20 in quick mode, 300 in full). */
@@ -131,8 +135,8 @@ async function main(): Promise<void> {
     log(`partial run (${only.join(', ')}): ${JSON.stringify(results, null, 2)}`);
   } else {
     results.ingest.ratio_vs_naive = Math.round((results.ingest.events_per_s / results.naive.events_per_s) * 10) / 10;
-    fs.writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
-    fs.writeFileSync(path.join(dir, 'throughput.svg'), renderChart(results.ingest.sweep, results.naive));
+    fs.writeFileSync(path.join(dir, OUTPUT.results), `${JSON.stringify(results, null, 2)}\n`);
+    fs.writeFileSync(path.join(dir, OUTPUT.chart), renderChart(results.ingest.sweep, results.naive));
     printTable();
   }
   if (problems.length > 0) {
@@ -817,7 +821,7 @@ function printTable(): void {
   const w = Math.max(...rows.map((x) => x[0].length));
   process.stdout.write(`\n${'figure'.padEnd(w)}  ${'measured'.padStart(16)}  target\n`);
   for (const [name, value, target] of rows) process.stdout.write(`${name.padEnd(w)}  ${String(value).padStart(16)}  ${target}\n`);
-  process.stdout.write(`\n${r.seconds} s; written: bench/results/latest.json, bench/results/throughput.svg\n`);
+  process.stdout.write(`\n${r.seconds} s; written: bench/results/${OUTPUT.results}, bench/results/${OUTPUT.chart}\n`);
 }
 
 main().catch(async (err: unknown) => {

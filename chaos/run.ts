@@ -49,7 +49,7 @@
  *
  * ## Output (printed, and written to chaos/results/latest.json)
  * - `acknowledged`: distinct acknowledged (tenant, id); `stored_acknowledged`: of those, stored;
- *   `counted`: of those, claimed (`claim_id` set); `lost`: acknowledged but not stored
+ *   `counted`: of those, claimed (at or below the tenant's watermark); `lost`: acknowledged but not stored
  *   (invariant 2); `duplicated`: extra stored rows for one id plus stored events whose metric,
  *   quantity or timestamp differ from the acknowledged ones (invariant 3); `unclaimed_events`:
  *   stored events no claim ever counted.
@@ -104,6 +104,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { createDb, type Db } from '../src/db/knex';
+import { COUNTED } from '../src/db/ledger';
 import { stateQuery, tenantWorkflowId } from '../src/workflows/messages';
 import { freePort } from '../src/platform/free-port';
 import { HttpClient } from '../bench/http';
@@ -750,7 +751,7 @@ async function catchUp(db: Db, temporal: Client, tenants: string[]): Promise<voi
   for (;;) {
     const storedRows = await db('usage_events').whereIn('tenant_id', tenants).count<Array<{ n: string }>>({ n: '*' });
     const stored = Number(storedRows[0]!.n);
-    const unclaimedRows = await db('usage_events').whereIn('tenant_id', tenants).whereNull('claim_id').count<Array<{ n: string }>>({ n: '*' });
+    const unclaimedRows = await db('usage_events').whereIn('tenant_id', tenants).whereRaw(`NOT ${COUNTED()}`).count<Array<{ n: string }>>({ n: '*' });
     const unclaimed = Number(unclaimedRows[0]!.n);
     const uninvoiced = await db('periods as p')
       .whereIn('p.tenant_id', tenants)

@@ -11,7 +11,7 @@
 import type { Client } from '@temporalio/client';
 import type { Db } from '../src/db/knex';
 import { aggregateStoredUsage, normalizeDecimal } from '../src/db/usage';
-import { readPeriodCounters } from '../src/db/ledger';
+import { COUNTED, readPeriodCounters } from '../src/db/ledger';
 import { findPlanVersion } from '../src/db/plans';
 import type { InvoiceRow, PeriodRow } from '../src/db/invoices';
 import type { AlertRow } from '../src/db/alerts';
@@ -91,7 +91,8 @@ interface StoredRow {
   timestamp: Date;
   period_start: Date;
   /** Null while the event waits to be counted. */
-  claim_id: string | null;
+  /** At or below its tenant's watermark: claimed. */
+  counted: boolean;
   /** Receive order (bigint as text): breaks ties between equal timestamps for `latest`. */
   seq: string;
 }
@@ -127,7 +128,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
 
   const stored = await db('usage_events')
     .whereIn('tenant_id', tenants)
-    .select<StoredRow[]>('tenant_id', 'event_id', 'metric', db.raw('quantity::text AS quantity'), 'timestamp', 'period_start', 'claim_id', db.raw('seq::text AS seq'));
+    .select<StoredRow[]>('tenant_id', 'event_id', 'metric', db.raw('quantity::text AS quantity'), 'timestamp', 'period_start', db.raw(`${COUNTED()} AS counted`), db.raw('seq::text AS seq'));
   const tenantStatus = new Map(
     (await db('tenants').whereIn('id', tenants).select<Array<{ id: string; status: string }>>('id', 'status')).map((r) => [r.id, r.status]),
   );
@@ -167,7 +168,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
         continue;
       }
       storedAcknowledged += 1;
-      if (rows.some((r) => r.claim_id !== null)) counted += 1;
+      if (rows.some((r) => r.counted)) counted += 1;
       if (rows.length > 1) duplicatedRows += rows.length - 1;
       const row = rows[0]!;
       const same =
@@ -182,7 +183,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   }
   let unclaimed = 0;
   for (const row of stored) {
-    if (row.claim_id !== null) continue;
+    if (row.counted) continue;
     unclaimed += 1;
     note('unclaimed', { tenant: row.tenant_id, id: row.event_id, period_start: row.period_start, timestamp: row.timestamp });
   }

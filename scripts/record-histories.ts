@@ -29,6 +29,9 @@
  *   invoice-rerun-1.json           the rerun of invoice 2
  *   alert-delivery-1.json          the delivery of the first tenant's 80 % alert
  *   retention-1.json               a retention pass (0 days, batches of 2) run after the story
+ * Committed beside them, recorded the same way after patch `local-barrier-claims-v1` (claims as
+ * local activities, bounded by the first claim's barrier): `tenant-billing-local-claims-{period-1,
+ * period-2,cancelled,continued,entitlements-1}.json`, the new path of each tenant story above.
  * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example

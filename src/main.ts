@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfigOrExit, type Config } from './config';
-import { createDb, migrateLatest } from './db/knex';
+import { POOLS, createDb, migrateLatest } from './db/knex';
 import { logger } from './logger';
 import { connectTemporal, temporalConnectionSettings } from './temporal';
 import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
@@ -75,8 +75,10 @@ async function main(): Promise<void> {
       databaseUrl = database.url;
     }
 
-    const db = createDb(databaseUrl);
-    stops.push({ name: 'database pool', stop: () => db.destroy() });
+    const db = createDb(databaseUrl, { max: POOLS.api });
+    const ingestDb = createDb(databaseUrl, { max: POOLS.ingest });
+    const workerDb = createDb(databaseUrl, { max: POOLS.worker });
+    stops.push({ name: 'database pools', stop: () => Promise.all([db, ingestDb, workerDb].map((pool) => pool.destroy())).then(() => undefined) });
     const applied = await migrateLatest(db);
     logger.info({ applied }, 'schema up to date');
 
@@ -90,7 +92,7 @@ async function main(): Promise<void> {
       connection: workerConnection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue: config.TEMPORAL_TASK_QUEUE,
-      db,
+      db: workerDb,
       logger,
       notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL, webhookTargets: webhookTargetPolicyFromConfig(config) }),
       temporal: temporal.client,
@@ -103,13 +105,14 @@ async function main(): Promise<void> {
         await workerRun;
       },
     });
-    const stopSweeper = startSweeper({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
+    const stopSweeper = startSweeper({ db: workerDb, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
     await installRetentionSchedule(temporal.client, { taskQueue: config.TEMPORAL_TASK_QUEUE, defaultRetentionDays: config.RETENTION_DAYS, logger });
     stops.push({ name: 'sweeper', stop: stopSweeper });
 
     const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
     const app = createApp({
       db,
+      ingestDb,
       temporal: temporal.client,
       taskQueue: config.TEMPORAL_TASK_QUEUE,
       namespace: config.TEMPORAL_NAMESPACE,

@@ -36,6 +36,8 @@ export interface ClaimUsageInput {
   balance?: boolean;
   /** Also answer the groups of the periods the claim touched (a ledger holding a plan that prices by group). */
   groups?: boolean;
+  /** Count no event received after this one (an earlier claim's `barrier_seq`); default: all stored now. */
+  through_seq?: string;
 }
 
 /** Stores an authorized consumption as a usage event and counts it at once. */
@@ -62,7 +64,7 @@ export interface RollOverOutput extends RolloverResult {
 export function createLedgerActivities({ db, logger, temporal }: LedgerActivityDeps) {
   return {
     async claimUsage(input: ClaimUsageInput): Promise<ClaimResult> {
-      let claimed: ClaimResult = await claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT);
+      let claimed: ClaimResult = await claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT, input.through_seq);
       if (input.groups) claimed = { ...claimed, groups: await countedGroupsOfPeriods(db, input.tenant_id, claimed.counters.map((c) => c.period_start)) };
       if (!input.balance) return claimed;
       return { ...claimed, balance: await readBalanceFacts(db, input.tenant_id, new Date()), packs: await readPacks(db, input.tenant_id) };

@@ -50,6 +50,12 @@ const rejectUnusablePaths: express.RequestHandler = (req, _res, next) => {
 /** What the HTTP API is built from; `npm start`, `npm run api` and tests all pass real ones. */
 export interface AppDeps {
   db: Db;
+  /**
+   * A pool for ingest transactions alone (default: `db`). Under load every ingest request holds
+   * a connection until its batch commits; with a pool of their own, reads (`GET …/usage`) and
+   * the rest of the API never queue behind them.
+   */
+  ingestDb?: Db;
   temporal: Client;
   taskQueue: string;
   namespace: string;
@@ -134,6 +140,7 @@ export function createApp(deps: AppDeps): Express {
   const metrics = deps.metrics ?? createApiMetrics({ workerMetricsUrl: deps.workerMetricsUrl });
   const ctx: ApiContext = {
     db: deps.db,
+    ingestDb: deps.ingestDb ?? deps.db,
     billing: new BillingGateway(deps.temporal, deps.taskQueue, {
       searchAttributes: deps.searchAttributes !== false,
       doorbell: {

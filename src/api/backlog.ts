@@ -8,11 +8,12 @@ import { ApiError } from './errors';
  * answer 503 `unavailable` with Retry-After, so a client slows down long before PostgreSQL's disk
  * or anyone's patience runs out. Other tenants are not affected.
  *
- * The count is read at most once a second per tenant, bounded to `maxPending + 1` rows (an index
- * scan of the unclaimed events only), so the check costs the hot path almost nothing.
+ * The count is read at most once a second per tenant, and once for all the requests that find
+ * it stale at the same moment; it costs one row and a few receipts (`countUnclaimedEvents`), so
+ * the check costs the hot path almost nothing however large the backlog.
  */
 export class IngestBacklog {
-  private readonly seen = new Map<string, { at: number; pending: number }>();
+  private readonly seen = new Map<string, { at: number; pending: Promise<number> }>();
 
   constructor(
     private readonly db: Db,
@@ -25,11 +26,14 @@ export class IngestBacklog {
     if (this.maxPending <= 0) return;
     let entry = this.seen.get(tenantId);
     if (!entry || Date.now() - entry.at >= this.refreshMs) {
-      entry = { at: Date.now(), pending: await countUnclaimedEvents(this.db, tenantId, this.maxPending + 1) };
+      const pending = countUnclaimedEvents(this.db, tenantId);
+      entry = { at: Date.now(), pending };
       this.seen.set(tenantId, entry);
+      // A failed read is not remembered: the next request reads again.
+      pending.catch(() => this.seen.get(tenantId) === entry && this.seen.delete(tenantId));
       if (this.seen.size > 50_000) this.seen.delete(this.seen.keys().next().value!);
     }
-    if (entry.pending > this.maxPending) {
+    if ((await entry.pending) > this.maxPending) {
       throw new ApiError(503, 'unavailable', `tenant ${tenantId} has more than ${this.maxPending} events waiting to be counted; nothing was recorded, retry later`, undefined, {
         'Retry-After': '1',
       });

@@ -9,6 +9,8 @@ import type { WebhookTargetPolicy } from '../notifications/webhook-targets';
 /** Everything a route needs, built once by `createApp`. */
 export interface ApiContext {
   db: Db;
+  /** Ingest's own connections: batches waiting for one never hold up a read (see `createApp`). */
+  ingestDb: Db;
   billing: BillingGateway;
   metrics: ApiMetrics;
   backlog: IngestBacklog;

@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { ZodError } from 'zod';
+import { UnknownCursor } from '../db/pagination';
 
 /** The stable machine words of API.md; clients branch on these, never on titles. */
 export type ProblemCode =
@@ -63,6 +64,13 @@ export function notFound(what: string): ApiError {
   return new ApiError(404, 'not_found', `${what} not found`);
 }
 
+/** 422 for a `starting_after` that is not an id of the list (e.g. another tenant's id). */
+export function unknownCursor(startingAfter: string | undefined): ApiError {
+  return new ApiError(422, 'validation_failed', `starting_after ${startingAfter} is not an id of this list`, [
+    { path: 'starting_after', message: 'unknown id: pass the id of an item from a previous page' },
+  ]);
+}
+
 /**
  * How many unknown fields of one object are named one by one; the rest are summed up in one more
  * entry, so a body of 60,000 unknown keys does not answer with 60,000 errors.
@@ -97,6 +105,7 @@ export function errorMiddleware(): ErrorRequestHandler {
     const requestId = String(res.getHeader('x-request-id') ?? '');
     let problem: ApiError;
     if (err instanceof ApiError) problem = err;
+    else if (err instanceof UnknownCursor) problem = unknownCursor(err.startingAfter);
     else if (err instanceof ZodError) problem = new ApiError(422, 'validation_failed', 'the request is invalid', fieldErrors(err));
     else if (err?.type === 'entity.parse.failed') problem = new ApiError(400, 'validation_failed', 'malformed JSON body');
     else if (err?.type === 'entity.too.large') problem = new ApiError(413, 'payload_too_large', 'the request body is too large');

@@ -1,5 +1,5 @@
 import { loadConfigOrExit } from '../config';
-import { createDb } from '../db/knex';
+import { POOLS, createDb } from '../db/knex';
 import { logger } from '../logger';
 import { connectTemporal, temporalConnectionSettings } from '../temporal';
 import { appOptionsFromConfig, closeGracefully, createApp } from './app';
@@ -12,10 +12,12 @@ async function main(): Promise<void> {
     logger.fatal('TEMPORAL_ADDRESS, DATABASE_URL and BILLING_ADMIN_KEY are required for `npm run api` (use `npm start` for the embedded stack)');
     process.exit(78);
   }
-  const db = createDb(config.DATABASE_URL);
+  const db = createDb(config.DATABASE_URL, { max: POOLS.api });
+  const ingestDb = createDb(config.DATABASE_URL, { max: POOLS.ingest });
   const temporal = await connectTemporal(temporalConnectionSettings(config, config.TEMPORAL_ADDRESS), config.TEMPORAL_NAMESPACE);
   const app = createApp({
     db,
+    ingestDb,
     temporal: temporal.client,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     namespace: config.TEMPORAL_NAMESPACE,
@@ -35,7 +37,7 @@ async function main(): Promise<void> {
     const outcome = await closeGracefully(app, server);
     if (outcome === 'timeout') logger.warn('requests still in flight after the shutdown timeout; closing anyway');
     await temporal.connection.close();
-    await db.destroy();
+    await Promise.all([db.destroy(), ingestDb.destroy()]);
     logger.info('API stopped');
     process.exit(0);
   };

@@ -1,5 +1,7 @@
 import type { Db } from '../db/knex';
 import { findPlanVersion } from '../db/plans';
+import { latestPeriods } from '../db/periods';
+import { findTenantStatus } from '../db/tenants';
 import type { PlanVersion } from '../domain/plan';
 
 /** What the ingest path needs to judge an event before acknowledging it. */
@@ -40,19 +42,9 @@ export class TenantDirectory {
   }
 
   private async load(tenantId: string): Promise<TenantContext | undefined> {
-    const tenant = await this.db('tenants').where({ id: tenantId }).first<{ id: string; status: 'active' | 'cancelled' } | undefined>('id', 'status');
+    const tenant = await findTenantStatus(this.db, tenantId);
     if (!tenant) return undefined;
-    const periods = await this.db('periods')
-      .where({ tenant_id: tenantId })
-      .orderBy('start', 'desc')
-      .limit(2)
-      .select<Array<{ start: Date; end: Date; plan_id: string; plan_version: number; grace_ends_at: Date | null }>>(
-        'start',
-        'end',
-        'plan_id',
-        'plan_version',
-        'grace_ends_at',
-      );
+    const periods = await latestPeriods(this.db, tenantId, 2);
     const [current, previous] = periods;
     if (!current) return undefined;
     const plan = await findPlanVersion(this.db, current.plan_id, current.plan_version);

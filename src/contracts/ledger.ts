@@ -27,12 +27,18 @@ export interface ClaimResult {
   packs?: Pack[];
   /** Dimensioned meters' groups of the periods this claim touched, as absolute counters, when asked. */
   groups?: PeriodGroups[];
-  /** Events marked with this claim id (on a retry, those of the earlier attempts too). */
+  /** Events this claim counted (a retry answers for the attempt that committed). */
   claimed: number;
-  /** The counters of every period and metric this claim id touched, after the claim. */
+  /** The counters of every period and metric this claim touched, after the claim. */
   counters: PeriodCounter[];
-  /** True when the claim stopped at its size limit: more events wait to be claimed. */
+  /** True when the claim stopped at its size limit: more events stored before its barrier wait. */
   more: boolean;
+  /**
+   * The receive-order number this claim counted up to at most: every event at or below it was
+   * stored when the claim began. Passing it to the next claims finishes what was stored before
+   * the first one, however fast more arrives. Absent in answers recorded before barriers.
+   */
+  barrier_seq?: string;
 }
 
 /**

@@ -1,4 +1,6 @@
 import type { Db } from './knex';
+import { keysetPage, type Page, type PageRequest } from './pagination';
+import type { RuleChannel } from '../notifications/alerts';
 import type { AlertRecord } from '../contracts/ledger';
 import type { AlertView } from '../domain/usage-view';
 import { normalizeDecimal } from './numeric';
@@ -19,6 +21,24 @@ export interface AlertRow {
   fired_at: Date;
 }
 
+/** A row of `alerts` as the alert lists show it: with its channels and triage state. */
+export interface ListedAlertRow extends Omit<AlertRow, 'status'> {
+  status: 'notified' | 'superseded' | 'failed';
+  channels: Array<string | { type: string; target?: string; status?: string }> | null;
+  acknowledged_at: Date | null;
+}
+
+/** A row of `alert_rules`: a threshold of a metric (or of the cost when `metric` is null) and its channel. */
+export interface AlertRuleRow {
+  id: string;
+  tenant_id: string;
+  metric: string | null;
+  threshold: string;
+  channel: RuleChannel;
+  created_at: Date;
+  deleted_at: Date | null;
+}
+
 /**
  * The most alert rules a tenant may hold at once. Its workflow carries every rule in force
  * across continue-as-new; 100 keeps that a few kilobytes, far below Temporal's payload limit.
@@ -29,7 +49,7 @@ export const MAX_ALERT_RULES_PER_TENANT = 100;
  * Stores a new alert rule unless the tenant already holds `MAX_ALERT_RULES_PER_TENANT`; false
  * when it does. The tenant's row is locked meanwhile, so concurrent creations cannot pass the cap.
  */
-export async function insertAlertRuleWithinCap(db: Db, row: { id: string; tenant_id: string; channel: unknown }): Promise<boolean> {
+export async function insertAlertRuleWithinCap(db: Db, row: AlertRuleRow): Promise<boolean> {
   return db.transaction(async (trx) => {
     await trx('tenants').where({ id: row.tenant_id }).forUpdate().first('id');
     const held = await trx('alert_rules').where({ tenant_id: row.tenant_id }).whereNull('deleted_at').count<{ n: string }[]>({ n: '*' });
@@ -37,6 +57,34 @@ export async function insertAlertRuleWithinCap(db: Db, row: { id: string; tenant
     await trx('alert_rules').insert({ ...row, channel: JSON.stringify(row.channel) });
     return true;
   });
+}
+
+/** Withdraws a rule just stored, which its tenant's run never heard of. */
+export async function removeAlertRule(db: Db, ruleId: string): Promise<void> {
+  await db('alert_rules').where({ id: ruleId }).delete();
+}
+
+/** A rule of the tenant still in force, or undefined (deleted rules and other tenants' included). */
+export async function findAlertRule(db: Db, tenantId: string, ruleId: string): Promise<AlertRuleRow | undefined> {
+  return db('alert_rules').where({ id: ruleId, tenant_id: tenantId }).whereNull('deleted_at').first<AlertRuleRow | undefined>();
+}
+
+/** A page of the tenant's rules in force, newest first. */
+export async function listAlertRules(db: Db, tenantId: string, page: PageRequest): Promise<Page<AlertRuleRow>> {
+  return keysetPage<AlertRuleRow>(db('alert_rules').where({ tenant_id: tenantId }).whereNull('deleted_at').select('*'), page, {
+    sort: ['created_at', 'id'],
+    idColumn: 'id',
+  });
+}
+
+/** Takes a rule out of force at `at` (kept as a row: its alerts still name it). */
+export async function retireAlertRule(db: Db, ruleId: string, at: Date): Promise<void> {
+  await db('alert_rules').where({ id: ruleId }).whereNull('deleted_at').update({ deleted_at: at });
+}
+
+/** Puts back in force a rule retired at `at`, when its tenant's run could not be told. */
+export async function reinstateAlertRule(db: Db, ruleId: string, at: Date): Promise<void> {
+  await db('alert_rules').where({ id: ruleId, deleted_at: at }).update({ deleted_at: null });
 }
 
 /** Stores alerts once per (tenant, period, subject, threshold): a retry or a second writer is a no-op. */
@@ -85,22 +133,33 @@ export function alertView(row: AlertRow): AlertView {
  * ledger and the unique key on (tenant, period, subject, threshold), which this never touches.
  * Undefined when the tenant has no such alert (another tenant's alert included).
  */
-export async function acknowledgeAlert(db: Db, tenantId: string, alertId: string, at: Date): Promise<Record<string, unknown> | undefined> {
+export async function acknowledgeAlert(db: Db, tenantId: string, alertId: string, at: Date): Promise<ListedAlertRow | undefined> {
   const [row] = await db('alerts')
     .where({ id: alertId, tenant_id: tenantId })
     .update({ acknowledged_at: db.raw('coalesce(acknowledged_at, ?)', [at]) })
-    .returning('*');
-  return row as Record<string, unknown> | undefined;
+    .returning<ListedAlertRow[]>('*');
+  return row;
 }
 
 /**
- * Every tenant's alerts for triage, newest first, without the superseded ones (they are covered
- * by the notified alert of the same claim). `acknowledged: false` reads the partial index of
- * open alerts. The caller paginates the query.
+ * Alerts decided by one claim share `fired_at`: within it the highest threshold (the notified
+ * one) comes first. Alert ids are unique across tenants, so one order serves every list.
  */
-export function alertsForTriage(db: Db, acknowledged: boolean | undefined) {
+const ALERTS_NEWEST_FIRST = { sort: ['fired_at', 'threshold', 'id'], idColumn: 'id' };
+
+/** A page of the tenant's alerts, newest first. */
+export async function listTenantAlerts(db: Db, tenantId: string, page: PageRequest): Promise<Page<ListedAlertRow>> {
+  return keysetPage<ListedAlertRow>(db('alerts').where({ tenant_id: tenantId }).select('*'), page, ALERTS_NEWEST_FIRST);
+}
+
+/**
+ * A page of every tenant's alerts for triage, newest first, without the superseded ones (they
+ * are covered by the notified alert of the same claim). `acknowledged: false` reads the partial
+ * index of open alerts.
+ */
+export async function listAlertsForTriage(db: Db, acknowledged: boolean | undefined, page: PageRequest): Promise<Page<ListedAlertRow>> {
   const query = db('alerts').whereNot('status', 'superseded').select('*');
   if (acknowledged === false) query.whereNull('acknowledged_at');
   if (acknowledged === true) query.whereNotNull('acknowledged_at');
-  return query;
+  return keysetPage<ListedAlertRow>(query, page, ALERTS_NEWEST_FIRST);
 }

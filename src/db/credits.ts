@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
+import { keysetPage, type Page, type PageRequest } from './pagination';
 import { normalizeDecimal } from './numeric';
 import { allocateCredit, amountDue, buildBalanceView, creditBalance, lowBalanceThreshold, type BalanceView, type CreditGrant } from '../domain/credits';
 import { readPeriodCounters } from './ledger';
@@ -52,6 +53,12 @@ export async function insertCreditGrant(db: Db, tenantId: string, grant: NewCred
   if (inserted[0]) return { grant: inserted[0], created: true };
   const stored = await db('credit_grants').where({ tenant_id: tenantId, id: grant.id }).first<CreditGrantRow>();
   return { grant: stored, created: false };
+}
+
+/** A page of the tenant's grants, newest first. */
+export async function listCreditGrants(db: Db, tenantId: string, page: PageRequest): Promise<Page<CreditGrantRow>> {
+  const scope = db('credit_grants').where({ tenant_id: tenantId });
+  return keysetPage<CreditGrantRow>(scope.clone().select('*'), page, { sort: ['created_at', 'id'], idColumn: 'id', cursorScope: scope });
 }
 
 /** The grant as allocation reads it. */

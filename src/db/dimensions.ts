@@ -5,6 +5,7 @@ import { groupOf, isDimensioned, type MeterGroup } from '../domain/dimensions';
 import type { Meter } from '../domain/plan';
 import { Dec, toDecimalString } from '../domain/decimal';
 import { findPlanVersion } from './plans';
+import { COUNTED } from './ledger';
 import type { PeriodGroups } from '../contracts/ledger';
 
 /**
@@ -30,7 +31,7 @@ export async function aggregateStoredGroups(
       `SELECT ${projections}, sum(quantity)::text AS total, count(*)::text AS events, max(quantity)::text AS largest,
               (array_agg(quantity ORDER BY "timestamp" DESC, seq DESC))[1]::text AS latest
          FROM usage_events
-        WHERE tenant_id = :tenant AND period_start = :start AND metric = :metric${options.countedOnly ? ' AND claim_id IS NOT NULL' : ''}
+        WHERE tenant_id = :tenant AND period_start = :start AND metric = :metric${options.countedOnly ? ` AND ${COUNTED()}` : ''}
         GROUP BY ${keys.map((_, i) => i + 1).join(', ')}`,
       bindings,
     );

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
-import { findPlanVersion } from './plans';
+import { cachedPlanVersion, findPlanVersion } from './plans';
 import type { PeriodBounds } from './invoices';
 import { periodAfterEarlyClose } from '../domain/periods';
 import { placeEvent, type Placement, type StoredPeriod } from '../domain/placement';
@@ -44,20 +44,6 @@ export type StoreOutcome =
   | { kind: 'stored'; received: number; stored: number; highest_seq: string | null }
   | { kind: 'refused'; refusals: EventRefusal[] }
   | { kind: 'no_tenant' };
-
-/** Versions are immutable: each is read from PostgreSQL once per process. */
-const planVersions = new Map<string, Promise<PlanVersion | undefined>>();
-function planVersion(db: Db | Knex.Transaction, id: string, version: number): Promise<PlanVersion | undefined> {
-  const key = `${id}@${version}`;
-  let found = planVersions.get(key);
-  if (!found) {
-    found = findPlanVersion(db as Db, id, version);
-    planVersions.set(key, found);
-    void found.then((plan) => plan ?? planVersions.delete(key), () => planVersions.delete(key));
-  }
-  return found;
-}
-
 
 /**
  * Places and stores one tenant's batch, all or nothing. Events already stored (same id) are
@@ -125,7 +111,7 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
 
   const received = receivedAt.getTime();
   const refusals: EventRefusal[] = [];
-  const placed: Array<IncomingEvent & { timestamp: string; period_start: string }> = [];
+  const placed: PlacedEvent[] = [];
   for (const [index, event] of events.entries()) {
     const timestamp = event.timestamp ?? lockedAt.toISOString();
     const placement: Placement = placeEvent(Date.parse(timestamp), event.timestamp === null ? lockedAt.getTime() : received, periods, following);
@@ -134,7 +120,7 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
       continue;
     }
     const row = rows.find((r) => r.start.toISOString() === placement.period_start);
-    const plan = row ? await planVersion(trx, row.plan_id, row.plan_version) : nextPlan;
+    const plan = row ? await cachedPlanVersion(trx as unknown as Db, row.plan_id, row.plan_version) : nextPlan;
     if (!plan || !findMeter(plan, event.metric)) {
       refusals.push({ index, field: 'metric', code: 'unknown_metric', message: `metric ${event.metric} is not in plan ${plan?.id ?? tenant.plan_id}` });
       continue;
@@ -151,27 +137,51 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
     if (real.length > 0) return { kind: 'refused', refusals: real } as const;
   }
 
-  const inserted = await trx.raw<{ rows: Array<{ seq: string }> }>(
-    `INSERT INTO usage_events (tenant_id, event_id, metric, quantity, "timestamp", period_start, properties, batch_id, received_at)
-     SELECT ?, e.event_id, e.metric, e.quantity, e.ts, e.period_start, e.properties, ?, ?
-       FROM unnest(?::text[], ?::text[], ?::numeric[], ?::timestamptz[], ?::timestamptz[], ?::jsonb[])
-         AS e(event_id, metric, quantity, ts, period_start, properties)
-     ON CONFLICT (tenant_id, event_id) DO NOTHING
-     RETURNING seq`,
-    // pg sends each JS array as one PostgreSQL array parameter, unnest()ed into rows.
-    [
-      tenantId,
-      batchId,
-      receivedAt.toISOString(),
-      placed.map((e) => e.id),
-      placed.map((e) => e.metric),
-      placed.map((e) => e.quantity),
-      placed.map((e) => e.timestamp),
-      placed.map((e) => e.period_start),
-      placed.map((e) => (e.properties === undefined ? null : JSON.stringify(e.properties))),
-    ] as unknown as Knex.RawBinding[],
-  );
-  const seqs = inserted.rows.map((r) => BigInt(r.seq));
+  const seqs = await insertPlacedEvents(trx, tenantId, placed, batchId, receivedAt);
   const highest = seqs.reduce<bigint | null>((max, s) => (max === null || s > max ? s : max), null);
   return { kind: 'stored', received: events.length, stored: seqs.length, highest_seq: highest === null ? null : highest.toString() } as const;
+}
+
+/** An event placed in its period, ready to store. */
+export interface PlacedEvent {
+  id: string;
+  metric: string;
+  quantity: string;
+  timestamp: string;
+  period_start: string;
+  properties?: Record<string, unknown>;
+}
+
+/**
+ * Stores placed events not stored before (same id: skipped) with one receipt saying how many
+ * were, for `pending_events` (`countUnclaimedEvents`): the events wait for a claim. Answers the
+ * stored events' receive-order numbers.
+ */
+export async function insertPlacedEvents(db: Db | Knex.Transaction, tenantId: string, placed: PlacedEvent[], batchId: string, receivedAt: Date): Promise<bigint[]> {
+  const inserted = await db.raw<{ rows: Array<{ seq: string }> }>(
+    `WITH stored AS (
+       INSERT INTO usage_events (tenant_id, event_id, metric, quantity, "timestamp", period_start, properties, batch_id, received_at)
+       SELECT :tenant, e.event_id, e.metric, e.quantity, e.ts, e.period_start, e.properties, :batch, :receivedAt
+         FROM unnest(:ids::text[], :metrics::text[], :quantities::numeric[], :timestamps::timestamptz[], :periods::timestamptz[], :properties::jsonb[])
+           AS e(event_id, metric, quantity, ts, period_start, properties)
+       ON CONFLICT (tenant_id, event_id) DO NOTHING
+       RETURNING seq
+     ), receipt AS (
+       INSERT INTO event_receipts (tenant_id, events) SELECT :tenant, count(*) FROM stored HAVING count(*) > 0
+     )
+     SELECT seq FROM stored`,
+    // pg sends each JS array as one PostgreSQL array parameter, unnest()ed into rows.
+    {
+      tenant: tenantId,
+      batch: batchId,
+      receivedAt: receivedAt.toISOString(),
+      ids: placed.map((e) => e.id),
+      metrics: placed.map((e) => e.metric),
+      quantities: placed.map((e) => e.quantity),
+      timestamps: placed.map((e) => e.timestamp),
+      periods: placed.map((e) => e.period_start),
+      properties: placed.map((e) => (e.properties === undefined ? null : JSON.stringify(e.properties))),
+    } as unknown as Knex.ValueDict,
+  );
+  return inserted.rows.map((r) => BigInt(r.seq));
 }

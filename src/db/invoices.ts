@@ -10,6 +10,7 @@ import type { InvoiceLineChange } from '../invoices/changes';
 import { applyInvoiceCredit } from './credits';
 import { ratePeriodWithPacks, storePeriodDraws } from './packs';
 import { refreshMonthlySummary } from './summaries';
+import { keysetPage, type Page, type PageRequest } from './pagination';
 
 /** Writes an invoice's rated lines in their order (shared by period invoices and reruns). */
 export async function insertInvoiceLines(trx: Knex.Transaction, invoiceId: string, lines: InvoiceLineDraft[]): Promise<void> {
@@ -83,6 +84,65 @@ export interface InvoiceRow {
   created_at: Date;
   finalized_at: Date | null;
   voided_at: Date | null;
+}
+
+/** A row of `invoice_lines` as PostgreSQL returns it (decimals as strings, jsonb parsed). */
+export interface InvoiceLineRow {
+  invoice_id: string;
+  position: number;
+  metric: string;
+  description: string;
+  quantity: string;
+  amount: string;
+  tiers: unknown;
+  kind: string | null;
+  pack_draws: unknown;
+  group_values: unknown;
+}
+
+/** An invoice version with its lines in their order. */
+export interface InvoiceWithLines {
+  invoice: InvoiceRow;
+  lines: InvoiceLineRow[];
+}
+
+/** The columns of an invoice version that a period's totals show. */
+export type InvoiceTotals = Pick<InvoiceRow, 'id' | 'period_start' | 'version' | 'status' | 'subtotal' | 'total' | 'currency'>;
+
+/** One invoice version, or undefined. */
+export async function findInvoice(db: Db, id: string): Promise<InvoiceRow | undefined> {
+  return db('invoices').where({ id }).first<InvoiceRow | undefined>();
+}
+
+/** One invoice version with its lines, or undefined. */
+export async function findInvoiceWithLines(db: Db, id: string): Promise<InvoiceWithLines | undefined> {
+  const invoice = await findInvoice(db, id);
+  if (!invoice) return undefined;
+  return { invoice, lines: await db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position').select<InvoiceLineRow[]>('*') };
+}
+
+/** A page of the tenant's invoices with their lines: newest period first, within a period the newest version (a rerun) first. */
+export async function listTenantInvoices(db: Db, tenantId: string, page: PageRequest): Promise<Page<InvoiceWithLines>> {
+  const invoices = await keysetPage<InvoiceRow>(db('invoices').where({ tenant_id: tenantId }).select('*'), page, { sort: ['period_start', 'version'], idColumn: 'id' });
+  const ids = invoices.data.map((row) => row.id);
+  const lines = ids.length === 0 ? [] : await db('invoice_lines').whereIn('invoice_id', ids).orderBy(['invoice_id', 'position']).select<InvoiceLineRow[]>('*');
+  const byInvoice = new Map<string, InvoiceLineRow[]>();
+  for (const line of lines) {
+    const list = byInvoice.get(line.invoice_id) ?? [];
+    list.push(line);
+    byInvoice.set(line.invoice_id, list);
+  }
+  return { ...invoices, data: invoices.data.map((invoice) => ({ invoice, lines: byInvoice.get(invoice.id) ?? [] })) };
+}
+
+/** The totals of every invoice version of the tenant's periods starting at `starts`, oldest version first. */
+export async function invoiceTotalsOfPeriods(db: Db, tenantId: string, starts: Date[]): Promise<InvoiceTotals[]> {
+  if (starts.length === 0) return [];
+  return db('invoices')
+    .where({ tenant_id: tenantId })
+    .whereIn('period_start', starts)
+    .orderBy('version', 'asc')
+    .select<InvoiceTotals[]>('id', 'period_start', 'version', 'status', 'subtotal', 'total', 'currency');
 }
 
 /**

@@ -6,7 +6,7 @@ import pg from 'pg';
 pg.types.setTypeParser(pg.types.builtins.NUMERIC, (v) => v);
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
 
-/** The project's knex handle: one pool per process. */
+/** The project's knex handle: a pool of connections. */
 export type Db = Knex;
 
 /** Where the migrations live, for the migrate script, the tests and `npm start`. */
@@ -21,6 +21,13 @@ export function createDb(databaseUrl: string, pool: { min?: number; max?: number
     migrations: { directory: MIGRATIONS_DIR, loadExtensions: ['.ts'], tableName: 'knex_migrations' },
   });
 }
+
+/**
+ * The pools of one process, one per kind of work, so no kind waits for another's connections:
+ * ingest transactions, everything else the API does, and the worker's activities (claims among
+ * them). `npm start` runs all three in one process; `npm run api` and `npm run worker` open theirs.
+ */
+export const POOLS = { api: 10, ingest: 8, worker: 10 } as const;
 
 /** Brings the schema to the latest migration; safe to run on every start. */
 export async function migrateLatest(db: Db): Promise<string[]> {

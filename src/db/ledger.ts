@@ -1,17 +1,28 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { normalizeDecimal } from './numeric';
+import { lockTenantLedger } from './ingest';
+import { storePeriodFigures } from './summaries';
 import type { ClaimResult, PeriodCounter } from '../contracts/ledger';
 
 export type { ClaimResult, PeriodCounter };
 
 /**
- * The event ledger's counting side (docs/design/core-v2.md). Stored usage events wait with
- * `claim_id` null until a claim takes them: one transaction marks them with the claim id and
- * adds them to `period_counters`, so each stored event is counted exactly once, whoever asks and
- * however often a claim is retried. A claim answers with the counters it touched as they stand
- * after it (absolute values, not deltas), so a caller that lost an earlier answer still ends up
- * with the right numbers.
+ * The event ledger's counting side (docs/design/core-v2.md, "Claims"). Each tenant has a
+ * watermark, `tenant_event_totals.claimed_through_seq`: its stored events at or below it (in
+ * receive order, `seq`) are counted, those above wait. A claim takes the events above the
+ * watermark, adds them to `period_counters` and moves the watermark in one transaction, so each
+ * stored event is counted exactly once, whoever asks and however often a claim is retried, and
+ * counting never writes an event's row. A claim answers with the counters it touched as they
+ * stand after it (absolute values, not deltas), so a caller that lost an earlier answer still
+ * ends up with the right numbers; `ledger_claims` keeps each claim's answer for its retries. The
+ * same transaction rates the periods it touched into their running figures (`period_figures`,
+ * src/db/summaries.ts) and rewrites their months' rows of `monthly_summaries`.
+ *
+ * Events are numbered when they are inserted, not when they commit, so a claim first takes a
+ * barrier: under the tenant's ledger lock held exclusively for a moment (every ingest
+ * transaction of the tenant holds it shared), the highest stored `seq` is one below which every
+ * event has committed and none will be added. A claim counts up to that barrier, never past it.
  */
 
 interface CounterRow {
@@ -36,39 +47,59 @@ function toCounter(row: CounterRow): PeriodCounter {
 
 const COUNTER_COLUMNS = 'period_start, metric, total::text, events, largest::text, latest::text';
 
-/** Each statement of a claim gives up after this long (two statements, well under 30 s). */
+/** Each statement of a claim gives up after this long: the two that read events, and the few small ones that rate the periods they touched. */
 const CLAIM_STATEMENT_TIMEOUT_MS = 10_000;
 
+/** Claims answered for retries this long; after it a claim id is forgotten (its activity's retries end long before). */
+const CLAIM_MEMORY = '1 day';
+
 /**
- * Claims up to `limit` of the tenant's unclaimed events, oldest received first, and adds them
- * to `period_counters`, in one transaction. `SKIP LOCKED` keeps two overlapping attempts of one
- * claim (a timed-out attempt still running beside its retry) on disjoint rows.
+ * The receive-order number below which every event of the tenant is stored and committed, and
+ * none will be added: taken under the tenant's ledger lock held exclusively, which waits for the
+ * ingest transactions in flight and holds new ones back for one index lookup.
  */
-export async function claimUsage(db: Db | Knex.Transaction, tenantId: string, claimId: string, limit: number): Promise<ClaimResult> {
-  // Within a caller's transaction this is a savepoint: the claim commits with the caller's writes.
+export async function storedThrough(db: Db, tenantId: string): Promise<string> {
+  return db.transaction(async (trx) => {
+    await lockTenantLedger(trx, tenantId, 'exclusive');
+    const found = await trx.raw<{ rows: Array<{ seq: string }> }>('SELECT coalesce(max(seq), 0)::text AS seq FROM usage_events WHERE tenant_id = ?', [tenantId]);
+    return found.rows[0]!.seq;
+  });
+}
+
+/**
+ * Claims up to `limit` of the tenant's events above its watermark and at or below `throughSeq`
+ * (default: a barrier taken now), oldest received first, in one transaction. Claims of one
+ * tenant wait for each other on its totals row. A claim id already recorded answers as recorded.
+ */
+export async function claimUsage(db: Db, tenantId: string, claimId: string, limit: number, throughSeq?: string): Promise<ClaimResult> {
+  const recorded = await recordedClaim(db, tenantId, claimId);
+  if (recorded) return recorded;
+  const barrier = throughSeq ?? (await storedThrough(db, tenantId));
   return db.transaction(async (trx): Promise<ClaimResult> => {
     // A claim must commit well within its activity's 30 s, or not at all: an attempt that
     // committed after its activity timed out would count events whose counters the workflow,
     // having moved on to the retry's answer, never hears of.
     await trx.raw(`SET LOCAL statement_timeout = ${CLAIM_STATEMENT_TIMEOUT_MS}`);
-    const added = await trx.raw<{ rows: Array<{ claimed: string }> }>(
-      `WITH picked AS (
-         SELECT event_id FROM usage_events
-          WHERE tenant_id = :tenant AND claim_id IS NULL
+    await trx.raw('INSERT INTO tenant_event_totals (tenant_id) VALUES (?) ON CONFLICT (tenant_id) DO NOTHING', [tenantId]);
+    const totals = await trx.raw<{ rows: Array<{ through: string }> }>(
+      'SELECT claimed_through_seq::text AS through FROM tenant_event_totals WHERE tenant_id = ? FOR UPDATE',
+      [tenantId],
+    );
+    // An attempt of this claim that committed while this one waited on the row answers for both.
+    const meanwhile = await recordedClaim(trx, tenantId, claimId);
+    if (meanwhile) return meanwhile;
+    const added = await trx.raw<{ rows: Array<{ claimed: string; more: boolean; periods: Date[] | null }> }>(
+      `WITH batch AS (
+         SELECT period_start, metric, quantity, "timestamp", seq FROM usage_events
+          WHERE tenant_id = :tenant AND seq > :from AND seq <= :barrier
           ORDER BY seq
           LIMIT :limit
-          FOR UPDATE SKIP LOCKED
-       ), claimed AS (
-         UPDATE usage_events u SET claim_id = :claim
-           FROM picked p
-          WHERE u.tenant_id = :tenant AND u.event_id = p.event_id
-         RETURNING u.period_start, u.metric, u.quantity, u."timestamp", u.seq
        ), deltas AS (
          SELECT period_start, metric, sum(quantity) AS total, count(*) AS events, max(quantity) AS largest,
                 (array_agg(quantity ORDER BY "timestamp" DESC, seq DESC))[1] AS latest,
                 max("timestamp") AS latest_at,
                 (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_seq
-           FROM claimed
+           FROM batch
           GROUP BY period_start, metric
        ), applied AS (
          INSERT INTO period_counters AS c (tenant_id, period_start, metric, total, events, largest, latest, latest_at, latest_seq)
@@ -82,30 +113,72 @@ export async function claimUsage(db: Db | Knex.Transaction, tenantId: string, cl
            latest_seq = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_seq) >= (c.latest_at, c.latest_seq) THEN EXCLUDED.latest_seq ELSE c.latest_seq END,
            updated_at = now()
          RETURNING 1
+       ), reached AS (
+         -- A full batch stops at its last event (more may wait below the barrier); a short one reached the barrier.
+         SELECT count(*) AS claimed,
+                CASE WHEN count(*) >= :limit THEN max(seq) ELSE GREATEST(:barrier::bigint, :from::bigint) END AS through,
+                count(*) >= :limit AND max(seq) < :barrier::bigint AS more
+           FROM batch
+       ), folded AS (
+         DELETE FROM event_receipts WHERE tenant_id = :tenant RETURNING events
+       ), totals AS (
+         UPDATE tenant_event_totals SET
+           claimed_through_seq = (SELECT through FROM reached),
+           stored = stored + (SELECT coalesce(sum(events), 0) FROM folded),
+           claimed = claimed + (SELECT claimed FROM reached),
+           updated_at = now()
+          WHERE tenant_id = :tenant
+       ), recorded AS (
+         INSERT INTO ledger_claims (claim_id, tenant_id, through_seq, barrier_seq, claimed, more, touched)
+         SELECT :claim, :tenant, through, :barrier, claimed, more,
+                coalesce((SELECT jsonb_agg(jsonb_build_object('period_start', period_start, 'metric', metric, 'claimed', events)) FROM deltas), '[]'::jsonb)
+           FROM reached
+       ), forgotten AS (
+         DELETE FROM ledger_claims WHERE tenant_id = :tenant AND created_at < now() - interval '${CLAIM_MEMORY}'
        )
-       SELECT (SELECT coalesce(sum(events), 0) FROM deltas)::text AS claimed, (SELECT count(*) FROM applied) AS applied`,
-      { tenant: tenantId, claim: claimId, limit },
+       SELECT (SELECT claimed FROM reached)::text AS claimed, (SELECT more FROM reached) AS more, (SELECT count(*) FROM applied) AS applied,
+              (SELECT array_agg(DISTINCT period_start) FROM deltas) AS periods`,
+      { tenant: tenantId, claim: claimId, limit, from: totals.rows[0]!.through, barrier },
     );
     const claimedNow = Number(added.rows[0]?.claimed ?? 0);
-    // Read back by claim id: a retry after a committed attempt answers for that attempt too.
-    const touched = await trx.raw<{ rows: Array<CounterRow & { claimed: string }> }>(
-      `WITH mine AS (
-         SELECT period_start, metric, count(*) AS claimed FROM usage_events
-          WHERE tenant_id = :tenant AND claim_id = :claim
-          GROUP BY period_start, metric
-       )
-       SELECT c.period_start, c.metric, c.total::text, c.events, c.largest::text, c.latest::text, mine.claimed
-         FROM mine JOIN period_counters c
-           ON c.tenant_id = :tenant AND c.period_start = mine.period_start AND c.metric = mine.metric
-        ORDER BY c.period_start, c.metric`,
-      { tenant: tenantId, claim: claimId },
-    );
-    return {
-      claimed: touched.rows.reduce((n, r) => n + Number(r.claimed), 0),
-      counters: touched.rows.map(toCounter),
-      more: claimedNow >= limit,
-    };
+    if (claimedNow > 0) await storePeriodFigures(trx, tenantId, added.rows[0]?.periods ?? []);
+    return (await recordedClaim(trx, tenantId, claimId))!;
   });
+}
+
+/**
+ * The tenant's watermark: its events at or below this receive-order number are counted. With
+ * `lock`, held until the caller's transaction ends, so no claim moves it meanwhile (a rollover
+ * moving counted events between periods).
+ */
+export async function countedThrough(trx: Knex.Transaction, tenantId: string, options: { lock?: boolean } = {}): Promise<bigint> {
+  const found = await trx.raw<{ rows: Array<{ through: string }> }>(
+    `SELECT claimed_through_seq::text AS through FROM tenant_event_totals WHERE tenant_id = ?${options.lock ? ' FOR UPDATE' : ''}`,
+    [tenantId],
+  );
+  return BigInt(found.rows[0]?.through ?? 0);
+}
+
+/** SQL: the event row aliased `alias` of tenant `:tenant` is counted (at or below its tenant's watermark). */
+export const COUNTED = (alias = 'usage_events') =>
+  `${alias}.seq <= coalesce((SELECT w.claimed_through_seq FROM tenant_event_totals w WHERE w.tenant_id = ${alias}.tenant_id), 0)`;
+
+/** A claim as recorded: what it counted, and the counters it touched as they stand now. */
+async function recordedClaim(db: Db | Knex.Transaction, tenantId: string, claimId: string): Promise<ClaimResult | undefined> {
+  const claim = await db('ledger_claims')
+    .where({ claim_id: claimId, tenant_id: tenantId })
+    .first<{ claimed: number; more: boolean; barrier_seq: string } | undefined>('claimed', 'more', db.raw('barrier_seq::text'));
+  if (!claim) return undefined;
+  const touched = await db.raw<{ rows: CounterRow[] }>(
+    `SELECT c.period_start, c.metric, c.total::text, c.events, c.largest::text, c.latest::text
+       FROM ledger_claims l
+      CROSS JOIN jsonb_to_recordset(l.touched) AS t(period_start timestamptz, metric text)
+       JOIN period_counters c ON c.tenant_id = l.tenant_id AND c.period_start = t.period_start AND c.metric = t.metric
+      WHERE l.tenant_id = :tenant AND l.claim_id = :claim
+      ORDER BY c.period_start, c.metric`,
+    { tenant: tenantId, claim: claimId },
+  );
+  return { claimed: claim.claimed, counters: touched.rows.map(toCounter), more: claim.more, barrier_seq: claim.barrier_seq };
 }
 
 /** The counters of one tenant's periods, as the read model holds them. */
@@ -119,24 +192,32 @@ export async function readPeriodCounters(db: Db | Knex.Transaction, tenantId: st
   return rows.map(toCounter);
 }
 
-/** Acknowledged events of a tenant not counted yet (`pending_events`), counted up to `upTo` when given. */
-export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: string, upTo?: number): Promise<number> {
-  const result = await db.raw<{ rows: Array<{ count: string }> }>(
-    `SELECT count(*)::text AS count FROM (SELECT 1 FROM usage_events WHERE tenant_id = ? AND claim_id IS NULL LIMIT ?) waiting`,
-    [tenantId, upTo ?? null],
+/**
+ * Acknowledged events of a tenant not counted yet (`pending_events`): events stored less events
+ * claimed, from the tenant's totals and the receipts no claim has folded yet, so the answer costs
+ * one row and a few receipts however large the backlog (one statement: one snapshot).
+ */
+export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: string): Promise<number> {
+  const result = await db.raw<{ rows: Array<{ pending: string }> }>(
+    `SELECT (coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = :tenant), 0)
+           + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = :tenant), 0))::text AS pending`,
+    { tenant: tenantId },
   );
-  return Number(result.rows[0]?.count ?? 0);
+  return Math.max(0, Number(result.rows[0]?.pending ?? 0));
 }
 
 /**
  * Tenants with events that have waited unclaimed longer than `olderThanMs`: their workflow was
- * not rung (an API process died between its commit and its signal), or is not running.
+ * not rung (an API process died between its commit and its signal), or is not running. A
+ * receipt no claim folded is an event no claim saw; totals with events still unclaimed after a
+ * claim (a run that stopped between two claims) are the rest.
  */
 export async function tenantsWithUnclaimedEvents(db: Db, olderThanMs: number, limit = 1_000): Promise<string[]> {
   const rows = await db.raw<{ rows: Array<{ tenant_id: string }> }>(
-    `SELECT DISTINCT tenant_id FROM usage_events
-      WHERE claim_id IS NULL AND received_at < now() - make_interval(secs => :seconds)
-      LIMIT :limit`,
+    `SELECT tenant_id FROM event_receipts WHERE received_at < now() - make_interval(secs => :seconds)
+     UNION
+     SELECT tenant_id FROM tenant_event_totals WHERE stored > claimed AND updated_at < now() - make_interval(secs => :seconds)
+     LIMIT :limit`,
     { seconds: olderThanMs / 1000, limit },
   );
   return rows.rows.map((r) => r.tenant_id);

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
+import { keysetPage, type Page, type PageRequest } from './pagination';
 import { normalizeDecimal } from './numeric';
 import { readLimitOverrides } from './entitlements';
 import { aggregateStoredGroups } from './dimensions';
@@ -38,6 +39,17 @@ export async function insertPack(db: Db, tenantId: string, pack: NewPack): Promi
   const inserted = await db('packs').insert({ tenant_id: tenantId, ...pack }).onConflict(['tenant_id', 'id']).ignore().returning<PackRow[]>('*');
   if (inserted[0]) return { pack: inserted[0], created: true };
   return { pack: await db('packs').where({ tenant_id: tenantId, id: pack.id }).first<PackRow>(), created: false };
+}
+
+/** Withdraws a pack nothing has drawn from yet (a purchase its tenant's run did not take). */
+export async function removePack(db: Db, tenantId: string, packId: string): Promise<void> {
+  await db('packs').where({ tenant_id: tenantId, id: packId }).delete();
+}
+
+/** A page of the tenant's packs, newest first. */
+export async function listPacks(db: Db, tenantId: string, page: PageRequest): Promise<Page<PackRow>> {
+  const scope = db('packs').where({ tenant_id: tenantId });
+  return keysetPage<PackRow>(scope.clone().select('*'), page, { sort: ['created_at', 'id'], idColumn: 'id', cursorScope: scope });
 }
 
 /** Every pack of the tenant with its draws per period (`forUpdate` inside an invoice transaction). */

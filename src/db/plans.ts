@@ -1,4 +1,5 @@
 import type { Db } from './knex';
+import { keysetPage, type Page, type PageRequest } from './pagination';
 import type { PlanVersion } from '../domain/plan';
 
 /**
@@ -42,11 +43,28 @@ export async function findPlanVersion(db: Db, planId: string, version?: number):
   return row?.definition;
 }
 
-/** Every plan at its latest version (a query to scope, sort and page; selects `definition`). */
-export function latestPlanVersions(db: Db) {
-  return db('plan_versions as v')
+/** Versions are immutable: each is read from PostgreSQL once per process (a missing one is asked again). */
+const storedVersions = new Map<string, Promise<PlanVersion | undefined>>();
+
+/** One plan version, from this process's cache after the first read. */
+export function cachedPlanVersion(db: Db, planId: string, version: number): Promise<PlanVersion | undefined> {
+  const key = `${planId}@${version}`;
+  let found = storedVersions.get(key);
+  if (!found) {
+    found = findPlanVersion(db, planId, version);
+    storedVersions.set(key, found);
+    void found.then((plan) => plan ?? storedVersions.delete(key), () => storedVersions.delete(key));
+  }
+  return found;
+}
+
+/** A page of every plan at its latest version, newest plan first. */
+export async function listLatestPlanVersions(db: Db, page: PageRequest): Promise<Page<PlanVersion>> {
+  const latest = db('plan_versions as v')
     .join('plans as p', function joinLatest() {
       this.on('p.id', '=', 'v.plan_id').andOn('p.latest_version', '=', 'v.version');
     })
     .select('v.definition');
+  const found = await keysetPage<{ definition: PlanVersion }>(latest, page, { sort: ['p.created_at', 'p.id'], idColumn: 'p.id' });
+  return { ...found, data: found.data.map((row) => row.definition) };
 }

@@ -1,8 +1,9 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { lockTenantLedger } from './ingest';
-import { readPeriodCounters, type PeriodCounter } from './ledger';
+import { COUNTED, countedThrough, readPeriodCounters, type PeriodCounter } from './ledger';
 import { findPlanVersion } from './plans';
+import { storePeriodFigures } from './summaries';
 import { writePeriodInvoice, type PeriodBounds } from './invoices';
 import { periodAfterEarlyClose, type Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
@@ -66,6 +67,8 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
       .where({ id: request.tenant_id })
       .first<{ plan_id: string; billing_anchor: Date; timezone: string }>('plan_id', 'billing_anchor', 'timezone');
     let end = new Date(request.close_at);
+    // Which events are counted decides which counters a move changes; no claim moves it meanwhile.
+    const counted = await countedThrough(trx, request.tenant_id, { lock: true });
     if (request.cancel) {
       // Events already placed past this period (stamped after its end while its rollover was
       // due) have no later period to go to: they are the final period's too.
@@ -73,8 +76,8 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
         .where({ tenant_id: request.tenant_id })
         .andWhere('period_start', '>', period.start)
         .update({ period_start: period.start })
-        .returning<Array<{ claim_id: string | null }>>('claim_id');
-      if (absorbed.some((m) => m.claim_id !== null)) {
+        .returning<Array<{ seq: string }>>('seq');
+      if (absorbed.some((m) => BigInt(m.seq) <= counted)) {
         await trx('period_counters').where({ tenant_id: request.tenant_id }).andWhere('period_start', '>', period.start).delete();
         await recountPeriod(trx, request.tenant_id, period.start);
       }
@@ -89,6 +92,9 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
       .where({ tenant_id: request.tenant_id, start: period.start })
       .update({ end, status: 'closed', grace_ends_at: graceEndsAt, closed_at: new Date(), close_idempotency_key: request.idempotency_key ?? null });
 
+    // Running figures to rate again: the closed period (events may have moved out of it) and the
+    // next one (its base fee, and events already counted for it).
+    const rated: Array<Date | string> = [period.start];
     if (request.cancel) {
       await trx('tenants').where({ id: request.tenant_id }).update({ status: 'cancelled', cancelled_at: new Date(), updated_at: new Date() });
     } else {
@@ -104,24 +110,26 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
         .where({ tenant_id: request.tenant_id, period_start: period.start })
         .andWhere('timestamp', '>=', end)
         .update({ period_start: next.start })
-        .returning<Array<{ claim_id: string | null }>>('claim_id');
+        .returning<Array<{ seq: string }>>('seq');
       // Events ingest already placed past this period (stamped after its end, within the future
       // tolerance) were placed by the tiling it expected; an early close may tile otherwise
       // (a plan change to another interval): place them again by the periods that will exist.
       const ahead = await trx('usage_events')
         .where({ tenant_id: request.tenant_id })
         .andWhere('period_start', '>', period.start)
-        .select<Array<{ event_id: string; timestamp: Date; period_start: Date; claim_id: string | null }>>('event_id', 'timestamp', 'period_start', 'claim_id');
-      const touched = new Set<number>(moved.some((m) => m.claim_id !== null) ? [period.start.getTime(), Date.parse(next.start)] : []);
+        .select<Array<{ event_id: string; timestamp: Date; period_start: Date; seq: string }>>('event_id', 'timestamp', 'period_start', 'seq');
+      const touched = new Set<number>(moved.some((m) => BigInt(m.seq) <= counted) ? [period.start.getTime(), Date.parse(next.start)] : []);
       for (const row of ahead) {
         let home: Period = next;
         while (row.timestamp.getTime() >= Date.parse(home.end)) home = periodAfterEarlyClose(tenant.billing_anchor.toISOString(), plan.interval, tenant.timezone, home.end);
         if (Date.parse(home.start) === row.period_start.getTime()) continue;
         await trx('usage_events').where({ tenant_id: request.tenant_id, event_id: row.event_id }).update({ period_start: home.start });
-        if (row.claim_id !== null) for (const at of [row.period_start.getTime(), Date.parse(home.start)]) touched.add(at);
+        if (BigInt(row.seq) <= counted) for (const at of [row.period_start.getTime(), Date.parse(home.start)]) touched.add(at);
       }
       for (const at of touched) await recountPeriod(trx, request.tenant_id, new Date(at));
+      rated.push(next.start);
     }
+    await storePeriodFigures(trx, request.tenant_id, rated);
     await writePeriodInvoice(trx, { tenant_id: request.tenant_id, period_start: period.start.toISOString(), version: 1 }, false);
     const closed = await trx('periods').where({ tenant_id: request.tenant_id, start: period.start }).first<PeriodBounds>();
     return storedRollover(trx, request.tenant_id, closed);
@@ -164,7 +172,7 @@ async function storedRollover(trx: Knex.Transaction, tenantId: string, closed: P
   };
 }
 
-/** Rebuilds one period's read-model counters from its counted (claimed) events. */
+/** Rebuilds one period's read-model counters from its counted events. */
 async function recountPeriod(trx: Knex.Transaction, tenantId: string, periodStart: Date): Promise<void> {
   await trx('period_counters').where({ tenant_id: tenantId, period_start: periodStart }).delete();
   await trx.raw(
@@ -174,7 +182,7 @@ async function recountPeriod(trx: Knex.Transaction, tenantId: string, periodStar
             max("timestamp"),
             (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1]
        FROM usage_events
-      WHERE tenant_id = ? AND period_start = ? AND claim_id IS NOT NULL
+      WHERE tenant_id = ? AND period_start = ? AND ${COUNTED()}
       GROUP BY tenant_id, period_start, metric`,
     [tenantId, periodStart],
   );

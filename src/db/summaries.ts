@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
-import { findPlanVersion } from './plans';
+import { cachedPlanVersion } from './plans';
 import { normalizeDecimal } from './numeric';
 import { counterFromAggregates } from '../domain/aggregation';
 import { Dec, roundMoney, toDecimalString } from '../domain/decimal';
@@ -12,22 +12,20 @@ import { BASE_FEE_METRIC, ratePeriod } from '../domain/rating';
  * that started in a calendar month (UTC), served from stored per-period figures, never from raw
  * events, so a month stays readable after retention has purged its events:
  *
- * - an **invoiced** period counts with its finalized invoice. `monthly_summaries` holds, per
- *   month, tenant and currency, the sum of those invoices (total, per-metric quantities and
- *   amounts), refreshed by `refreshMonthlySummary` in the very transaction that finalizes or
- *   reruns an invoice (a rerun's version replaces the voided one);
- * - a period **not invoiced yet** (open, or closed and in its grace) counts with its
- *   `period_counters` read model, rated with the period's plan version like the usage view; its
- *   figures still move, and the row says so (`final: false`).
+ * - a period with a **finalized invoice** counts with it (after a rerun, the new version);
+ * - a period **not invoiced yet** (open, or closed and in its grace) counts with its running
+ *   figure in `period_figures`: its `period_counters` rated with the period's plan version
+ *   (`storePeriodFigures`, in the transaction that moves the counters: a claim, a rollover, the
+ *   tenant's creation). Its figures still move, and the row says so (`final: false`).
  *
- * A month whose periods are all invoiced (every month but the latest one or two) is one index
- * walk of `monthly_summaries_month_total` for a page sorted by total: nothing is added up per
- * request. A month with periods not invoiced yet rates those periods here and ranks every row
- * of the month in SQL, with them handed over as JSON. A tenant whose periods in one month were
- * billed in two currencies gets one row per currency: amounts in different currencies are never
- * added.
+ * `monthly_summaries` holds, per month, tenant and currency, those figures added up (total,
+ * per-metric usage and amount, how many periods), rewritten by `refreshSummaries` in each
+ * transaction that stores a running figure or finalizes or reruns an invoice. Nothing is added
+ * up or rated per request: every month, the current one too, is one index walk of
+ * `monthly_summaries_month_total` for a page sorted by total (sorted by a metric, the month's
+ * rows are read and sorted). A tenant whose periods in one month were billed in two currencies
+ * gets one row per currency: amounts in different currencies are never added.
  */
-
 /** One tenant's month in one currency. */
 export interface MonthlySummary {
   /** `<tenant>/<currency>`: the row's cursor for `starting_after`. */
@@ -75,11 +73,8 @@ export function monthRange(month: string): { start: Date; end: Date; previous: {
   return { start, end: new Date(Date.UTC(year, m, 1)), previous: { start: new Date(Date.UTC(year, m - 2, 1)), end: start } };
 }
 
-/** Figures of the periods not invoiced yet, rated here, as the query takes them (JSON). */
-interface LiveFigures {
-  totals: Array<{ tenant_id: string; currency: string; month: 'current' | 'previous'; total: string }>;
-  lines: Array<{ tenant_id: string; currency: string; metric: string; used: string; amount: string }>;
-}
+/** Per metric: usage and amount, as decimal strings (the base fee is in the total only). */
+type MetricFigures = Record<string, { used: string; amount: string }>;
 
 /** A period not invoiced yet, joined with one of its counters (null columns: nothing counted). */
 interface UninvoicedRow {
@@ -94,151 +89,219 @@ interface UninvoicedRow {
   latest: string | null;
 }
 
-/**
- * Rates the periods not invoiced yet that started in either month from the read model, as the
- * usage view does. Meter lines only of the month asked for (the month before needs its totals).
- */
-async function liveFigures(db: Db, range: ReturnType<typeof monthRange>): Promise<LiveFigures> {
-  const counted = await db('periods as p')
-    .leftJoin('period_counters as c', function joinCounters() {
-      this.on('c.tenant_id', '=', 'p.tenant_id').andOn('c.period_start', '=', 'p.start');
-    })
-    .whereNot('p.status', 'invoiced')
-    .where('p.start', '>=', range.previous.start)
-    .where('p.start', '<', range.end)
-    .select<UninvoicedRow[]>(
-      'p.tenant_id',
-      'p.start',
-      'p.plan_id',
-      'p.plan_version',
-      'c.metric',
-      db.raw('c.total::text AS total'),
-      'c.events',
-      db.raw('c.largest::text AS largest'),
-      db.raw('c.latest::text AS latest'),
+/** One period's running figure as `period_figures` holds it. */
+interface PeriodFigures {
+  tenant_id: string;
+  period_start: Date;
+  currency: string;
+  total: string;
+  metrics: MetricFigures;
+}
+
+/** A period rated from its counters with its plan version: each meter's pricing and the base fee. */
+function rateCounters(plan: PlanVersion, period: UninvoicedRow, counters: UninvoicedRow[]): PeriodFigures {
+  const values: Record<string, string> = {};
+  for (const meter of plan.meters) {
+    const c = counters.find((r) => r.metric === meter.metric);
+    values[meter.metric] = counterFromAggregates(
+      c && { total: normalizeDecimal(c.total!), events: Number(c.events), largest: normalizeDecimal(c.largest!), latest: normalizeDecimal(c.latest!) },
+      meter.aggregation,
     );
-  const periods = new Map<string, UninvoicedRow[]>();
-  for (const row of counted) {
-    const key = `${row.tenant_id}/${row.start.toISOString()}`;
-    const list = periods.get(key);
-    if (list) list.push(row);
-    else periods.set(key, [row]);
   }
-  const figures: LiveFigures = { totals: [], lines: [] };
-  const plans = new Map<string, Promise<PlanVersion | undefined>>();
-  for (const counters of periods.values()) {
-    const period = counters[0] as UninvoicedRow;
-    const planKey = `${period.plan_id}@${period.plan_version}`;
-    if (!plans.has(planKey)) plans.set(planKey, findPlanVersion(db, period.plan_id, period.plan_version));
-    const plan = await plans.get(planKey);
-    if (!plan) continue;
-    const values: Record<string, string> = {};
-    for (const meter of plan.meters) {
-      const c = counters.find((r) => r.metric === meter.metric);
-      values[meter.metric] = counterFromAggregates(
-        c && { total: normalizeDecimal(c.total!), events: Number(c.events), largest: normalizeDecimal(c.largest!), latest: normalizeDecimal(c.latest!) },
-        meter.aggregation,
-      );
-    }
-    const rated = ratePeriod(plan, values);
-    const month = period.start < range.start ? 'previous' : 'current';
-    figures.totals.push({ tenant_id: period.tenant_id, currency: plan.currency, month, total: rated.total });
-    if (month === 'previous') continue;
-    for (const line of rated.lines) {
-      if (line.metric !== BASE_FEE_METRIC) figures.lines.push({ tenant_id: period.tenant_id, currency: plan.currency, metric: line.metric, used: line.quantity, amount: line.amount });
-    }
-  }
-  return figures;
+  const rated = ratePeriod(plan, values);
+  const metrics: MetricFigures = {};
+  for (const line of rated.lines) if (line.metric !== BASE_FEE_METRIC) metrics[line.metric] = { used: line.quantity, amount: line.amount };
+  return { tenant_id: period.tenant_id, period_start: period.start, currency: plan.currency, total: rated.total, metrics };
 }
 
 /**
- * Recomputes one tenant's stored summary of the month `periodStart` falls in from its finalized
- * invoices of that month, in the caller's transaction (the one that finalizes or reruns an
- * invoice). A transaction-scoped advisory lock per tenant and month serializes two refreshes, so
- * the later one reads the earlier one's invoice.
+ * Rates the given periods (those not invoiced yet; the others are left alone) from their counters
+ * as they stand in this transaction, and stores their running figures: one read, one upsert.
+ * `keep` leaves a figure already stored untouched (a backfill beside live claims).
  */
-export async function refreshMonthlySummary(trx: Knex.Transaction, tenantId: string, periodStart: string | Date): Promise<void> {
-  const start = new Date(periodStart);
-  const month = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth(), 1));
-  const end = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1));
-  await trx.raw('SELECT pg_advisory_xact_lock(hashtext(?))', [`monthly_summary:${tenantId}:${month.toISOString()}`]);
+async function rateAndStore(trx: Db | Knex.Transaction, periods: Array<{ tenant_id: string; start: string | Date }>, onConflict: 'replace' | 'keep'): Promise<void> {
+  if (periods.length === 0) return;
+  const { rows } = await trx.raw<{ rows: UninvoicedRow[] }>(
+    `SELECT p.tenant_id, p.start, p.plan_id, p.plan_version, c.metric, c.total::text AS total, c.events, c.largest::text AS largest, c.latest::text AS latest
+       FROM unnest(?::text[], ?::timestamptz[]) AS k(tenant_id, start)
+       JOIN periods p ON p.tenant_id = k.tenant_id AND p.start = k.start
+       LEFT JOIN period_counters c ON c.tenant_id = p.tenant_id AND c.period_start = p.start
+      WHERE p.status <> 'invoiced'`,
+    [periods.map((p) => p.tenant_id), periods.map((p) => new Date(p.start).toISOString())] as unknown as Knex.RawBinding[],
+  );
+  const byPeriod = new Map<string, UninvoicedRow[]>();
+  for (const row of rows) {
+    const key = `${row.tenant_id}/${row.start.toISOString()}`;
+    const list = byPeriod.get(key);
+    if (list) list.push(row);
+    else byPeriod.set(key, [row]);
+  }
+  const figures: PeriodFigures[] = [];
+  for (const counters of byPeriod.values()) {
+    const period = counters[0]!;
+    const plan = await cachedPlanVersion(trx as Db, period.plan_id, period.plan_version);
+    if (plan) figures.push(rateCounters(plan, period, counters));
+  }
+  if (figures.length === 0) return;
   await trx.raw(
-    `WITH inv AS (
-       SELECT id, currency, total FROM invoices
-        WHERE tenant_id = :tenant AND status = 'finalized' AND period_start >= :start AND period_start < :end
-     ), per_currency AS (
-       SELECT currency, sum(total) AS total, count(*) AS periods FROM inv GROUP BY currency
-     ), lines AS (
-       SELECT inv.currency, l.metric, sum(l.quantity) AS used, sum(l.amount) AS amount
-         FROM inv JOIN invoice_lines l ON l.invoice_id = inv.id
-        WHERE l.metric <> :baseFee
-        GROUP BY inv.currency, l.metric
-     ), summary AS (
-       SELECT p.currency, p.total, p.periods,
-              coalesce((SELECT jsonb_object_agg(metric, jsonb_build_object('used', used::text, 'amount', amount::text))
-                          FROM lines WHERE lines.currency = p.currency), '{}'::jsonb) AS metrics
-         FROM per_currency p
-     ), gone AS (
-       DELETE FROM monthly_summaries s
-        WHERE s.month = :month AND s.tenant_id = :tenant AND s.currency NOT IN (SELECT currency FROM summary)
-     )
-     INSERT INTO monthly_summaries (month, tenant_id, currency, total, metrics, periods, updated_at)
-     SELECT :month, :tenant, currency, total, metrics, periods, now() FROM summary
-     ON CONFLICT (month, tenant_id, currency)
-     DO UPDATE SET total = EXCLUDED.total, metrics = EXCLUDED.metrics, periods = EXCLUDED.periods, updated_at = now()`,
-    { tenant: tenantId, start: month, end, month: month.toISOString().slice(0, 10), baseFee: BASE_FEE_METRIC },
+    `INSERT INTO period_figures (tenant_id, period_start, currency, total, metrics)
+     SELECT * FROM unnest(?::text[], ?::timestamptz[], ?::text[], ?::numeric[], ?::jsonb[])
+     ON CONFLICT (tenant_id, period_start) ${
+       onConflict === 'keep'
+         ? 'DO NOTHING'
+         : 'DO UPDATE SET currency = EXCLUDED.currency, total = EXCLUDED.total, metrics = EXCLUDED.metrics, updated_at = now()'
+     }`,
+    [
+      figures.map((f) => f.tenant_id),
+      figures.map((f) => f.period_start.toISOString()),
+      figures.map((f) => f.currency),
+      figures.map((f) => f.total),
+      figures.map((f) => JSON.stringify(f.metrics)),
+    ] as unknown as Knex.RawBinding[],
   );
 }
 
-/** A row of a page as the queries return it. */
+/**
+ * Keeps the running figures of one tenant's periods current, and the tenant's summary rows of
+ * their months, in the caller's transaction (the one that moved their counters or opened them).
+ * Every transaction that moves a tenant's counters (a claim, a rollover) first locks the tenant's
+ * `tenant_event_totals` row (src/db/ledger.ts), so two ratings of one tenant's periods never
+ * overlap: the figure stored last is rated from the latest counters.
+ */
+export async function storePeriodFigures(trx: Knex.Transaction, tenantId: string, periodStarts: Array<string | Date>): Promise<void> {
+  if (periodStarts.length === 0) return;
+  const periods = periodStarts.map((start) => ({ tenant_id: tenantId, start }));
+  await rateAndStore(trx, periods, 'replace');
+  await refreshSummaries(trx, periods, { lock: true });
+}
+
+/**
+ * Rates every period not invoiced yet that has no running figure, and rewrites the summary rows
+ * of their months (migration 20261222000000_period_figures), in batches; a figure a claim stored
+ * meanwhile is kept.
+ */
+export async function backfillPeriodFigures(db: Db | Knex.Transaction, batch = 1_000): Promise<number> {
+  let stored = 0;
+  for (;;) {
+    const missing = await db.raw<{ rows: Array<{ tenant_id: string; start: Date }> }>(
+      `SELECT p.tenant_id, p.start FROM periods p
+        WHERE p.status <> 'invoiced'
+          AND NOT EXISTS (SELECT 1 FROM period_figures f WHERE f.tenant_id = p.tenant_id AND f.period_start = p.start)
+          AND EXISTS (SELECT 1 FROM plan_versions v WHERE v.plan_id = p.plan_id AND v.version = p.plan_version)
+        LIMIT ?`,
+      [batch],
+    );
+    if (missing.rows.length === 0) return stored;
+    await rateAndStore(db, missing.rows, 'keep');
+    await refreshSummaries(db, missing.rows, { lock: false });
+    stored += missing.rows.length;
+  }
+}
+
+/**
+ * Recomputes one tenant's summary of the month `periodStart` falls in, in the caller's
+ * transaction (the one that finalizes or reruns an invoice).
+ */
+export async function refreshMonthlySummary(trx: Knex.Transaction, tenantId: string, periodStart: string | Date): Promise<void> {
+  await refreshSummaries(trx, [{ tenant_id: tenantId, start: periodStart }], { lock: true });
+}
+
+/** The UTC month a period start falls in, as `monthly_summaries` keys it, with its bounds. */
+function monthOf(start: string | Date): { month: string; start: string; end: string } {
+  const at = new Date(start);
+  const first = new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
+  return { month: monthKey(first), start: first.toISOString(), end: new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth() + 1, 1)).toISOString() };
+}
+
+/**
+ * Rewrites the summary rows of the tenants' months these periods fall in, from what is stored:
+ * a period with a finalized invoice counts with it, any other with its running figure. One row
+ * per currency; a currency with nothing left loses its row. With `lock`, a transaction-scoped
+ * advisory lock per tenant and month (taken in one order) serializes two rewrites of one row, so
+ * the later one reads the earlier one's invoice or figure.
+ */
+async function refreshSummaries(trx: Db | Knex.Transaction, periods: Array<{ tenant_id: string; start: string | Date }>, options: { lock: boolean }): Promise<void> {
+  const keys = new Map<string, { tenant_id: string; month: string; start: string; end: string }>();
+  for (const period of periods) {
+    const month = monthOf(period.start);
+    keys.set(`monthly_summary:${period.tenant_id}:${month.start}`, { tenant_id: period.tenant_id, ...month });
+  }
+  if (options.lock) {
+    await trx.raw('SELECT pg_advisory_xact_lock(hashtext(key)) FROM (SELECT unnest(?::text[]) AS key ORDER BY 1) keys', [[...keys.keys()].sort()] as unknown as Knex.RawBinding[]);
+  }
+  const rows = [...keys.values()];
+  await trx.raw(
+    `WITH keys AS (
+       SELECT * FROM unnest(:tenants::text[], :months::date[], :starts::timestamptz[], :ends::timestamptz[]) AS k(tenant_id, month, start_at, end_at)
+     ), inv AS (
+       SELECT k.tenant_id, k.month, i.id, i.currency, i.total FROM keys k
+         JOIN invoices i ON i.tenant_id = k.tenant_id AND i.status = 'finalized' AND i.period_start >= k.start_at AND i.period_start < k.end_at
+     ), running AS (
+       SELECT k.tenant_id, k.month, f.currency, f.total, f.metrics FROM keys k
+         JOIN periods p ON p.tenant_id = k.tenant_id AND p.start >= k.start_at AND p.start < k.end_at AND p.status <> 'invoiced'
+         JOIN period_figures f ON f.tenant_id = p.tenant_id AND f.period_start = p.start
+        WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.tenant_id = p.tenant_id AND i.period_start = p.start AND i.status = 'finalized')
+     ), per_currency AS (
+       SELECT tenant_id, month, currency, sum(total) AS total, count(*) AS periods, bool_and(invoiced) AS final FROM (
+         SELECT tenant_id, month, currency, total, true AS invoiced FROM inv
+         UNION ALL
+         SELECT tenant_id, month, currency, total, false FROM running
+       ) figures GROUP BY tenant_id, month, currency
+     ), lines AS (
+       SELECT tenant_id, month, currency, metric, sum(used) AS used, sum(amount) AS amount FROM (
+         SELECT inv.tenant_id, inv.month, inv.currency, l.metric, l.quantity AS used, l.amount
+           FROM inv JOIN invoice_lines l ON l.invoice_id = inv.id WHERE l.metric <> :baseFee
+         UNION ALL
+         SELECT r.tenant_id, r.month, r.currency, m.key, (m.value ->> 'used')::numeric, (m.value ->> 'amount')::numeric
+           FROM running r CROSS JOIN LATERAL jsonb_each(r.metrics) m
+       ) figures GROUP BY tenant_id, month, currency, metric
+     ), line_sets AS (
+       SELECT tenant_id, month, currency, jsonb_object_agg(metric, jsonb_build_object('used', used::text, 'amount', amount::text)) AS metrics
+         FROM lines GROUP BY tenant_id, month, currency
+     ), summary AS (
+       SELECT c.tenant_id, c.month, c.currency, c.total, c.periods, c.final, coalesce(s.metrics, '{}'::jsonb) AS metrics
+         FROM per_currency c LEFT JOIN line_sets s ON s.tenant_id = c.tenant_id AND s.month = c.month AND s.currency = c.currency
+     ), gone AS (
+       DELETE FROM monthly_summaries m USING keys k
+        WHERE m.month = k.month AND m.tenant_id = k.tenant_id
+          AND NOT EXISTS (SELECT 1 FROM summary s WHERE s.tenant_id = m.tenant_id AND s.month = m.month AND s.currency = m.currency)
+     )
+     INSERT INTO monthly_summaries (month, tenant_id, currency, total, metrics, periods, final, updated_at)
+     SELECT month, tenant_id, currency, total, metrics, periods, final, now() FROM summary
+     ON CONFLICT (month, tenant_id, currency)
+     DO UPDATE SET total = EXCLUDED.total, metrics = EXCLUDED.metrics, periods = EXCLUDED.periods, final = EXCLUDED.final, updated_at = now()`,
+    {
+      tenants: rows.map((r) => r.tenant_id),
+      months: rows.map((r) => r.month),
+      starts: rows.map((r) => r.start),
+      ends: rows.map((r) => r.end),
+      baseFee: BASE_FEE_METRIC,
+    } as unknown as Record<string, Knex.RawBinding>,
+  );
+}
+
+/** A row of a page as the query returns it. */
 interface PageRow {
   tenant_id: string;
   currency: string;
   total: string;
+  /** The month before's total (0 without a row). */
   previous: string;
   final: boolean;
-  /** The stored metrics: `{ metric: { used, amount } }` as decimal strings. */
-  metrics: Record<string, { used: string; amount: string }> | null;
-}
-
-/** What one page query found. */
-interface FoundPage {
-  rows: PageRow[];
-  total_count: number;
-  unknownCursor: boolean;
-  /** `previous` already holds the month before's periods not invoiced yet. */
-  previousHasLive: boolean;
+  /** `{ metric: { used, amount } }` as decimal strings. */
+  metrics: MetricFigures;
 }
 
 /**
  * One page of a month's summaries, sorted, with the change against the month before. Ties in
- * the sort go by id in the same direction. The metrics of the page's rows only are put together.
+ * the sort go by id in the same direction: a page of `monthly_summaries` in index order (by
+ * total), or sorted by a metric's usage, after the cursor row's key; the month before joined by
+ * key for the page's rows only.
  */
 export async function monthlySummaries(db: Db, query: SummaryQuery): Promise<SummaryPage> {
   const range = monthRange(query.month);
-  const live = await liveFigures(db, range);
-  const found = live.totals.some((t) => t.month === 'current') ? await rankedWithLive(db, query, range, live) : await storedPage(db, query, range);
-  const page = query.limit === undefined ? found.rows : found.rows.slice(0, query.limit);
-  return {
-    data: page.map((row) => summaryOf(query.month, row, live, { metric: query.metric, previousHasLive: found.previousHasLive })),
-    has_more: query.limit !== undefined && found.rows.length > query.limit,
-    total_count: found.total_count,
-    unknownCursor: found.unknownCursor,
-  };
-}
-
-/** `<tenant>/<currency>` apart; tenant ids never hold a `/`. */
-function splitId(id: string): [string, string] {
-  const at = id.lastIndexOf('/');
-  return at < 0 ? [id, ''] : [id.slice(0, at), id.slice(at + 1)];
-}
-
-const monthKey = (d: Date) => d.toISOString().slice(0, 10);
-
-/** The bindings both page queries share: the months, the sort and filter metrics, the cursor, the page size. */
-function pageBindings(query: SummaryQuery, range: ReturnType<typeof monthRange>) {
   const [cursorTenant, cursorCurrency] = query.startingAfter === undefined ? [null, null] : splitId(query.startingAfter);
-  return {
+  const bindings = {
     month: monthKey(range.start),
     previous: monthKey(range.previous.start),
     sortMetric: query.order.by === 'total' ? null : query.order.by.metric,
@@ -247,23 +310,14 @@ function pageBindings(query: SummaryQuery, range: ReturnType<typeof monthRange>)
     cursorCurrency,
     take: query.limit === undefined ? null : query.limit + 1,
   };
-}
-
-/**
- * A month with every period invoiced: a page of `monthly_summaries` in index order (by total), or
- * sorted by a metric's stored usage, after the cursor row's key; the month before joined by key.
- */
-async function storedPage(db: Db, query: SummaryQuery, range: ReturnType<typeof monthRange>): Promise<FoundPage> {
   const sortMetric = query.order.by === 'total' ? undefined : query.order.by.metric;
   const key = (alias: string) => (sortMetric === undefined ? `${alias}.total` : `coalesce((${alias}.metrics -> :sortMetric ->> 'used')::numeric, 0)`);
   const [op, direction] = query.order.descending ? ['<', 'DESC'] : ['>', 'ASC'];
-  const bindings = pageBindings(query, range);
   const scope = `s.month = :month AND (:filterMetric::text IS NULL OR s.metrics -> :filterMetric IS NOT NULL)`;
-  const [page, counted] = await Promise.all([
+  const [found, counted] = await Promise.all([
     db.raw<{ rows: PageRow[] }>(
-      // The page first (an index walk when sorted by total), then the month before of its rows only.
-      `SELECT page.tenant_id, page.currency, page.total::text AS total, coalesce(p.total, 0)::text AS previous, true AS final, page.metrics
-         FROM (SELECT s.tenant_id, s.currency, s.total, s.metrics, ${key('s')} AS sort_key
+      `SELECT page.tenant_id, page.currency, page.total::text AS total, coalesce(p.total, 0)::text AS previous, page.final, page.metrics
+         FROM (SELECT s.tenant_id, s.currency, s.total, s.final, s.metrics, ${key('s')} AS sort_key
                  FROM monthly_summaries s
                 WHERE ${scope}
                   AND (:cursorTenant::text IS NULL OR (${key('s')}, s.tenant_id, s.currency) ${op} (
@@ -283,79 +337,26 @@ async function storedPage(db: Db, query: SummaryQuery, range: ReturnType<typeof 
     ),
   ]);
   const count = counted.rows[0];
-  return { rows: page.rows, total_count: Number(count?.count ?? 0), unknownCursor: count?.cursor !== true, previousHasLive: false };
-}
-
-/** A ranked row as the live query returns it (null columns: an empty page after the cursor). */
-type RankedRow = { [K in keyof PageRow]: PageRow[K] | null } & { total_count: string | null; cursor_rank: string };
-
-/**
- * A month with periods not invoiced yet: the stored rows and the live figures are added up per
- * tenant and currency, ranked, and paged after the cursor's rank, all in one statement.
- */
-async function rankedWithLive(db: Db, query: SummaryQuery, range: ReturnType<typeof monthRange>, live: LiveFigures): Promise<FoundPage> {
-  const sortMetric = query.order.by === 'total' ? undefined : query.order.by.metric;
-  const direction = query.order.descending ? 'DESC' : 'ASC';
-  const sortKey = sortMetric === undefined ? 'c.total' : 'c.used';
-  const { rows } = await db.raw<{ rows: RankedRow[] }>(
-    `WITH live AS (
-       SELECT * FROM jsonb_to_recordset(:live::jsonb) AS x(tenant_id text, currency text, month text, total numeric)
-     ), live_lines AS (
-       SELECT * FROM jsonb_to_recordset(:liveLines::jsonb) AS x(tenant_id text, currency text, metric text, used numeric)
-     ), current_month AS (
-       SELECT tenant_id, currency, sum(total) AS total, bool_and(final) AS final, sum(used) AS used, bool_or(has_metric) AS has_metric FROM (
-         SELECT tenant_id, currency, total, true AS final,
-                coalesce((metrics -> :sortMetric ->> 'used')::numeric, 0) AS used, metrics -> :filterMetric IS NOT NULL AS has_metric
-           FROM monthly_summaries WHERE month = :month
-         UNION ALL
-         SELECT tenant_id, currency, total, false, 0, false FROM live WHERE month = 'current'
-         UNION ALL
-         SELECT tenant_id, currency, 0, true, CASE WHEN metric = :sortMetric THEN used ELSE 0 END, metric = :filterMetric FROM live_lines
-       ) figures GROUP BY tenant_id, currency
-     ), previous_month AS (
-       SELECT tenant_id, currency, sum(total) AS total FROM (
-         SELECT tenant_id, currency, total FROM monthly_summaries WHERE month = :previous
-         UNION ALL
-         SELECT tenant_id, currency, total FROM live WHERE month = 'previous'
-       ) figures GROUP BY tenant_id, currency
-     ), ranked AS (
-       SELECT c.tenant_id, c.currency, c.total, c.final, coalesce(p.total, 0) AS previous, s.metrics,
-              row_number() OVER (ORDER BY ${sortKey} ${direction}, c.tenant_id ${direction}, c.currency ${direction}) AS rank,
-              count(*) OVER () AS total_count
-         FROM current_month c
-         LEFT JOIN previous_month p ON p.tenant_id = c.tenant_id AND p.currency = c.currency
-         LEFT JOIN monthly_summaries s ON s.month = :month AND s.tenant_id = c.tenant_id AND s.currency = c.currency
-        WHERE :filterMetric::text IS NULL OR c.has_metric
-     ), cursor AS (
-       SELECT CASE WHEN :cursorTenant::text IS NULL THEN 0
-                   ELSE coalesce((SELECT rank FROM ranked WHERE tenant_id = :cursorTenant AND currency = :cursorCurrency), -1) END AS rank
-     )
-     SELECT r.tenant_id, r.currency, r.total::text AS total, r.previous::text AS previous, r.final, r.metrics, r.total_count, cursor.rank AS cursor_rank
-       FROM cursor LEFT JOIN ranked r ON cursor.rank >= 0 AND r.rank > cursor.rank
-      ORDER BY r.rank
-      LIMIT :take`,
-    { ...pageBindings(query, range), live: JSON.stringify(live.totals), liveLines: JSON.stringify(live.lines) },
-  );
-  const found = rows.filter((r): r is RankedRow & PageRow => r.tenant_id !== null);
-  return { rows: found, total_count: Number(found[0]?.total_count ?? 0), unknownCursor: Number(rows[0]?.cursor_rank ?? 0) < 0, previousHasLive: true };
-}
-
-/** A page row as the API shows it: stored and live metrics together, the change in money. */
-function summaryOf(month: string, row: PageRow, live: LiveFigures, options: { metric?: string; previousHasLive: boolean }): MonthlySummary {
-  const { metric } = options;
-  const metrics = new Map<string, { used: Dec; amount: Dec }>();
-  const add = (name: string, used: Dec.Value, amount: Dec.Value) => {
-    if (metric !== undefined && name !== metric) return;
-    const current = metrics.get(name) ?? { used: new Dec(0), amount: new Dec(0) };
-    metrics.set(name, { used: current.used.plus(used), amount: current.amount.plus(amount) });
+  const page = query.limit === undefined ? found.rows : found.rows.slice(0, query.limit);
+  return {
+    data: page.map((row) => summaryOf(query.month, row, query.metric)),
+    has_more: query.limit !== undefined && found.rows.length > query.limit,
+    total_count: Number(count?.count ?? 0),
+    unknownCursor: count?.cursor !== true,
   };
-  for (const [name, figures] of Object.entries(row.metrics ?? {})) add(name, figures.used, figures.amount);
-  for (const l of live.lines) if (l.tenant_id === row.tenant_id && l.currency === row.currency) add(l.metric, l.used, l.amount);
-  // A stored page leaves the month before's periods not invoiced yet to here (a live page adds them in SQL).
-  let previous = new Dec(row.previous);
-  if (!options.previousHasLive) {
-    for (const t of live.totals) if (t.month === 'previous' && t.tenant_id === row.tenant_id && t.currency === row.currency) previous = previous.plus(t.total);
-  }
+}
+
+/** `<tenant>/<currency>` apart; tenant ids never hold a `/`. */
+function splitId(id: string): [string, string] {
+  const at = id.lastIndexOf('/');
+  return at < 0 ? [id, ''] : [id.slice(0, at), id.slice(at + 1)];
+}
+
+const monthKey = (d: Date) => d.toISOString().slice(0, 10);
+
+/** A page row as the API shows it: its metrics (or the one asked for), the change in money. */
+function summaryOf(month: string, row: PageRow, metric: string | undefined): MonthlySummary {
+  const previous = new Dec(row.previous);
   const total = new Dec(row.total);
   const change = total.minus(previous);
   return {
@@ -363,7 +364,10 @@ function summaryOf(month: string, row: PageRow, live: LiveFigures, options: { me
     tenant_id: row.tenant_id,
     month,
     metrics: Object.fromEntries(
-      [...metrics].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, figures]) => [name, { used: toDecimalString(figures.used), amount: roundMoney(figures.amount, row.currency) }]),
+      Object.entries(row.metrics)
+        .filter(([name]) => metric === undefined || name === metric)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([name, figures]) => [name, { used: toDecimalString(new Dec(figures.used)), amount: roundMoney(figures.amount, row.currency) }]),
     ),
     total: roundMoney(total, row.currency),
     currency: row.currency,

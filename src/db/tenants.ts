@@ -1,5 +1,7 @@
 import type { Db } from './knex';
+import { keysetPage, type Page, type PageRequest } from './pagination';
 import type { Period } from '../domain/periods';
+import { storePeriodFigures } from './summaries';
 
 /** A tenant row as the API and activities read it. */
 export interface TenantRow {
@@ -27,7 +29,7 @@ export interface NewTenant {
   apiKey: { id: string; key_hash: string; prefix: string };
 }
 
-/** Creates the tenant, its first period row and its API key; false when the id is taken. */
+/** Creates the tenant, its first period row (with its running figure) and its API key; false when the id is taken. */
 export async function insertTenant(db: Db, input: NewTenant): Promise<boolean> {
   return db.transaction(async (trx) => {
     const inserted = await trx('tenants').insert(input.tenant).onConflict('id').ignore().returning('id');
@@ -40,9 +42,48 @@ export async function insertTenant(db: Db, input: NewTenant): Promise<boolean> {
       plan_version: input.planVersion,
       status: 'open',
     });
+    await storePeriodFigures(trx, input.tenant.id, [input.firstPeriod.start]); // its base fee, in monthly summaries
     await trx('api_keys').insert({ ...input.apiKey, tenant_id: input.tenant.id });
     return true;
   });
+}
+
+/**
+ * Removes a tenant `insertTenant` just created, with its first period and its API key, when its
+ * billing workflow could not be started: nothing else refers to it yet, and the client can retry.
+ */
+export async function deleteUnstartedTenant(db: Db, tenantId: string): Promise<void> {
+  await db.transaction(async (trx) => {
+    await trx('api_keys').where({ tenant_id: tenantId }).delete();
+    await trx('periods').where({ tenant_id: tenantId }).delete();
+    await trx('tenants').where({ id: tenantId }).delete();
+  });
+}
+
+/** The fields of a tenant its owner or the admin may change directly. */
+export type TenantChange = Partial<Pick<TenantRow, 'plan_id' | 'name' | 'email' | 'webhook_url' | 'low_balance_threshold'>>;
+
+/** Stores a change of the tenant's own fields (the running period keeps its plan version). */
+export async function updateTenant(db: Db, tenantId: string, change: TenantChange): Promise<void> {
+  await db('tenants').where({ id: tenantId }).update({ ...change, updated_at: new Date() });
+}
+
+/**
+ * A page of tenants, newest first, optionally those whose id or name holds `q` (any case,
+ * matched literally: `%`, `_` and `\` are escaped). Any tenant is a valid cursor.
+ */
+export async function listTenants(db: Db, filters: { q?: string }, page: PageRequest): Promise<Page<TenantRow>> {
+  const rows = db('tenants').select('*');
+  if (filters.q !== undefined) {
+    const pattern = `%${filters.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    rows.where((w) => w.whereILike('id', pattern).orWhereILike('name', pattern));
+  }
+  return keysetPage<TenantRow>(rows, page, { sort: ['created_at', 'id'], idColumn: 'id', cursorScope: db('tenants') });
+}
+
+/** A tenant's id and status only (the hot ingest path's read), or undefined. */
+export async function findTenantStatus(db: Db, id: string): Promise<Pick<TenantRow, 'id' | 'status'> | undefined> {
+  return db('tenants').where({ id }).first<Pick<TenantRow, 'id' | 'status'> | undefined>('id', 'status');
 }
 
 /** One tenant, or undefined. */

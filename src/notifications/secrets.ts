@@ -36,6 +36,14 @@ export async function issueWebhookSecretIfMissing(db: Db, tenantId: string): Pro
   return updated.length > 0 ? secret : undefined;
 }
 
+/**
+ * Takes back a secret `issueWebhookSecretIfMissing` just issued, when the request that issued it
+ * failed before answering (it was never shown). A secret rotated since is left as it is.
+ */
+export async function withdrawWebhookSecret(db: Db, tenantId: string, secret: string): Promise<void> {
+  await db('tenants').where({ id: tenantId, webhook_secret: secret }).update({ webhook_secret: null });
+}
+
 /** Replaces the tenant's secret at once (the old one stops signing) and returns the new one. */
 export async function rotateWebhookSecret(db: Db, tenantId: string): Promise<string | undefined> {
   const secret = generateWebhookSecret();

@@ -1,6 +1,6 @@
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfigOrExit } from '../config';
-import { createDb } from '../db/knex';
+import { POOLS, createDb } from '../db/knex';
 import { logger } from '../logger';
 import { createNotifier } from '../notifications/notifier';
 import { webhookTargetPolicyFromConfig } from '../notifications/webhook-targets';
@@ -21,7 +21,7 @@ async function main(): Promise<void> {
     metricsBindAddress: config.TEMPORAL_METRICS_PORT > 0 ? `${config.HOST}:${config.TEMPORAL_METRICS_PORT}` : undefined,
     logger,
   });
-  const db = createDb(config.DATABASE_URL);
+  const db = createDb(config.DATABASE_URL, { max: POOLS.worker });
   const settings = temporalConnectionSettings(config, config.TEMPORAL_ADDRESS);
   const connection = await NativeConnection.connect(settings);
   const temporal = await connectTemporal(settings, config.TEMPORAL_NAMESPACE);

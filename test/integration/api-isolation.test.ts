@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { startApiHarness, eventually, expectProblem, type ApiAnswer, type ApiHarness } from '../support/api-harness';
 import { unique } from '../support/stack';
 
 /**
@@ -88,21 +88,13 @@ const B = { id: '', key: '' };
 type Ids = { tenant: string; invoice: string; plan: string; rule: string; alert: string };
 const ghost: Ids = { tenant: unique('ghost'), invoice: `in_${unique('ghost')}_20260101T000000Z_v1`, plan: unique('ghost'), rule: `ar_${unique('ghost')}`, alert: `al_${unique('ghost')}` };
 
-type Call = Awaited<ReturnType<ApiHarness['call']>>;
-
 function fill(template: string, ids: Ids): string {
   return template.replace(/\{(tenant|invoice|plan|rule|alert)\}/g, (_, name: keyof Ids) => ids[name]);
 }
 
-function request(route: RouteCase, ids: Ids, key: string | null): Promise<Call> {
+function request(route: RouteCase, ids: Ids, key: string | null): Promise<ApiAnswer> {
   const body = route.body === undefined ? undefined : JSON.parse(fill(JSON.stringify(route.body), ids));
   return api.call(route.method, fill(route.path, ids), { key, body });
-}
-
-function expectProblem(res: Call, status: number, code: string): void {
-  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
-  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-  expect(res.body).toMatchObject({ type: expect.any(String), title: expect.any(String), status, detail: expect.any(String), code });
 }
 
 const ofA = (): Ids => ({ tenant: A.id, invoice: A.invoice, plan: planId, rule: A.rule, alert: A.alert });

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { eventually, expectProblem, startApiHarness, type ApiHarness } from '../support/api-harness';
+import { finalizedInvoice as finalizedInvoiceOf, sendEvents, settledUsage, tenantOnPlan } from '../support/api-tenants';
 import { unique } from '../support/stack';
 
 /**
@@ -14,14 +15,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await api?.stop();
 });
-
-type Call = Awaited<ReturnType<ApiHarness['call']>>;
-
-function expectProblem(res: Call, status: number, code: string): void {
-  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
-  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-  expect(res.body.status).toBe(status);
-}
 
 function planBody(id: string, extra: Record<string, unknown> = {}) {
   return {
@@ -39,24 +32,11 @@ function planBody(id: string, extra: Record<string, unknown> = {}) {
   };
 }
 
-async function createTenant(planId: string) {
-  const id = unique('reads');
-  const res = await api.call('POST', '/v1/tenants', { body: { id, name: id, plan_id: planId } });
-  expect(res.status).toBe(201);
-  return { id, key: res.body.api_key as string, period: res.body.current_period as { start: string; end: string } };
-}
-
-async function send(key: string, events: unknown[]): Promise<void> {
-  const res = await api.call('POST', '/v1/events', { key, body: { events } });
-  expect(res.status).toBe(202);
-}
-
+const createTenant = (planId: string) => tenantOnPlan(api, planId, unique('reads'));
+const send = (key: string, events: unknown[]) => sendEvents(api, key, events);
 /** Read-your-writes: returns once every event acknowledged so far is counted (and stored). */
-async function settle(tenantId: string, key: string) {
-  const res = await api.call('GET', `/v1/tenants/${tenantId}/usage?consistent=true`, { key });
-  expect(res.status).toBe(200);
-  return res.body;
-}
+const settle = (tenantId: string, key: string) => settledUsage(api, { id: tenantId, key });
+const finalizedInvoice = (invoiceId: string) => finalizedInvoiceOf(api, invoiceId, 40_000);
 
 /** Walks a list with `limit` and `starting_after` until `has_more` is false; returns every page. */
 async function walk(path: string, key: string, limit: number): Promise<any[]> {
@@ -72,13 +52,6 @@ async function walk(path: string, key: string, limit: number): Promise<any[]> {
     after = res.body.data[res.body.data.length - 1].id;
   }
   throw new Error(`${path}: more than 50 pages`);
-}
-
-async function finalizedInvoice(invoiceId: string) {
-  return eventually(async () => {
-    const res = await api.call('GET', `/v1/invoices/${invoiceId}`);
-    return res.body?.status === 'finalized' ? res.body : undefined;
-  }, 40_000, `invoice ${invoiceId} finalized`);
 }
 
 describe('GET /v1/tenants/{id}/events', () => {
@@ -158,7 +131,7 @@ describe('GET /v1/tenants/{id}/events', () => {
     expect(both.body.data.map((e: any) => e.id)).toEqual(['s2']);
 
     const none = await api.call('GET', `/v1/tenants/${tenant.id}/events?metric=nothing_here`, { key: tenant.key });
-    expect(none.body).toEqual({ data: [], has_more: false, total_count: 0, retained_since: null });
+    expect(none.body).toEqual({ data: [], has_more: false, total_count: 0, total_count_exact: true, retained_since: null });
 
     // A cursor outside the filter still positions the page (any event of the tenant is a cursor).
     const afterS2 = await api.call('GET', `/v1/tenants/${tenant.id}/events?metric=api_calls&starting_after=s2`, { key: tenant.key });

@@ -1,8 +1,10 @@
 import fc from 'fast-check';
 import type { Knex } from 'knex';
-import { claimUsage, countUnclaimedEvents, readPeriodCounters, tenantsWithUnclaimedEvents } from '../../src/db/ledger';
+import { COUNTED, claimUsage, countUnclaimedEvents, readPeriodCounters, tenantsWithUnclaimedEvents } from '../../src/db/ledger';
 import { counterFromAggregates } from '../../src/domain/aggregation';
 import { aggregateStoredUsage } from '../../src/db/usage';
+import { insertPlacedEvents, lockTenantLedger } from '../../src/db/ingest';
+import type { ClaimResult } from '../../src/contracts/ledger';
 import type { Db } from '../../src/db/knex';
 import type { Aggregation } from '../../src/domain/plan';
 import { testDb, unique } from '../support/stack';
@@ -36,24 +38,10 @@ interface StoredEvent {
   period_start: string;
 }
 
-/** Stores events as the API does: acknowledged, not counted (`claim_id` null). */
+/** Stores events as the API does: acknowledged, not counted yet. */
 async function storeUnclaimed(db: Db | Knex.Transaction, tenantId: string, events: StoredEvent[]): Promise<void> {
   if (events.length === 0) return;
-  await db('usage_events')
-    .insert(
-      events.map((e) => ({
-        tenant_id: tenantId,
-        event_id: e.id,
-        metric: e.metric,
-        quantity: e.quantity,
-        timestamp: e.timestamp,
-        period_start: e.period_start,
-        batch_id: 'test-ingest',
-        received_at: new Date(),
-      })),
-    )
-    .onConflict(['tenant_id', 'event_id'])
-    .ignore();
+  await insertPlacedEvents(db, tenantId, events, 'test-ingest', new Date());
 }
 
 /** The read model, meter by meter, against the reference aggregation of the stored events. */
@@ -85,6 +73,7 @@ test('claims of any size, retried and overlapping, count every stored event exac
       async (batches, claimSize) => {
         const tenantId = unique('ledger');
         let claims = 0;
+        let [firstClaimed, firstMore] = [-1, false];
         for (const batch of batches) {
           await storeUnclaimed(db, tenantId, batch);
           // Two claimers at once (a timed-out attempt beside the next claim) until nothing is left.
@@ -95,12 +84,16 @@ test('claims of any size, retried and overlapping, count every stored event exac
               claimUsage(db, tenantId, `${tenantId}-c${claims}-overlap`, claimSize),
             ]);
             more = a.more || b.more;
+            if (claims === 1) [firstClaimed, firstMore] = [a.claimed, a.more];
+            // pending_events is kept from receipts and totals, never counted: it must equal the count.
+            const waiting = await db('usage_events').where({ tenant_id: tenantId }).whereRaw(`NOT ${COUNTED()}`).count<{ n: string }[]>('* as n');
+            expect(await countUnclaimedEvents(db, tenantId)).toBe(Number(waiting[0]!.n));
           }
         }
         // A retried claim counts nothing again and answers for what it claimed before.
         const retried = await claimUsage(db, tenantId, `${tenantId}-c1`, claimSize);
-        const first = await db('usage_events').where({ tenant_id: tenantId, claim_id: `${tenantId}-c1` }).count<{ n: string }[]>('* as n');
-        expect(retried.claimed).toBe(Number(first[0]!.n));
+        expect(retried.claimed).toBe(firstClaimed);
+        expect(retried.more).toBe(firstMore);
 
         expect(await countUnclaimedEvents(db, tenantId)).toBe(0);
         await expectReadModelMatchesStore(tenantId);
@@ -125,12 +118,13 @@ test('a claim answers with the absolute counters it touched and whether more eve
     claimed: 2,
     more: true,
     counters: [{ period_start: PERIODS[0], metric: 'minutes', total: '3.75', events: 2, largest: '2.25', latest: '2.25' }],
+    barrier_seq: expect.any(String),
   });
   const second = await claimUsage(db, tenantId, 'claim-2', 2);
   expect(second.claimed).toBe(1);
   expect(second.more).toBe(false);
   expect(second.counters).toEqual([{ period_start: PERIODS[1], metric: 'calls', total: '1', events: 1, largest: '1', latest: '1' }]);
-  expect(await claimUsage(db, tenantId, 'claim-3', 2)).toEqual({ claimed: 0, more: false, counters: [] });
+  expect(await claimUsage(db, tenantId, 'claim-3', 2)).toEqual({ claimed: 0, more: false, counters: [], barrier_seq: second.barrier_seq });
 });
 
 test('the sweeper finds tenants whose events waited unclaimed too long, and only those', async () => {
@@ -140,10 +134,35 @@ test('the sweeper finds tenants whose events waited unclaimed too long, and only
   await storeUnclaimed(db, waiting, [event]);
   await storeUnclaimed(db, counted, [event]);
   await claimUsage(db, counted, 'claim', 10);
-  await db('usage_events').whereIn('tenant_id', [waiting, counted]).update({ received_at: db.raw(`now() - interval '1 minute'`) });
+  await db('event_receipts').whereIn('tenant_id', [waiting, counted]).update({ received_at: db.raw(`now() - interval '1 minute'`) });
+  await db('tenant_event_totals').whereIn('tenant_id', [waiting, counted]).update({ updated_at: db.raw(`now() - interval '1 minute'`) });
 
   const found = await tenantsWithUnclaimedEvents(db, 30_000, 100_000);
   expect(found).toContain(waiting);
   expect(found).not.toContain(counted);
   expect(await tenantsWithUnclaimedEvents(db, 120_000, 100_000)).not.toContain(waiting);
+});
+
+test('a claim waits for the ingest transactions in flight, counts what they stored, and nothing stored after its barrier', async () => {
+  const tenantId = unique('ledger');
+  const at = '2026-11-20T10:00:00.000Z';
+  const event = (id: string) => ({ id, metric: 'minutes', quantity: '1', timestamp: at, period_start: PERIODS[0]! });
+  // An ingest transaction holds the tenant's ledger lock shared until it commits, as ingest does.
+  const ingest = await db.transaction();
+  await lockTenantLedger(ingest, tenantId, 'shared');
+  await insertPlacedEvents(ingest, tenantId, [event('early')], 'in-flight', new Date());
+  let claimed: ClaimResult | undefined;
+  const claiming = claimUsage(db, tenantId, 'claim-1', 100).then((c) => (claimed = c));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  expect(claimed).toBeUndefined();
+  await ingest.commit();
+  await claiming;
+  expect(claimed).toMatchObject({ claimed: 1, more: false });
+
+  // Stored after the first claim's barrier: a claim bounded by it leaves it; an unbounded one counts it.
+  await storeUnclaimed(db, tenantId, [event('late')]);
+  expect(await claimUsage(db, tenantId, 'claim-2', 100, claimed!.barrier_seq)).toMatchObject({ claimed: 0, more: false });
+  expect(await countUnclaimedEvents(db, tenantId)).toBe(1);
+  expect(await claimUsage(db, tenantId, 'claim-3', 100)).toMatchObject({ claimed: 1, more: false });
+  expect(await countUnclaimedEvents(db, tenantId)).toBe(0);
 });

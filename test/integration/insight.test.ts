@@ -1,6 +1,7 @@
-import { startApiHarness, eventually, everyRow, type ApiHarness } from '../support/api-harness';
+import { startApiHarness, eventually, everyRow, expectProblem, type ApiHarness } from '../support/api-harness';
+import { closeAndFinalize as closeAndFinalizeOf, sendEvents, settledUsage, tenantOnPlan } from '../support/api-tenants';
 import { unique } from '../support/stack';
-import { refreshMonthlySummary } from '../../src/db/summaries';
+import { backfillPeriodFigures, refreshMonthlySummary } from '../../src/db/summaries';
 
 /**
  * Insight through the real API (worker, Temporal dev server, PostgreSQL): forecasts in the usage
@@ -14,13 +15,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await api?.stop();
 });
-
-type Call = Awaited<ReturnType<ApiHarness['call']>>;
-
-function expectProblem(res: Call, status: number, code: string): void {
-  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
-  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-}
 
 async function createPlan(unitPrice: string, extra: Record<string, unknown> = {}): Promise<string> {
   const id = unique('insight');
@@ -48,32 +42,10 @@ async function createPlan(unitPrice: string, extra: Record<string, unknown> = {}
   return id;
 }
 
-async function createTenant(planId: string) {
-  const id = unique('insight');
-  const res = await api.call('POST', '/v1/tenants', { body: { id, name: id, plan_id: planId } });
-  expect(res.status).toBe(201);
-  return { id, key: res.body.api_key as string };
-}
-
-async function send(key: string, events: unknown[]): Promise<void> {
-  const res = await api.call('POST', '/v1/events', { key, body: { events } });
-  expect(res.status).toBe(202);
-}
-
-async function settle(tenantId: string, key: string) {
-  const res = await api.call('GET', `/v1/tenants/${tenantId}/usage?consistent=true`, { key });
-  expect(res.status).toBe(200);
-  return res.body;
-}
-
-async function closeAndFinalize(tenantId: string): Promise<any> {
-  const close = await api.call('POST', `/v1/tenants/${tenantId}/close-period`, { body: { finalize: true } });
-  expect(close.status).toBe(200);
-  return eventually(async () => {
-    const res = await api.call('GET', `/v1/invoices/${close.body.invoice_id}`);
-    return res.body?.status === 'finalized' ? res.body : undefined;
-  }, 30_000, 'finalized invoice');
-}
+const createTenant = (planId: string) => tenantOnPlan(api, planId, unique('insight'));
+const send = (key: string, events: unknown[]) => sendEvents(api, key, events);
+const settle = (tenantId: string, key: string) => settledUsage(api, { id: tenantId, key });
+const closeAndFinalize = (tenantId: string) => closeAndFinalizeOf(api, tenantId);
 
 describe('forecast in the usage view', () => {
   test('every meter carries a forecast and the costs a projected_total', async () => {
@@ -334,6 +306,41 @@ describe('monthly summaries', () => {
     expectProblem(await api.call('GET', `/v1/summaries?month=${month}&starting_after=nobody/USD`), 422, 'validation_failed');
     expectProblem(await api.call('GET', `/v1/summaries?month=${month}`, { key: a.key }), 403, 'forbidden');
   });
+
+  test("the current month moves with each claim, from the period's stored running figure, and ends where its invoice says", async () => {
+    const tenant = await createTenant(await createPlan('0.10'));
+    const opened = (await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key })).body.period.start as string;
+    const month = opened.slice(0, 7);
+    const rowOf = async () => (await everyRow(api, `/v1/summaries?month=${month}`)).find((r: any) => r.tenant_id === tenant.id);
+    const figure = () => api.db('period_figures').where({ tenant_id: tenant.id, period_start: new Date(opened) }).first();
+
+    // Opened with the tenant: the base fee alone.
+    expect(await rowOf()).toMatchObject({ total: '5.00', metrics: { api_calls: { used: '0', amount: '0.00' }, seats: { used: '0', amount: '0.00' } }, final: false });
+    await send(tenant.key, [{ id: 'm1', metric: 'api_calls', quantity: 30 }]);
+    await settle(tenant.id, tenant.key);
+    expect(await rowOf()).toMatchObject({ total: '8.00', metrics: { api_calls: { used: '30', amount: '3.00' } } });
+    await send(tenant.key, [
+      { id: 'm2', metric: 'api_calls', quantity: 40 },
+      { id: 'm3', metric: 'seats', quantity: 3 },
+    ]);
+    await settle(tenant.id, tenant.key);
+    const running = await rowOf(); // 5 + (50 × 0.10 + 20 × 0.01) + 3 × 2.00
+    expect(running).toMatchObject({ total: '16.20', metrics: { api_calls: { used: '70', amount: '5.20' }, seats: { used: '3', amount: '6.00' } }, final: false });
+    expect(await figure()).toMatchObject({ currency: 'USD', total: '16.20' });
+
+    // A backfill (migration 20261222000000) rates a period without a figure to the same numbers.
+    await api.db('period_figures').where({ tenant_id: tenant.id, period_start: new Date(opened) }).delete();
+    expect(await backfillPeriodFigures(api.db)).toBeGreaterThanOrEqual(1);
+    expect(await figure()).toMatchObject({ total: '16.20', metrics: running.metrics });
+
+    const invoice = await closeAndFinalize(tenant.id);
+    expect(invoice.total).toBe(running.total);
+    const lines = Object.fromEntries(invoice.lines.filter((l: any) => l.metric !== 'base_fee').map((l: any) => [l.metric, { used: l.quantity_decimal, amount: l.amount }]));
+    expect(lines).toEqual(running.metrics);
+    // Invoiced, the period counts with its invoice; the next one, opened by the close, with its base fee.
+    const next = (await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key })).body.period.start as string;
+    expect(await rowOf()).toMatchObject(next.slice(0, 7) === month ? { total: '21.20', final: false } : { total: '16.20', final: true });
+  });
 });
 
 describe('events listing: property filters, estimated cost, retained_since', () => {
@@ -361,7 +368,7 @@ describe('events listing: property filters, estimated cost, retained_since', () 
     expect(ids(await list('?property.region=eu&property.beta=true'))).toEqual(['e3']);
     expect(ids(await list('?property.tier=3'))).toEqual(['e1', 'e2']); // the number 3 and the string "3"
     expect(ids(await list('?property.region=mars'))).toEqual([]);
-    expect((await list('?property.region=eu&limit=2')).total_count).toBe(3);
+    expect(await list('?property.region=eu&limit=2')).toMatchObject({ total_count: 3, total_count_exact: true });
 
     // The counter stands at 56 calls: past the 50 of tier 1, so each call costs 0.01 now.
     const all = await list('');
@@ -375,5 +382,19 @@ describe('events listing: property filters, estimated cost, retained_since', () 
     expectProblem(await api.call('GET', `/v1/tenants/${tenant.id}/events?property.region=`, { key: tenant.key }), 422, 'validation_failed');
     // Another tenant's events never match, with or without a filter.
     expectProblem(await api.call('GET', `/v1/tenants/${tenant.id}/events?property.region=eu`, { key: other.key }), 404, 'not_found');
+  });
+
+  test('total_count is exact up to 10,000 matching events, an estimate flagged as such beyond', async () => {
+    const tenant = await createTenant(await createPlan('0.10'));
+    for (let batch = 0; batch < 11; batch++) {
+      const events = Array.from({ length: 1000 }, (_, i) => ({ id: `b${batch}-${i}`, metric: 'api_calls', quantity: 1, properties: { region: i % 2 === 0 ? 'eu' : 'us' } }));
+      await send(tenant.key, events);
+    }
+    const list = async (query: string) => (await api.call('GET', `/v1/tenants/${tenant.id}/events${query}`, { key: tenant.key })).body;
+    expect(await list('?property.region=eu&limit=1')).toMatchObject({ total_count: 5_500, total_count_exact: true, has_more: true });
+    const all = await list('?limit=100');
+    expect(all).toMatchObject({ total_count_exact: false, has_more: true });
+    expect(all.data).toHaveLength(100);
+    expect(all.total_count).toBeGreaterThan(10_000); // at least the 10,001 counted before stopping
   });
 });

@@ -36,10 +36,10 @@ const ANCHOR = '2026-01-01T00:00:00.000Z';
 async function storeEvents(t: TenantFixture, metric: string, count: number, quantities: number[]): Promise<string[]> {
   const batch = unique('batch');
   await db.raw(
-    `INSERT INTO usage_events (tenant_id, event_id, metric, quantity, "timestamp", period_start, batch_id, claim_id, received_at)
-     SELECT ?, ? || '-' || g, ?, (?::numeric[])[1 + (g % ?)], ?::timestamptz + g * interval '1 millisecond', ?::timestamptz, ?, ?, now()
+    `INSERT INTO usage_events (tenant_id, event_id, metric, quantity, "timestamp", period_start, batch_id, received_at)
+     SELECT ?, ? || '-' || g, ?, (?::numeric[])[1 + (g % ?)], ?::timestamptz + g * interval '1 millisecond', ?::timestamptz, ?, now()
        FROM generate_series(1, ?) AS g`,
-    [t.tenantId, metric, metric, quantities.map(String), quantities.length, t.period.start, t.period.start, batch, batch, count],
+    [t.tenantId, metric, metric, quantities.map(String), quantities.length, t.period.start, t.period.start, batch, count],
   );
   return Array.from({ length: count }, (_, i) => String(quantities[(i + 1) % quantities.length]));
 }

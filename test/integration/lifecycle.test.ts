@@ -1,4 +1,5 @@
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
+import { finalizedInvoice as finalizedInvoiceOf, settledUsage, tenantOnPlan } from '../support/api-tenants';
 import { unique } from '../support/stack';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { ratePeriod } from '../../src/domain/rating';
@@ -29,25 +30,9 @@ function planBody(id: string, unitPrice: string, grace = 3600) {
   };
 }
 
-async function createTenant(planId: string) {
-  const id = unique('life');
-  const res = await api.call('POST', '/v1/tenants', { body: { id, name: id, plan_id: planId } });
-  expect(res.status).toBe(201);
-  return { id, key: res.body.api_key as string, period: res.body.current_period as { start: string; end: string } };
-}
-
-async function settled(tenantId: string, key: string) {
-  const res = await api.call('GET', `/v1/tenants/${tenantId}/usage?consistent=true`, { key });
-  expect(res.status).toBe(200);
-  return res.body;
-}
-
-async function finalizedInvoice(invoiceId: string) {
-  return eventually(async () => {
-    const res = await api.call('GET', `/v1/invoices/${invoiceId}`);
-    return res.body?.status === 'finalized' ? res.body : undefined;
-  }, 20_000, `invoice ${invoiceId} finalized`);
-}
+const createTenant = (planId: string) => tenantOnPlan(api, planId, unique('life'));
+const settled = (tenantId: string, key: string) => settledUsage(api, { id: tenantId, key });
+const finalizedInvoice = (invoiceId: string) => finalizedInvoiceOf(api, invoiceId, 20_000);
 
 test('a late event within grace counts in its own period; the invoice waits for the grace', async () => {
   const planId = unique('bots');

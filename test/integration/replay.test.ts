@@ -93,7 +93,6 @@ test('every patch in the workflow code is replayed on both of its paths', () => 
       const type = Object.keys(registeredWorkflows).find((name) => new RegExp(`export async function ${name}\\b`).test(source));
       return [...source.matchAll(/patched\('([^']+)'\)/g)].map((m) => ({ id: m[1]!, type: type! }));
     });
-  // None today (the histories were recorded afresh with core v2); each one added later needs both.
   for (const { id, type } of patches) {
     const ofType = histories.filter((h) => h.workflowType === type);
     // A history with the marker replays the new path; one of the same type without it, the old.

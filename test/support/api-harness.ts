@@ -76,6 +76,16 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
   };
 }
 
+/** One answer of `ApiHarness.call`. */
+export type ApiAnswer = Awaited<ReturnType<ApiHarness['call']>>;
+
+/** A problem answer (`application/problem+json`) with this status and stable `code`, every member present. */
+export function expectProblem(res: ApiAnswer, status: number, code: string): void {
+  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  expect(res.body).toMatchObject({ type: expect.any(String), title: expect.any(String), status, detail: expect.any(String), code });
+}
+
 /** Polls until `check` returns a value (not undefined) or the time is up. */
 export async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 20_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;

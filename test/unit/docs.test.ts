@@ -138,7 +138,7 @@ describe('docs/api.md', () => {
     expect(api).toContain(`nests more than ${MAX_BODY_DEPTH} levels deep`);
     expect(api).toContain(`latest ${KEPT_AUTHORIZATIONS.toLocaleString('en-US')} answers`);
     expect(billing).toContain(`up to ${CLAIM_LIMIT.toLocaleString('en-US')} events`);
-    expect(architecture).toContain(`up to ${CLAIM_LIMIT.toLocaleString('en-US')} of the tenant's unclaimed events`);
+    expect(architecture).toContain(`adds up to ${CLAIM_LIMIT.toLocaleString('en-US')} events between the watermark and the barrier`);
     expect(api).toContain(`A tenant holds at most ${MAX_ALERT_RULES_PER_TENANT} rules at once`);
     expect(read('SECURITY.md')).toContain(`A tenant holds at most ${MAX_ALERT_RULES_PER_TENANT} alert rules`);
   });

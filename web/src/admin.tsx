@@ -2,7 +2,7 @@ import { useMemo, useState } from 'preact/hooks';
 import { api, ApiProblem, enc, listAll, optional, query, type Page } from './api';
 import { alertLevelRank, formatDateTime, formatMoney, formatPercent, formatQuantity, meterLevel } from './format';
 import type { Alert, Summary, Tenant } from './types';
-import { ErrorNote, MeterBar, useLoad, TableWrap } from './ui';
+import { ErrorNote, MeterBar, useLoad, TableHead, TableWrap } from './ui';
 
 type SortKey = 'name' | 'usage' | 'cost' | 'alert';
 
@@ -121,15 +121,7 @@ export function AlertsPage() {
       {alerts.data && alerts.data.data.length > 0 ? (
         <TableWrap label="Open alerts" class="card">
           <table>
-            <caption class="visually-hidden">Open alerts</caption>
-            <thead>
-              <tr>
-                <th scope="col">Tenant</th>
-                <th scope="col">Alert</th>
-                <th scope="col">Fired</th>
-                <th scope="col">Action</th>
-              </tr>
-            </thead>
+            <TableHead caption="Open alerts" columns={[{ label: 'Tenant' }, { label: 'Alert' }, { label: 'Fired' }, { label: 'Action' }]} />
             <tbody>
               {alerts.data.data.map((a) => (
                 <tr key={a.id} data-alert-id={a.id}>
@@ -218,23 +210,10 @@ export function SummariesPage() {
       {summaries.data && summaries.data.length > 0 ? (
         <TableWrap label="Monthly summaries" class="card">
           <table>
-            <caption class="visually-hidden">Summaries for {month}</caption>
-            <thead>
-              <tr>
-                <th scope="col">Tenant</th>
-                {metrics.map((m) => (
-                  <th key={m} scope="col" class="num">
-                    {m}
-                  </th>
-                ))}
-                <th scope="col" class="num">
-                  Total
-                </th>
-                <th scope="col" class="num">
-                  vs. month before
-                </th>
-              </tr>
-            </thead>
+            <TableHead
+              caption={`Summaries for ${month}`}
+              columns={[{ label: 'Tenant' }, ...metrics.map((m) => ({ label: m, numeric: true })), { label: 'Total', numeric: true }, { label: 'vs. month before', numeric: true }]}
+            />
             <tbody>
               {summaries.data.map((s) => (
                 <tr key={s.id} data-summary-id={s.id}>

@@ -3,6 +3,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { formatDate, formatMoney } from './format';
 import type { Period } from './types';
+import { TableHead } from './ui';
 
 /**
  * The period history: each period's total (its invoice, or the running estimate for the open
@@ -61,16 +62,7 @@ export function HistoryChart({ periods, currency, openTotal }: { periods: Period
     <div class="history">
       <div ref={box} class="chart" role="img" aria-label={`Totals of the last ${periods.length} periods`} />
       <table class="compact">
-        <caption class="visually-hidden">Totals per period</caption>
-        <thead>
-          <tr>
-            <th scope="col">Period</th>
-            <th scope="col">Status</th>
-            <th scope="col" class="num">
-              Total
-            </th>
-          </tr>
-        </thead>
+        <TableHead caption="Totals per period" columns={[{ label: 'Period' }, { label: 'Status' }, { label: 'Total', numeric: true }]} />
         <tbody>
           {periods.map((p) => (
             <tr key={p.id}>

@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiProblem, enc, query, type Page } from './api';
 import { dayRange, formatCost, formatDateTime, formatQuantity } from './format';
 import type { UsageEvent } from './types';
-import { ErrorNote, Pager, SkeletonRows, TableWrap } from './ui';
+import { ErrorNote, Pager, SkeletonRows, TableHead, TableWrap } from './ui';
 
 export const EVENTS_PAGE_SIZE = 25;
 
@@ -155,22 +155,10 @@ export function EventsTable({ tenantId, metrics }: { tenantId: string; metrics: 
       <ErrorNote error={error} />
       <TableWrap label="Usage events">
         <table aria-busy={loading ? 'true' : 'false'}>
-          <caption class="visually-hidden">Usage events, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">Metric</th>
-              <th scope="col" class="num">
-                Quantity
-              </th>
-              <th scope="col">Properties</th>
-              {showCost ? (
-                <th scope="col" class="num">
-                  Cost
-                </th>
-              ) : null}
-            </tr>
-          </thead>
+          <TableHead
+            caption="Usage events, newest first"
+            columns={[{ label: 'Time' }, { label: 'Metric' }, { label: 'Quantity', numeric: true }, { label: 'Properties' }, showCost && { label: 'Cost', numeric: true }]}
+          />
           <tbody>
             {loading ? (
               <SkeletonRows rows={5} cols={showCost ? 5 : 4} />

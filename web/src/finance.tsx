@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { api, ApiProblem, enc, query, type Page } from './api';
 import { formatDate, formatLimit, formatMoney } from './format';
 import type { Invoice, Period, RerunChange, Tenant, UsageView } from './types';
-import { Card, Dialog, ErrorNote, StatusBadge, useLoad, TableWrap } from './ui';
+import { Card, Dialog, ErrorNote, StatusBadge, useLoad, TableHead, TableWrap } from './ui';
 import { useConfig } from './config';
 
 /** What finance and ops see under a tenant's page: limits, the workflow link, periods and closes. */
@@ -249,21 +249,11 @@ export function RerunButton({ invoice, onDone }: { invoice: Invoice; onDone: () 
           {preview ? (
             <TableWrap label="Rerun changes">
               <table class="compact" data-testid="rerun-diff">
-                <caption>What the new version changes</caption>
-                <thead>
-                  <tr>
-                    <th scope="col">Line</th>
-                    <th scope="col" class="num">
-                      Before
-                    </th>
-                    <th scope="col" class="num">
-                      After
-                    </th>
-                    <th scope="col" class="num">
-                      Change
-                    </th>
-                  </tr>
-                </thead>
+                <TableHead
+                  caption="What the new version changes"
+                  captionShown
+                  columns={[{ label: 'Line' }, { label: 'Before', numeric: true }, { label: 'After', numeric: true }, { label: 'Change', numeric: true }]}
+                />
                 <tbody>
                   {preview.changes.length === 0 ? (
                     <tr>

@@ -6,7 +6,7 @@ import { FinancePanels, RerunButton } from './finance';
 import { formatDate, formatDateTime, formatMoney, formatQuantity } from './format';
 import type { Alert, Balance, Invoice, Pack, Period, Tenant, UsageView } from './types';
 import { BalanceCard, MeterCard, PacksCard, PlanCard, UsageBanners } from './usage';
-import { Card, ErrorNote, StatusBadge, useInterval, useLoad, TableWrap } from './ui';
+import { Card, ErrorNote, StatusBadge, useInterval, useLoad, TableHead, TableWrap } from './ui';
 
 /** How often the usage cards refresh while the page is open. */
 export const LIVE_REFRESH_MS = 5_000;
@@ -135,19 +135,10 @@ function InvoicesCard({ tenantId, admin, onChanged }: { tenantId: string; admin:
       {invoices.data && invoices.data.data.length > 0 ? (
         <TableWrap label="Invoices">
           <table>
-            <caption class="visually-hidden">Invoices, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Invoice</th>
-                <th scope="col">Period</th>
-                <th scope="col">Status</th>
-                <th scope="col" class="num">
-                  Total
-                </th>
-                <th scope="col">PDF</th>
-                {admin ? <th scope="col">Finance</th> : null}
-              </tr>
-            </thead>
+            <TableHead
+              caption="Invoices, newest first"
+              columns={[{ label: 'Invoice' }, { label: 'Period' }, { label: 'Status' }, { label: 'Total', numeric: true }, { label: 'PDF' }, admin && { label: 'Finance' }]}
+            />
             <tbody>
               {invoices.data.data.map((inv) => (
                 <tr key={inv.id} data-invoice-id={inv.id}>

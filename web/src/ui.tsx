@@ -144,6 +144,36 @@ export function StatusBadge({ status }: { status: string }) {
   return <span class={`status status-${status}`}>{status}</span>;
 }
 
+/** A column heading of a table; a numeric column (`num`) aligns right, like its cells. */
+export interface Column {
+  label: ComponentChildren;
+  numeric?: boolean;
+}
+
+/**
+ * A table's caption and column headings (`<th scope="col">`). The caption names the table for
+ * screen readers and stays hidden unless `captionShown`. A column may be left out with `false`
+ * (one shown to some users only).
+ */
+export function TableHead({ caption, columns, captionShown = false }: { caption: ComponentChildren; columns: ReadonlyArray<Column | false>; captionShown?: boolean }) {
+  return (
+    <>
+      <caption class={captionShown ? undefined : 'visually-hidden'}>{caption}</caption>
+      <thead>
+        <tr>
+          {columns.map((column, i) =>
+            column ? (
+              <th key={i} scope="col" class={column.numeric ? 'num' : undefined}>
+                {column.label}
+              </th>
+            ) : null,
+          )}
+        </tr>
+      </thead>
+    </>
+  );
+}
+
 /**
  * A table that may scroll sideways on a narrow screen: a focusable, named region, so keyboard
  * users can scroll it too.

@@ -5,14 +5,23 @@ import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, tenantParam } from '../auth';
 import { ApiError, notFound } from '../errors';
-import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
-import { MAX_ALERT_RULES_PER_TENANT, insertAlertRuleWithinCap } from '../../db/alerts';
-import { findPlanVersion } from '../../db/plans';
-import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
-import { issueWebhookSecretIfMissing } from '../../notifications/secrets';
+import {
+  MAX_ALERT_RULES_PER_TENANT,
+  findAlertRule,
+  insertAlertRuleWithinCap,
+  listAlertRules,
+  reinstateAlertRule,
+  removeAlertRule,
+  retireAlertRule,
+  type AlertRuleRow,
+} from '../../db/alerts';
+import { listNotificationDeliveries, type DeliveryListRow } from '../../db/deliveries';
+import { runningAndNextPlans } from '../../db/periods';
+import { METRIC_NAME_PATTERN, findMeter } from '../../domain/plan';
+import { issueWebhookSecretIfMissing, withdrawWebhookSecret } from '../../notifications/secrets';
 import { emptyBody, noQuery, thresholdPercent, webhookUrl } from '../schemas';
-import type { RuleChannel } from '../../notifications/alerts';
 import { COST_SUBJECT, alertRulesChangedSignal, tenantWorkflowId, type AlertRulesChange } from '../../workflows/messages';
 import { operation, tenantIdParam } from '../operation';
 import { assertWebhookTargetAllowed } from '../webhook-target';
@@ -52,30 +61,6 @@ export const listDeliveriesQuery = paginationQuery
 /** `GET /v1/tenants/{id}/alert-rules`: pagination only. */
 export const listAlertRulesQuery = paginationQuery.strict();
 
-interface RuleRow {
-  id: string;
-  tenant_id: string;
-  metric: string | null;
-  threshold: string;
-  channel: RuleChannel;
-  created_at: Date;
-  deleted_at: Date | null;
-}
-
-interface DeliveryRow {
-  id: string;
-  event_id: string;
-  event_type: string | null;
-  channel: string;
-  target: string;
-  status: string;
-  attempts: number;
-  last_error: string | null;
-  created_at: Date;
-  last_attempt_at: Date | null;
-  delivered_at: Date | null;
-}
-
 /**
  * A tenant's alert rules and its notification deliveries. Tenant key on its own tenant, or the
  * admin; another tenant's ids answer 404. A rule change is stored, then signalled to the running
@@ -107,7 +92,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       const body = createAlertRuleBody.parse(req.body);
       if (body.channel.type === 'webhook') await assertWebhookTargetAllowed(ctx, body.channel.url, 'channel.url');
       await assertWatchable(ctx, tenant, body);
-      const row: RuleRow = {
+      const row: AlertRuleRow = {
         id: `ar_${randomBytes(8).toString('hex')}`,
         tenant_id: tenant.id,
         metric: body.metric ?? null,
@@ -126,8 +111,8 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
         await signalRules(temporal, tenant.id, { upsert: [{ id: row.id, subject: row.metric ?? COST_SUBJECT, threshold: body.threshold }] });
       } catch (err) {
         // Without the signal the running period would not see the rule: undo, so a retry is clean.
-        await ctx.db('alert_rules').where({ id: row.id }).delete();
-        if (secret) await ctx.db('tenants').where({ id: tenant.id, webhook_secret: secret }).update({ webhook_secret: null });
+        await removeAlertRule(ctx.db, row.id);
+        if (secret) await withdrawWebhookSecret(ctx.db, tenant.id, secret);
         throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
       }
       req.log?.info({ tenant_id: tenant.id, rule_id: row.id }, 'alert rule created');
@@ -148,10 +133,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
       const query = parseListQuery(listAlertRulesQuery, req);
-      const page = await paginate<RuleRow>(ctx.db('alert_rules').where({ tenant_id: tenant.id }).whereNull('deleted_at').select('*'), query, {
-        sort: ['created_at', 'id'],
-        idColumn: 'id',
-      });
+      const page = await listAlertRules(ctx.db, tenant.id, query);
       res.json({ ...page, data: page.data.map(presentRule) });
     },
   );
@@ -190,11 +172,11 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       emptyBody.parse(req.body ?? {});
       const rule = await findRule(ctx, tenant.id, String(req.params.ruleId));
       const deletedAt = new Date();
-      await ctx.db('alert_rules').where({ id: rule.id }).whereNull('deleted_at').update({ deleted_at: deletedAt });
+      await retireAlertRule(ctx.db, rule.id, deletedAt);
       try {
         await signalRules(temporal, tenant.id, { removed: [rule.id] });
       } catch (err) {
-        await ctx.db('alert_rules').where({ id: rule.id, deleted_at: deletedAt }).update({ deleted_at: null });
+        await reinstateAlertRule(ctx.db, rule.id, deletedAt);
         throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
       }
       req.log?.info({ tenant_id: tenant.id, rule_id: rule.id }, 'alert rule deleted');
@@ -215,16 +197,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
       const query = parseListQuery(listDeliveriesQuery, req);
-      const scope = ctx.db('notification_deliveries').where({ tenant_id: tenant.id });
-      const filtered = scope.clone();
-      if (query.event_id) filtered.where({ event_id: query.event_id });
-      if (query.status) filtered.where({ status: query.status });
-      const page = await paginate<DeliveryRow>(filtered.select('*'), query, {
-        sort: ['created_at', 'id'],
-        idColumn: 'id',
-        parseId: (id) => (/^\d{1,18}$/.test(id) ? id : undefined),
-        cursorScope: scope,
-      });
+      const page = await listNotificationDeliveries(ctx.db, tenant.id, { event_id: query.event_id, status: query.status }, query);
       res.json({ ...page, data: page.data.map(presentDelivery) });
     },
   );
@@ -240,8 +213,8 @@ async function ownTenant(ctx: ApiContext, res: Response, tenantId: string): Prom
   return tenant;
 }
 
-async function findRule(ctx: ApiContext, tenantId: string, ruleId: string): Promise<RuleRow> {
-  const rule = await ctx.db('alert_rules').where({ id: ruleId, tenant_id: tenantId }).whereNull('deleted_at').first<RuleRow | undefined>();
+async function findRule(ctx: ApiContext, tenantId: string, ruleId: string): Promise<AlertRuleRow> {
+  const rule = await findAlertRule(ctx.db, tenantId, ruleId);
   if (!rule) throw notFound(`alert rule ${ruleId}`);
   return rule;
 }
@@ -251,11 +224,7 @@ async function findRule(ctx: ApiContext, tenantId: string, ruleId: string): Prom
  * on the plan of the running period or on the plan the next period will use.
  */
 async function assertWatchable(ctx: ApiContext, tenant: TenantRow, body: z.infer<typeof createAlertRuleBody>): Promise<void> {
-  const current = await ctx.db('periods').where({ tenant_id: tenant.id }).orderBy('start', 'desc').first<{ plan_id: string; plan_version: number } | undefined>('plan_id', 'plan_version');
-  const plans = [
-    current ? await findPlanVersion(ctx.db, current.plan_id, current.plan_version) : undefined,
-    await findPlanVersion(ctx.db, tenant.plan_id),
-  ].filter((p): p is PlanVersion => p !== undefined);
+  const plans = await runningAndNextPlans(ctx.db, tenant);
   if (body.metric !== undefined) {
     const metric = body.metric;
     if (!plans.some((p) => findMeter(p, metric)?.limit !== undefined)) {
@@ -278,7 +247,7 @@ async function signalRules(temporal: Client, tenantId: string, change: AlertRule
 }
 
 /** The public shape of a rule: `metric` or `cost: true`, as it was created. */
-function presentRule(row: RuleRow) {
+function presentRule(row: AlertRuleRow) {
   return {
     id: row.id,
     tenant_id: row.tenant_id,
@@ -290,7 +259,7 @@ function presentRule(row: RuleRow) {
 }
 
 /** The public shape of a delivery: where an event went, how many attempts, and how it ended. */
-function presentDelivery(row: DeliveryRow) {
+function presentDelivery(row: DeliveryListRow) {
   const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
   return {
     id: String(row.id),

@@ -4,11 +4,11 @@ import type { ApiContext } from '../context';
 import { assertTenantAccess, requireAdmin, tenantParam } from '../auth';
 import { notFound } from '../errors';
 import { noQuery, resourceId } from '../schemas';
-import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { paginationQuery, parseListQuery } from '../pagination';
 import { operation, tenantIdParam } from '../operation';
 import { pageOf } from '../responses';
-import { acknowledgeAlert, alertsForTriage } from '../../db/alerts';
-import { alertView, presentAlert, type AlertRow } from './reads';
+import { acknowledgeAlert, listAlertsForTriage } from '../../db/alerts';
+import { alertView, presentAlert } from './reads';
 
 /** `GET /v1/alerts`: pagination, and `acknowledged=true|false` (absent: both). */
 export const triageAlertsQuery = paginationQuery
@@ -40,11 +40,7 @@ export function alertsTriageRouter(ctx: ApiContext): Router {
     async (req, res) => {
       const query = parseListQuery(triageAlertsQuery, req);
       const acknowledged = query.acknowledged === undefined ? undefined : query.acknowledged === 'true';
-      // The same order as a tenant's list; alert ids are unique across tenants.
-      const page = await paginate<AlertRow>(alertsForTriage(ctx.db, acknowledged), query, {
-        sort: ['fired_at', 'threshold', 'id'],
-        idColumn: 'id',
-      });
+      const page = await listAlertsForTriage(ctx.db, acknowledged, query);
       res.json({ ...page, data: page.data.map(presentAlert) });
     },
   );
@@ -73,7 +69,7 @@ export function alertsTriageRouter(ctx: ApiContext): Router {
       const row = usable ? await acknowledgeAlert(ctx.db, tenantId, alertId, new Date()) : undefined;
       // Another tenant's alert is absent for this tenant: 404, as for any id it does not have.
       if (!row) throw notFound(`alert ${alertId} of tenant ${tenantId}`);
-      res.json(presentAlert(row as unknown as AlertRow));
+      res.json(presentAlert(row));
     },
   );
 

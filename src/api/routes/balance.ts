@@ -1,20 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { Router, type Response } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { assertTenantAccess, requireAdmin, tenantParam } from '../auth';
 import { ApiError, notFound, type FieldError } from '../errors';
-import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { paginationQuery, parseListQuery } from '../pagination';
 import { decimalString, noQuery, resourceId } from '../schemas';
 import { operation, tenantIdParam } from '../operation';
 import { pageOf } from '../responses';
 import { findTenant, type TenantRow } from '../../db/tenants';
-import { insertCreditGrant, readBalanceView, type CreditGrantRow } from '../../db/credits';
+import { insertCreditGrant, listCreditGrants, readBalanceView, type CreditGrantRow } from '../../db/credits';
 import { normalizeDecimal } from '../../db/numeric';
 import { currentPeriodFigures, type CurrentPeriodFigures } from '../../db/usage-read-model';
 import { Dec, minorUnits, roundMoney } from '../../domain/decimal';
 import { grantActiveAt } from '../../domain/credits';
-import { insertPack, readPacks, type PackRow } from '../../db/packs';
+import { insertPack, listPacks, readPacks, removePack, type PackRow } from '../../db/packs';
 import { defaultPackExpiry, packStatus, type Pack } from '../../domain/packs';
 import { findMeter } from '../../domain/plan';
 import { meterLimit } from '../../domain/limits';
@@ -90,62 +90,128 @@ export const packView = z
   })
   .meta({ id: 'Pack' });
 
-/** Prepaid credit: grants (admin) and the balance view (admin or own key); add-on packs. */
-export function balanceRouter(ctx: ApiContext): Router {
-  const router = Router();
+/**
+ * A purchase on a tenant's prepaid account (a credit grant, a pack), judged against its open
+ * period: what to store, how a repeat of its id is compared, how the running period hears of it,
+ * and how it is answered.
+ */
+interface Purchase<Row> {
+  /** Stores it once per (tenant, id); `created: false` answers the row stored before. */
+  store: () => Promise<{ row: Row; created: boolean }>;
+  sameTerms: (stored: Row) => boolean;
+  /** The 409's detail when the id is stored with other terms. */
+  otherTerms: (stored: Row) => string;
+  /** After the first store only: tells the tenant's running period. */
+  announce: (row: Row) => Promise<void>;
+  present: (row: Row) => Promise<object>;
+}
 
-  router.post(
-    '/tenants/:id/credits',
+/** The request a purchase is judged from: the tenant, its open period, the parsed body. */
+interface PurchaseRequest<Body> {
+  req: Request;
+  tenant: TenantRow;
+  figures: CurrentPeriodFigures;
+  body: Body;
+  now: Date;
+}
+
+/**
+ * `POST /v1/tenants/{id}/credits` and `…/packs`: admin only, refused for a cancelled tenant,
+ * idempotent on `id` (201 when stored, 200 for the same terms again, 409 for other terms).
+ */
+function purchaseHandlers<B extends z.ZodType, Row>(
+  ctx: ApiContext,
+  spec: {
+    operationId: string;
+    summary: string;
+    /** What the document calls one: `grant`, `pack`. */
+    noun: string;
+    body: B;
+    schema: z.ZodType;
+    created: string;
+    refused: string;
+    judge: (request: PurchaseRequest<z.infer<B>>) => Purchase<Row>;
+  },
+): RequestHandler[] {
+  return [
     operation({
-      operationId: 'createCreditGrant',
+      operationId: spec.operationId,
       tag: 'Usage',
-      summary: 'Grant prepaid credit (idempotent on `id`)',
+      summary: spec.summary,
       params: { id: tenantIdParam },
       query: noQuery,
-      body: createCreditGrantBody,
+      body: spec.body,
       responses: {
-        201: { description: 'the grant', schema: creditGrant },
-        200: { description: 'a grant with this id exists with the same terms: it is answered, nothing is added', schema: creditGrant },
+        201: { description: spec.created, schema: spec.schema },
+        200: { description: `a ${spec.noun} with this id exists with the same terms: it is answered, nothing is added`, schema: spec.schema },
       },
       problems: {
-        409: 'a grant with this id exists with other terms, or the tenant is cancelled (`conflict`)',
-        422: 'an amount <= 0 or finer than the currency\'s minor unit, an expiry not after now (`errors[].path` names the field)',
+        409: `a ${spec.noun} with this id exists with other terms, or the tenant is cancelled (\`conflict\`)`,
+        422: spec.refused,
       },
     }),
     requireAdmin,
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
       parseListQuery(noQuery, req);
-      const body = createCreditGrantBody.parse(req.body);
+      const body = spec.body.parse(req.body);
       const figures = await openPeriodOf(ctx, tenant);
-      const currency = figures.plan.currency;
-      const amount = new Dec(body.amount);
-      const errors: FieldError[] = [];
-      if (!amount.greaterThan(0)) errors.push({ path: 'amount', message: 'must be > 0' });
-      else if (amount.decimalPlaces() > minorUnits(currency)) errors.push({ path: 'amount', message: `must have at most ${minorUnits(currency)} decimal places (${currency})` });
-      const now = new Date();
-      if (body.expires_at !== undefined && Date.parse(body.expires_at) <= now.getTime()) errors.push({ path: 'expires_at', message: 'must be after now' });
-      refuseFields(errors);
-
-      const wanted = {
-        id: body.id ?? `cg_${randomBytes(8).toString('hex')}`,
-        currency,
-        amount: amount.toFixed(),
-        description: body.description ?? null,
-        expires_at: body.expires_at ? new Date(body.expires_at) : null,
-      };
-      const { grant, created } = await insertCreditGrant(ctx.db, tenant.id, wanted);
-      if (!created && !sameTerms(grant, wanted)) {
-        throw new ApiError(409, 'conflict', `credit grant ${wanted.id} exists with other terms (amount ${normalizeDecimal(grant.amount)} ${grant.currency})`);
-      }
-      if (created) {
-        req.log?.info({ tenant_id: tenant.id, grant_id: grant.id, amount: wanted.amount }, 'credit granted');
-        // The running period judges its balance alerts again (a grant re-arms them). The grant is
-        // stored whatever happens here: a run that misses this reads the balance at its next claim.
-        await ctx.billing.entitlementsChanged(tenant.id, { granted: true }).catch((err: unknown) => req.log?.warn({ err, tenant_id: tenant.id }, 'grant not signalled'));
-      }
-      res.status(created ? 201 : 200).json(presentGrant(grant, now));
+      const purchase = spec.judge({ req, tenant, figures, body, now: new Date() });
+      const { row, created } = await purchase.store();
+      if (!created && !purchase.sameTerms(row)) throw new ApiError(409, 'conflict', purchase.otherTerms(row));
+      if (created) await purchase.announce(row);
+      res.status(created ? 201 : 200).json(await purchase.present(row));
     },
+  ];
+}
+
+/** Prepaid credit: grants (admin) and the balance view (admin or own key); add-on packs. */
+export function balanceRouter(ctx: ApiContext): Router {
+  const router = Router();
+
+  router.post(
+    '/tenants/:id/credits',
+    ...purchaseHandlers<typeof createCreditGrantBody, CreditGrantRow>(ctx, {
+      operationId: 'createCreditGrant',
+      summary: 'Grant prepaid credit (idempotent on `id`)',
+      noun: 'grant',
+      body: createCreditGrantBody,
+      schema: creditGrant,
+      created: 'the grant',
+      refused: 'an amount <= 0 or finer than the currency\'s minor unit, an expiry not after now (`errors[].path` names the field)',
+      judge: ({ req, tenant, figures, body, now }) => {
+        const currency = figures.plan.currency;
+        const amount = new Dec(body.amount);
+        const errors: FieldError[] = [];
+        if (!amount.greaterThan(0)) errors.push({ path: 'amount', message: 'must be > 0' });
+        else if (amount.decimalPlaces() > minorUnits(currency)) errors.push({ path: 'amount', message: `must have at most ${minorUnits(currency)} decimal places (${currency})` });
+        if (body.expires_at !== undefined && Date.parse(body.expires_at) <= now.getTime()) errors.push({ path: 'expires_at', message: 'must be after now' });
+        refuseFields(errors);
+
+        const wanted = {
+          id: body.id ?? `cg_${randomBytes(8).toString('hex')}`,
+          currency,
+          amount: amount.toFixed(),
+          description: body.description ?? null,
+          expires_at: body.expires_at ? new Date(body.expires_at) : null,
+        };
+        return {
+          store: async () => {
+            const { grant, created } = await insertCreditGrant(ctx.db, tenant.id, wanted);
+            return { row: grant, created };
+          },
+          sameTerms: (stored) => sameTerms(stored, wanted),
+          otherTerms: (stored) => `credit grant ${wanted.id} exists with other terms (amount ${normalizeDecimal(stored.amount)} ${stored.currency})`,
+          announce: async (grant) => {
+            req.log?.info({ tenant_id: tenant.id, grant_id: grant.id, amount: wanted.amount }, 'credit granted');
+            // The running period judges its balance alerts again (a grant re-arms them). The grant is
+            // stored whatever happens here: a run that misses this reads the balance at its next claim.
+            await ctx.billing.entitlementsChanged(tenant.id, { granted: true }).catch((err: unknown) => req.log?.warn({ err, tenant_id: tenant.id }, 'grant not signalled'));
+          },
+          present: async (grant) => presentGrant(grant, now),
+        };
+      },
+    }),
   );
 
   router.get(
@@ -160,9 +226,7 @@ export function balanceRouter(ctx: ApiContext): Router {
     }),
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
-      const query = parseListQuery(listCreditGrantsQuery, req);
-      const scope = ctx.db('credit_grants').where({ tenant_id: tenant.id });
-      const page = await paginate<CreditGrantRow>(scope.clone().select('*'), query, { sort: ['created_at', 'id'], idColumn: 'id', cursorScope: scope });
+      const page = await listCreditGrants(ctx.db, tenant.id, parseListQuery(listCreditGrantsQuery, req));
       const now = new Date();
       res.json({ ...page, data: page.data.map((g) => presentGrant(g, now)) });
     },
@@ -189,75 +253,67 @@ export function balanceRouter(ctx: ApiContext): Router {
 
   router.post(
     '/tenants/:id/packs',
-    operation({
+    ...purchaseHandlers<typeof createPackBody, PackRow>(ctx, {
       operationId: 'createPack',
-      tag: 'Usage',
       summary: 'Buy an add-on pack: extra units of one metric, with their own expiry (idempotent on `id`)',
-      params: { id: tenantIdParam },
-      query: noQuery,
+      noun: 'pack',
       body: createPackBody,
-      responses: {
-        201: { description: 'the pack; the running period counts it at once', schema: packView },
-        200: { description: 'a pack with this id exists with the same terms: it is answered, nothing is added', schema: packView },
-      },
-      problems: {
-        409: 'a pack with this id exists with other terms, or the tenant is cancelled (`conflict`)',
-        422: "units <= 0, a metric the plan lacks or without a limit (`unknown_metric`), an expiry not after the purchase; `errors[].path` names the field",
+      schema: packView,
+      created: 'the pack; the running period counts it at once',
+      refused: "units <= 0, a metric the plan lacks or without a limit (`unknown_metric`), an expiry not after the purchase; `errors[].path` names the field",
+      judge: ({ req, tenant, figures, body, now }) => {
+        const meter = findMeter(figures.plan, body.metric);
+        if (meter && isDimensioned(meter)) {
+          throw new ApiError(422, 'validation_failed', `${meter.metric} prices by group: a pack could not say which group its units are for`, [
+            { path: 'metric', message: 'a meter priced by group (group_by) takes no packs' },
+          ]);
+        }
+        if (!meter || meterLimit(meter, figures.limitOverrides) === undefined) {
+          throw new ApiError(422, 'unknown_metric', `the tenant's plan has no metric ${body.metric} with a limit for a pack to extend`, [
+            { path: 'metric', message: 'must be a metric of the plan that has a limit' },
+          ]);
+        }
+        const purchasedAt = body.purchased_at ? new Date(body.purchased_at).toISOString() : now.toISOString();
+        const expiresAt = body.expires_at ? new Date(body.expires_at).toISOString() : defaultPackExpiry(purchasedAt, tenant.timezone);
+        const errors: FieldError[] = [];
+        if (!(body.units > 0)) errors.push({ path: 'units', message: 'must be > 0' });
+        if (Date.parse(expiresAt) <= Date.parse(purchasedAt)) errors.push({ path: 'expires_at', message: 'must be after purchased_at' });
+        if (body.price !== undefined && new Dec(body.price).decimalPlaces() > minorUnits(figures.plan.currency)) {
+          errors.push({ path: 'price', message: `must have at most ${minorUnits(figures.plan.currency)} decimal places (${figures.plan.currency})` });
+        }
+        refuseFields(errors);
+
+        const wanted = {
+          id: body.id ?? `pk_${randomBytes(8).toString('hex')}`,
+          metric: meter.metric,
+          units: new Dec(body.units).toFixed(),
+          price: body.price ?? null,
+          currency: figures.plan.currency,
+          purchased_at: new Date(purchasedAt),
+          expires_at: new Date(expiresAt),
+        };
+        return {
+          store: async () => {
+            const { pack, created } = await insertPack(ctx.db, tenant.id, wanted);
+            return { row: pack, created };
+          },
+          sameTerms: (stored) => samePack(stored, wanted),
+          otherTerms: () => `pack ${wanted.id} exists with other terms`,
+          announce: async (pack) => {
+            // The running period counts the pack at once (its effective limit rises); should the run
+            // not take it, the purchase is undone, so a retry is clean.
+            try {
+              await ctx.billing.entitlementsChanged(tenant.id);
+            } catch (err) {
+              await removePack(ctx.db, tenant.id, pack.id);
+              throw err;
+            }
+            req.log?.info({ tenant_id: tenant.id, pack_id: pack.id, metric: pack.metric, units: wanted.units }, 'pack bought');
+          },
+          present: async (pack) => presentPack(pack, (await readPacks(ctx.db, tenant.id)).find((p) => p.id === pack.id)!, now),
+        };
       },
     }),
-    requireAdmin,
-    async (req, res) => {
-      const tenant = await ownTenant(ctx, res, tenantParam(req));
-      parseListQuery(noQuery, req);
-      const body = createPackBody.parse(req.body);
-      const figures = await openPeriodOf(ctx, tenant);
-      const meter = findMeter(figures.plan, body.metric);
-      if (meter && isDimensioned(meter)) {
-        throw new ApiError(422, 'validation_failed', `${meter.metric} prices by group: a pack could not say which group its units are for`, [
-          { path: 'metric', message: 'a meter priced by group (group_by) takes no packs' },
-        ]);
-      }
-      if (!meter || meterLimit(meter, figures.limitOverrides) === undefined) {
-        throw new ApiError(422, 'unknown_metric', `the tenant's plan has no metric ${body.metric} with a limit for a pack to extend`, [
-          { path: 'metric', message: 'must be a metric of the plan that has a limit' },
-        ]);
-      }
-      const now = new Date();
-      const purchasedAt = body.purchased_at ? new Date(body.purchased_at).toISOString() : now.toISOString();
-      const expiresAt = body.expires_at ? new Date(body.expires_at).toISOString() : defaultPackExpiry(purchasedAt, tenant.timezone);
-      const errors: FieldError[] = [];
-      if (!(body.units > 0)) errors.push({ path: 'units', message: 'must be > 0' });
-      if (Date.parse(expiresAt) <= Date.parse(purchasedAt)) errors.push({ path: 'expires_at', message: 'must be after purchased_at' });
-      if (body.price !== undefined && new Dec(body.price).decimalPlaces() > minorUnits(figures.plan.currency)) {
-        errors.push({ path: 'price', message: `must have at most ${minorUnits(figures.plan.currency)} decimal places (${figures.plan.currency})` });
-      }
-      refuseFields(errors);
-
-      const wanted = {
-        id: body.id ?? `pk_${randomBytes(8).toString('hex')}`,
-        metric: meter.metric,
-        units: new Dec(body.units).toFixed(),
-        price: body.price ?? null,
-        currency: figures.plan.currency,
-        purchased_at: new Date(purchasedAt),
-        expires_at: new Date(expiresAt),
-      };
-      const { pack, created } = await insertPack(ctx.db, tenant.id, wanted);
-      if (!created && !samePack(pack, wanted)) throw new ApiError(409, 'conflict', `pack ${wanted.id} exists with other terms`);
-      if (created) {
-        // The running period counts the pack at once (its effective limit rises); should the run
-        // not take it, the purchase is undone, so a retry is clean.
-        try {
-          await ctx.billing.entitlementsChanged(tenant.id);
-        } catch (err) {
-          await ctx.db('packs').where({ tenant_id: tenant.id, id: pack.id }).delete();
-          throw err;
-        }
-        req.log?.info({ tenant_id: tenant.id, pack_id: pack.id, metric: pack.metric, units: wanted.units }, 'pack bought');
-      }
-      const stored = (await readPacks(ctx.db, tenant.id)).find((p) => p.id === pack.id)!;
-      res.status(created ? 201 : 200).json(presentPack(pack, stored, now));
-    },
   );
 
   router.get(
@@ -272,9 +328,7 @@ export function balanceRouter(ctx: ApiContext): Router {
     }),
     async (req, res) => {
       const tenant = await ownTenant(ctx, res, tenantParam(req));
-      const query = parseListQuery(listPacksQuery, req);
-      const scope = ctx.db('packs').where({ tenant_id: tenant.id });
-      const page = await paginate<PackRow>(scope.clone().select('*'), query, { sort: ['created_at', 'id'], idColumn: 'id', cursorScope: scope });
+      const page = await listPacks(ctx.db, tenant.id, parseListQuery(listPacksQuery, req));
       const packs = new Map((await readPacks(ctx.db, tenant.id)).map((p) => [p.id, p]));
       const now = new Date();
       res.json({ ...page, data: page.data.map((row) => presentPack(row, packs.get(row.id)!, now)) });

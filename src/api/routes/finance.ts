@@ -5,21 +5,17 @@ import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../a
 import { closePeriodBody, noQuery, resourceId } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { findTenant } from '../../db/tenants';
-import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { paginationQuery, parseListQuery } from '../pagination';
 import { presentInvoice } from '../../invoices/present';
 import { operation, tenantIdParam } from '../operation';
 import { closedPeriod, invoice as invoiceResponse, pageOf } from '../responses';
 import { idempotencyKeyOf, idempotencyKeySchema } from '../idempotency';
 import { closeByIdempotencyKey } from '../../db/rollover';
+import { findInvoiceWithLines, listTenantInvoices } from '../../db/invoices';
 import { invoiceWorkflowId } from '../../contracts/ids';
 
 /** `GET /v1/tenants/{id}/invoices`: pagination only. */
 export const listInvoicesQuery = paginationQuery.strict();
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type InvoiceRow = { id: string } & Record<string, any>;
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type LineRow = { invoice_id: string } & Record<string, any>;
 
 /** Finance: closing periods and reading invoices. */
 export function financeRouter(ctx: ApiContext): Router {
@@ -79,13 +75,12 @@ export function financeRouter(ctx: ApiContext): Router {
     async (req, res) => {
       parseListQuery(noQuery, req);
       // PostgreSQL text cannot hold NUL: such an id names no invoice (a 404, not a failed query).
-      const invoice = req.params.invoiceId.includes('\u0000') ? undefined : await ctx.db('invoices').where({ id: req.params.invoiceId }).first();
+      const found = req.params.invoiceId.includes('\u0000') ? undefined : await findInvoiceWithLines(ctx.db, req.params.invoiceId);
       const principal = principalOf(res);
-      if (!invoice || (principal.kind === 'tenant' && principal.tenantId !== invoice.tenant_id)) {
+      if (!found || (principal.kind === 'tenant' && principal.tenantId !== found.invoice.tenant_id)) {
         throw notFound(`invoice ${req.params.invoiceId}`);
       }
-      const lines = await ctx.db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position');
-      res.json(presentInvoice(invoice, lines));
+      res.json(presentInvoice(found.invoice, found.lines));
     },
   );
 
@@ -104,20 +99,8 @@ export function financeRouter(ctx: ApiContext): Router {
       assertTenantAccess(res, tenantId);
       if (!resourceId.safeParse(tenantId).success || !(await findTenant(ctx.db, tenantId))) throw notFound(`tenant ${tenantId}`);
       const query = parseListQuery(listInvoicesQuery, req);
-      // Newest period first, and within a period the newest version (a rerun) first.
-      const page = await paginate<InvoiceRow>(ctx.db('invoices').where({ tenant_id: tenantId }).select('*'), query, {
-        sort: ['period_start', 'version'],
-        idColumn: 'id',
-      });
-      const ids = page.data.map((row) => row.id);
-      const lines: LineRow[] = ids.length === 0 ? [] : await ctx.db('invoice_lines').whereIn('invoice_id', ids).orderBy(['invoice_id', 'position']);
-      const byInvoice = new Map<string, LineRow[]>();
-      for (const line of lines) {
-        const list = byInvoice.get(line.invoice_id) ?? [];
-        list.push(line);
-        byInvoice.set(line.invoice_id, list);
-      }
-      res.json({ ...page, data: page.data.map((row) => presentInvoice(row, byInvoice.get(row.id) ?? [])) });
+      const page = await listTenantInvoices(ctx.db, tenantId, query);
+      res.json({ ...page, data: page.data.map(({ invoice, lines }) => presentInvoice(invoice, lines)) });
     },
   );
 

@@ -10,7 +10,9 @@ import { parseListQuery } from '../pagination';
 import { presentInvoice } from '../../invoices/present';
 import { findPlanVersion } from '../../db/plans';
 import { findTenant } from '../../db/tenants';
-import type { InvoiceRow, PeriodRow } from '../../db/invoices';
+import { findInvoice, findInvoiceWithLines, type InvoiceRow } from '../../db/invoices';
+import { findInvoiceRerunRequest, forgetInvoiceRerunRequest, storeInvoiceRerunRequest, type InvoiceRerunRequest } from '../../db/invoice-reruns';
+import { periodPlanRef } from '../../db/periods';
 import { EventsPurged, assertEventsKept, previewInvoiceRerun, rerunRefusal, type RerunPreview } from '../../invoices/rerun';
 import type { InvoiceLineChange } from '../../invoices/changes';
 import { invoiceId, invoiceWorkflowId } from '../../workflows/messages';
@@ -53,19 +55,6 @@ export interface InvoiceWorkflows {
   taskQueue: string;
 }
 
-interface RerunRow {
-  idempotency_key: string;
-  tenant_id: string;
-  invoice_id: string;
-  new_invoice_id: string;
-  workflow_id: string;
-  reason: string;
-  plan_id: string | null;
-  rerun_plan_id: string;
-  rerun_plan_version: number;
-  requested_by: string;
-}
-
 /**
  * Invoice reruns and PDFs. Reruns start the `invoiceRerun` workflow directly (the tenant
  * workflow is not involved: a rerun is about a period already closed); PDFs are rendered from
@@ -102,7 +91,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
     }
   }
 
-  function inputOf(row: RerunRow, invoice: Pick<InvoiceRow, 'period_start' | 'period_end' | 'version'>): InvoiceRerunInput {
+  function inputOf(row: InvoiceRerunRequest, invoice: Pick<InvoiceRow, 'period_start' | 'period_end' | 'version'>): InvoiceRerunInput {
     return {
       tenant_id: row.tenant_id,
       period_start: new Date(invoice.period_start).toISOString(),
@@ -116,7 +105,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
   }
 
   /** The same key answers the same 202, after making sure its workflow was started. */
-  async function replay(row: RerunRow, invoiceParam: string, body: z.infer<typeof rerunInvoiceBody>): Promise<{ invoice_id: string; workflow_id: string }> {
+  async function replay(row: InvoiceRerunRequest, invoiceParam: string, body: z.infer<typeof rerunInvoiceBody>): Promise<{ invoice_id: string; workflow_id: string }> {
     if (row.invoice_id !== invoiceParam || row.reason !== body.reason || (row.plan_id ?? undefined) !== body.plan_id) {
       throw new ApiError(
         409,
@@ -124,7 +113,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
         `Idempotency-Key "${row.idempotency_key}" was already used for another request (a rerun of ${row.invoice_id}); use a new key for a new request`,
       );
     }
-    const invoice = await ctx.db('invoices').where({ id: row.invoice_id }).first<InvoiceRow>();
+    const invoice = (await findInvoice(ctx.db, row.invoice_id))!;
     // Started, running or done: the id exists and nothing happens. Only a crash between storing
     // the key and starting the workflow (or a failed run) makes this start anything.
     await startRerun(inputOf(row, invoice), row.workflow_id, row.idempotency_key);
@@ -172,11 +161,11 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
         res.status(202).location(`/v1/invoices/${result.invoice_id}`).json(result);
 
       if (key && !body.dry_run) {
-        const known = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow | undefined>();
+        const known = await findInvoiceRerunRequest(ctx.db, key);
         if (known) return answer(await replay(known, invoiceParam, body));
       }
 
-      const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first<InvoiceRow | undefined>();
+      const invoice = await findInvoice(ctx.db, invoiceParam);
       if (!invoice) throw notFound(`invoice ${invoiceParam}`);
       const refusal = rerunRefusal(invoice);
       if (refusal) throw new ApiError(409, 'conflict', refusal);
@@ -186,10 +175,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
         if (!latest) throw new ApiError(422, 'validation_failed', 'the request is invalid', [{ path: 'plan_id', message: `plan ${body.plan_id} does not exist` }]);
         plan = { id: latest.id, version: latest.version };
       } else {
-        const period = await ctx.db('periods')
-          .where({ tenant_id: invoice.tenant_id, start: invoice.period_start })
-          .first<Pick<PeriodRow, 'plan_id' | 'plan_version'> | undefined>('plan_id', 'plan_version');
-        plan = period ? { id: period.plan_id, version: period.plan_version } : { id: invoice.plan_id, version: invoice.plan_version };
+        plan = (await periodPlanRef(ctx.db, invoice.tenant_id, invoice.period_start)) ?? { id: invoice.plan_id, version: invoice.plan_version };
       }
       // A preview runs the rerun's own computation in one read-only snapshot: no key is stored,
       // no workflow is started. A purged period is refused alike, before anything starts.
@@ -202,7 +188,7 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
       }
 
       const periodStart = new Date(invoice.period_start).toISOString();
-      const row: RerunRow = {
+      const row: InvoiceRerunRequest = {
         idempotency_key: key ?? '',
         tenant_id: invoice.tenant_id,
         invoice_id: invoice.id,
@@ -215,18 +201,15 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
         requested_by: requestedBy,
       };
       if (key) {
-        const stored = await ctx.db('invoice_reruns').insert(row).onConflict('idempotency_key').ignore().returning('idempotency_key');
-        if (stored.length === 0) {
-          // The same key, concurrently: whoever stored it first defines the answer.
-          const winner = await ctx.db('invoice_reruns').where({ idempotency_key: key }).first<RerunRow>();
-          return answer(await replay(winner, invoiceParam, body));
-        }
+        // The same key, concurrently: whoever stored it first defines the answer.
+        const winner = await storeInvoiceRerunRequest(ctx.db, row);
+        if (winner) return answer(await replay(winner, invoiceParam, body));
       }
       if (!(await startRerun(inputOf(row, invoice), row.workflow_id, key))) {
         if (key) {
           const started = await workflows.client.workflow.getHandle(row.workflow_id).describe().catch(() => undefined);
           if (started?.memo?.idempotency_key === key) return answer({ invoice_id: row.new_invoice_id, workflow_id: row.workflow_id });
-          await ctx.db('invoice_reruns').where({ idempotency_key: key }).delete(); // not this key's rerun
+          await forgetInvoiceRerunRequest(ctx.db, key); // not this key's rerun
         }
         throw new ApiError(409, 'conflict', `invoice ${invoice.id} already has a rerun in progress (workflow ${row.workflow_id}); it will be void once it completes`);
       }
@@ -252,10 +235,10 @@ export function invoicesRouter(ctx: ApiContext, workflows: InvoiceWorkflows): Ro
     async (req, res) => {
       parseListQuery(noQuery, req);
       const invoiceParam = String(req.params.invoiceId);
-      const invoice = await ctx.db('invoices').where({ id: invoiceParam }).first();
+      const found = await findInvoiceWithLines(ctx.db, invoiceParam);
       const principal = principalOf(res);
-      if (!invoice || (principal.kind === 'tenant' && principal.tenantId !== invoice.tenant_id)) throw notFound(`invoice ${invoiceParam}`);
-      const lines = await ctx.db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position');
+      if (!found || (principal.kind === 'tenant' && principal.tenantId !== found.invoice.tenant_id)) throw notFound(`invoice ${invoiceParam}`);
+      const { invoice, lines } = found;
       const tenant = await findTenant(ctx.db, invoice.tenant_id);
       const pdf = await renderInvoicePdf(presentInvoice(invoice, lines) as PdfInvoice, { id: invoice.tenant_id, name: tenant?.name ?? invoice.tenant_id });
       res

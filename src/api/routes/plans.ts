@@ -3,9 +3,8 @@ import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { requireAdmin } from '../auth';
 import { createPlanBody, noQuery, resourceId } from '../schemas';
-import { findPlanVersion, latestPlanVersions, savePlanVersion } from '../../db/plans';
-import { paginate, paginationQuery, parseListQuery } from '../pagination';
-import type { PlanVersion } from '../../domain/plan';
+import { findPlanVersion, listLatestPlanVersions, savePlanVersion } from '../../db/plans';
+import { paginationQuery, parseListQuery } from '../pagination';
 import { notFound } from '../errors';
 import { operation } from '../operation';
 import { pageOf, plan as planResponse } from '../responses';
@@ -64,11 +63,7 @@ export function plansRouter(ctx: ApiContext): Router {
       responses: { 200: { description: 'a page of plans', schema: pageOf(planResponse) } },
     }),
     async (req, res) => {
-      const page = await paginate<{ definition: PlanVersion }>(latestPlanVersions(ctx.db), parseListQuery(listPlansQuery, req), {
-        sort: ['p.created_at', 'p.id'],
-        idColumn: 'p.id',
-      });
-      res.json({ ...page, data: page.data.map((row) => row.definition) });
+      res.json(await listLatestPlanVersions(ctx.db, parseListQuery(listPlansQuery, req)));
     },
   );
 

@@ -4,17 +4,19 @@ import type { ApiContext } from '../context';
 import { assertTenantAccess, tenantParam } from '../auth';
 import { ApiError, fieldErrors, notFound } from '../errors';
 import { resourceId } from '../schemas';
-import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
 import { findPlanVersion } from '../../db/plans';
-import type { InvoiceRow, PeriodRow } from '../../db/invoices';
+import { invoiceTotalsOfPeriods, type InvoiceTotals, type PeriodRow } from '../../db/invoices';
+import { listPeriods } from '../../db/periods';
+import { listTenantAlerts, type ListedAlertRow } from '../../db/alerts';
 import { normalizeDecimal } from '../../db/usage';
 import { readPeriodCounters, type PeriodCounter } from '../../db/ledger';
 import { counterFromAggregates } from '../../domain/aggregation';
 import { roundMoney } from '../../domain/decimal';
 import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
 import { estimatedEventCost } from '../../domain/event-cost';
-import { currentTierPosition, retainedSince, wherePropertiesMatch } from '../../db/events';
+import { currentTierPosition, listUsageEvents, retainedSince, type ListedEventRow } from '../../db/events';
 import { formatPeriodStamp } from '../../domain/periods';
 import { BALANCE_DEPLETED, BALANCE_LOW, COST_SUBJECT } from '../../contracts/ids';
 import { operation, tenantIdParam } from '../operation';
@@ -154,13 +156,16 @@ export function readsRouter(ctx: ApiContext): Router {
       tag: 'Usage',
       summary: 'Stored usage events, newest first',
       description:
-        'Filters: `metric`, the event timestamp from `from` (inclusive) to `to` (exclusive), and `property.<key>=<value>` (any number, all must hold; a number or boolean property matches its JSON text). `retained_since`: events before it were purged by retention (null: none was).',
+        'Filters: `metric`, the event timestamp from `from` (inclusive) to `to` (exclusive), and `property.<key>=<value>` (any number, all must hold; a number or boolean property matches its JSON text). `total_count` is exact up to 10,000 matching events (`total_count_exact: true`); beyond, it is an estimate by the query planner (`false`). `retained_since`: events before it were purged by retention (null: none was).',
       params: { id: tenantIdParam },
       query: listEventsQuery,
       responses: {
         200: {
           description: 'a page of events',
-          schema: pageOf(usageEventView).extend({ retained_since: z.string().nullable().describe('events older than this were purged by retention') }),
+          schema: pageOf(usageEventView).extend({
+            total_count_exact: z.boolean().describe('false when more than 10,000 events match: `total_count` is then an estimate'),
+            retained_since: z.string().nullable().describe('events older than this were purged by retention'),
+          }),
         },
       },
     }),
@@ -171,17 +176,16 @@ export function readsRouter(ctx: ApiContext): Router {
       const parsed = listEventsQuery.safeParse(rest);
       if (!parsed.success) throw new ApiError(422, 'validation_failed', 'the query string is invalid', fieldErrors(parsed.error));
       const query = parsed.data;
-      const scope = ctx.db('usage_events').where({ tenant_id: tenantId });
-      const filtered = scope.clone();
-      if (query.metric !== undefined) filtered.where('metric', query.metric);
-      wherePropertiesMatch(filtered, filters);
-      if (query.from !== undefined) filtered.where('timestamp', '>=', new Date(query.from));
-      if (query.to !== undefined) filtered.where('timestamp', '<', new Date(query.to));
-      // Newest first by the event's timestamp; `seq` (receive order) breaks ties, as for `latest`.
-      const page = await paginate<EventRow>(
-        filtered.select('event_id', 'tenant_id', 'metric', 'quantity', 'timestamp', 'period_start', 'properties', 'received_at'),
+      const page = await listUsageEvents(
+        ctx.db,
+        tenantId,
+        {
+          metric: query.metric,
+          from: query.from === undefined ? undefined : new Date(query.from),
+          to: query.to === undefined ? undefined : new Date(query.to),
+          properties: filters,
+        },
         query,
-        { sort: ['timestamp', 'seq'], idColumn: 'event_id', cursorScope: scope },
       );
       const [position, since] = await Promise.all([currentTierPosition(ctx.db, tenantId), retainedSince(ctx.db, tenantId)]);
       res.json({ ...page, retained_since: since ? since.toISOString() : null, data: page.data.map((row) => presentEvent(row, position)) });
@@ -202,21 +206,9 @@ export function readsRouter(ctx: ApiContext): Router {
       const tenantId = tenantParam(req);
       await readableTenant(ctx, res, tenantId);
       const query = parseListQuery(listPeriodsQuery, req);
-      const page = await paginate<PeriodRow>(ctx.db('periods').where({ tenant_id: tenantId }).select('*'), query, {
-        sort: 'start',
-        idColumn: 'start',
-        parseId: (id) => parsePeriodId(tenantId, id),
-      });
-
+      const page = await listPeriods(ctx.db, tenantId, query, (id) => parsePeriodId(tenantId, id));
       const starts = page.data.map((p) => p.start);
-      const invoices =
-        starts.length === 0
-          ? []
-          : await ctx.db('invoices')
-              .where({ tenant_id: tenantId })
-              .whereIn('period_start', starts)
-              .orderBy('version', 'asc')
-              .select<InvoiceTotalsRow[]>('id', 'period_start', 'version', 'status', 'subtotal', 'total', 'currency');
+      const invoices = await invoiceTotalsOfPeriods(ctx.db, tenantId, starts);
       const counted = await readPeriodCounters(ctx.db, tenantId, starts);
 
       const data: PeriodView[] = [];
@@ -242,11 +234,7 @@ export function readsRouter(ctx: ApiContext): Router {
       const tenantId = tenantParam(req);
       await readableTenant(ctx, res, tenantId);
       const query = parseListQuery(listAlertsQuery, req);
-      // Alerts decided by one claim share `fired_at`; the highest threshold (the notified one) first.
-      const page = await paginate<AlertRow>(ctx.db('alerts').where({ tenant_id: tenantId }).select('*'), query, {
-        sort: ['fired_at', 'threshold', 'id'],
-        idColumn: 'id',
-      });
+      const page = await listTenantAlerts(ctx.db, tenantId, query);
       res.json({ ...page, data: page.data.map(presentAlert) });
     },
   );
@@ -269,18 +257,7 @@ async function readableTenant(ctx: ApiContext, res: Response, tenantId: string):
 // Events
 // ---------------------------------------------------------------------------------------------
 
-interface EventRow {
-  event_id: string;
-  tenant_id: string;
-  metric: string;
-  quantity: string;
-  timestamp: Date;
-  period_start: Date;
-  properties: Record<string, unknown> | null;
-  received_at: Date;
-}
-
-function presentEvent(row: EventRow, position: { plan: PlanVersion; values: Record<string, string> } | undefined): UsageEventView {
+function presentEvent(row: ListedEventRow, position: { plan: PlanVersion; values: Record<string, string> } | undefined): UsageEventView {
   const meter = position && findMeter(position.plan, row.metric);
   return {
     id: row.event_id,
@@ -298,9 +275,6 @@ function presentEvent(row: EventRow, position: { plan: PlanVersion; values: Reco
 // ---------------------------------------------------------------------------------------------
 // Periods
 // ---------------------------------------------------------------------------------------------
-
-/** The columns of an invoice version that a period's totals show. */
-type InvoiceTotalsRow = Pick<InvoiceRow, 'id' | 'period_start' | 'version' | 'status' | 'subtotal' | 'total' | 'currency'>;
 
 /**
  * A period's public id: `per_<tenant>_<start as YYYYMMDDTHHmmssZ>`, the stamp invoice ids use, so
@@ -348,7 +322,7 @@ interface PeriodCounters {
   source: 'live' | 'stored';
 }
 
-function presentPeriod(period: PeriodRow, invoices: InvoiceTotalsRow[], counters: PeriodCounters): PeriodView {
+function presentPeriod(period: PeriodRow, invoices: InvoiceTotals[], counters: PeriodCounters): PeriodView {
   // The period's bill is its newest version that is not void (a rerun voids the one it replaces).
   const current = [...invoices].reverse().find((i) => i.status !== 'void') ?? invoices[invoices.length - 1];
   const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -381,25 +355,8 @@ function presentPeriod(period: PeriodRow, invoices: InvoiceTotalsRow[], counters
 // Alerts
 // ---------------------------------------------------------------------------------------------
 
-/** The columns of `alerts` an alert's view shows. */
-export interface AlertRow {
-  id: string;
-  tenant_id: string;
-  subject: string;
-  threshold: string;
-  level: string;
-  status: 'notified' | 'superseded' | 'failed';
-  used: string;
-  limit: string;
-  covers: number[] | null;
-  channels: Array<string | { type: string; target?: string; status?: string }> | null;
-  period_start: Date;
-  fired_at: Date;
-  acknowledged_at: Date | null;
-}
-
 /** A stored alert as the alert lists and the acknowledgement show it. */
-export function presentAlert(row: AlertRow): AlertView {
+export function presentAlert(row: ListedAlertRow): AlertView {
   const cost = row.subject === COST_SUBJECT;
   // Balance alerts: `used` is the credit available when it fired, `limit` the threshold, `threshold` the crossing's number.
   const balance = row.subject === BALANCE_LOW || row.subject === BALANCE_DEPLETED ? (row.subject as typeof BALANCE_LOW | typeof BALANCE_DEPLETED) : undefined;

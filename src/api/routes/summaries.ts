@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
 import { requireAdmin } from '../auth';
-import { ApiError } from '../errors';
+import { unknownCursor } from '../errors';
 import { paginationQuery, parseListQuery } from '../pagination';
 import { operation } from '../operation';
 import { pageOf } from '../responses';
@@ -92,9 +92,7 @@ export function summariesRouter(ctx: ApiContext): Router {
         ...(csv ? {} : { limit: query.limit, startingAfter: query.starting_after }),
       });
       if (page.unknownCursor) {
-        throw new ApiError(422, 'validation_failed', `starting_after ${query.starting_after} is not an id of this list`, [
-          { path: 'starting_after', message: 'unknown id: pass the id of an item from a previous page' },
-        ]);
+        throw unknownCursor(query.starting_after);
       }
       if (csv) {
         res.status(200).type('text/csv; charset=utf-8').set('Content-Disposition', `attachment; filename="summaries-${query.month}.csv"`).send(toCsv(page.data));

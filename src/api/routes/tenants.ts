@@ -5,15 +5,15 @@ import { assertTenantAccess, principalOf, requireAdmin, tenantParam } from '../a
 import { createTenantBody, emptyBody, noQuery, resourceId, updateTenantBody } from '../schemas';
 import { ApiError, notFound } from '../errors';
 import { findPlanVersion } from '../../db/plans';
-import { findTenant, insertTenant, type TenantRow } from '../../db/tenants';
+import { deleteUnstartedTenant, findTenant, insertTenant, listTenants, updateTenant, type TenantRow } from '../../db/tenants';
+import { latestPeriod, runningAndNextPlans } from '../../db/periods';
 import { changeLimitOverrides, revertLimitOverrides } from '../../db/entitlements';
 import { limitChangeProblems } from '../../domain/limits';
-import type { PlanVersion } from '../../domain/plan';
 import { decimalToNumber } from '../../domain/decimal';
 import { normalizeDecimal } from '../../db/numeric';
 import { generateApiKey, rotateTenantApiKey } from '../../db/api-keys';
 import { currentUsage } from '../../db/usage-read-model';
-import { paginate, paginationQuery, parseListQuery } from '../pagination';
+import { paginationQuery, parseListQuery } from '../pagination';
 import { periodContaining } from '../../domain/periods';
 import { tenantWorkflowId } from '../../workflows/messages';
 import { generateWebhookSecret, issueWebhookSecretIfMissing, rotateWebhookSecret } from '../../notifications/secrets';
@@ -103,11 +103,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
         await ctx.billing.startTenant({ tenantId: body.id, tenantName: body.name, timezone: body.timezone, billingAnchor: anchor, plan, period });
       } catch (err) {
         // Without its workflow the tenant cannot bill: undo, so the client can simply retry.
-        await ctx.db.transaction(async (trx) => {
-          await trx('api_keys').where({ tenant_id: body.id }).delete();
-          await trx('periods').where({ tenant_id: body.id }).delete();
-          await trx('tenants').where({ id: body.id }).delete();
-        });
+        await deleteUnstartedTenant(ctx.db, body.id);
         throw new ApiError(503, 'unavailable', `could not start the billing workflow: ${(err as Error).message}`);
       }
       res.status(201).json({
@@ -131,12 +127,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
     requireAdmin,
     async (req, res) => {
       const query = parseListQuery(listTenantsQuery, req);
-      const rows = ctx.db('tenants').select('*');
-      if (query.q !== undefined) {
-        const pattern = `%${query.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-        rows.where((w) => w.whereILike('id', pattern).orWhereILike('name', pattern));
-      }
-      const page = await paginate<TenantRow>(rows, query, { sort: ['created_at', 'id'], idColumn: 'id', cursorScope: ctx.db('tenants') });
+      const page = await listTenants(ctx.db, { q: query.q }, query);
       if (query.include !== 'usage') {
         res.json({ ...page, data: page.data.map(presentTenant) });
         return;
@@ -171,7 +162,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
       assertTenantAccess(res, tenantId);
       parseListQuery(noQuery, req);
       const tenant = await findTenantOrThrow(ctx, tenantId);
-      const current = await ctx.db('periods').where({ tenant_id: tenantId }).orderBy('start', 'desc').first<{ start: Date; end: Date } | undefined>('start', 'end');
+      const current = await latestPeriod(ctx.db, tenantId);
       res.json({ ...presentTenant(tenant), current_period: current ? { start: current.start.toISOString(), end: current.end.toISOString() } : null });
     },
   );
@@ -208,7 +199,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
       }
       if (limits !== undefined && Object.keys(limits).length > 0) {
         if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
-        const problems = limitChangeProblems(await tenantPlans(ctx, tenant, body.plan_id), limits);
+        const problems = limitChangeProblems(await runningAndNextPlans(ctx.db, tenant, body.plan_id), limits);
         if (problems.length > 0) {
           throw new ApiError(422, 'validation_failed', `limits: ${problems.map((p) => `${p.path} ${p.message}`).join('; ')}`, problems.map((p) => ({ path: `limits.${p.path}`, message: p.message })));
         }
@@ -225,7 +216,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
       }
       // The running period keeps its plan version; the next period opens on the tenant's plan as
       // stored here (the workflow's rollover activity reads it when the period closes).
-      await ctx.db('tenants').where({ id: tenantId }).update({ ...body, updated_at: new Date() });
+      await updateTenant(ctx.db, tenantId, body);
       // The running period watches the balance against the threshold now stored.
       if (body.low_balance_threshold !== undefined && tenant.status === 'active') await ctx.billing.entitlementsChanged(tenantId);
       ctx.tenants.invalidate(tenantId);
@@ -321,16 +312,6 @@ export function tenantsRouter(ctx: ApiContext): Router {
   );
 
   return router;
-}
-
-/** The plans a tenant's limits may name: the running period's, and the one its next period opens on. */
-async function tenantPlans(ctx: ApiContext, tenant: TenantRow, nextPlanId?: string): Promise<PlanVersion[]> {
-  const current = await ctx.db('periods').where({ tenant_id: tenant.id }).orderBy('start', 'desc').first<{ plan_id: string; plan_version: number } | undefined>('plan_id', 'plan_version');
-  const plans = [
-    current ? await findPlanVersion(ctx.db, current.plan_id, current.plan_version) : undefined,
-    await findPlanVersion(ctx.db, nextPlanId ?? tenant.plan_id),
-  ];
-  return plans.filter((p): p is PlanVersion => p !== undefined);
 }
 
 async function findTenantOrThrow(ctx: ApiContext, id: string): Promise<TenantRow> {

@@ -78,7 +78,7 @@ export function usageRouter(ctx: ApiContext): Router {
 
       // Durable before acknowledged: the 202 is sent once the transaction holding every batch committed.
       const outcomes = await storeUsageBatches(
-        ctx.db,
+        ctx.ingestDb,
         new Map([...byTenant].map(([tenantId, events]) => [tenantId, events.map((e) => e.event)])),
         receivedAt,
         `req-${String(req.id ?? randomUUID())}`,

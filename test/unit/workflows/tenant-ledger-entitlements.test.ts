@@ -1,6 +1,7 @@
 import type { PeriodCounter } from '../../../src/contracts/ledger';
 import type { PlanVersion } from '../../../src/domain/plan';
 import { TenantLedger, type LedgerSnapshot } from '../../../src/workflows/tenant-ledger';
+import { openedLedgerSnapshot } from '../../support/ledger-snapshot';
 
 /**
  * The ledger's entitlement decisions: a tenant's limit overrides apply at once to the current
@@ -27,15 +28,7 @@ const DEC = { start: '2026-12-01T00:00:00.000Z', end: '2027-01-01T00:00:00.000Z'
 const AT = '2026-11-20T12:00:00.000Z';
 
 function ledgerWith(overrides: Partial<LedgerSnapshot> = {}): TenantLedger {
-  return new TenantLedger({
-    tenant: { id: 'acme', name: 'Acme', timezone: 'UTC', billing_anchor: NOV.start },
-    alert_rules: [],
-    current: { period: NOV, plan, counters: [], decided: [] },
-    alerts: [],
-    closing: [],
-    authorizations: [],
-    ...overrides,
-  });
+  return new TenantLedger(openedLedgerSnapshot(plan, NOV, overrides));
 }
 
 function sum(metric: string, total: number): PeriodCounter {

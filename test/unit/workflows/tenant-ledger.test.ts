@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import type { PeriodCounter } from '../../../src/contracts/ledger';
 import type { PlanVersion } from '../../../src/domain/plan';
 import { TenantLedger, type LedgerSnapshot } from '../../../src/workflows/tenant-ledger';
+import { openedLedgerSnapshot } from '../../support/ledger-snapshot';
 
 /**
  * The tenant workflow's decisions, without Temporal: thresholds fire once per period and
@@ -29,15 +30,7 @@ const DEC = { start: '2026-12-01T00:00:00.000Z', end: '2027-01-01T00:00:00.000Z'
 const AT = '2026-11-20T12:00:00.000Z';
 
 function snapshot(overrides: Partial<LedgerSnapshot> = {}): LedgerSnapshot {
-  return {
-    tenant: { id: 'acme', name: 'Acme', timezone: 'UTC', billing_anchor: NOV.start },
-    alert_rules: [],
-    current: { period: NOV, plan, counters: [], decided: [] },
-    alerts: [],
-    closing: [],
-    authorizations: [],
-    ...overrides,
-  };
+  return openedLedgerSnapshot(plan, NOV, overrides);
 }
 
 function sum(metric: string, total: number, period = NOV.start): PeriodCounter {

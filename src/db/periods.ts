@@ -1,0 +1,48 @@
+import type { Db } from './knex';
+import type { PeriodBounds, PeriodRow } from './invoices';
+import { keysetPage, type Page, type PageRequest } from './pagination';
+import { findPlanVersion } from './plans';
+import type { PlanVersion } from '../domain/plan';
+
+/** The reads of a tenant's billing periods that the API answers from (`periods`). */
+
+/** The tenant's latest `count` periods' bounds, newest first: the open one, then the one before it. */
+export async function latestPeriods(db: Db, tenantId: string, count: number): Promise<PeriodBounds[]> {
+  return db('periods')
+    .where({ tenant_id: tenantId })
+    .orderBy('start', 'desc')
+    .limit(count)
+    .select<PeriodBounds[]>('start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version');
+}
+
+/** The tenant's newest period: the open one, or a cancelled tenant's final one. */
+export async function latestPeriod(db: Db, tenantId: string): Promise<PeriodBounds | undefined> {
+  return (await latestPeriods(db, tenantId, 1))[0];
+}
+
+/** The plan version a period of the tenant bills with, when the period exists. */
+export async function periodPlanRef(db: Db, tenantId: string, start: Date): Promise<{ id: string; version: number } | undefined> {
+  const period = await db('periods').where({ tenant_id: tenantId, start }).first<Pick<PeriodRow, 'plan_id' | 'plan_version'> | undefined>('plan_id', 'plan_version');
+  return period && { id: period.plan_id, version: period.plan_version };
+}
+
+/**
+ * The plans a tenant's limits and alert rules may name: the running period's version, and the
+ * latest version of the plan its next period opens on (`nextPlanId`, default the tenant's plan).
+ */
+export async function runningAndNextPlans(db: Db, tenant: { id: string; plan_id: string }, nextPlanId?: string): Promise<PlanVersion[]> {
+  const current = await latestPeriod(db, tenant.id);
+  const plans = [
+    current ? await findPlanVersion(db, current.plan_id, current.plan_version) : undefined,
+    await findPlanVersion(db, nextPlanId ?? tenant.plan_id),
+  ];
+  return plans.filter((p): p is PlanVersion => p !== undefined);
+}
+
+/**
+ * A page of the tenant's periods, newest first. `parseId` maps a period's public id to its start
+ * (undefined: not a period id of this tenant).
+ */
+export async function listPeriods(db: Db, tenantId: string, page: PageRequest, parseId: (id: string) => string | undefined): Promise<Page<PeriodRow>> {
+  return keysetPage<PeriodRow>(db('periods').where({ tenant_id: tenantId }).select('*'), page, { sort: 'start', idColumn: 'start', parseId });
+}

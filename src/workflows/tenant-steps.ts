@@ -1,0 +1,378 @@
+import {
+  ParentClosePolicy,
+  proxyActivities,
+  proxyLocalActivities,
+  setCurrentDetails,
+  sleep,
+  startChild,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type * as activities from '../activities';
+import type { ClaimUsageInput } from '../activities/ledger';
+import type { ClaimResult, LedgerSnapshot } from '../contracts/ledger';
+import type { AlertLevel } from '../domain/thresholds';
+import type { AlertDecision, TenantLedger } from './tenant-ledger';
+import {
+  alertDeliveryWorkflowId,
+  type AlertRulesChange,
+  type AuthorizeRequest,
+  type AuthorizeResult,
+  type ClosePeriodResult,
+  type EntitlementsChange,
+  type EntitlementsView,
+  type TenantStateView,
+  type UsageView,
+} from './messages';
+import { SEARCH_ATTRIBUTES } from './search-attributes';
+import { alertDelivery } from './alert-delivery';
+import {
+  alertDeliverySummary,
+  claimSummary,
+  consumeSummary,
+  entitlementsSummary,
+  packDrawsSummary,
+  graceEndTimerSummary,
+  periodEndTimerSummary,
+  recordAlertsSummary,
+  restoreSummary,
+  rolloverSummary,
+  tenantCurrentDetails,
+} from './summaries';
+
+/**
+ * The steps of a tenant's run that call activities, start children or timers, or publish to the
+ * Temporal UI: what `tenantBilling`'s handlers and main loop delegate to. The ledger decides; a
+ * step records its decisions in PostgreSQL and feeds it what the activities answered, with
+ * instants read from the workflow clock.
+ */
+
+const ACTIVITY_OPTIONS = {
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
+} as const;
+
+const acts = proxyActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
+
+/**
+ * Claims as local activities: a claim is one short PostgreSQL transaction, run by the worker
+ * inside the workflow task that asked for it and recorded as a marker, which spares the Temporal
+ * server an activity task and a second workflow task for every claim (the bulk of its work under
+ * ingest), and a claimer that dies mid-claim costs a workflow task timeout, not 30 s.
+ */
+const localActs = proxyLocalActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
+
+/** This run so far: doorbells received, claims made, events rung and claimed. Its history bounds count signals and claims. */
+export type RunCounts = TenantStateView['run'];
+
+/** A close asked for by message (finance's close, or a cancellation), and the answer its rollover gave every caller. */
+export interface PeriodClose {
+  request?: { finalize: boolean; cancel: boolean; idempotencyKey?: string };
+  result?: ClosePeriodResult;
+}
+
+export interface TenantStepsOptions {
+  tenantId: string;
+  /** Patch `entitlements-v1`: claims also read the prepaid balance, packs and group prices. */
+  entitlements: boolean;
+  /** Patch `local-barrier-claims-v1`: claims run as local activities, and those of one step count what was stored when the first began. */
+  localBarrierClaims: boolean;
+  /** Off on servers without tally's search attributes registered. */
+  searchAttributes: boolean;
+}
+
+/** The tenant's ledger as PostgreSQL holds it, for a run that was handed none; null when there is no such tenant. */
+export function restoreLedger(tenantId: string): Promise<LedgerSnapshot | null> {
+  return acts.restoreLedger.executeWithOptions({ summary: restoreSummary() }, [{ tenant_id: tenantId }]);
+}
+
+/**
+ * Runs ledger steps one at a time, in the order they asked: claims, authorizations and the
+ * rollover never interleave, and a waiting step is served after the ones ahead of it, whatever
+ * keeps arriving behind it.
+ */
+class OneAtATime {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(step: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(step);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+/** A tenant's run, step by step. Every public step that touches PostgreSQL waits for its turn. */
+export class TenantSteps {
+  private readonly turns = new OneAtATime();
+  private readonly tenantId: string;
+  private alertLevel: AlertLevel;
+  private deadlineTimer: { at: number; passed: boolean } | undefined;
+
+  constructor(
+    readonly ledger: TenantLedger,
+    private readonly run: RunCounts,
+    private readonly options: TenantStepsOptions,
+  ) {
+    this.tenantId = options.tenantId;
+    this.alertLevel = ledger.alertLevel();
+  }
+
+  // ---- steps that take their turn --------------------------------------------------------------
+
+  /** Claims what is stored now. */
+  claim(): Promise<void> {
+    return this.turns.run(() => this.claimAll());
+  }
+
+  /** Counters must include every stored event before a limit is checked: claim, then decide, then consume. */
+  authorize(request: AuthorizeRequest): Promise<AuthorizeResult> {
+    return this.turns.run(async () => {
+      await this.claimAll();
+      const step = this.ledger.authorize(request, now());
+      if (step.kind === 'answer') return step.result;
+      const claimed = await acts.consumeAuthorized.executeWithOptions({ summary: consumeSummary(step.event) }, [
+        { tenant_id: this.tenantId, claim_id: `${workflowInfo().runId}-authorize-${request.id}`, event: step.event },
+      ]);
+      await this.applyClaim(claimed);
+      return this.ledger.consumed(request, now());
+    });
+  }
+
+  /** Reads the tenant's limit overrides, packs and balance from PostgreSQL and applies them to the current period. */
+  applyEntitlements(change?: EntitlementsChange): Promise<EntitlementsView> {
+    return this.turns.run(async () => {
+      const ledger = this.ledger;
+      const stored = await acts.readEntitlements.executeWithOptions({ summary: entitlementsSummary() }, [{ tenant_id: this.tenantId }]);
+      if (stored.packs) ledger.applyPacks(stored.packs, now());
+      await this.fireAlerts(ledger.applyLimitOverrides(stored.limit_overrides, now()));
+      await this.storeDraws();
+      await this.fireAlerts(ledger.applyBalance(stored.balance, now(), change?.granted === true));
+      this.publishDetails();
+      return { limits: { ...ledger.limitOverrides } };
+    });
+  }
+
+  /** Applies the rule changes waiting when its turn comes (it empties `waiting`). */
+  applyRuleChanges(waiting: AlertRulesChange[]): Promise<void> {
+    return this.turns.run(async () => {
+      for (const change of waiting.splice(0)) await this.fireAlerts(this.ledger.applyRulesChange(change, now()));
+    });
+  }
+
+  /** Past a grace end no event can be stored for that period: one more claim counts the last of them. */
+  settleGraceEnds(): Promise<void> {
+    return this.turns.run(async () => {
+      const claimedFrom = Date.now();
+      await this.claimAll();
+      this.ledger.forgetSettled(claimedFrom);
+    });
+  }
+
+  /**
+   * Closes the period (its anniversary, or the close asked for by the time its turn comes) and
+   * opens the next, in one activity; answers the close in `close`.
+   */
+  rollOver(close: PeriodClose): Promise<void> {
+    return this.turns.run(async () => {
+      const request = close.request;
+      const ledger = this.ledger;
+      // The instant is read now, as the rollover's turn comes: every step before it (a claim, an
+      // authorization) decided against the period as it was, and nothing is decided between this
+      // instant and the rollover's transaction, which moves what is stamped after it.
+      const closeAt = request ? ledger.closeInstant(Date.now()) : ledger.period.end;
+      const result = await acts.rollOverPeriod.executeWithOptions({ summary: rolloverSummary(ledger.period.start, closeAt, request?.cancel === true) }, [
+        {
+          tenant_id: this.tenantId,
+          period_start: ledger.period.start,
+          close_at: closeAt,
+          grace_seconds: request?.finalize ? 0 : ledger.plan.grace_period_seconds,
+          cancel: request?.cancel === true,
+          ...(request?.idempotencyKey ? { idempotency_key: request.idempotencyKey } : {}),
+          search_attributes: this.options.searchAttributes,
+        },
+      ]);
+      ledger.rollOver(result);
+      close.request = undefined;
+      close.result = {
+        closed_period: { start: result.closed.start, end: result.closed.end },
+        invoice_id: result.invoice_id,
+        invoice_workflow_id: result.invoice_workflow_id,
+        current_period: result.next?.period ?? null,
+      };
+      this.publishDetails();
+    });
+  }
+
+  // ---- the deadline ----------------------------------------------------------------------------
+
+  /**
+   * One timer per deadline (the period end, or the next grace end), not one per wake-up: a
+   * doorbell then costs the history only its claim, never a timer started and cancelled.
+   */
+  armDeadline(): { passed: boolean } {
+    const ledger = this.ledger;
+    const at = ledger.nextDeadline();
+    if (this.deadlineTimer?.at === at) return this.deadlineTimer;
+    const timer = { at, passed: false };
+    this.deadlineTimer = timer;
+    if (Number.isFinite(at)) {
+      const summary = at === Date.parse(ledger.period.end) && !ledger.cancelled ? periodEndTimerSummary(ledger.period.end) : graceEndTimerSummary(new Date(at).toISOString());
+      void sleep(Math.max(at - Date.now(), 1), { summary }).then(() => {
+        timer.passed = true;
+      });
+    }
+    return timer;
+  }
+
+  /** Whether a closed period's grace has ended, so its last late events can be counted. */
+  graceEnded(): boolean {
+    return this.ledger.closingPeriods.some((p) => Date.now() >= Date.parse(p.grace_ends_at));
+  }
+
+  // ---- within a turn ---------------------------------------------------------------------------
+
+  /** Claims until nothing waits: each claim counts up to a few thousand stored events. */
+  /**
+   * Claims until what was stored when the first claim began is counted: the later claims stop at
+   * its barrier, so a tenant that sends faster than it is counted cannot keep a step (a
+   * consistent read, an authorization, the loop between two checks of the history) from ending.
+   * What arrives meanwhile rang the doorbell, and the loop claims it next.
+   */
+  private async claimAll(): Promise<void> {
+    const { ledger, run } = this;
+    let claim: ClaimResult;
+    let barrier: string | undefined;
+    do {
+      run.claims += 1;
+      const withBalance = this.options.entitlements && (ledger.watchesBalance() || ledger.hasPacks());
+      const withGroups = this.options.entitlements && ledger.pricesByGroup();
+      const input: ClaimUsageInput = {
+        tenant_id: this.tenantId,
+        claim_id: `${workflowInfo().runId}-claim-${run.claims}`,
+        ...(withBalance ? { balance: true } : {}),
+        ...(withGroups ? { groups: true } : {}),
+        ...(barrier !== undefined ? { through_seq: barrier } : {}),
+      };
+      if (this.options.localBarrierClaims) {
+        claim = await localActs.claimUsage.executeWithOptions({ summary: claimSummary() }, [input]);
+        barrier ??= claim.barrier_seq;
+      } else {
+        claim = await acts.claimUsage.executeWithOptions({ summary: claimSummary() }, [input]);
+      }
+      await this.applyClaim(claim);
+    } while (claim.more);
+  }
+
+  private async applyClaim(claim: ClaimResult): Promise<void> {
+    const ledger = this.ledger;
+    this.run.claimed += claim.claimed;
+    if (claim.packs) ledger.applyPacks(claim.packs, now());
+    await this.fireAlerts(ledger.applyCounters(claim.counters, now(), claim.groups));
+    await this.storeDraws();
+    if (claim.balance) await this.fireAlerts(ledger.applyBalance(claim.balance, now()));
+    this.publishDetails();
+  }
+
+  /** Stores the pack draws the ledger decided, so no unit is ever drawn twice. */
+  private async storeDraws(): Promise<void> {
+    for (const period of this.ledger.takeDraws()) {
+      await acts.recordPackDraws.executeWithOptions({ summary: packDrawsSummary(period.period_start, period.draws) }, [{ tenant_id: this.tenantId, ...period }]);
+    }
+  }
+
+  /**
+   * Records what the ledger decided, and hands each notified alert to its own delivery workflow,
+   * which the run does not wait for: a receiver that hangs must not hold up counting, nor the
+   * next period.
+   */
+  private async fireAlerts(decisions: AlertDecision[]): Promise<void> {
+    const tenantId = this.tenantId;
+    for (const decision of decisions) {
+      for (const record of decision.records.filter((r) => r.status === 'notified')) {
+        try {
+          await startChild(alertDelivery, {
+            workflowId: alertDeliveryWorkflowId(record.id),
+            args: [{ tenant_id: tenantId, alert_id: record.id, record: { period_start: decision.period_start, alert: record }, subject: record.subject, threshold: record.threshold }],
+            parentClosePolicy: ParentClosePolicy.ABANDON,
+            staticSummary: alertDeliverySummary(tenantId, record.subject, record.threshold),
+            ...(this.options.searchAttributes ? { typedSearchAttributes: [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }] } : {}),
+          });
+        } catch (err) {
+          // Started before (a run restored after its start was recorded): one delivery per alert.
+          if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+        }
+      }
+      await acts.recordAlerts.executeWithOptions({ summary: recordAlertsSummary(decision.records, decision.current ? undefined : decision.period_start) }, [
+        { tenant_id: tenantId, period_start: decision.period_start, alerts: decision.records },
+      ]);
+    }
+    const level = this.ledger.alertLevel();
+    if (level !== this.alertLevel) {
+      this.alertLevel = level;
+      if (this.options.searchAttributes) upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.AlertLevel, value: level }]);
+    }
+  }
+
+  // ---- views -----------------------------------------------------------------------------------
+
+  /** The current period as GET …/usage shows it. */
+  usageView(): UsageView {
+    return this.ledger.usageView(now(), this.pendingEvents());
+  }
+
+  stateView(): TenantStateView {
+    const ledger = this.ledger;
+    return {
+      tenant: ledger.tenant,
+      plan: ledger.plan,
+      period: ledger.period,
+      cancelled: ledger.cancelled ?? null,
+      closing_periods: ledger.closingPeriods,
+      books: ledger.books(),
+      pending_events: this.pendingEvents(),
+      run: this.run,
+    };
+  }
+
+  /** The period this run bills: search attributes for List Filters (the alert level follows its changes), and current details. */
+  publishPeriod(): void {
+    const ledger = this.ledger;
+    if (this.options.searchAttributes) {
+      upsertSearchAttributes([
+        { key: SEARCH_ATTRIBUTES.PlanId, value: ledger.plan.id },
+        { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(ledger.period.start) },
+        { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(ledger.period.end) },
+        { key: SEARCH_ATTRIBUTES.AlertLevel, value: this.alertLevel },
+      ]);
+    }
+    this.publishDetails();
+  }
+
+  /** Events rung but not claimed by this run yet (an estimate: the API's read model has the exact figure). */
+  private pendingEvents(): number {
+    return Math.max(0, this.run.rung - this.run.claimed);
+  }
+
+  /** The run's current details in the Temporal UI (no history cost: a query answers them). */
+  private publishDetails(): void {
+    const ledger = this.ledger;
+    setCurrentDetails(
+      tenantCurrentDetails({
+        tenantId: this.tenantId,
+        tenantName: ledger.tenant.name,
+        plan: ledger.plan,
+        billingAnchor: ledger.tenant.billing_anchor,
+        timezone: ledger.tenant.timezone,
+        period: ledger.period,
+        meters: ledger.meterDetails(),
+        alertLevel: this.alertLevel,
+        closing: ledger.closingPeriods,
+      }),
+    );
+  }
+}
+
+function now(): string {
+  return new Date(Date.now()).toISOString();
+}
