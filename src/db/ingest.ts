@@ -4,7 +4,7 @@ import { cachedPlanVersion, findPlanVersion } from './plans';
 import type { PeriodBounds } from './invoices';
 import { periodAfterEarlyClose } from '../domain/periods';
 import { placeEvent, type Placement, type StoredPeriod } from '../domain/placement';
-import { findMeter, type Interval, type PlanVersion } from '../domain/plan';
+import { findMeter, type Interval } from '../domain/plan';
 
 /**
  * The ingest side of the event ledger (docs/design/core-v2.md): usage is judged and stored in

@@ -9,6 +9,23 @@ export interface EmbeddedDatabase {
 }
 
 /**
+ * The embedded server's settings: durable (fsync on, and commits stay synchronous, since a 202
+ * means committed), and sized for a machine that runs everything at once. Ingest writes steadily,
+ * so checkpoints are spaced out (each one makes the next write of every page a full-page image
+ * in the WAL); the buffer pool holds the working set of a large events table; and no query
+ * spreads over parallel workers, which on a few cores would take them from ingest and counting.
+ */
+export const EMBEDDED_POSTGRES_SETTINGS = [
+  'listen_addresses=127.0.0.1',
+  'max_connections=200',
+  'fsync=on',
+  'shared_buffers=512MB',
+  'max_wal_size=4GB',
+  'checkpoint_timeout=15min',
+  'max_parallel_workers_per_gather=0',
+];
+
+/**
  * Runs real PostgreSQL binaries from the `embedded-postgres` package, data under `dataDir` (kept
  * across restarts). As root, initdb refuses to run, so the package creates a postgres user.
  */
@@ -27,7 +44,7 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
     password: 'tally',
     persistent: true,
     createPostgresUser: asRoot,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=on'],
+    postgresFlags: EMBEDDED_POSTGRES_SETTINGS.flatMap((setting) => ['-c', setting]),
     onLog: () => undefined,
     onError: (message: unknown) => {
       const text = String(message);

@@ -62,7 +62,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
    */
   const entitlements = patched('entitlements-v1');
   /**
-   * Claims as local activities, bounded by the first one's barrier (tenant-steps.ts). A run
+   * A step's first claim as a local activity, the rest bounded by its barrier (tenant-steps.ts). A run
    * recorded before them claims by activity until nothing waits, which a tenant sending faster
    * than it is counted never lets end.
    */

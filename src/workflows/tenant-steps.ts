@@ -56,10 +56,13 @@ const ACTIVITY_OPTIONS = {
 const acts = proxyActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
 
 /**
- * Claims as local activities: a claim is one short PostgreSQL transaction, run by the worker
- * inside the workflow task that asked for it and recorded as a marker, which spares the Temporal
- * server an activity task and a second workflow task for every claim (the bulk of its work under
- * ingest), and a claimer that dies mid-claim costs a workflow task timeout, not 30 s.
+ * The first claim of a step runs as a local activity: one short PostgreSQL transaction, run by
+ * the worker inside the workflow task that asked for it and recorded as a marker, which spares
+ * the Temporal server an activity task and a second workflow task for every claim (the bulk of
+ * its work under ingest). The claims that follow it (a backlog of more than one claim) run as
+ * activities, each ending the workflow task: a task that ran claim after claim would hold back
+ * the doorbells arriving meanwhile, and past its buffer of about 100 events the server fails the
+ * task, whose retry would claim again (the full bench's hot tenant stalled so).
  */
 const localActs = proxyLocalActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
 
@@ -243,6 +246,7 @@ export class TenantSteps {
     const { ledger, run } = this;
     let claim: ClaimResult;
     let barrier: string | undefined;
+    let first = true;
     do {
       run.claims += 1;
       const withBalance = this.options.entitlements && (ledger.watchesBalance() || ledger.hasPacks());
@@ -254,9 +258,10 @@ export class TenantSteps {
         ...(withGroups ? { groups: true } : {}),
         ...(barrier !== undefined ? { through_seq: barrier } : {}),
       };
-      if (this.options.localBarrierClaims) {
+      if (this.options.localBarrierClaims && first) {
         claim = await localActs.claimUsage.executeWithOptions({ summary: claimSummary() }, [input]);
-        barrier ??= claim.barrier_seq;
+        barrier = claim.barrier_seq;
+        first = false;
       } else {
         claim = await acts.claimUsage.executeWithOptions({ summary: claimSummary() }, [input]);
       }

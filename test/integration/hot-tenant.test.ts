@@ -3,7 +3,9 @@ import { startApiHarness, eventually, type ApiHarness } from '../support/api-har
 import { ledgerPlan, settledUsage, tenantOn } from '../support/api-tenants';
 import { unique } from '../support/stack';
 import { aggregateStoredUsage } from '../../src/db/usage';
-import { tenantWorkflowId } from '../../src/workflows/messages';
+import { recordUsageSignal, tenantWorkflowId } from '../../src/workflows/messages';
+import { insertPlacedEvents } from '../../src/db/ingest';
+import { CLAIM_LIMIT } from '../../src/activities/ledger';
 import { SETTLED_USAGE_DEADLINE_MS } from '../../src/api/billing-gateway';
 
 /**
@@ -112,3 +114,25 @@ test('one hot tenant from 32 concurrent senders: every acknowledged event is cou
   expect(description.historyLength).toBeLessThan(10_000);
 });
 
+
+test('a backlog of several claims counted while doorbells keep arriving: no workflow task holds claim after claim', async () => {
+  const tenant = await tenantOn(api, ledgerPlan(unique('backlog')));
+  // Ten claims' worth stored at once, as a burst the workflow has not been rung for yet.
+  const backlog = 10 * CLAIM_LIMIT;
+  const events = Array.from({ length: backlog }, (_, i) => ({ id: `b${i}`, metric: 'tokens', quantity: '1', timestamp: tenant.period.start, period_start: tenant.period.start }));
+  await insertPlacedEvents(api.db, tenant.id, events, 'backlog', new Date());
+  // One ring starts the claims; then, while they run, far more rings than the ~100 events
+  // Temporal buffers beside one workflow task: a task claiming the whole backlog in one go would
+  // be failed by the server, again on every retry.
+  const handle = api.client.workflow.getHandle(tenantWorkflowId(tenant.id));
+  await handle.signal(recordUsageSignal, { events: backlog, highest_seq: null });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await Promise.all(Array.from({ length: 400 }, () => handle.signal(recordUsageSignal, { events: 1, highest_seq: null })));
+  const usage = await eventually(async () => {
+    const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key });
+    return res.body.pending_events === 0 ? res.body : undefined;
+  }, 60_000, 'the backlog counted');
+  expect(usage.metrics.tokens.used).toBe(backlog);
+  const history = await handle.fetchHistory();
+  expect(history.events?.filter((e) => e.workflowTaskFailedEventAttributes).length).toBe(0);
+});
