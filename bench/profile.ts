@@ -1,6 +1,7 @@
 /**
  * `npm run bench:profile [-- --cpu-prof]`: where the CPU goes under ingest load. Starts the stack,
- * drives 10 s of 32 concurrent 100-event batches, waits until every acknowledged event is
+ * drives 10 s of 32 concurrent 100-event batches round-robin over 100 tenants (`--tenants N`,
+ * `--batch N` for other shapes: `--tenants 1000 --batch 10` is the fleet's), waits until every acknowledged event is
  * counted, and prints each process's share of a core and CPU milliseconds per 1,000 events
  * (stack node process, Temporal dev server, PostgreSQL, the load generator): the cost of an
  * event, which divided into the machine's cores gives the rate it could carry at best. With --cpu-prof the
@@ -45,6 +46,13 @@ function cpuTicks(stackPid: number): Map<string, number> {
   return ticks;
 }
 
+const flag = (name: string, fallback: number) => {
+  const at = process.argv.indexOf(name);
+  return at >= 0 ? Number(process.argv[at + 1]) : fallback;
+};
+const TENANTS = flag('--tenants', 100);
+const BATCH = flag('--batch', 100);
+
 async function main(): Promise<void> {
   const profileDir = path.join(ROOT, 'bench/results/profiles');
   const cpuProf = process.argv.includes('--cpu-prof');
@@ -56,7 +64,7 @@ async function main(): Promise<void> {
       id: 'profile', name: 'profile', currency: 'USD', interval: 'month', base_fee: '0', grace_period_seconds: 0,
       meters: [{ metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.001' } }],
     });
-    const tenants = Array.from({ length: 100 }, (_, i) => `profile_${i}`);
+    const tenants = Array.from({ length: TENANTS }, (_, i) => `profile_${i}`);
     for (const id of tenants) await api.request('POST', '/v1/tenants', { id, name: 'profile', plan_id: 'profile' });
     let seq = 0;
     let acked = 0;
@@ -65,9 +73,9 @@ async function main(): Promise<void> {
     const started = Date.now();
     const stopAt = started + 10_000;
     await runLoops(32, () => Date.now() < stopAt, async () => {
-      const tenant = `profile_${cursor++ % 100}`;
-      const events = Array.from({ length: 100 }, () => ({ id: `e${++seq}`, tenant_id: tenant, metric: 'tokens', quantity: 1 }));
-      if ((await api.request('POST', '/v1/events', { events })).status === 202) acked += 100;
+      const tenant = `profile_${cursor++ % TENANTS}`;
+      const events = Array.from({ length: BATCH }, () => ({ id: `e${++seq}`, tenant_id: tenant, metric: 'tokens', quantity: 1 }));
+      if ((await api.request('POST', '/v1/events', { events })).status === 202) acked += BATCH;
     });
     const loadSeconds = (Date.now() - started) / 1000;
     // Until every acknowledged event is counted: counting's CPU belongs to the events too.

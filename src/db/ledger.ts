@@ -72,22 +72,22 @@ export async function storedThrough(db: Db, tenantId: string): Promise<string> {
  * tenant wait for each other on its totals row. A claim id already recorded answers as recorded.
  */
 export async function claimUsage(db: Db, tenantId: string, claimId: string, limit: number, throughSeq?: string): Promise<ClaimResult> {
-  const recorded = await recordedClaim(db, tenantId, claimId);
-  if (recorded) return recorded;
   const barrier = throughSeq ?? (await storedThrough(db, tenantId));
   return db.transaction(async (trx): Promise<ClaimResult> => {
     // A claim must commit well within its activity's 30 s, or not at all: an attempt that
     // committed after its activity timed out would count events whose counters the workflow,
     // having moved on to the retry's answer, never hears of.
     await trx.raw(`SET LOCAL statement_timeout = ${CLAIM_STATEMENT_TIMEOUT_MS}`);
-    await trx.raw('INSERT INTO tenant_event_totals (tenant_id) VALUES (?) ON CONFLICT (tenant_id) DO NOTHING', [tenantId]);
+    // The tenant's totals row, locked (created on its first claim): claims of a tenant take turns.
     const totals = await trx.raw<{ rows: Array<{ through: string }> }>(
-      'SELECT claimed_through_seq::text AS through FROM tenant_event_totals WHERE tenant_id = ? FOR UPDATE',
+      `INSERT INTO tenant_event_totals AS t (tenant_id) VALUES (?)
+       ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = t.tenant_id
+       RETURNING claimed_through_seq::text AS through`,
       [tenantId],
     );
-    // An attempt of this claim that committed while this one waited on the row answers for both.
-    const meanwhile = await recordedClaim(trx, tenantId, claimId);
-    if (meanwhile) return meanwhile;
+    // A retry, or an attempt of this claim that committed while this one waited on the row: it answers for both.
+    const recorded = await recordedClaim(trx, tenantId, claimId);
+    if (recorded) return recorded;
     const added = await trx.raw<{ rows: Array<{ claimed: string; more: boolean; periods: Date[] | null }> }>(
       `WITH batch AS (
          SELECT period_start, metric, quantity, "timestamp", seq FROM usage_events

@@ -115,24 +115,33 @@ test('one hot tenant from 32 concurrent senders: every acknowledged event is cou
 });
 
 
-test('a backlog of several claims counted while doorbells keep arriving: no workflow task holds claim after claim', async () => {
+test('a backlog of many claims counted while doorbells keep arriving: no workflow task holds claim after claim', async () => {
   const tenant = await tenantOn(api, ledgerPlan(unique('backlog')));
-  // Ten claims' worth stored at once, as a burst the workflow has not been rung for yet.
-  const backlog = 10 * CLAIM_LIMIT;
+  // Twenty claims' worth stored at once, as a burst the workflow has not been rung for yet.
+  const backlog = 20 * CLAIM_LIMIT;
   const events = Array.from({ length: backlog }, (_, i) => ({ id: `b${i}`, metric: 'tokens', quantity: '1', timestamp: tenant.period.start, period_start: tenant.period.start }));
   await insertPlacedEvents(api.db, tenant.id, events, 'backlog', new Date());
-  // One ring starts the claims; then, while they run, far more rings than the ~100 events
-  // Temporal buffers beside one workflow task: a task claiming the whole backlog in one go would
-  // be failed by the server, again on every retry.
+  // Then a ring every 10 ms until it is counted (two API processes' doorbells): a workflow task
+  // claiming the whole backlog in one go holds back more than the ~100 events Temporal buffers
+  // beside it, and the server fails it, again on every retry while the rings go on.
   const handle = api.client.workflow.getHandle(tenantWorkflowId(tenant.id));
-  await handle.signal(recordUsageSignal, { events: backlog, highest_seq: null });
-  await new Promise((resolve) => setTimeout(resolve, 100));
-  await Promise.all(Array.from({ length: 400 }, () => handle.signal(recordUsageSignal, { events: 1, highest_seq: null })));
-  const usage = await eventually(async () => {
-    const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key });
-    return res.body.pending_events === 0 ? res.body : undefined;
-  }, 60_000, 'the backlog counted');
-  expect(usage.metrics.tokens.used).toBe(backlog);
+  let counted = false;
+  const ringing = (async () => {
+    while (!counted) {
+      await handle.signal(recordUsageSignal, { events: 1, highest_seq: null });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  try {
+    const usage = await eventually(async () => {
+      const res = await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key });
+      return res.body.pending_events === 0 ? res.body : undefined;
+    }, 60_000, 'the backlog counted');
+    expect(usage.metrics.tokens.used).toBe(backlog);
+  } finally {
+    counted = true;
+    await ringing;
+  }
   const history = await handle.fetchHistory();
   expect(history.events?.filter((e) => e.workflowTaskFailedEventAttributes).length).toBe(0);
 });
