@@ -105,7 +105,7 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
   // The plan of periods not opened yet: read only when an event lands past the open period.
   const open = rows.find((r) => r.status === 'open');
   const latest = Math.max(lockedAt.getTime(), ...events.map((e) => (e.timestamp === null ? 0 : Date.parse(e.timestamp))));
-  const nextPlan = open && latest >= open.end.getTime() ? await findPlanVersion(trx as unknown as Db, tenant.plan_id) : undefined;
+  const nextPlan = open && latest >= open.end.getTime() ? await findPlanVersion(trx, tenant.plan_id) : undefined;
   const following = (end: string) =>
     periodAfterEarlyClose(tenant.billing_anchor.toISOString(), (nextPlan?.interval ?? 'month') as Interval, tenant.timezone, end);
 
@@ -120,7 +120,7 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
       continue;
     }
     const row = rows.find((r) => r.start.toISOString() === placement.period_start);
-    const plan = row ? await cachedPlanVersion(trx as unknown as Db, row.plan_id, row.plan_version) : nextPlan;
+    const plan = row ? await cachedPlanVersion(trx, row.plan_id, row.plan_version) : nextPlan;
     if (!plan || !findMeter(plan, event.metric)) {
       refusals.push({ index, field: 'metric', code: 'unknown_metric', message: `metric ${event.metric} is not in plan ${plan?.id ?? tenant.plan_id}` });
       continue;

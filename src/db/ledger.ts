@@ -165,20 +165,21 @@ export const COUNTED = (alias = 'usage_events') =>
 
 /** A claim as recorded: what it counted, and the counters it touched as they stand now. */
 async function recordedClaim(db: Db | Knex.Transaction, tenantId: string, claimId: string): Promise<ClaimResult | undefined> {
-  const claim = await db('ledger_claims')
-    .where({ claim_id: claimId, tenant_id: tenantId })
-    .first<{ claimed: number; more: boolean; barrier_seq: string } | undefined>('claimed', 'more', db.raw('barrier_seq::text'));
-  if (!claim) return undefined;
-  const touched = await db.raw<{ rows: CounterRow[] }>(
-    `SELECT c.period_start, c.metric, c.total::text, c.events, c.largest::text, c.latest::text
+  // One row per counter the claim touched (one with null counter columns when it touched none).
+  const found = await db.raw<{ rows: Array<{ claimed: number; more: boolean; barrier_seq: string } & { [K in keyof CounterRow]: CounterRow[K] | null }> }>(
+    `SELECT l.claimed, l.more, l.barrier_seq::text AS barrier_seq,
+            c.period_start, c.metric, c.total::text AS total, c.events, c.largest::text AS largest, c.latest::text AS latest
        FROM ledger_claims l
-      CROSS JOIN jsonb_to_recordset(l.touched) AS t(period_start timestamptz, metric text)
-       JOIN period_counters c ON c.tenant_id = l.tenant_id AND c.period_start = t.period_start AND c.metric = t.metric
+       LEFT JOIN LATERAL jsonb_to_recordset(l.touched) AS t(period_start timestamptz, metric text) ON true
+       LEFT JOIN period_counters c ON c.tenant_id = l.tenant_id AND c.period_start = t.period_start AND c.metric = t.metric
       WHERE l.tenant_id = :tenant AND l.claim_id = :claim
       ORDER BY c.period_start, c.metric`,
     { tenant: tenantId, claim: claimId },
   );
-  return { claimed: claim.claimed, counters: touched.rows.map(toCounter), more: claim.more, barrier_seq: claim.barrier_seq };
+  const claim = found.rows[0];
+  if (!claim) return undefined;
+  const counters = found.rows.filter((r): r is typeof r & CounterRow => r.period_start !== null).map(toCounter);
+  return { claimed: claim.claimed, counters, more: claim.more, barrier_seq: claim.barrier_seq };
 }
 
 /** The counters of one tenant's periods, as the read model holds them. */

@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { keysetPage, type Page, type PageRequest } from './pagination';
 import type { PlanVersion } from '../domain/plan';
@@ -35,7 +36,7 @@ export async function savePlanVersion(db: Db, plan: Omit<PlanVersion, 'version'>
 }
 
 /** A plan's version as stored (the latest when `version` is omitted). */
-export async function findPlanVersion(db: Db, planId: string, version?: number): Promise<PlanVersion | undefined> {
+export async function findPlanVersion(db: Db | Knex.Transaction, planId: string, version?: number): Promise<PlanVersion | undefined> {
   const query = db('plan_versions').where({ plan_id: planId });
   const row = await (version === undefined ? query.orderBy('version', 'desc') : query.andWhere({ version })).first<
     { definition: PlanVersion } | undefined
@@ -47,7 +48,7 @@ export async function findPlanVersion(db: Db, planId: string, version?: number):
 const storedVersions = new Map<string, Promise<PlanVersion | undefined>>();
 
 /** One plan version, from this process's cache after the first read. */
-export function cachedPlanVersion(db: Db, planId: string, version: number): Promise<PlanVersion | undefined> {
+export function cachedPlanVersion(db: Db | Knex.Transaction, planId: string, version: number): Promise<PlanVersion | undefined> {
   const key = `${planId}@${version}`;
   let found = storedVersions.get(key);
   if (!found) {
