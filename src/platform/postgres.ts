@@ -34,8 +34,14 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   const database = options.database ?? 'tally';
   const fresh = !fs.existsSync(path.join(databaseDir, 'PG_VERSION'));
   const asRoot = process.getuid?.() === 0;
-  // As root, PostgreSQL runs as a separate `postgres` user, which must be able to reach its directory.
-  if (asRoot) fs.chmodSync(path.resolve(options.dataDir), 0o755);
+  // As root, PostgreSQL runs as a separate `postgres` user, which must be able to reach its
+  // directory and the package's binaries (a clone in a private directory, such as one made by
+  // `mktemp -d`, would keep it out).
+  if (asRoot) {
+    fs.chmodSync(path.resolve(options.dataDir), 0o755);
+    // The binaries sit in this project's node_modules: the directories above the project are the ones a private clone closes.
+    for (const dir of [path.resolve(options.dataDir), __dirname]) letOthersTraverse(dir);
+  }
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
@@ -59,6 +65,15 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
     url: `postgres://tally:tally@127.0.0.1:${options.port}/${database}`,
     stop: () => pg.stop(),
   };
+}
+
+/** Adds the search (x) permission for others to `dir` and each directory above it that lacks it; nothing else changes. */
+function letOthersTraverse(dir: string): void {
+  for (let at = dir; ; at = path.dirname(at)) {
+    const mode = fs.statSync(at).mode;
+    if ((mode & 0o001) === 0) fs.chmodSync(at, (mode & 0o7777) | 0o001);
+    if (path.dirname(at) === at) return;
+  }
 }
 
 /** A crash leaves postmaster.pid behind; PostgreSQL refuses to start while its process is gone. */
