@@ -2,8 +2,8 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-/** Where a query written in the API belongs instead. */
-const API_SQL_MESSAGE = 'The API holds no SQL: put the query in a repository function in src/db/ (named in billing words) and call that with ctx.db.';
+/** Where a query written outside src/db belongs instead. */
+const SQL_MESSAGE = 'SQL lives in src/db only: put the query in a repository function in src/db/ (named in billing words) and pass it the database handle.';
 
 /** Import patterns of these sibling layers of src/ (from a file one folder below src/). */
 const UPPER = (...layers) => layers.flatMap((layer) => [`../${layer}`, `../${layer}/*`]);
@@ -25,10 +25,30 @@ export default tseslint.config(
   },
   // Dependencies point down: domain and contracts (pure rules, shared shapes) < db, notifications,
   // invoices (I/O over them) < activities and workflows < api and workers (the processes).
-  // SQL lives in src/db only: the API (dashboard included) passes the database handle to
-  // repository functions and never queries through it, so every statement, its locks and its
-  // transaction sit beside the other statements on the same tables, where they can be read and
-  // tested together.
+  // SQL lives in src/db only: every other layer (the API and its dashboard, activities,
+  // notifications, invoices, workers) passes the database handle to repository functions and never
+  // queries through it, so every statement, its locks and its transaction sit beside the other
+  // statements on the same tables, where they can be read and tested together.
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/db/**'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', {
+        paths: ['knex', 'pg'].map((name) => ({ name, allowTypeImports: true, message: SQL_MESSAGE })),
+        patterns: [{ group: ['knex/*', 'pg/*', 'pg-*'], allowTypeImports: true, message: SQL_MESSAGE }],
+      }],
+      'no-restricted-syntax': ['error',
+        ...[
+          "CallExpression[callee.name='db']",
+          "CallExpression[callee.property.name='db']",
+          "CallExpression[callee.name='trx']",
+          "CallExpression[callee.name='knex']",
+          "CallExpression[callee.property.name='raw']",
+          "CallExpression[callee.property.name='transaction']",
+        ].map((selector) => ({ selector, message: SQL_MESSAGE })),
+      ],
+    },
+  },
   {
     files: ['src/domain/**/*.ts', 'src/contracts/**/*.ts'],
     rules: {
@@ -43,25 +63,6 @@ export default tseslint.config(
       'no-restricted-imports': ['error', {
         patterns: [{ group: [...UPPER('activities', 'workflows', 'api', 'workers')], message: 'Repositories and notifications sit below activities, workflows and the API: share ids and shapes through src/contracts.' }],
       }],
-    },
-  },
-  {
-    files: ['src/api/**/*.ts'],
-    rules: {
-      '@typescript-eslint/no-restricted-imports': ['error', {
-        paths: ['knex', 'pg'].map((name) => ({ name, allowTypeImports: true, message: API_SQL_MESSAGE })),
-        patterns: [{ group: ['knex/*', 'pg/*', 'pg-*'], allowTypeImports: true, message: API_SQL_MESSAGE }],
-      }],
-      'no-restricted-syntax': ['error',
-        ...[
-          "CallExpression[callee.name='db']",
-          "CallExpression[callee.property.name='db']",
-          "CallExpression[callee.name='trx']",
-          "CallExpression[callee.name='knex']",
-          "CallExpression[callee.property.name='raw']",
-          "CallExpression[callee.property.name='transaction']",
-        ].map((selector) => ({ selector, message: API_SQL_MESSAGE })),
-      ],
     },
   },
   {

@@ -3,6 +3,7 @@ import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
 import { writePeriodInvoice } from '../db/invoices';
 import { insertAlerts } from '../db/alerts';
+import { findTenantWebhookUrl } from '../db/tenants';
 import type { Notifier } from '../notifications/notifier';
 import { deliverAlertEvent } from '../notifications/alerts';
 import { deliverInvoiceEvent, type InvoiceEventInput } from '../notifications/invoices';
@@ -66,7 +67,7 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
     /** Rates the period from its stored events and finalizes its invoice, exactly once. */
     async finalizeInvoice(ref: InvoiceRef): Promise<InvoiceSummary> {
       const summary = await writePeriodInvoice(db, ref, true);
-      const tenant = await db('tenants').where({ id: ref.tenant_id }).first<{ webhook_url: string | null } | undefined>('webhook_url');
+      const tenant = await findTenantWebhookUrl(db, ref.tenant_id);
       summary.webhook = Boolean(tenant?.webhook_url);
       logger.info({ tenant_id: ref.tenant_id, invoice: summary }, 'invoice finalized');
       return summary;

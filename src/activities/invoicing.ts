@@ -1,7 +1,8 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
-import { InvoiceRerunRefused, writeInvoiceRerun, type InvoiceRerunInput, type InvoiceRerunResult } from '../invoices/rerun';
+import { writeInvoiceRerun } from '../db/invoice-reruns';
+import { InvoiceRerunRefused, type InvoiceRerunInput, type InvoiceRerunResult } from '../invoices/rerun';
 
 /** Re-exported so the workflow and the API import the rerun's types from the activity module, as types only. */
 export type { InvoiceRerunInput, InvoiceRerunResult } from '../invoices/rerun';

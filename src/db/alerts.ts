@@ -2,6 +2,7 @@ import type { Db } from './knex';
 import { keysetPage, type Page, type PageRequest } from './pagination';
 import type { RuleChannel } from '../notifications/alerts';
 import type { AlertRecord } from '../contracts/ledger';
+import { COST_SUBJECT } from '../contracts/ids';
 import type { AlertView } from '../domain/usage-view';
 import { normalizeDecimal } from './numeric';
 
@@ -110,6 +111,37 @@ export async function insertAlerts(db: Db, tenantId: string, periodStart: string
     // delivery) race on the primary key as well, and either one may win.
     .onConflict()
     .ignore();
+}
+
+/** One recorded alert, or undefined. */
+export async function findAlert(db: Db, alertId: string): Promise<AlertRow | undefined> {
+  return db('alerts').where({ id: alertId }).first<AlertRow | undefined>();
+}
+
+/**
+ * The tenant's rules a notified alert goes to: on the alert's subject (its metric, or the cost),
+ * at one of the thresholds it covers, and in force when it fired (a rule deleted afterwards still
+ * gets its alert).
+ */
+export async function alertRulesNotified(db: Db, alert: Pick<AlertRow, 'tenant_id' | 'subject' | 'fired_at'>, covers: number[]): Promise<Array<Pick<AlertRuleRow, 'id' | 'channel'>>> {
+  return db('alert_rules')
+    .where({ tenant_id: alert.tenant_id })
+    .modify((q) => (alert.subject === COST_SUBJECT ? q.whereNull('metric') : q.where({ metric: alert.subject })))
+    .whereIn('threshold', covers)
+    .andWhere((q) => q.whereNull('deleted_at').orWhere('deleted_at', '>', alert.fired_at))
+    .select<Array<Pick<AlertRuleRow, 'id' | 'channel'>>>('id', 'channel');
+}
+
+/**
+ * Writes where a notified alert went: its channel types (`alerts.channels`, e.g.
+ * `["email","webhook"]`), and status `failed` when a channel was given up. A superseded alert is
+ * left as it is.
+ */
+export async function recordAlertChannels(db: Db, alertId: string, channels: string[], failed: boolean): Promise<void> {
+  await db('alerts')
+    .where({ id: alertId })
+    .whereNot({ status: 'superseded' })
+    .update({ channels: JSON.stringify(channels), ...(failed ? { status: 'failed' } : {}) });
 }
 
 /** A stored alert as the usage view shows it. */

@@ -32,6 +32,18 @@ export async function insertInvoiceLines(trx: Knex.Transaction, invoiceId: strin
 }
 
 /**
+ * Takes the tenant's next invoice number, inside the transaction that finalizes the invoice: the
+ * tenant's row stays locked until it commits, so numbers are sequential and a rollback leaves no gap.
+ */
+export async function nextInvoiceNumber(trx: Knex.Transaction, tenantId: string): Promise<number> {
+  const [row] = await trx('tenants')
+    .where({ id: tenantId })
+    .increment('last_invoice_number', 1)
+    .returning<Array<{ last_invoice_number: number }>>('last_invoice_number');
+  return row!.last_invoice_number;
+}
+
+/**
  * A row of `periods` as PostgreSQL returns it. One definition for every reader (invoicing, the
  * API's period list, the chaos checks), so a column change is made once.
  */
@@ -171,14 +183,7 @@ export async function writePeriodInvoice(db: Db, ref: InvoiceRef, finalize: bool
     // Finalized, the period's pack draws are what its invoice says: the ledger draws no more for it.
     if (finalize) await storePeriodDraws(trx, ref.tenant_id, bounds.start, packs);
     const now = new Date();
-    let number: number | null = null;
-    if (finalize) {
-      const [row] = await trx('tenants')
-        .where({ id: ref.tenant_id })
-        .increment('last_invoice_number', 1)
-        .returning<Array<{ last_invoice_number: number }>>('last_invoice_number');
-      number = row!.last_invoice_number;
-    }
+    const number = finalize ? await nextInvoiceNumber(trx, ref.tenant_id) : null;
     const invoice = {
       id,
       tenant_id: ref.tenant_id,

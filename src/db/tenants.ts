@@ -86,6 +86,41 @@ export async function findTenantStatus(db: Db, id: string): Promise<Pick<TenantR
   return db('tenants').where({ id }).first<Pick<TenantRow, 'id' | 'status'> | undefined>('id', 'status');
 }
 
+/** The tenant's webhook target (`webhook_url` null: it has none), or undefined when there is no such tenant. */
+export async function findTenantWebhookUrl(db: Db, id: string): Promise<Pick<TenantRow, 'webhook_url'> | undefined> {
+  return db('tenants').where({ id }).first<Pick<TenantRow, 'webhook_url'> | undefined>('webhook_url');
+}
+
+/** Where the tenant's own notifications go (its name heads the email), or undefined when there is no such tenant. */
+export async function findTenantContact(db: Db, id: string): Promise<Pick<TenantRow, 'id' | 'name' | 'email' | 'webhook_url'> | undefined> {
+  return db('tenants').where({ id }).first<Pick<TenantRow, 'id' | 'name' | 'email' | 'webhook_url'> | undefined>('id', 'name', 'email', 'webhook_url');
+}
+
+/** The secret the tenant's webhooks are signed with (null: none yet), or undefined when there is no such tenant. */
+export async function findTenantWebhookSecret(db: Db, id: string): Promise<Pick<TenantRow, 'webhook_secret'> | undefined> {
+  return db('tenants').where({ id }).first<Pick<TenantRow, 'webhook_secret'> | undefined>('webhook_secret');
+}
+
+/** Stores `secret` as the tenant's webhook secret only if it has none: true when stored. Conditional on NULL, so of two concurrent calls one stores. */
+export async function storeWebhookSecretIfMissing(db: Db, tenantId: string, secret: string): Promise<boolean> {
+  const updated = await db('tenants').where({ id: tenantId }).whereNull('webhook_secret').update({ webhook_secret: secret, updated_at: new Date() }).returning('id');
+  return updated.length > 0;
+}
+
+/** Replaces the tenant's webhook secret with `secret` at once: true when the tenant exists. */
+export async function replaceWebhookSecret(db: Db, tenantId: string, secret: string): Promise<boolean> {
+  const updated = await db('tenants').where({ id: tenantId }).update({ webhook_secret: secret, updated_at: new Date() }).returning('id');
+  return updated.length > 0;
+}
+
+/**
+ * Takes back a secret `issueWebhookSecretIfMissing` just issued, when the request that issued it
+ * failed before answering (it was never shown). A secret rotated since is left as it is.
+ */
+export async function withdrawWebhookSecret(db: Db, tenantId: string, secret: string): Promise<void> {
+  await db('tenants').where({ id: tenantId, webhook_secret: secret }).update({ webhook_secret: null });
+}
+
 /** One tenant, or undefined. */
 export async function findTenant(db: Db, id: string): Promise<TenantRow | undefined> {
   return db('tenants').where({ id }).first<TenantRow | undefined>();

@@ -1,5 +1,7 @@
 import { findPlanVersion } from '../db/plans';
-import type { AlertRow } from '../db/alerts';
+import { periodPlanRef } from '../db/periods';
+import { findTenantContact } from '../db/tenants';
+import { alertRulesNotified, findAlert, recordAlertChannels, type AlertRow } from '../db/alerts';
 import { decimalToNumber } from '../domain/decimal';
 import { BALANCE_DEPLETED, BALANCE_LOW, COST_SUBJECT } from '../contracts/ids';
 import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type ChannelOutcome, type DeliveryPlan, type DispatchDeps, type WebhookEvent } from './dispatch';
@@ -21,26 +23,16 @@ export type RuleChannel = { type: 'email'; to: string } | { type: 'webhook'; url
  */
 export async function deliverAlertEvent(deps: DispatchDeps, alertId: string, attempt: AttemptContext): Promise<ChannelOutcome[]> {
   const { db } = deps;
-  const alert = await db('alerts').where({ id: alertId }).first<AlertRow | undefined>();
+  const alert = await findAlert(db, alertId);
   if (!alert) throw new Error(`alert ${alertId} not recorded`);
-  const tenant = await db('tenants')
-    .where({ id: alert.tenant_id })
-    .first<{ id: string; name: string; email: string | null; webhook_url: string | null } | undefined>('id', 'name', 'email', 'webhook_url');
+  const tenant = await findTenantContact(db, alert.tenant_id);
   if (!tenant) throw new Error(`tenant ${alert.tenant_id} not found`);
 
   const threshold = Number(alert.threshold);
   const covers = alert.covers && alert.covers.length > 0 ? alert.covers.map(Number) : [threshold];
-  const period = await db('periods')
-    .where({ tenant_id: alert.tenant_id, start: alert.period_start })
-    .first<{ plan_id: string; plan_version: number } | undefined>('plan_id', 'plan_version');
-  const plan = period ? await findPlanVersion(db, period.plan_id, period.plan_version) : undefined;
-  // Rules that existed when the alert fired (a rule deleted afterwards still gets its alert).
-  const rules = await db('alert_rules')
-    .where({ tenant_id: alert.tenant_id })
-    .modify((q) => (alert.subject === COST_SUBJECT ? q.whereNull('metric') : q.where({ metric: alert.subject })))
-    .whereIn('threshold', covers)
-    .andWhere((q) => q.whereNull('deleted_at').orWhere('deleted_at', '>', alert.fired_at))
-    .select<Array<{ id: string; channel: RuleChannel }>>('id', 'channel');
+  const planRef = await periodPlanRef(db, alert.tenant_id, alert.period_start);
+  const plan = planRef ? await findPlanVersion(db, planRef.id, planRef.version) : undefined;
+  const rules = await alertRulesNotified(db, alert, covers);
 
   if (alert.subject === BALANCE_LOW || alert.subject === BALANCE_DEPLETED) return deliverBalanceAlert(deps, alert, tenant, attempt);
   const event: WebhookEvent = {
@@ -127,16 +119,12 @@ async function deliverBalanceAlert(
 }
 
 /**
- * Writes the alert's channel types (`alerts.channels`, e.g. `["email","webhook"]`) and makes the
- * alert `failed` when a channel was given up; per-target detail is in `GET …/deliveries`.
+ * Shows on the alert which channel types it went through, and makes it `failed` when a channel
+ * was given up; per-target detail is in `GET …/deliveries`.
  */
 async function showOnAlert(deps: DispatchDeps, alertId: string, outcomes: ChannelOutcome[]): Promise<void> {
   const channels = [...new Set(outcomes.map((o) => o.channel))];
-  const failed = outcomes.some((o) => o.status === 'failed');
-  await deps.db('alerts')
-    .where({ id: alertId })
-    .whereNot({ status: 'superseded' })
-    .update({ channels: JSON.stringify(channels), ...(failed ? { status: 'failed' } : {}) });
+  await recordAlertChannels(deps.db, alertId, channels, outcomes.some((o) => o.status === 'failed'));
 }
 
 /** The alert email: subject and a plain-text body naming metric, threshold, used and limit. */

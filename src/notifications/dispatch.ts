@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Db } from '../db/knex';
+import { completeDelivery, findDelivery, insertDeliveryOnce, leaseDelivery, recordDeliveryFailure, type DeliveryState } from '../db/deliveries';
+import { findTenantWebhookSecret } from '../db/tenants';
 import type { Logger } from '../logger';
 import type { Notifier } from './notifier';
 import { signWebhookBody } from './secrets';
@@ -77,17 +79,6 @@ export class DeliveryIncompleteError extends Error {
   }
 }
 
-/** Longer than one send can take (webhook 10 s, email 16 s), so a live attempt keeps its lease. */
-const LEASE_SECONDS = 30;
-
-interface DeliveryRow {
-  id: string;
-  status: DeliveryStatus;
-  attempts: number;
-  last_error: string | null;
-  payload: unknown;
-}
-
 /**
  * Sends one event through each planned channel, at most once successfully per (event id,
  * channel, target), and throws {@link DeliveryIncompleteError} when any channel is not done.
@@ -115,54 +106,34 @@ async function deliverOne(
   const { db } = deps;
   const key = { event_id: event.id, channel: plan.channel, target: plan.target };
   const isLog = plan.channel === 'log';
-  const inserted = await db('notification_deliveries')
-    .insert({
-      ...key,
-      tenant_id: event.tenant_id,
-      event_type: event.type,
-      status: isLog ? 'recorded' : 'pending',
-      attempts: isLog ? 1 : 0,
-      payload: JSON.stringify(plan.payload),
-    })
-    .onConflict(['event_id', 'channel', 'target'])
-    .ignore()
-    .returning('id');
-  if (isLog && inserted.length > 0) deps.logger.warn({ tenant_id: event.tenant_id, event: plan.payload }, `${event.type} (no channel configured)`);
+  const created = await insertDeliveryOnce(db, key, {
+    tenant_id: event.tenant_id,
+    event_type: event.type,
+    status: isLog ? 'recorded' : 'pending',
+    attempts: isLog ? 1 : 0,
+    payload: plan.payload,
+  });
+  if (isLog && created) deps.logger.warn({ tenant_id: event.tenant_id, event: plan.payload }, `${event.type} (no channel configured)`);
 
-  const row = await db('notification_deliveries').where(key).first<DeliveryRow>();
+  const row = await findDelivery(db, key);
   if (row.status !== 'pending') return outcomeOf(plan, row);
 
   // Take the lease: only one attempt at a time may send this row.
-  const [claimed] = await db('notification_deliveries')
-    .where({ id: row.id, status: 'pending' })
-    .andWhere((q) => q.whereNull('locked_until').orWhere('locked_until', '<', db.fn.now()))
-    .update({
-      attempts: db.raw('attempts + 1'),
-      last_attempt_at: db.fn.now(),
-      locked_until: db.raw(`now() + interval '${LEASE_SECONDS} seconds'`),
-    })
-    .returning<DeliveryRow[]>(['id', 'status', 'attempts', 'last_error', 'payload']);
+  const claimed = await leaseDelivery(db, row.id);
   if (!claimed) {
-    const now = await db('notification_deliveries').where(key).first<DeliveryRow>();
+    const now = await findDelivery(db, key);
     if (now.status !== 'pending') return outcomeOf(plan, now);
     return { ...outcomeOf(plan, now), last_error: 'another attempt is sending it' };
   }
 
   try {
     const sent = await send(deps, event, plan, claimed.payload);
-    const [done] = await db('notification_deliveries')
-      .where({ id: row.id })
-      .update({ status: sent, delivered_at: sent === 'delivered' ? db.fn.now() : null, last_error: null, locked_until: null })
-      .returning<DeliveryRow[]>(['id', 'status', 'attempts', 'last_error', 'payload']);
-    return outcomeOf(plan, done!);
+    return outcomeOf(plan, await completeDelivery(db, row.id, sent));
   } catch (err) {
     const message = errorMessage(err);
-    const [failed] = await db('notification_deliveries')
-      .where({ id: row.id })
-      .update({ status: attempt.final ? 'failed' : 'pending', last_error: message, locked_until: null })
-      .returning<DeliveryRow[]>(['id', 'status', 'attempts', 'last_error', 'payload']);
+    const failed = await recordDeliveryFailure(db, row.id, message, attempt.final);
     deps.logger.warn({ tenant_id: event.tenant_id, event_id: event.id, channel: plan.channel, target: plan.target, attempt: attempt.attempt, final: attempt.final, err: message }, 'notification delivery failed');
-    return outcomeOf(plan, failed!);
+    return outcomeOf(plan, failed);
   }
 }
 
@@ -177,7 +148,7 @@ async function send(
     const payload = stored as WebhookEvent;
     // Field order as API.md writes it; this exact string is what gets signed and sent.
     const body = JSON.stringify({ id: payload.id, type: payload.type, created_at: payload.created_at, data: payload.data });
-    const tenant = await deps.db('tenants').where({ id: event.tenant_id }).first<{ webhook_secret: string | null } | undefined>('webhook_secret');
+    const tenant = await findTenantWebhookSecret(deps.db, event.tenant_id);
     if (!tenant?.webhook_secret) throw new Error('the tenant has no webhook secret (rotate one: POST /v1/tenants/{id}/webhook-secret)');
     const signature = signWebhookBody(body, tenant.webhook_secret, Math.floor(Date.now() / 1000));
     const result = await deps.notifier.postWebhook({ url: plan.target, body, headers: { 'x-billing-signature': signature } });
@@ -196,7 +167,7 @@ async function send(
   return 'recorded';
 }
 
-function outcomeOf(plan: DeliveryPlan, row: DeliveryRow): ChannelOutcome {
+function outcomeOf(plan: DeliveryPlan, row: DeliveryState): ChannelOutcome {
   return { channel: plan.channel, target: plan.target, status: row.status, attempts: Number(row.attempts), last_error: row.last_error };
 }
 

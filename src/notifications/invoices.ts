@@ -1,6 +1,7 @@
 import { dispatchEvent, type AttemptContext, type ChannelOutcome, type DispatchDeps, type WebhookEvent } from './dispatch';
 import { presentInvoice } from '../invoices/present';
-import type { InvoiceRow } from '../db/invoices';
+import { findInvoiceWithLines } from '../db/invoices';
+import { findTenantWebhookUrl } from '../db/tenants';
 
 /**
  * `invoice.finalized` and `invoice.voided` webhooks to the tenant's `webhook_url`. The event id is
@@ -24,16 +25,16 @@ export function invoiceEventId(invoiceId: string, type: InvoiceEventInput['type'
  * `webhook_url` there is nothing to send and nothing is recorded (invoices are read via the API).
  */
 export async function deliverInvoiceEvent(deps: DispatchDeps, input: InvoiceEventInput, attempt: AttemptContext): Promise<ChannelOutcome[]> {
-  const tenant = await deps.db('tenants').where({ id: input.tenant_id }).first<{ webhook_url: string | null } | undefined>('webhook_url');
+  const tenant = await findTenantWebhookUrl(deps.db, input.tenant_id);
   if (!tenant) throw new Error(`tenant ${input.tenant_id} not found`);
   if (!tenant.webhook_url) return [];
-  const invoice = await deps.db('invoices').where({ id: input.invoice_id, tenant_id: input.tenant_id }).first<InvoiceRow | undefined>();
-  if (!invoice) throw new Error(`invoice ${input.invoice_id} not found`);
+  const found = await findInvoiceWithLines(deps.db, input.invoice_id);
+  if (!found || found.invoice.tenant_id !== input.tenant_id) throw new Error(`invoice ${input.invoice_id} not found`);
+  const { invoice, lines } = found;
 
   const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
   const happenedAt = input.type === 'invoice.finalized' ? invoice.finalized_at : invoice.voided_at;
   const id = invoiceEventId(invoice.id, input.type);
-  const lines = await deps.db('invoice_lines').where({ invoice_id: invoice.id }).orderBy('position');
   // The receiver gets the invoice exactly as `GET /v1/invoices/{id}` shows it.
   const event: WebhookEvent = { id, type: input.type, created_at: iso(happenedAt) ?? new Date().toISOString(), data: presentInvoice(invoice, lines) };
   return dispatchEvent(deps, { id, type: input.type, tenant_id: input.tenant_id }, [{ channel: 'webhook', target: tenant.webhook_url, payload: event }], attempt);

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Db } from '../db/knex';
+import { replaceWebhookSecret, storeWebhookSecretIfMissing } from '../db/tenants';
 
 /**
  * Webhook secrets: one per tenant, generated when a webhook is first configured, shown once,
@@ -28,25 +29,11 @@ export function signWebhookBody(rawBody: string, secret: string, unixSeconds: nu
  */
 export async function issueWebhookSecretIfMissing(db: Db, tenantId: string): Promise<string | undefined> {
   const secret = generateWebhookSecret();
-  const updated = await db('tenants')
-    .where({ id: tenantId })
-    .whereNull('webhook_secret')
-    .update({ webhook_secret: secret, updated_at: new Date() })
-    .returning('id');
-  return updated.length > 0 ? secret : undefined;
-}
-
-/**
- * Takes back a secret `issueWebhookSecretIfMissing` just issued, when the request that issued it
- * failed before answering (it was never shown). A secret rotated since is left as it is.
- */
-export async function withdrawWebhookSecret(db: Db, tenantId: string, secret: string): Promise<void> {
-  await db('tenants').where({ id: tenantId, webhook_secret: secret }).update({ webhook_secret: null });
+  return (await storeWebhookSecretIfMissing(db, tenantId, secret)) ? secret : undefined;
 }
 
 /** Replaces the tenant's secret at once (the old one stops signing) and returns the new one. */
 export async function rotateWebhookSecret(db: Db, tenantId: string): Promise<string | undefined> {
   const secret = generateWebhookSecret();
-  const updated = await db('tenants').where({ id: tenantId }).update({ webhook_secret: secret, updated_at: new Date() }).returning('id');
-  return updated.length > 0 ? secret : undefined;
+  return (await replaceWebhookSecret(db, tenantId, secret)) ? secret : undefined;
 }

@@ -6,7 +6,7 @@ import type { ApiContext } from '../context';
 import { assertTenantAccess, tenantParam } from '../auth';
 import { ApiError, notFound } from '../errors';
 import { paginationQuery, parseListQuery } from '../pagination';
-import { findTenant, type TenantRow } from '../../db/tenants';
+import { findTenant, withdrawWebhookSecret, type TenantRow } from '../../db/tenants';
 import {
   MAX_ALERT_RULES_PER_TENANT,
   findAlertRule,
@@ -20,7 +20,7 @@ import {
 import { listNotificationDeliveries, type DeliveryListRow } from '../../db/deliveries';
 import { runningAndNextPlans } from '../../db/periods';
 import { METRIC_NAME_PATTERN, findMeter } from '../../domain/plan';
-import { issueWebhookSecretIfMissing, withdrawWebhookSecret } from '../../notifications/secrets';
+import { issueWebhookSecretIfMissing } from '../../notifications/secrets';
 import { emptyBody, noQuery, thresholdPercent, webhookUrl } from '../schemas';
 import { COST_SUBJECT, alertRulesChangedSignal, tenantWorkflowId, type AlertRulesChange } from '../../workflows/messages';
 import { operation, tenantIdParam } from '../operation';
