@@ -23,7 +23,7 @@ export interface BenchStack {
 /** Starts the whole system on free ports and a fresh data directory; resolves when /readyz is 200. */
 export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs: string[] = []): Promise<BenchStack> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-bench-'));
-  const [port, temporalPort, uiPort, pgPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [port, temporalPort, uiPort, pgPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const adminKey = 'bench-admin-key-0123456789abcdef';
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -33,6 +33,9 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
     TEMPORAL_PORT: String(temporalPort),
     TEMPORAL_UI_PORT: String(uiPort),
     POSTGRES_PORT: String(pgPort),
+    // The worker's metrics, which the bench reads to know the worker has settled: on the default
+    // port they would be off whenever another stack on the machine holds it.
+    TEMPORAL_METRICS_PORT: String(metricsPort),
     BILLING_ADMIN_KEY: adminKey,
     LOG_LEVEL: 'warn',
     RATE_LIMIT_INGEST_PER_SECOND: '0',
@@ -46,7 +49,7 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
   delete env.DATABASE_URL;
   // `node --import tsx` rather than the tsx binary: one process to measure, and room for node flags
   // such as --cpu-prof (not allowed in NODE_OPTIONS).
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'src/main.ts'], {
+  const child: ChildProcess = spawn(process.execPath, [...startScriptNodeFlags(), ...nodeArgs, '--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -108,11 +111,35 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
   };
 }
 
+/** The Node flags `npm start` runs tally with (package.json), so the bench measures that process. */
+export function startScriptNodeFlags(): string[] {
+  const scripts = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts as Record<string, string>;
+  return scripts.start!.split(/\s+/).filter((word) => word.startsWith('--'));
+}
+
 /** Resident memory of a process in MB. */
 export function rssMb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
   return Math.round((kb / 1024) * 10) / 10;
+}
+
+/** Resident memory of a process by kind, in MB: anonymous (heaps, native allocations) and file-backed (code, mapped files). */
+export function rssKindsMb(pid: number): { anonymous_mb: number; file_mb: number } {
+  const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(rollup)?.[1] ?? 0);
+  const mb = (k: number) => Math.round((k / 1024) * 10) / 10;
+  return { anonymous_mb: mb(kb('Anonymous')), file_mb: mb(kb('Rss') - kb('Anonymous')) };
+}
+
+/** The value of one Prometheus sample line (`name{labels} value` or `name value`), summed over label sets; NaN when absent. */
+export function metricValue(metrics: string, name: string): number {
+  let total = NaN;
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith(`${name} `) && !line.startsWith(`${name}{`)) continue;
+    total = (Number.isNaN(total) ? 0 : total) + Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
 }
 
 /** Sleeps `ms` milliseconds. */

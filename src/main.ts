@@ -10,6 +10,7 @@ import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
 import { listen } from './api/server';
 import { createBillingWorker, installWorkerRuntime } from './workers/worker';
 import { startSweeper } from './workers/sweeper';
+import { startFiguresRefresher } from './workers/figures-refresher';
 import { installRetentionSchedule } from './workers/retention-schedule';
 import { createNotifier } from './notifications/notifier';
 import { webhookTargetPolicyFromConfig } from './notifications/webhook-targets';
@@ -108,6 +109,7 @@ async function main(): Promise<void> {
     const stopSweeper = startSweeper({ db: workerDb, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
     await installRetentionSchedule(temporal.client, { taskQueue: config.TEMPORAL_TASK_QUEUE, defaultRetentionDays: config.RETENTION_DAYS, logger });
     stops.push({ name: 'sweeper', stop: stopSweeper });
+    stops.push({ name: 'figures refresher', stop: startFiguresRefresher({ db: workerDb, logger }) });
 
     const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
     const app = createApp({

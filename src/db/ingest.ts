@@ -4,7 +4,7 @@ import { cachedPlanVersion, findPlanVersion } from './plans';
 import type { PeriodBounds } from './invoices';
 import { periodAfterEarlyClose } from '../domain/periods';
 import { placeEvent, type Placement, type StoredPeriod } from '../domain/placement';
-import { findMeter, type Interval } from '../domain/plan';
+import { findMeter, type Interval, type PlanVersion } from '../domain/plan';
 
 /**
  * The ingest side of the event ledger (docs/design/core-v2.md): usage is judged and stored in
@@ -13,7 +13,7 @@ import { findMeter, type Interval } from '../domain/plan';
  * batch is durable and will be counted; nothing else about it can fail later.
  */
 
-/** Advisory-lock class of the tenant ledger lock (the tenant id's hash is the second key). */
+/** Advisory-lock class of the tenant ledger lock (the tenant id's hash is the second key); `ledger_stored_through` (migration 20261225000000) takes it too. */
 const LEDGER_LOCK_CLASS = 0x7a11;
 
 /** Takes the tenant's ledger lock for this transaction: shared for ingest, exclusive for closing. */
@@ -82,19 +82,29 @@ export async function storeUsageBatches(
 /** Thrown to roll a request's transaction back once one of its batches was refused. */
 const ROLL_BACK = new Error('a batch of the request was refused');
 
+/** The tenant joined with one of its periods (null period columns: it has none to show). */
+type TenantPeriodRow = { tenant_plan_id: string; billing_anchor: Date; timezone: string } & { [K in keyof PeriodBounds]: PeriodBounds[K] | null };
+
 async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: IncomingEvent[], receivedAt: Date, batchId: string): Promise<StoreOutcome> {
   await lockTenantLedger(trx, tenantId, 'shared');
-  const tenant = await trx('tenants')
-    .where({ id: tenantId })
-    .first<{ plan_id: string; billing_anchor: Date; timezone: string } | undefined>('plan_id', 'billing_anchor', 'timezone');
-  if (!tenant) return { kind: 'no_tenant' } as const;
-  // Periods that take events (open, or closed within grace), and the latest invoiced ones so a
-  // late event can be told which period refused it.
-  const columns = ['start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version'];
-  const rows = [
-    ...(await trx('periods').where({ tenant_id: tenantId }).whereNot({ status: 'invoiced' }).select<PeriodBounds[]>(columns)),
-    ...(await trx('periods').where({ tenant_id: tenantId, status: 'invoiced' }).orderBy('start', 'desc').limit(3).select<PeriodBounds[]>(columns)),
-  ];
+  // The tenant, with the periods that take events (open, or closed within grace) and the latest
+  // invoiced ones so a late event can be told which period refused it: one query, read after the
+  // lock is granted (so after any close that held it).
+  const found = await trx.raw<{ rows: Array<TenantPeriodRow> }>(
+    `SELECT t.plan_id AS tenant_plan_id, t.billing_anchor, t.timezone, p.start, p."end", p.status, p.grace_ends_at, p.plan_id, p.plan_version
+       FROM tenants t
+       LEFT JOIN LATERAL (
+         (SELECT start, "end", status, grace_ends_at, plan_id, plan_version FROM periods WHERE tenant_id = t.id AND status <> 'invoiced')
+         UNION ALL
+         (SELECT start, "end", status, grace_ends_at, plan_id, plan_version FROM periods WHERE tenant_id = t.id AND status = 'invoiced' ORDER BY start DESC LIMIT 3)
+       ) p ON true
+      WHERE t.id = ?`,
+    [tenantId],
+  );
+  const first = found.rows[0];
+  if (!first) return { kind: 'no_tenant' } as const;
+  const tenant = { plan_id: first.tenant_plan_id, billing_anchor: first.billing_anchor, timezone: first.timezone };
+  const rows: PeriodBounds[] = found.rows.filter((r): r is TenantPeriodRow & PeriodBounds => r.start !== null);
   const periods: StoredPeriod[] = rows.map((r) => ({
     start: r.start.toISOString(),
     end: r.end.toISOString(),
@@ -109,6 +119,17 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
   const following = (end: string) =>
     periodAfterEarlyClose(tenant.billing_anchor.toISOString(), (nextPlan?.interval ?? 'month') as Interval, tenant.timezone, end);
 
+  // Each period's plan version, looked up once per batch rather than once per event.
+  const plans = new Map<string, Promise<PlanVersion | undefined>>();
+  const planOf = (periodStart: string) => {
+    let plan = plans.get(periodStart);
+    if (!plan) {
+      const row = rows.find((r) => r.start.toISOString() === periodStart);
+      plan = row ? cachedPlanVersion(trx, row.plan_id, row.plan_version) : Promise.resolve(nextPlan);
+      plans.set(periodStart, plan);
+    }
+    return plan;
+  };
   const received = receivedAt.getTime();
   const refusals: EventRefusal[] = [];
   const placed: PlacedEvent[] = [];
@@ -119,8 +140,7 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
       refusals.push({ index, field: placement.code === 'subscription_cancelled' ? 'tenant_id' : 'timestamp', code: placement.code, message: placement.message });
       continue;
     }
-    const row = rows.find((r) => r.start.toISOString() === placement.period_start);
-    const plan = row ? await cachedPlanVersion(trx, row.plan_id, row.plan_version) : nextPlan;
+    const plan = await planOf(placement.period_start);
     if (!plan || !findMeter(plan, event.metric)) {
       refusals.push({ index, field: 'metric', code: 'unknown_metric', message: `metric ${event.metric} is not in plan ${plan?.id ?? tenant.plan_id}` });
       continue;

@@ -1,8 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { normalizeDecimal } from './numeric';
-import { lockTenantLedger } from './ingest';
-import { storePeriodFigures } from './summaries';
 import type { ClaimResult, PeriodCounter } from '../contracts/ledger';
 
 export type { ClaimResult, PeriodCounter };
@@ -15,9 +13,9 @@ export type { ClaimResult, PeriodCounter };
  * stored event is counted exactly once, whoever asks and however often a claim is retried, and
  * counting never writes an event's row. A claim answers with the counters it touched as they
  * stand after it (absolute values, not deltas), so a caller that lost an earlier answer still
- * ends up with the right numbers; `ledger_claims` keeps each claim's answer for its retries. The
- * same transaction rates the periods it touched into their running figures (`period_figures`,
- * src/db/summaries.ts) and rewrites their months' rows of `monthly_summaries`.
+ * ends up with the right numbers; `ledger_claims` keeps each claim's answer for its retries. A
+ * claim rates nothing: moving the watermark makes the tenant's running figures due, and the
+ * figures refresher rates them beside the claims (`refreshDueFigures`, src/db/summaries.ts).
  *
  * Events are numbered when they are inserted, not when they commit, so a claim first takes a
  * barrier: under the tenant's ledger lock held exclusively for a moment (every ingest
@@ -47,7 +45,7 @@ function toCounter(row: CounterRow): PeriodCounter {
 
 const COUNTER_COLUMNS = 'period_start, metric, total::text, events, largest::text, latest::text';
 
-/** Each statement of a claim gives up after this long: the two that read events, and the few small ones that rate the periods they touched. */
+/** Each statement of a claim gives up after this long (the one that reads and counts events above all). */
 const CLAIM_STATEMENT_TIMEOUT_MS = 10_000;
 
 /** Claims answered for retries this long; after it a claim id is forgotten (its activity's retries end long before). */
@@ -56,14 +54,26 @@ const CLAIM_MEMORY = '1 day';
 /**
  * The receive-order number below which every event of the tenant is stored and committed, and
  * none will be added: taken under the tenant's ledger lock held exclusively, which waits for the
- * ingest transactions in flight and holds new ones back for one index lookup.
+ * ingest transactions in flight and holds new ones back for one index lookup. One statement on
+ * its own (`ledger_stored_through`, migration 20261225000000): the lock goes with its implicit
+ * transaction, and the lookup inside the function reads after the lock is granted.
  */
 export async function storedThrough(db: Db, tenantId: string): Promise<string> {
-  return db.transaction(async (trx) => {
-    await lockTenantLedger(trx, tenantId, 'exclusive');
-    const found = await trx.raw<{ rows: Array<{ seq: string }> }>('SELECT coalesce(max(seq), 0)::text AS seq FROM usage_events WHERE tenant_id = ?', [tenantId]);
-    return found.rows[0]!.seq;
-  });
+  const found = await db.raw<{ rows: Array<{ seq: string }> }>('SELECT ledger_stored_through(?)::text AS seq', [tenantId]);
+  return found.rows[0]!.seq;
+}
+
+/** A claim's answer row: the claim, and one counter it touched (null columns when it touched none). */
+type ClaimRow = { claimed: number; more: boolean; barrier_seq: string } & { [K in keyof CounterRow]: CounterRow[K] | null };
+
+function claimResultOf(rows: ClaimRow[]): ClaimResult | undefined {
+  const claim = rows[0];
+  if (!claim) return undefined;
+  const counters = rows
+    .filter((r): r is ClaimRow & CounterRow => r.period_start !== null)
+    .map(toCounter)
+    .sort((a, b) => (a.period_start === b.period_start ? (a.metric < b.metric ? -1 : 1) : a.period_start < b.period_start ? -1 : 1));
+  return { claimed: Number(claim.claimed), counters, more: claim.more, barrier_seq: claim.barrier_seq };
 }
 
 /**
@@ -74,13 +84,14 @@ export async function storedThrough(db: Db, tenantId: string): Promise<string> {
 export async function claimUsage(db: Db, tenantId: string, claimId: string, limit: number, throughSeq?: string): Promise<ClaimResult> {
   const barrier = throughSeq ?? (await storedThrough(db, tenantId));
   return db.transaction(async (trx): Promise<ClaimResult> => {
+    // The tenant's totals row, locked (created on its first claim): claims of a tenant take turns.
     // A claim must commit well within its activity's 30 s, or not at all: an attempt that
     // committed after its activity timed out would count events whose counters the workflow,
-    // having moved on to the retry's answer, never hears of.
-    await trx.raw(`SET LOCAL statement_timeout = ${CLAIM_STATEMENT_TIMEOUT_MS}`);
-    // The tenant's totals row, locked (created on its first claim): claims of a tenant take turns.
+    // having moved on to the retry's answer, never hears of. So the statements after this one
+    // give up after `CLAIM_STATEMENT_TIMEOUT_MS`.
     const totals = await trx.raw<{ rows: Array<{ through: string }> }>(
-      `INSERT INTO tenant_event_totals AS t (tenant_id) VALUES (?)
+      `INSERT INTO tenant_event_totals AS t (tenant_id)
+       SELECT ? FROM (SELECT set_config('statement_timeout', '${CLAIM_STATEMENT_TIMEOUT_MS}', true)) timeout
        ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = t.tenant_id
        RETURNING claimed_through_seq::text AS through`,
       [tenantId],
@@ -88,7 +99,8 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
     // A retry, or an attempt of this claim that committed while this one waited on the row: it answers for both.
     const recorded = await recordedClaim(trx, tenantId, claimId);
     if (recorded) return recorded;
-    const added = await trx.raw<{ rows: Array<{ claimed: string; more: boolean; periods: Date[] | null }> }>(
+    // One statement counts the batch and answers with the counters it touched as they stand after it.
+    const counted = await trx.raw<{ rows: ClaimRow[] }>(
       `WITH batch AS (
          SELECT period_start, metric, quantity, "timestamp", seq FROM usage_events
           WHERE tenant_id = :tenant AND seq > :from AND seq <= :barrier
@@ -112,7 +124,7 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
            latest_at = GREATEST(c.latest_at, EXCLUDED.latest_at),
            latest_seq = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_seq) >= (c.latest_at, c.latest_seq) THEN EXCLUDED.latest_seq ELSE c.latest_seq END,
            updated_at = now()
-         RETURNING 1
+         RETURNING ${COUNTER_COLUMNS}
        ), reached AS (
          -- A full batch stops at its last event (more may wait below the barrier); a short one reached the barrier.
          SELECT count(*) AS claimed,
@@ -136,13 +148,11 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
        ), forgotten AS (
          DELETE FROM ledger_claims WHERE tenant_id = :tenant AND created_at < now() - interval '${CLAIM_MEMORY}'
        )
-       SELECT (SELECT claimed FROM reached)::text AS claimed, (SELECT more FROM reached) AS more, (SELECT count(*) FROM applied) AS applied,
-              (SELECT array_agg(DISTINCT period_start) FROM deltas) AS periods`,
+       SELECT r.claimed::int AS claimed, r.more, :barrier::text AS barrier_seq, a.*
+         FROM reached r LEFT JOIN applied a ON true`,
       { tenant: tenantId, claim: claimId, limit, from: totals.rows[0]!.through, barrier },
     );
-    const claimedNow = Number(added.rows[0]?.claimed ?? 0);
-    if (claimedNow > 0) await storePeriodFigures(trx, tenantId, added.rows[0]?.periods ?? []);
-    return (await recordedClaim(trx, tenantId, claimId))!;
+    return claimResultOf(counted.rows)!;
   });
 }
 
@@ -165,21 +175,16 @@ export const COUNTED = (alias = 'usage_events') =>
 
 /** A claim as recorded: what it counted, and the counters it touched as they stand now. */
 async function recordedClaim(db: Db | Knex.Transaction, tenantId: string, claimId: string): Promise<ClaimResult | undefined> {
-  // One row per counter the claim touched (one with null counter columns when it touched none).
-  const found = await db.raw<{ rows: Array<{ claimed: number; more: boolean; barrier_seq: string } & { [K in keyof CounterRow]: CounterRow[K] | null }> }>(
+  const found = await db.raw<{ rows: ClaimRow[] }>(
     `SELECT l.claimed, l.more, l.barrier_seq::text AS barrier_seq,
             c.period_start, c.metric, c.total::text AS total, c.events, c.largest::text AS largest, c.latest::text AS latest
        FROM ledger_claims l
        LEFT JOIN LATERAL jsonb_to_recordset(l.touched) AS t(period_start timestamptz, metric text) ON true
        LEFT JOIN period_counters c ON c.tenant_id = l.tenant_id AND c.period_start = t.period_start AND c.metric = t.metric
-      WHERE l.tenant_id = :tenant AND l.claim_id = :claim
-      ORDER BY c.period_start, c.metric`,
+      WHERE l.tenant_id = :tenant AND l.claim_id = :claim`,
     { tenant: tenantId, claim: claimId },
   );
-  const claim = found.rows[0];
-  if (!claim) return undefined;
-  const counters = found.rows.filter((r): r is typeof r & CounterRow => r.period_start !== null).map(toCounter);
-  return { claimed: claim.claimed, counters, more: claim.more, barrier_seq: claim.barrier_seq };
+  return claimResultOf(found.rows);
 }
 
 /** The counters of one tenant's periods, as the read model holds them. */

@@ -14,17 +14,21 @@ import { BASE_FEE_METRIC, ratePeriod } from '../domain/rating';
  *
  * - a period with a **finalized invoice** counts with it (after a rerun, the new version);
  * - a period **not invoiced yet** (open, or closed and in its grace) counts with its running
- *   figure in `period_figures`: its `period_counters` rated with the period's plan version
- *   (`storePeriodFigures`, in the transaction that moves the counters: a claim, a rollover, the
- *   tenant's creation). Its figures still move, and the row says so (`final: false`).
+ *   figure in `period_figures`: its `period_counters` rated with the period's plan version, by
+ *   the transaction that opens or moves the period (a rollover, the tenant's creation:
+ *   `storePeriodFigures`) or, after claims, by the worker's figures refresher about a second
+ *   later (`refreshDueFigures`). Its figures still move, and the row says so (`final: false`).
  *
  * `monthly_summaries` holds, per month, tenant and currency, those figures added up (total,
  * per-metric usage and amount, how many periods), rewritten by `refreshSummaries` in each
  * transaction that stores a running figure or finalizes or reruns an invoice. Nothing is added
  * up or rated per request: every month, the current one too, is one index walk of
- * `monthly_summaries_month_total` for a page sorted by total (sorted by a metric, the month's
- * rows are read and sorted). A tenant whose periods in one month were billed in two currencies
- * gets one row per currency: amounts in different currencies are never added.
+ * `monthly_summaries_month_total` for a page sorted by total. Sorted by a metric, the page walks
+ * `monthly_summary_usage_ranking`: `monthly_summary_usage` holds each row's usage per metric,
+ * rewritten in the statement that rewrites the row; a row without the metric sorts as 0 and is
+ * read, by id, only when the month has such rows and the page reaches 0 (`metricPage`).
+ * `total_count` is counted from an index alone. A tenant whose periods in one month were billed
+ * in two currencies gets one row per currency: amounts in different currencies are never added.
  */
 /** One tenant's month in one currency. */
 export interface MonthlySummary {
@@ -164,9 +168,10 @@ async function rateAndStore(trx: Db | Knex.Transaction, periods: Array<{ tenant_
 /**
  * Keeps the running figures of one tenant's periods current, and the tenant's summary rows of
  * their months, in the caller's transaction (the one that moved their counters or opened them).
- * Every transaction that moves a tenant's counters (a claim, a rollover) first locks the tenant's
- * `tenant_event_totals` row (src/db/ledger.ts), so two ratings of one tenant's periods never
- * overlap: the figure stored last is rated from the latest counters.
+ * Every transaction that moves a tenant's counters (a claim, a rollover) or rates them (the
+ * figures refresher) first locks the tenant's `tenant_event_totals` row (src/db/ledger.ts), so
+ * two ratings of one tenant's periods never overlap: the figure stored last is rated from the
+ * latest counters.
  */
 export async function storePeriodFigures(trx: Knex.Transaction, tenantId: string, periodStarts: Array<string | Date>): Promise<void> {
   if (periodStarts.length === 0) return;
@@ -216,7 +221,9 @@ function monthOf(start: string | Date): { month: string; start: string; end: str
 /**
  * Rewrites the summary rows of the tenants' months these periods fall in, from what is stored:
  * a period with a finalized invoice counts with it, any other with its running figure. One row
- * per currency; a currency with nothing left loses its row. With `lock`, a transaction-scoped
+ * per currency; a currency with nothing left loses its row. The same statement rewrites the rows'
+ * `monthly_summary_usage` (one per metric a row holds; a metric the row no longer holds loses
+ * its), so the two tables never disagree. With `lock`, a transaction-scoped
  * advisory lock per tenant and month (taken in one order) serializes two rewrites of one row, so
  * the later one reads the earlier one's invoice or figure.
  */
@@ -265,6 +272,15 @@ async function refreshSummaries(trx: Db | Knex.Transaction, periods: Array<{ ten
        DELETE FROM monthly_summaries m USING keys k
         WHERE m.month = k.month AND m.tenant_id = k.tenant_id
           AND NOT EXISTS (SELECT 1 FROM summary s WHERE s.tenant_id = m.tenant_id AND s.month = m.month AND s.currency = m.currency)
+     ), usage_gone AS (
+       DELETE FROM monthly_summary_usage u USING keys k
+        WHERE u.month = k.month AND u.tenant_id = k.tenant_id
+          AND NOT EXISTS (SELECT 1 FROM lines l WHERE l.tenant_id = u.tenant_id AND l.month = u.month AND l.currency = u.currency AND l.metric = u.metric)
+     ), usage_kept AS (
+       INSERT INTO monthly_summary_usage (month, tenant_id, currency, metric, used)
+       SELECT month, tenant_id, currency, metric, coalesce(used, 0) FROM lines
+       ON CONFLICT (month, tenant_id, currency, metric) DO UPDATE SET used = EXCLUDED.used
+        WHERE monthly_summary_usage.used IS DISTINCT FROM EXCLUDED.used
      )
      INSERT INTO monthly_summaries (month, tenant_id, currency, total, metrics, periods, final, updated_at)
      SELECT month, tenant_id, currency, total, metrics, periods, final, now() FROM summary
@@ -294,56 +310,162 @@ interface PageRow {
 
 /**
  * One page of a month's summaries, sorted, with the change against the month before. Ties in
- * the sort go by id in the same direction: a page of `monthly_summaries` in index order (by
- * total), or sorted by a metric's usage, after the cursor row's key; the month before joined by
- * key for the page's rows only.
+ * the sort go by id in the same direction. Sorted by total: a walk of
+ * `monthly_summaries_month_total` after the cursor row's key. Sorted by a metric: see
+ * `metricPage`. `total_count` and the cursor come from index lookups, never from the month's rows.
  */
 export async function monthlySummaries(db: Db, query: SummaryQuery): Promise<SummaryPage> {
   const range = monthRange(query.month);
   const [cursorTenant, cursorCurrency] = query.startingAfter === undefined ? [null, null] : splitId(query.startingAfter);
-  const bindings = {
+  const scope: PageScope = {
     month: monthKey(range.start),
     previous: monthKey(range.previous.start),
-    sortMetric: query.order.by === 'total' ? null : query.order.by.metric,
     filterMetric: query.metric ?? null,
     cursorTenant,
     cursorCurrency,
     take: query.limit === undefined ? null : query.limit + 1,
   };
-  const sortMetric = query.order.by === 'total' ? undefined : query.order.by.metric;
-  const key = (alias: string) => (sortMetric === undefined ? `${alias}.total` : `coalesce((${alias}.metrics -> :sortMetric ->> 'used')::numeric, 0)`);
-  const [op, direction] = query.order.descending ? ['<', 'DESC'] : ['>', 'ASC'];
-  const scope = `s.month = :month AND (:filterMetric::text IS NULL OR s.metrics -> :filterMetric IS NOT NULL)`;
-  const [found, counted] = await Promise.all([
-    db.raw<{ rows: PageRow[] }>(
-      `SELECT page.tenant_id, page.currency, page.total::text AS total, coalesce(p.total, 0)::text AS previous, page.final, page.metrics
-         FROM (SELECT s.tenant_id, s.currency, s.total, s.final, s.metrics, ${key('s')} AS sort_key
-                 FROM monthly_summaries s
-                WHERE ${scope}
-                  AND (:cursorTenant::text IS NULL OR (${key('s')}, s.tenant_id, s.currency) ${op} (
-                        SELECT ${key('c')}, c.tenant_id, c.currency FROM monthly_summaries c
-                         WHERE c.month = :month AND c.tenant_id = :cursorTenant AND c.currency = :cursorCurrency))
-                ORDER BY ${key('s')} ${direction}, s.tenant_id ${direction}, s.currency ${direction}
-                LIMIT :take) page
-         LEFT JOIN monthly_summaries p ON p.month = :previous AND p.tenant_id = page.tenant_id AND p.currency = page.currency
-        ORDER BY page.sort_key ${direction}, page.tenant_id ${direction}, page.currency ${direction}`,
-      bindings,
-    ),
-    db.raw<{ rows: Array<{ count: string; cursor: boolean }> }>(
-      `SELECT count(*) AS count,
-              (:cursorTenant::text IS NULL OR bool_or(s.tenant_id = :cursorTenant AND s.currency = :cursorCurrency)) AS cursor
-         FROM monthly_summaries s WHERE ${scope}`,
-      bindings,
-    ),
-  ]);
-  const count = counted.rows[0];
-  const page = query.limit === undefined ? found.rows : found.rows.slice(0, query.limit);
+  const sortMetric = query.order.by === 'total' ? null : query.order.by.metric;
+  let rows: PageRow[];
+  let count: number;
+  let cursor: CursorRow | undefined;
+  if (sortMetric === null) {
+    [rows, count, cursor] = await Promise.all([totalPage(db, scope, query.order.descending), countOf(db, scope), cursorOf(db, scope, null)]);
+  } else {
+    // The page starts from the cursor's usage of the metric.
+    cursor = await cursorOf(db, scope, sortMetric);
+    [rows, count] = await Promise.all([cursor ? metricPage(db, scope, sortMetric, query.order.descending, cursor) : [], countOf(db, scope)]);
+  }
+  const page = query.limit === undefined ? rows : rows.slice(0, query.limit);
   return {
     data: page.map((row) => summaryOf(query.month, row, query.metric)),
-    has_more: query.limit !== undefined && found.rows.length > query.limit,
-    total_count: Number(count?.count ?? 0),
-    unknownCursor: count?.cursor !== true,
+    has_more: query.limit !== undefined && rows.length > query.limit,
+    total_count: count,
+    unknownCursor: cursor === undefined,
   };
+}
+
+/** What a page query is bound to: the month and the one before, the filter, the cursor, LIMIT. */
+interface PageScope {
+  month: string;
+  previous: string;
+  filterMetric: string | null;
+  cursorTenant: string | null;
+  cursorCurrency: string | null;
+  /** One more than the page, to tell `has_more`; null: every row. */
+  take: number | null;
+}
+
+/** A page sorted by total: `monthly_summaries_month_total` walked after the cursor row's key. */
+async function totalPage(db: Db, scope: PageScope, descending: boolean): Promise<PageRow[]> {
+  const [op, direction] = descending ? ['<', 'DESC'] : ['>', 'ASC'];
+  const { rows } = await db.raw<{ rows: PageRow[] }>(
+    `SELECT page.tenant_id, page.currency, page.total::text AS total, coalesce(p.total, 0)::text AS previous, page.final, page.metrics
+       FROM (SELECT s.tenant_id, s.currency, s.total, s.final, s.metrics
+               FROM monthly_summaries s
+              WHERE s.month = :month AND (:filterMetric::text IS NULL OR s.metrics -> :filterMetric IS NOT NULL)
+                AND (:cursorTenant::text IS NULL OR (s.total, s.tenant_id, s.currency) ${op} (
+                      SELECT c.total, c.tenant_id, c.currency FROM monthly_summaries c
+                       WHERE c.month = :month AND c.tenant_id = :cursorTenant AND c.currency = :cursorCurrency))
+              ORDER BY s.total ${direction}, s.tenant_id ${direction}, s.currency ${direction}
+              LIMIT :take) page
+       LEFT JOIN monthly_summaries p ON p.month = :previous AND p.tenant_id = page.tenant_id AND p.currency = page.currency
+      ORDER BY page.total ${direction}, page.tenant_id ${direction}, page.currency ${direction}`,
+    scope as unknown as Record<string, Knex.RawBinding>,
+  );
+  return rows;
+}
+
+/** The rows in scope (the month's, or those holding the filter's metric), counted from an index alone. */
+async function countOf(db: Db, scope: PageScope): Promise<number> {
+  const { rows } = await db.raw<{ rows: Array<{ count: string }> }>(
+    scope.filterMetric === null
+      ? 'SELECT count(*) AS count FROM monthly_summaries WHERE month = :month'
+      : 'SELECT count(*) AS count FROM monthly_summary_usage WHERE month = :month AND metric = :filterMetric',
+    scope as unknown as Record<string, Knex.RawBinding>,
+  );
+  return Number(rows[0]!.count);
+}
+
+/** The cursor row, with its usage of the sort metric (0 without it). */
+interface CursorRow {
+  used: string;
+}
+
+/**
+ * The cursor row, if it is in scope (with a filter, it holds the filter's metric); no cursor
+ * counts as found.
+ */
+async function cursorOf(db: Db, scope: PageScope, sortMetric: string | null): Promise<CursorRow | undefined> {
+  if (scope.cursorTenant === null) return { used: '0' };
+  const { rows } = await db.raw<{ rows: CursorRow[] }>(
+    `SELECT coalesce(u.used, 0)::text AS used FROM monthly_summaries c
+       LEFT JOIN monthly_summary_usage u ON u.month = c.month AND u.metric = :sortMetric AND u.tenant_id = c.tenant_id AND u.currency = c.currency
+      WHERE c.month = :month AND c.tenant_id = :cursorTenant AND c.currency = :cursorCurrency
+        AND (:filterMetric::text IS NULL OR EXISTS (
+              SELECT 1 FROM monthly_summary_usage f
+               WHERE f.month = c.month AND f.metric = :filterMetric AND f.tenant_id = c.tenant_id AND f.currency = c.currency))`,
+    { ...scope, sortMetric } as unknown as Record<string, Knex.RawBinding>,
+  );
+  return rows[0];
+}
+
+/**
+ * A page sorted by a metric's usage; a row without the metric sorts as 0. Two branches, each in
+ * index order and cut at the page size, then merged:
+ *
+ * - the rows holding the metric: `monthly_summary_usage_ranking` walked after the cursor's key
+ *   (with a `metric=` filter of another metric, only rows holding that one too);
+ * - the rows without it, all at 0, by id: the month's `monthly_summaries` primary key walked,
+ *   probing `monthly_summary_usage`'s for the metric (and the filter's). Read only when the cursor is not past 0, the first branch leaves
+ *   room at or past 0 in the page, and (counted from the indexes alone, only then) the month has
+ *   rows without the metric: the pages before the 0 boundary, and a month where every row holds
+ *   the metric, never read them.
+ *
+ * The page's rows are then joined to their summary rows and the month before's by key.
+ */
+async function metricPage(db: Db, scope: PageScope, sortMetric: string, descending: boolean, cursor: CursorRow): Promise<PageRow[]> {
+  const [op, direction, reach] = descending ? ['<', 'DESC', 'min(sort_key) <= 0'] : ['>', 'ASC', 'max(sort_key) >= 0'];
+  const holdsFilter = (alias: string) =>
+    `EXISTS (SELECT 1 FROM monthly_summary_usage f WHERE f.month = ${alias}.month AND f.metric = :filterMetric AND f.tenant_id = ${alias}.tenant_id AND f.currency = ${alias}.currency)`;
+  const hasCursor = scope.cursorTenant !== null;
+  // Where the cursor stands against 0 in the walking direction: past it (1), at it (0), before it (-1).
+  const cursorSide = hasCursor ? new Dec(cursor.used).comparedTo(0) * (descending ? -1 : 1) : -1;
+  // With the sort metric as the filter, every row in scope holds it.
+  const withoutBranch = scope.filterMetric !== sortMetric && cursorSide <= 0;
+  const gates = [
+    scope.take === null ? '' : `(SELECT count(*) < :take OR ${reach} FROM with_metric)`,
+    scope.filterMetric === null
+      ? `(SELECT count(*) FROM monthly_summaries WHERE month = :month) > (SELECT count(*) FROM monthly_summary_usage WHERE month = :month AND metric = :sortMetric)`
+      : '',
+  ].filter(Boolean);
+  const withMetric = `
+    SELECT u.used AS sort_key, u.tenant_id, u.currency FROM monthly_summary_usage u
+     WHERE u.month = :month AND u.metric = :sortMetric
+       ${hasCursor ? `AND (u.used, u.tenant_id, u.currency) ${op} (:cursorUsed::numeric, :cursorTenant::text, :cursorCurrency::text)` : ''}
+       ${scope.filterMetric === null || scope.filterMetric === sortMetric ? '' : `AND ${holdsFilter('u')}`}
+     ORDER BY u.used ${direction}, u.tenant_id ${direction}, u.currency ${direction}
+     LIMIT :take`;
+  const withoutMetric = `
+    SELECT 0::numeric AS sort_key, s.tenant_id, s.currency FROM monthly_summaries s
+     WHERE s.month = :month ${scope.filterMetric === null ? '' : `AND ${holdsFilter('s')}`}
+       ${cursorSide === 0 ? `AND (s.tenant_id, s.currency) ${op} (:cursorTenant::text, :cursorCurrency::text)` : ''}
+       AND NOT EXISTS (SELECT 1 FROM monthly_summary_usage u WHERE u.month = s.month AND u.metric = :sortMetric AND u.tenant_id = s.tenant_id AND u.currency = s.currency)
+       ${gates.map((gate) => `AND ${gate}`).join(' ')}
+     ORDER BY s.tenant_id ${direction}, s.currency ${direction}
+     LIMIT :take`;
+  const { rows } = await db.raw<{ rows: PageRow[] }>(
+    `WITH with_metric AS (${withMetric})${withoutBranch ? `, without_metric AS (${withoutMetric})` : ''}
+     SELECT page.tenant_id, page.currency, s.total::text AS total, coalesce(p.total, 0)::text AS previous, s.final, s.metrics
+       FROM (SELECT * FROM with_metric ${withoutBranch ? 'UNION ALL SELECT * FROM without_metric' : ''}
+              ORDER BY sort_key ${direction}, tenant_id ${direction}, currency ${direction}
+              LIMIT :take) page
+       JOIN monthly_summaries s ON s.month = :month AND s.tenant_id = page.tenant_id AND s.currency = page.currency
+       LEFT JOIN monthly_summaries p ON p.month = :previous AND p.tenant_id = page.tenant_id AND p.currency = page.currency
+      ORDER BY page.sort_key ${direction}, page.tenant_id ${direction}, page.currency ${direction}`,
+    { ...scope, sortMetric, cursorUsed: cursor.used } as unknown as Record<string, Knex.RawBinding>,
+  );
+  return rows;
 }
 
 /** `<tenant>/<currency>` apart; tenant ids never hold a `/`. */
@@ -377,4 +499,33 @@ function summaryOf(month: string, row: PageRow, metric: string | undefined): Mon
     },
     final: row.final,
   };
+}
+
+/**
+ * Rates the running figures of up to `batch` tenants whose figures are behind their watermark
+ * (claims moved it since), and rewrites their months' summary rows, in one transaction; answers
+ * how many tenants it rated. Each tenant's totals row is held meanwhile, as a claim or a
+ * rollover holds it, so no claim of the tenant commits between the figures and the watermark
+ * they are marked with; a tenant being claimed right now is skipped and stays due.
+ */
+export async function refreshDueFigures(db: Db, batch = 200): Promise<number> {
+  return db.transaction(async (trx) => {
+    const due = await trx.raw<{ rows: Array<{ tenant_id: string }> }>(
+      `SELECT tenant_id FROM tenant_event_totals WHERE claimed_through_seq > figures_through_seq
+        ORDER BY tenant_id LIMIT ? FOR UPDATE SKIP LOCKED`,
+      [batch],
+    );
+    const tenants = due.rows.map((r) => r.tenant_id);
+    if (tenants.length === 0) return 0;
+    const periods = await trx.raw<{ rows: Array<{ tenant_id: string; start: Date }> }>(
+      `SELECT tenant_id, start FROM periods WHERE tenant_id = ANY(?::text[]) AND status <> 'invoiced'`,
+      [tenants] as unknown as Knex.RawBinding[],
+    );
+    await rateAndStore(trx, periods.rows, 'replace');
+    await refreshSummaries(trx, periods.rows, { lock: true });
+    await trx.raw('UPDATE tenant_event_totals SET figures_through_seq = claimed_through_seq WHERE tenant_id = ANY(?::text[])', [
+      tenants,
+    ] as unknown as Knex.RawBinding[]);
+    return tenants.length;
+  });
 }

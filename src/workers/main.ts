@@ -7,6 +7,7 @@ import { webhookTargetPolicyFromConfig } from '../notifications/webhook-targets'
 import { createBillingWorker, installWorkerRuntime } from './worker';
 import { connectTemporal, temporalConnectionSettings } from '../temporal';
 import { startSweeper } from './sweeper';
+import { startFiguresRefresher } from './figures-refresher';
 import { installRetentionSchedule } from './retention-schedule';
 
 /** `npm run worker`: the billing worker alone, against TEMPORAL_ADDRESS and DATABASE_URL. */
@@ -36,10 +37,12 @@ async function main(): Promise<void> {
     temporal: temporal.client,
   });
   const stopSweeper = startSweeper({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
+  const stopRefresher = startFiguresRefresher({ db, logger });
   await installRetentionSchedule(temporal.client, { taskQueue: config.TEMPORAL_TASK_QUEUE, defaultRetentionDays: config.RETENTION_DAYS, logger });
   logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, metrics: runtime.metricsUrl ?? null }, 'worker started');
   await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
   await stopSweeper();
+  await stopRefresher();
   await connection.close();
   await temporal.connection.close();
   await db.destroy();

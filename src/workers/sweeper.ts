@@ -3,6 +3,7 @@ import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
 import { tenantsWithUnclaimedEvents } from '../db/ledger';
 import { ringTenantWorkflow } from '../temporal';
+import { repeatEvery } from './repeating';
 
 /**
  * The doorbell's safety net: every few seconds, tenants whose stored events have waited
@@ -54,33 +55,23 @@ export class SweepSchedule {
 
 /** Starts sweeping; the returned function stops it (and waits for a sweep in progress). */
 export function startSweeper(options: SweeperOptions): () => Promise<void> {
-  const intervalMs = options.intervalMs ?? 2_000;
   const staleAfterMs = options.staleAfterMs ?? 3_000;
-  let stopped = false;
-  let sweeping: Promise<void> = Promise.resolve();
-
   const schedule = new SweepSchedule(staleAfterMs);
-
-  const sweep = async () => {
-    const tenants = schedule.due(await tenantsWithUnclaimedEvents(options.db, staleAfterMs), Date.now());
-    for (const tenantId of tenants) {
-      if (stopped) return;
-      await ringTenantWorkflow(options.temporal, {
-        taskQueue: options.taskQueue,
-        tenantId,
-        doorbell: { events: 0, highest_seq: null },
-        searchAttributes: options.searchAttributes !== false,
-      }).catch((err: unknown) => options.logger.warn({ err, tenant_id: tenantId }, 'sweeper could not ring a tenant'));
-    }
-    if (tenants.length > 0) options.logger.info({ tenants: tenants.length }, 'sweeper rang tenants with unclaimed events');
-  };
-  const timer = setInterval(() => {
-    sweeping = sweeping.then(sweep).catch((err: unknown) => options.logger.warn({ err }, 'sweep failed'));
-  }, intervalMs);
-  timer.unref();
-  return async () => {
-    stopped = true;
-    clearInterval(timer);
-    await sweeping;
-  };
+  return repeatEvery(
+    options.intervalMs ?? 2_000,
+    async (stopping) => {
+      const tenants = schedule.due(await tenantsWithUnclaimedEvents(options.db, staleAfterMs), Date.now());
+      for (const tenantId of tenants) {
+        if (stopping()) return;
+        await ringTenantWorkflow(options.temporal, {
+          taskQueue: options.taskQueue,
+          tenantId,
+          doorbell: { events: 0, highest_seq: null },
+          searchAttributes: options.searchAttributes !== false,
+        }).catch((err: unknown) => options.logger.warn({ err, tenant_id: tenantId }, 'sweeper could not ring a tenant'));
+      }
+      if (tenants.length > 0) options.logger.info({ tenants: tenants.length }, 'sweeper rang tenants with unclaimed events');
+    },
+    (err) => options.logger.warn({ err }, 'sweep failed'),
+  );
 }

@@ -1,8 +1,9 @@
+import { fork } from 'node:child_process';
 import { NativeConnection, Runtime, Worker, makeTelemetryFilterString, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
+import { WORKFLOWS_PATH } from './workflows-path';
 
-/** Where the workflow bundle's entry point is (the worker bundles it with webpack at start). */
-export const WORKFLOWS_PATH = require.resolve('../workflows');
+export { WORKFLOWS_PATH };
 
 /** What a billing worker needs: a Temporal connection, its queue and the activities' dependencies. */
 export interface BillingWorkerOptions extends ActivityDeps {
@@ -21,7 +22,7 @@ export async function createBillingWorker(options: BillingWorkerOptions): Promis
     connection,
     namespace,
     taskQueue,
-    ...(workflowBundle ? { workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    workflowBundle: workflowBundle ?? (await bundleWorkflowsApart()),
     activities: createActivities(deps),
     maxCachedWorkflows: 1_000,
     // Pollers scale with the backlog the server reports: a task handed to a waiting poll skips the
@@ -30,6 +31,27 @@ export async function createBillingWorker(options: BillingWorkerOptions): Promis
     workflowTaskPollerBehavior: { type: 'autoscaling' },
     activityTaskPollerBehavior: { type: 'autoscaling' },
     ...tuning,
+  });
+}
+
+/**
+ * Bundles the workflow code in a child process (`bundle-workflows.ts`, with this process's Node
+ * options, so its TypeScript loader too). Bundled in this process, webpack's modules and their
+ * garbage stayed in the heap for the process's life: about 150 MB of a fresh `npm start`'s 425 MB
+ * resident (BENCHMARKS.md, "Alert latency and memory"). The bundle is what `workflowsPath` would build.
+ */
+export function bundleWorkflowsApart(): Promise<{ code: string }> {
+  return new Promise((resolve, reject) => {
+    const script = require.resolve('./bundle-workflows');
+    // Without an inspector flag: a second process cannot listen on the parent's debugging port.
+    const execArgv = process.execArgv.filter((arg) => !arg.startsWith('--inspect'));
+    // A parent that compiles TypeScript itself (jest) passes no loader: the child then needs tsx's.
+    if (script.endsWith('.ts') && !execArgv.some((arg) => arg.includes('tsx'))) execArgv.push('--import', 'tsx');
+    const child = fork(script, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let bundle: { code: string } | undefined;
+    child.once('message', (message: { code: string }) => (bundle = message));
+    child.once('error', reject);
+    child.once('exit', (code, signal) => (bundle ? resolve(bundle) : reject(new Error(`bundling the workflow code failed (exit code ${code}, signal ${signal})`))));
   });
 }
 

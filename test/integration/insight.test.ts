@@ -47,6 +47,21 @@ const send = (key: string, events: unknown[]) => sendEvents(api, key, events);
 const settle = (tenantId: string, key: string) => settledUsage(api, { id: tenantId, key });
 const closeAndFinalize = (tenantId: string) => closeAndFinalizeOf(api, tenantId);
 
+/**
+ * Where `monthly_summary_usage` and the summary rows' metrics disagree, either way: a usage row
+ * missing, left behind, or with another figure. The sort by a metric reads the former.
+ */
+async function usageOutOfStep(): Promise<unknown[]> {
+  const { rows } = await api.db.raw(
+    `SELECT month::text AS month, metric, tenant_id, currency, held.used::text AS held, indexed.used::text AS indexed
+       FROM (SELECT s.month, m.key AS metric, s.tenant_id, s.currency, coalesce((m.value ->> 'used')::numeric, 0) AS used
+               FROM monthly_summaries s CROSS JOIN LATERAL jsonb_each(s.metrics) m) held
+       FULL JOIN monthly_summary_usage indexed USING (month, metric, tenant_id, currency)
+      WHERE held.used IS DISTINCT FROM indexed.used`,
+  );
+  return rows;
+}
+
 describe('forecast in the usage view', () => {
   test('every meter carries a forecast and the costs a projected_total', async () => {
     const tenant = await createTenant(await createPlan('0.10'));
@@ -178,6 +193,7 @@ describe('rerun preview (dry_run)', () => {
     const month = invoice.period_start.slice(0, 7);
     const row = (await everyRow(api, `/v1/summaries?month=${month}`)).find((r: any) => r.tenant_id === tenant.id);
     expect(row.metrics.api_calls).toEqual({ used: '70', amount: '12.70' });
+    expect(await usageOutOfStep()).toEqual([]);
     // A preview of the now void version is refused like a rerun of it.
     expectProblem(await api.call('POST', `/v1/invoices/${invoice.id}/rerun`, { body: { reason: 'again', dry_run: true } }), 409, 'conflict');
   });
@@ -222,7 +238,11 @@ describe('monthly summaries', () => {
     await api.db.transaction((trx) => refreshMonthlySummary(trx, a.id, previousStart)); // as its finalization would
 
     const mine = (rows: any[]) => rows.filter((r) => r.tenant_id === a.id || r.tenant_id === b.id);
-    const rows = mine(await everyRow(api, `/v1/summaries?month=${month}`));
+    // The figures refresher rates A's next period from the claim's counters about a second later.
+    const rows = await eventually(async () => {
+      const found = mine(await everyRow(api, `/v1/summaries?month=${month}`));
+      return !sameMonth || found.find((r) => r.tenant_id === a.id)?.metrics.api_calls.used === '90' ? found : undefined;
+    }, 10_000, "A's running figure in the month");
     const rowA = rows.find((r) => r.tenant_id === a.id);
     const rowB = rows.find((r) => r.tenant_id === b.id);
     expect(rowA).toEqual({
@@ -307,7 +327,7 @@ describe('monthly summaries', () => {
     expectProblem(await api.call('GET', `/v1/summaries?month=${month}`, { key: a.key }), 403, 'forbidden');
   });
 
-  test("the current month moves with each claim, from the period's stored running figure, and ends where its invoice says", async () => {
+  test("the current month moves with the claims, from the period's stored running figure, and ends where its invoice says", async () => {
     const tenant = await createTenant(await createPlan('0.10'));
     const opened = (await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key })).body.period.start as string;
     const month = opened.slice(0, 7);
@@ -316,15 +336,17 @@ describe('monthly summaries', () => {
 
     // Opened with the tenant: the base fee alone.
     expect(await rowOf()).toMatchObject({ total: '5.00', metrics: { api_calls: { used: '0', amount: '0.00' }, seats: { used: '0', amount: '0.00' } }, final: false });
+    // Counted, the tenant's figures are rated again by the figures refresher, within about a second.
+    const rowAt = (total: string) => eventually(async () => ((await rowOf())?.total === total ? rowOf() : undefined), 10_000, `the summary at ${total}`);
     await send(tenant.key, [{ id: 'm1', metric: 'api_calls', quantity: 30 }]);
     await settle(tenant.id, tenant.key);
-    expect(await rowOf()).toMatchObject({ total: '8.00', metrics: { api_calls: { used: '30', amount: '3.00' } } });
+    expect(await rowAt('8.00')).toMatchObject({ total: '8.00', metrics: { api_calls: { used: '30', amount: '3.00' } } });
     await send(tenant.key, [
       { id: 'm2', metric: 'api_calls', quantity: 40 },
       { id: 'm3', metric: 'seats', quantity: 3 },
     ]);
     await settle(tenant.id, tenant.key);
-    const running = await rowOf(); // 5 + (50 × 0.10 + 20 × 0.01) + 3 × 2.00
+    const running = await rowAt('16.20'); // 5 + (50 × 0.10 + 20 × 0.01) + 3 × 2.00
     expect(running).toMatchObject({ total: '16.20', metrics: { api_calls: { used: '70', amount: '5.20' }, seats: { used: '3', amount: '6.00' } }, final: false });
     expect(await figure()).toMatchObject({ currency: 'USD', total: '16.20' });
 
@@ -340,6 +362,101 @@ describe('monthly summaries', () => {
     // Invoiced, the period counts with its invoice; the next one, opened by the close, with its base fee.
     const next = (await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key })).body.period.start as string;
     expect(await rowOf()).toMatchObject(next.slice(0, 7) === month ? { total: '21.20', final: false } : { total: '16.20', final: true });
+    expect(await usageOutOfStep()).toEqual([]);
+  });
+
+  test('sorted by a metric: rows with and without it, both directions, paged across 0, filtered, in two currencies', async () => {
+    const planId = await createPlan('0.10');
+    // A month of its own, far ahead, so it holds only these rows.
+    const year = 3000 + (parseInt(unique('y').slice(-4), 16) % 5000);
+    const month = `${year}-06`;
+    const prefix = unique('ranked');
+    const tenant = (letter: string) => `${prefix}_${letter}`;
+    await api.db('tenants').insert('abcdefgh'.split('').map((l) => ({ id: tenant(l), name: l, plan_id: planId, billing_anchor: `${month}-01` })));
+    /** A period of the month not invoiced yet, with its running figure, summarized as a claim would. */
+    const store = async (letter: string, day: string, currency: string, used: Record<string, string>, monthOf = month) => {
+      const start = new Date(`${monthOf}-${day}T00:00:00Z`);
+      const metrics = Object.fromEntries(Object.entries(used).map(([metric, u]) => [metric, { used: u, amount: '1.00' }]));
+      await api.db('periods')
+        .insert({ tenant_id: tenant(letter), start, end: new Date(start.getTime() + 86_400_000), plan_id: planId, plan_version: 1, status: 'closed' })
+        .onConflict(['tenant_id', 'start'])
+        .ignore();
+      await api.db('period_figures')
+        .insert({ tenant_id: tenant(letter), period_start: start, currency, total: String(5 + Object.keys(used).length), metrics: JSON.stringify(metrics) })
+        .onConflict(['tenant_id', 'period_start'])
+        .merge();
+      await api.db.transaction((trx) => refreshMonthlySummary(trx, tenant(letter), start));
+    };
+    await store('a', '01', 'USD', { calls: '30', seats: '2' });
+    await store('b', '01', 'USD', { calls: '0', seats: '1' });
+    await store('c', '01', 'USD', { seats: '4' });
+    await store('d', '01', 'USD', { calls: '0' });
+    await store('e', '01', 'USD', {});
+    await store('e', '15', 'EUR', { calls: '30', seats: '1' });
+    await store('f', '01', 'USD', { calls: '12.5', seats: '3' });
+    await store('g', '01', 'USD', { seats: '2' });
+    await store('h', '01', 'USD', { calls: '0' });
+    await store('a', '01', 'USD', { calls: '1' }, `${year}-05`); // the month before, for the change
+
+    const ids = (rows: any[]) => rows.map((r) => r.id.slice(prefix.length + 1));
+    /** Every row of a query, walked in pages of `limit`; each page's has_more and total_count checked. */
+    const walk = async (query: string, limit: number) => {
+      const rows: any[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const res = await api.call('GET', `/v1/summaries?month=${month}&${query}&limit=${limit}${after ? `&starting_after=${encodeURIComponent(after)}` : ''}`);
+        expect(res.status).toBe(200);
+        rows.push(...res.body.data);
+        expect(res.body.total_count).toBeGreaterThanOrEqual(rows.length);
+        expect(res.body.has_more).toBe(rows.length < res.body.total_count);
+        if (!res.body.has_more) return rows;
+        after = res.body.data[res.body.data.length - 1].id;
+      }
+    };
+    /** The rule: a row without the metric counts as 0; ties by id in the same direction. */
+    const expected = (rows: any[], sort: string, filter?: string) => {
+      const metric = sort.replace(/^-/, '');
+      const sign = sort.startsWith('-') ? -1 : 1;
+      const used = (r: any) => Number(r.metrics[metric]?.used ?? 0);
+      return rows
+        .filter((r) => filter === undefined || r.metrics[filter] !== undefined)
+        .sort((x, y) => sign * (used(x) - used(y) || (x.tenant_id < y.tenant_id ? -1 : x.tenant_id > y.tenant_id ? 1 : 0) || (x.currency < y.currency ? -1 : 1)))
+        .map((r) => r.id.slice(prefix.length + 1));
+    };
+    const check = async () => {
+      const all = await everyRow(api, `/v1/summaries?month=${month}`);
+      expect(all).toHaveLength(9);
+      const byId = new Map(all.map((r) => [r.id, r]));
+      for (const [sort, filter] of [['-calls'], ['calls'], ['-calls', 'seats'], ['calls', 'seats'], ['-calls', 'calls'], ['seats'], ['-nothing']] as Array<[string, string?]>) {
+        const query = `sort=${sort}${filter ? `&metric=${filter}` : ''}`;
+        const order = expected(all, sort, filter);
+        for (const limit of [1, 2]) expect([query, limit, ids(await walk(query, limit))]).toEqual([query, limit, order]);
+        // In one page, the same rows as sorted by total: the same figures and change.
+        const rows = await walk(query, 100);
+        expect([query, ids(rows)]).toEqual([query, order]);
+        for (const row of rows) {
+          const whole = byId.get(row.id);
+          expect(row).toEqual(filter ? { ...whole, metrics: { [filter]: whole.metrics[filter] } } : whole);
+        }
+      }
+      return all;
+    };
+    const all = await check();
+    // The rule's outcome, spelled out: 30 (e in EUR before a), 12.5, then the 0s by id
+    // descending whether they hold calls at 0 (h, d, b) or not at all (g, e in USD, c).
+    expect(ids(await walk('sort=-calls', 4))).toEqual(['e/EUR', 'a/USD', 'f/USD', 'h/USD', 'g/USD', 'e/USD', 'd/USD', 'c/USD', 'b/USD']);
+    expect(ids(await walk('sort=calls&metric=seats', 2))).toEqual(['b/USD', 'c/USD', 'g/USD', 'f/USD', 'a/USD', 'e/EUR']);
+    expect(all.find((r) => r.id === `${tenant('a')}/USD`)).toMatchObject({ total: '7.00', change: { total: '1.00', percent: 16.67 } });
+    // A cursor outside the filter's rows is unknown.
+    expectProblem(await api.call('GET', `/v1/summaries?month=${month}&sort=-calls&metric=seats&starting_after=${encodeURIComponent(`${tenant('d')}/USD`)}`), 422, 'validation_failed');
+
+    // Figures move: a loses calls, c gains them, h's goes up; the order and the index follow.
+    await store('a', '01', 'USD', { seats: '2' });
+    await store('c', '01', 'USD', { calls: '5', seats: '4' });
+    await store('h', '01', 'USD', { calls: '40' });
+    await check();
+    expect(ids(await walk('sort=-calls', 3))).toEqual(['h/USD', 'e/EUR', 'f/USD', 'c/USD', 'g/USD', 'e/USD', 'd/USD', 'b/USD', 'a/USD']);
+    expect(await usageOutOfStep()).toEqual([]);
   });
 });
 

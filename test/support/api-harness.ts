@@ -6,6 +6,7 @@ import { listen, type RunningServer } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
 import { createNotifier, type NotifierOptions } from '../../src/notifications/notifier';
 import type { Db } from '../../src/db/knex';
+import { startFiguresRefresher } from '../../src/workers/figures-refresher';
 import { LOCAL_WEBHOOK_TARGETS, connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
 
 /** The whole system under test: real HTTP API, real worker, real Temporal, real PostgreSQL. */
@@ -35,6 +36,7 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
     activities: createActivities({ db, logger: quietLogger, notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, ...options.notifier }), temporal: temporal.client }),
   });
   const workerRun = worker.run();
+  const stopRefresher = startFiguresRefresher({ db, logger: quietLogger, intervalMs: 200 });
   const adminKey = 'test-admin-key-0123456789abcdef';
   const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS });
   const server: RunningServer = await listen(app, 0, '127.0.0.1');
@@ -67,6 +69,7 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
     async stop() {
       // Graceful: requests in flight finish and every stored batch's doorbell has rung.
       await closeGracefully(app, server);
+      await stopRefresher();
       worker.shutdown();
       await workerRun;
       await temporal.connection.close();
