@@ -56,8 +56,16 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
     detached: true,
   });
   let output = '';
-  child.stdout!.on('data', (d) => (output = (output + String(d)).slice(-20_000)));
-  child.stderr!.on('data', (d) => (output = (output + String(d)).slice(-20_000)));
+  // All of it, too, in bench/results/stack.log (not committed): a stack that dies while the bench
+  // itself fails on the broken connection leaves its reason there.
+  const log = fs.createWriteStream(path.join(ROOT, 'bench', 'results', 'stack.log'));
+  const keep = (d: Buffer) => {
+    output = (output + String(d)).slice(-20_000);
+    log.write(d);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  child.once('exit', () => log.end());
   const apiUrl = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 120_000;
   for (;;) {

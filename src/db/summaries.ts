@@ -167,18 +167,21 @@ async function rateAndStore(trx: Db | Knex.Transaction, periods: Array<{ tenant_
 
 /**
  * Keeps the running figures of one tenant's periods current, and the tenant's summary rows of
- * their months, in the caller's transaction (the one that moved their counters or opened them).
- * Every transaction that moves a tenant's counters (a claim, a rollover) or rates them (the
- * figures refresher) first locks the tenant's `tenant_event_totals` row (src/db/ledger.ts), so
- * two ratings of one tenant's periods never overlap: the figure stored last is rated from the
- * latest counters.
+ * their months, in the caller's transaction (the one that moved their counters or opened them:
+ * a rollover, the tenant's creation). It holds the tenant's figures lock until that transaction
+ * ends, as the figures refresher does while it rates, so two ratings of one tenant's periods
+ * never overlap: the figure stored last is rated from the latest counters.
  */
 export async function storePeriodFigures(trx: Knex.Transaction, tenantId: string, periodStarts: Array<string | Date>): Promise<void> {
   if (periodStarts.length === 0) return;
+  await trx.raw('SELECT pg_advisory_xact_lock(?, hashtext(?))', [FIGURES_LOCK_CLASS, tenantId]);
   const periods = periodStarts.map((start) => ({ tenant_id: tenantId, start }));
   await rateAndStore(trx, periods, 'replace');
   await refreshSummaries(trx, periods, { lock: true });
 }
+
+/** Advisory-lock class of a tenant's figures lock (the tenant id's hash is the second key). */
+const FIGURES_LOCK_CLASS = 0x7a12;
 
 /**
  * Rates every period not invoiced yet that has no running figure, and rewrites the summary rows
@@ -503,29 +506,47 @@ function summaryOf(month: string, row: PageRow, metric: string | undefined): Mon
 
 /**
  * Rates the running figures of up to `batch` tenants whose figures are behind their watermark
- * (claims moved it since), and rewrites their months' summary rows, in one transaction; answers
- * how many tenants it rated. Each tenant's totals row is held meanwhile, as a claim or a
- * rollover holds it, so no claim of the tenant commits between the figures and the watermark
- * they are marked with; a tenant being claimed right now is skipped and stays due.
+ * (claims moved it since), rewrites their months' summary rows, and marks them rated; answers
+ * how many tenants it rated. It never waits for a claim, and a claim never waits for it:
+ * - the tenants are rated under their figures lock (`storePeriodFigures` takes it too), tried
+ *   and skipped when another refresher or a rollover holds it, and their counters are read after
+ *   it is held, so the figure stored last is always the newest;
+ * - the mark (`figures_through_seq`, the watermark read before the counters) is written after
+ *   the figures commit, skipping a tenant whose totals row a claim holds right now: it stays due
+ *   and is rated again, which costs a rating and loses nothing.
  */
 export async function refreshDueFigures(db: Db, batch = 200): Promise<number> {
-  return db.transaction(async (trx) => {
-    const due = await trx.raw<{ rows: Array<{ tenant_id: string }> }>(
-      `SELECT tenant_id FROM tenant_event_totals WHERE claimed_through_seq > figures_through_seq
-        ORDER BY tenant_id LIMIT ? FOR UPDATE SKIP LOCKED`,
-      [batch],
+  const due = await db.raw<{ rows: Array<{ tenant_id: string; through: string }> }>(
+    `SELECT tenant_id, claimed_through_seq::text AS through FROM tenant_event_totals
+      WHERE claimed_through_seq > figures_through_seq ORDER BY tenant_id LIMIT ?`,
+    [batch],
+  );
+  if (due.rows.length === 0) return 0;
+  const rated = await db.transaction(async (trx) => {
+    const held = await trx.raw<{ rows: Array<{ tenant_id: string }> }>(
+      'SELECT tenant_id FROM unnest(?::text[]) AS t(tenant_id) WHERE pg_try_advisory_xact_lock(?, hashtext(tenant_id))',
+      [due.rows.map((r) => r.tenant_id), FIGURES_LOCK_CLASS] as unknown as Knex.RawBinding[],
     );
-    const tenants = due.rows.map((r) => r.tenant_id);
-    if (tenants.length === 0) return 0;
+    const tenants = held.rows.map((r) => r.tenant_id);
+    if (tenants.length === 0) return [];
     const periods = await trx.raw<{ rows: Array<{ tenant_id: string; start: Date }> }>(
       `SELECT tenant_id, start FROM periods WHERE tenant_id = ANY(?::text[]) AND status <> 'invoiced'`,
       [tenants] as unknown as Knex.RawBinding[],
     );
-    await rateAndStore(trx, periods.rows, 'replace');
-    await refreshSummaries(trx, periods.rows, { lock: true });
-    await trx.raw('UPDATE tenant_event_totals SET figures_through_seq = claimed_through_seq WHERE tenant_id = ANY(?::text[])', [
-      tenants,
-    ] as unknown as Knex.RawBinding[]);
-    return tenants.length;
+    if (periods.rows.length > 0) {
+      await rateAndStore(trx, periods.rows, 'replace');
+      await refreshSummaries(trx, periods.rows, { lock: true });
+    }
+    return tenants;
   });
+  if (rated.length === 0) return 0;
+  const through = new Map(due.rows.map((r) => [r.tenant_id, r.through]));
+  await db.raw(
+    `UPDATE tenant_event_totals t SET figures_through_seq = GREATEST(t.figures_through_seq, d.through)
+       FROM unnest(?::text[], ?::bigint[]) AS d(tenant_id, through)
+      WHERE t.tenant_id = d.tenant_id
+        AND t.tenant_id IN (SELECT tenant_id FROM tenant_event_totals WHERE tenant_id = ANY(?::text[]) ORDER BY tenant_id FOR UPDATE SKIP LOCKED)`,
+    [rated, rated.map((t) => through.get(t)!), rated] as unknown as Knex.RawBinding[],
+  );
+  return rated.length;
 }
