@@ -493,7 +493,10 @@ test('a webhook receiver that never answers: usage keeps being counted while del
       return rows.length === 3 && rows.every((r) => r.status === 'failed') ? rows : undefined;
     }, 40_000, 'three deliveries given up');
     expect(failed.map((r) => [r.event_id, r.attempts, r.last_error, r.delivered_at])).toEqual([...ids].sort().map((id) => [id, 2, 'timed out', null]));
-    expect((await db('alerts').where({ tenant_id: tenant.tenantId }).orderBy('threshold')).map((a) => a.status)).toEqual(['failed', 'failed', 'failed']);
+    // The alert shows it once its delivery attempt has written every channel's outcome, a moment after the last row.
+    const alertStatuses = async () => (await db('alerts').where({ tenant_id: tenant.tenantId }).orderBy('threshold')).map((a) => a.status);
+    await eventually(async () => ((await alertStatuses()).every((s) => s === 'failed') ? true : undefined), 10_000, 'three alerts failed');
+    expect(await alertStatuses()).toEqual(['failed', 'failed', 'failed']);
 
     // Given up means no further attempt: two requests per alert, none answered, and no more come.
     await new Promise((r) => setTimeout(r, 2_500));
