@@ -17,7 +17,7 @@ export interface AlertSample {
 
 /**
  * Where an alert's time went, stage by stage, from Temporal's histories (the server's clock, the
- * same machine's as the bench's): the 202 to the doorbell's signal in the tenant run, to the
+ * same machine's as the bench's): the 202 to the counter's ring (signal) in the tenant run, to the
  * workflow task that claimed, to that task's completion (claim done, alert decided, delivery
  * started), to the delivery workflow's start, to its first workflow task, to the delivery
  * activity's start and end, to the webhook's arrival at the receiver.

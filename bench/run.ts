@@ -23,7 +23,7 @@ import { countedEvents, countingProblems, waitCounted, type Tally } from './read
 import { rolloverHistory, type RolloverHistory } from './history';
 import { alertPath } from './alert-path';
 import { LagProbe } from './lag';
-import { stateQuery, tenantWorkflowId } from '../src/workflows/messages';
+import { recordUsageSignal, stateQuery, tenantWorkflowId } from '../src/workflows/messages';
 import { renderChart } from './chart';
 import { insightScenarios } from './insight';
 
@@ -260,12 +260,16 @@ async function verifyCounted(scenario: string, tenants: readonly string[]): Prom
 
 /**
  * The workflow's own counters (its books, which alerts and authorizations read) must reach the
- * read model's. They may trail it for a while: a claim commits in PostgreSQL before the workflow
- * has its answer. More than the read model, or still less after 60 s, is a problem.
+ * read model's once the run has claimed: a settled read (`?consistent=true`) makes it claim and
+ * read the whole current period, the bulk-counted events included. They may trail it for a
+ * while: a claim commits in PostgreSQL before the workflow has its answer. More than the read
+ * model, or still less after 60 s, is a problem.
  */
 async function verifyWorkflowBooks(scenario: string, tenants: readonly string[]): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (const id of tenants) {
+    const settledRead = await api.request('GET', `/v1/tenants/${id}/usage?consistent=true`);
+    if (settledRead.status !== 200) problem(`${scenario}: ${id}'s settled usage read answered ${settledRead.status}`);
     for (;;) {
       const state = await temporal.workflow.getHandle(tenantWorkflowId(id)).query(stateQuery);
       const inBooks = state.books.reduce((n, book) => n + book.counters.reduce((m, c) => m + c.events, 0), 0);
@@ -466,9 +470,11 @@ async function halfLoad(tenants: string[]): Promise<void> {
 
 /**
  * 1,000 tenants sending 10-event batches, closed loop: events acknowledged per second, and how
- * soon they are counted. With this many tenants nearly every batch rings its own tenant (one
- * doorbell per tenant per window), so counting is bound by the signals Temporal takes, and
- * storing by the commits PostgreSQL makes; both ceilings are reported in events/s beside it.
+ * soon they are counted. The tenants stay far below their thresholds, so the worker's counter
+ * counts them in bulk (hundreds of tenants per transaction) and rings none of them: storing is
+ * bound by the commits PostgreSQL makes. Both ceilings (PostgreSQL's commits and Temporal's
+ * signals, in events/s) are reported beside it; the signals one is what ringing every tenant's
+ * workflow for its batches would allow.
  */
 async function fleet(): Promise<void> {
   const tenants = await createTenants('fleet', MODE.fleetTenants, 'bench_sum', {}, 32);
@@ -641,8 +647,10 @@ async function hotTenant(): Promise<void> {
 }
 
 /**
- * The design most users write first: one request per event, through the same API (64 clients).
- * Each request is its own commit and, tenants being many, its own doorbell ring.
+ * The design most users write first: every event sent on its own and signalled to its tenant's
+ * workflow. Here: one request per event through the same API (its own commit), then one
+ * `recordUsage` signal for it to the tenant's workflow, as an integration that signals each
+ * event would (64 clients). Counted when the read model holds every event.
  */
 async function naive(): Promise<void> {
   const tenants = await createTenants('naive', MODE.tenants, 'bench_sum');
@@ -652,13 +660,15 @@ async function naive(): Promise<void> {
   const start = Date.now();
   await runLoops(64, () => sent < MODE.naiveEvents, async () => {
     const n = sent++;
-    await ingest(batchFor(tenants[n % tenants.length]!, 1));
+    const tenant = tenants[n % tenants.length]!;
+    await ingest(batchFor(tenant, 1));
+    await temporal.workflow.getHandle(tenantWorkflowId(tenant)).signal(recordUsageSignal, { events: 1, highest_seq: null });
   });
   const done = await waitCounted(db, tenants, before + MODE.naiveEvents);
   const rate = Math.round(MODE.naiveEvents / ((done - start) / 1000));
   await verifyCounted('naive', tenants);
-  results.naive = { events_per_s: rate, concurrency: 64, design: 'one request per event' };
-  log(`naive: ${MODE.naiveEvents} events, one request each, acknowledged and counted at ${rate}/s`);
+  results.naive = { events_per_s: rate, concurrency: 64, design: 'one request and one signal per event' };
+  log(`naive: ${MODE.naiveEvents} events, one request and one signal each, acknowledged and counted at ${rate}/s`);
 }
 
 /** From the 202 of the batch that crosses a threshold to the webhook at a local receiver. */

@@ -27,8 +27,8 @@
  *    and of PostgreSQL (fast shutdown, or immediate shutdown = crash recovery). Faults are timed
  *    across the anniversaries, the closes and the cancellations, so rollovers, final periods and
  *    invoices happen during them. A killed process is started again as it is, with nothing to
- *    replay or hand over: PostgreSQL holds every acknowledged event, and the worker's sweeper rings
- *    the tenants whose events wait unclaimed.
+ *    replay or hand over: PostgreSQL holds every acknowledged event, and the worker's counter counts
+ *    or rings the tenants whose events wait.
  * 4. Stops the load (batches still retrying get time to be acknowledged), brings every process up,
  *    waits until no stored event waits unclaimed, every closed period is invoiced and every
  *    cancelled tenant's workflow has ended, then checks BILLING.md's invariants (chaos/verify.ts)

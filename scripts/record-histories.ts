@@ -31,7 +31,9 @@
  *   retention-1.json               a retention pass (0 days, batches of 2) run after the story
  * Committed beside them, recorded the same way after patch `local-barrier-claims-v1` (claims as
  * local activities, bounded by the first claim's barrier): `tenant-billing-local-claims-{period-1,
- * period-2,cancelled,continued,entitlements-1}.json`, the new path of each tenant story above.
+ * period-2,cancelled,continued,entitlements-1}.json`, the new path of each tenant story above; and
+ * after patch `bulk-counting-v1` (claims publish the ledger's decision points, and the worker's
+ * counter counts in bulk what decides nothing), `tenant-billing-bulk-counting-{...}.json`.
  * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example
@@ -69,10 +71,12 @@ import { startEmbeddedPostgres } from '../src/platform/postgres';
 import { startTemporalDevServer } from '../src/platform/temporal-server';
 import { connectTemporal, temporalConnectionSettings } from '../src/temporal';
 import { createBillingWorker } from '../src/workers/worker';
+import { startBulkCounter } from '../src/workers/bulk-counter';
 import {
   alertDeliveryWorkflowId,
   alertId,
   invoiceWorkflowId,
+  recordUsageSignal,
   tenantWorkflowId,
   type AuthorizeResult,
   type ClosePeriodResult,
@@ -228,6 +232,8 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await workerRun;
     });
+    // The worker's counter: it counts what decides nothing in bulk and rings the other tenants.
+    stops.push(startBulkCounter({ db, temporal: temporal.client, taskQueue: TASK_QUEUE_SELF_CONTAINED, logger: quiet }));
     const adminKey = 'ak_replay_recorder_0123456789';
     const app = createApp({
       db,
@@ -373,7 +379,10 @@ async function driveStory(
   });
   for (let i = 1; i <= 3; i++) {
     await call('POST', '/v1/events', second.api_key, { events: [{ id: `beta-${i}`, metric: 'tokens', quantity: 1 }] }, 202);
-    await sleep(200); // one doorbell each
+    // A ring each, as the worker's counter rings a tenant whose events it leaves to the workflow
+    // (these it may count in bulk, so the story rings by hand).
+    await client.workflow.getHandle(bounded.workflowId).signal(recordUsageSignal, { events: 1, highest_seq: null });
+    await sleep(200);
   }
   await waitClosed(client, bounded.workflowId, bounded.firstExecutionRunId, 'CONTINUED_AS_NEW');
 

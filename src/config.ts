@@ -42,8 +42,8 @@ const configSchema = z.object({
   // Per API key requests per second; the bucket holds twice that (burst). 0 turns the limit off.
   RATE_LIMIT_INGEST_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(200),
   RATE_LIMIT_READS_PER_SECOND: z.coerce.number().min(0).max(1_000_000).default(100),
-  // At most one doorbell signal per tenant per this many ms (src/api/doorbell.ts); 0 rings for every batch.
-  INGEST_DOORBELL_WINDOW_MS: z.coerce.number().int().min(0).max(1000).default(20),
+  // How often the worker's counter counts waiting events in bulk or rings their workflows (src/workers/bulk-counter.ts).
+  COUNTING_INTERVAL_MS: z.coerce.number().int().min(10).max(5_000).default(100),
   // A tenant with more acknowledged events than this waiting to be counted gets 503 on ingest; 0 turns it off.
   INGEST_MAX_PENDING_EVENTS: z.coerce.number().int().min(0).max(1_000_000_000).default(1_000_000),
   // The Temporal SDK runtime's Prometheus exporter (worker metrics); 0 turns it off.

@@ -9,7 +9,7 @@ import { connectTemporal, temporalConnectionSettings } from './temporal';
 import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
 import { listen } from './api/server';
 import { createBillingWorker, installWorkerRuntime } from './workers/worker';
-import { startSweeper } from './workers/sweeper';
+import { startBulkCounter } from './workers/bulk-counter';
 import { startFiguresRefresher } from './workers/figures-refresher';
 import { installRetentionSchedule } from './workers/retention-schedule';
 import { createNotifier } from './notifications/notifier';
@@ -106,9 +106,9 @@ async function main(): Promise<void> {
         await workerRun;
       },
     });
-    const stopSweeper = startSweeper({ db: workerDb, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
+    const stopCounter = startBulkCounter({ db: workerDb, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger, intervalMs: config.COUNTING_INTERVAL_MS });
     await installRetentionSchedule(temporal.client, { taskQueue: config.TEMPORAL_TASK_QUEUE, defaultRetentionDays: config.RETENTION_DAYS, logger });
-    stops.push({ name: 'sweeper', stop: stopSweeper });
+    stops.push({ name: 'counter', stop: stopCounter });
     stops.push({ name: 'figures refresher', stop: startFiguresRefresher({ db: workerDb, logger }) });
 
     const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
@@ -128,8 +128,8 @@ async function main(): Promise<void> {
       },
     });
     const server = await listen(app, config.PORT, config.HOST);
-    // First to stop: no new connections, requests in flight finish and their doorbells ring,
-    // then the sweeper, the worker and the servers behind it stop.
+    // First to stop: no new connections, requests in flight finish; then the counter, the
+    // worker and the servers behind it stop.
     stops.push({
       name: 'API',
       stop: async () => {

@@ -51,8 +51,8 @@ export async function connectTemporal(settings: TemporalConnectionSettings, name
 
 /**
  * Rings a tenant's workflow (the `recordUsage` doorbell), starting a run if none is there: a run
- * that ended unexpectedly rebuilds its ledger from PostgreSQL and claims what waits. Shared by
- * the API (after each stored batch) and the worker's sweeper (for events left unclaimed).
+ * that ended unexpectedly rebuilds its ledger from PostgreSQL and claims what waits. The worker's
+ * counter rings (src/workers/bulk-counter.ts); tests and ops may ring through the API's gateway.
  */
 export async function ringTenantWorkflow(
   client: Client,

@@ -13,7 +13,7 @@ import { readPacks, recordPackDraws } from '../db/packs';
 import { countedGroupsOfPeriods } from '../db/dimensions';
 import type { Pack } from '../domain/packs';
 import type { BalanceFacts } from '../contracts/ledger';
-import type { ClaimResult, LedgerSnapshot } from '../contracts/ledger';
+import type { ClaimResult, DecisionPoints, LedgerSnapshot } from '../contracts/ledger';
 import { invoiceWorkflowId } from '../contracts/ids';
 import { invoiceRunDetails, invoiceRunSummary } from '../workflows/summaries';
 import { invoiceSearchAttributes } from '../workflows/search-attributes';
@@ -38,6 +38,10 @@ export interface ClaimUsageInput {
   groups?: boolean;
   /** Count no event received after this one (an earlier claim's `barrier_seq`); default: all stored now. */
   through_seq?: string;
+  /** Where the ledger next decides something, stored for bulk counting (null withdraws it; absent: unchanged). */
+  decision_points?: DecisionPoints | null;
+  /** Also answer every counter of this period (the worker's counter may have counted some in bulk). */
+  current_period?: string;
 }
 
 /** Stores an authorized consumption as a usage event and counts it at once. */
@@ -64,7 +68,11 @@ export interface RollOverOutput extends RolloverResult {
 export function createLedgerActivities({ db, logger, temporal }: LedgerActivityDeps) {
   return {
     async claimUsage(input: ClaimUsageInput): Promise<ClaimResult> {
-      let claimed: ClaimResult = await claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT, input.through_seq);
+      let claimed: ClaimResult = await claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT, {
+        ...(input.through_seq !== undefined ? { throughSeq: input.through_seq } : {}),
+        ...(input.decision_points !== undefined ? { decisionPoints: input.decision_points } : {}),
+        ...(input.current_period !== undefined ? { currentPeriod: input.current_period } : {}),
+      });
       if (input.groups) claimed = { ...claimed, groups: await countedGroupsOfPeriods(db, input.tenant_id, claimed.counters.map((c) => c.period_start)) };
       if (!input.balance) return claimed;
       return { ...claimed, balance: await readBalanceFacts(db, input.tenant_id, new Date()), packs: await readPacks(db, input.tenant_id) };

@@ -15,7 +15,6 @@ import type { ApiContext } from './context';
 import { operationsRouter } from './routes/operations';
 import { createApiMetrics, type ApiMetrics } from './metrics';
 import { rateLimit } from './rate-limit';
-import type { DoorbellOptions } from './doorbell';
 import { IngestBacklog } from './backlog';
 import { plansRouter } from './routes/plans';
 import { tenantsRouter } from './routes/tenants';
@@ -65,8 +64,6 @@ export interface AppDeps {
   searchAttributes?: boolean;
   /** Per-key request rates (RATE_LIMIT_*); absent or 0: no limit (tests drive the API hard). */
   rateLimits?: { ingestPerSecond?: number; readsPerSecond?: number };
-  /** The ingest doorbell (INGEST_DOORBELL_WINDOW_MS): at most one ring per tenant per window. */
-  doorbell?: Omit<DoorbellOptions, 'onRing'>;
   /** Per-tenant back-pressure (INGEST_MAX_PENDING_EVENTS); absent or 0: none. */
   maxPendingEvents?: number;
   /** The in-process Temporal worker's Prometheus endpoint, appended to `/metrics` (`npm start`). */
@@ -78,9 +75,6 @@ export interface AppDeps {
   /** The web app at /dashboard: its session secret and the Temporal UI it links to. */
   dashboard?: DashboardSettings;
 }
-
-/** Each app's gateway, so a graceful stop can wait for its doorbell. */
-const gateways = new WeakMap<Express, BillingGateway>();
 
 /** Requests in flight and whether the app is shutting down, per app (see {@link beginDrain}). */
 const drains = new WeakMap<Express, { draining: boolean; open: Set<ServerResponse> }>();
@@ -99,12 +93,11 @@ export function beginDrain(app: Express): void {
 }
 
 /** The app's tuning from the process configuration, shared by `npm start` and `npm run api`. */
-export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'doorbell' | 'maxPendingEvents' | 'dashboard' | 'webhookTargets'> {
+export function appOptionsFromConfig(config: Config): Pick<AppDeps, 'rateLimits' | 'maxPendingEvents' | 'dashboard' | 'webhookTargets'> {
   return {
     webhookTargets: webhookTargetPolicyFromConfig(config),
     dashboard: { sessionSecret: config.DASHBOARD_SESSION_SECRET, temporalUiUrl: config.TEMPORAL_UI_URL ?? null },
     rateLimits: { ingestPerSecond: config.RATE_LIMIT_INGEST_PER_SECOND, readsPerSecond: config.RATE_LIMIT_READS_PER_SECOND },
-    doorbell: { windowMs: config.INGEST_DOORBELL_WINDOW_MS },
     maxPendingEvents: config.INGEST_MAX_PENDING_EVENTS,
   };
 }
@@ -121,11 +114,7 @@ export async function closeGracefully(app: Express, server: { close(): Promise<v
     timer = setTimeout(() => resolve('timeout'), timeoutMs);
   });
   try {
-    // Closed means answered and rung: every stored batch's doorbell has reached Temporal (or failed, for the sweeper).
-    const closed = server.close().then(async () => {
-      await gateways.get(app)?.drainDoorbell();
-      return 'closed' as const;
-    });
+    const closed = server.close().then(() => 'closed' as const);
     return await Promise.race([closed, timeout]);
   } finally {
     clearTimeout(timer);
@@ -141,16 +130,7 @@ export function createApp(deps: AppDeps): Express {
   const ctx: ApiContext = {
     db: deps.db,
     ingestDb: deps.ingestDb ?? deps.db,
-    billing: new BillingGateway(deps.temporal, deps.taskQueue, {
-      searchAttributes: deps.searchAttributes !== false,
-      doorbell: {
-        ...deps.doorbell,
-        onRing: (report) => {
-          metrics.recordRing(report);
-          if (!report.ok) deps.logger.warn({ tenant_id: report.tenantId, err: report.error }, 'doorbell ring failed; the sweeper will ring again');
-        },
-      },
-    }),
+    billing: new BillingGateway(deps.temporal, deps.taskQueue, { searchAttributes: deps.searchAttributes !== false }),
     metrics,
     backlog: new IngestBacklog(deps.db, deps.maxPendingEvents ?? 0),
     tenants: new TenantDirectory(deps.db),
@@ -173,7 +153,6 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', false);
   const drain = { draining: false, open: new Set<ServerResponse>() };
   drains.set(app, drain);
-  gateways.set(app, ctx.billing);
   app.use((_req, res, next) => {
     if (drain.draining) res.setHeader('Connection', 'close');
     drain.open.add(res);

@@ -29,7 +29,6 @@ import {
   type EntitlementsView,
   type UsageDoorbell,
 } from '../workflows/messages';
-import { Doorbell, type DoorbellOptions } from './doorbell';
 import { ApiError } from './errors';
 import { ringTenantWorkflow } from '../temporal';
 
@@ -37,8 +36,6 @@ import { ringTenantWorkflow } from '../temporal';
 export interface BillingGatewayOptions {
   /** False on servers without tally's search attributes (the time-skipping test server). */
   searchAttributes: boolean;
-  /** The ingest doorbell (how often a tenant's run is rung at most). */
-  doorbell?: DoorbellOptions;
 }
 
 /** What the API needs to start a tenant's workflow. */
@@ -63,15 +60,11 @@ export const SETTLED_USAGE_DEADLINE_MS = 10_000;
  * PostgreSQL and answers. Nothing a run holds is lost with it.
  */
 export class BillingGateway {
-  readonly doorbell: Doorbell;
-
   constructor(
     private readonly client: Client,
     private readonly taskQueue: string,
     private readonly options: BillingGatewayOptions = { searchAttributes: true },
-  ) {
-    this.doorbell = new Doorbell((tenantId, doorbell) => this.ring(tenantId, doorbell), options.doorbell);
-  }
+  ) {}
 
   /** Starts `billing-<tenant>` (its first run reads its ledger from PostgreSQL); a second call is a no-op. */
   async startTenant(input: StartTenantInput): Promise<string> {
@@ -94,12 +87,7 @@ export class BillingGateway {
     return workflowId;
   }
 
-  /** Resolves once every stored batch has rung its tenant's run (graceful shutdown, tests). */
-  async drainDoorbell(): Promise<void> {
-    await this.doorbell.drain();
-  }
-
-  /** Rings a tenant's run: stored usage waits to be claimed. */
+  /** Rings a tenant's run: stored usage waits to be claimed (the worker's counter rings; tests and ops may too). */
   async ring(tenantId: string, doorbell: UsageDoorbell): Promise<void> {
     await ringTenantWorkflow(this.client, { taskQueue: this.taskQueue, tenantId, doorbell, searchAttributes: this.options.searchAttributes });
   }

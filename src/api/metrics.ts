@@ -1,6 +1,5 @@
 import type { Request, RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { RingReport } from './doorbell';
 import type { RateLimitBudget } from './rate-limit';
 
 /**
@@ -9,8 +8,8 @@ import type { RateLimitBudget } from './rate-limit';
  * - HTTP: request count and latency by method, route pattern and status. The label is the Express
  *   route pattern (`/v1/tenants/:id/usage`), never the raw URL, so tenant ids do not multiply the
  *   series; requests that match no route share the label `unmatched`.
- * - Ingest: batches and events stored (acknowledged), doorbell rings sent, and how many stored
- *   batches each ring stood for (the coalescing ratio).
+ * - Ingest: batches and events stored (acknowledged). Counting is the worker's (its counter and
+ *   the tenant workflows), measured by the worker's own metrics.
  * - Rate limiting: refused requests per budget.
  * - Node.js process metrics, and when the worker runs in the same process (`npm start`), the
  *   Temporal SDK runtime's own metrics scraped from its local Prometheus exporter.
@@ -26,8 +25,6 @@ export interface ApiMetrics {
   httpMiddleware(): RequestHandler;
   /** One request's batches were stored in PostgreSQL (and acknowledged). */
   recordIngest(batches: number, events: number): void;
-  /** One doorbell ring was accepted by Temporal (or failed). */
-  recordRing(report: RingReport): void;
   /** One request was refused by a rate limit. */
   recordRateLimited(budget: RateLimitBudget): void;
   /** The exposition text: this process's metrics, then the worker runtime's when configured. */
@@ -72,34 +69,6 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
     registers,
   });
   const ingestEvents = new Counter({ name: 'tally_ingest_events_total', help: 'Usage events stored durably (acknowledged).', registers });
-  const rings = new Counter({
-    name: 'tally_ingest_signals_total',
-    help: 'recordUsage doorbell signals sent, by result (ok, error).',
-    labelNames: ['result'] as const,
-    registers,
-  });
-  const ringBatches = new Histogram({
-    name: 'tally_ingest_requests_per_signal',
-    help: 'How many stored ingest batches one recordUsage doorbell signal stood for (coalescing).',
-    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
-    registers,
-  });
-  const ringDuration = new Histogram({
-    name: 'tally_ingest_signal_duration_seconds',
-    help: 'Time until Temporal accepted a recordUsage doorbell signal, in seconds.',
-    buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers,
-  });
-  let rungBatches = 0;
-  let acceptedRings = 0;
-  new Gauge({
-    name: 'tally_ingest_coalescing_ratio',
-    help: 'Stored ingest batches per accepted doorbell signal since the process started (1 = no coalescing).',
-    registers,
-    collect() {
-      this.set(acceptedRings === 0 ? 0 : rungBatches / acceptedRings);
-    },
-  });
   const rateLimited = new Counter({
     name: 'tally_rate_limited_total',
     help: 'Requests refused with 429 by a per-key rate limit, by budget (ingest, reads).',
@@ -133,14 +102,6 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
     recordIngest(batches, events) {
       ingestRequests.inc(batches);
       ingestEvents.inc(events);
-    },
-    recordRing(report) {
-      rings.inc({ result: report.ok ? 'ok' : 'error' });
-      ringDuration.observe(report.durationMs / 1000);
-      if (!report.ok) return;
-      ringBatches.observe(report.batches);
-      rungBatches += report.batches;
-      acceptedRings += 1;
     },
     recordRateLimited(budget) {
       rateLimited.inc({ budget });

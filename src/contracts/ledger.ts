@@ -10,6 +10,7 @@ import type { AlertView } from '../domain/usage-view';
 import type { AlertLevel } from '../domain/thresholds';
 import type { Pack } from '../domain/packs';
 import type { MeterGroup } from '../domain/dimensions';
+import type { Aggregation } from '../domain/plan';
 
 export type { AlertView };
 
@@ -39,6 +40,18 @@ export interface ClaimResult {
    * the first one, however fast more arrives. Absent in answers recorded before barriers.
    */
   barrier_seq?: string;
+}
+
+/**
+ * Where the tenant's ledger next has something to decide in its current period, so events that
+ * reach none of it can be counted without it (bulk counting, docs/design/core-v2.md). For each
+ * meter of the period's plan, `below`: while the meter's counter stays under it, counting decides
+ * nothing (no alert threshold is crossed); null: nothing to decide at any usage. A metric missing
+ * from `meters` is never counted in bulk.
+ */
+export interface DecisionPoints {
+  period_start: string;
+  meters: Record<string, { aggregation: Aggregation; below: string | null }>;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { normalizeDecimal } from './numeric';
-import type { ClaimResult, PeriodCounter } from '../contracts/ledger';
+import type { ClaimResult, DecisionPoints, PeriodCounter } from '../contracts/ledger';
 
 export type { ClaimResult, PeriodCounter };
 
@@ -45,6 +45,20 @@ function toCounter(row: CounterRow): PeriodCounter {
 
 const COUNTER_COLUMNS = 'period_start, metric, total::text, events, largest::text, latest::text';
 
+/**
+ * SQL: the tail of an `INSERT INTO period_counters AS c …` of one batch's aggregates per
+ * tenant, period and metric, that adds them to the counters already there (the latest quantity
+ * goes by timestamp, then receive order). Claims and bulk counts share it.
+ */
+export const ADD_TO_COUNTERS = `ON CONFLICT (tenant_id, period_start, metric) DO UPDATE SET
+           total = c.total + EXCLUDED.total,
+           events = c.events + EXCLUDED.events,
+           largest = GREATEST(c.largest, EXCLUDED.largest),
+           latest = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_seq) >= (c.latest_at, c.latest_seq) THEN EXCLUDED.latest ELSE c.latest END,
+           latest_at = GREATEST(c.latest_at, EXCLUDED.latest_at),
+           latest_seq = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_seq) >= (c.latest_at, c.latest_seq) THEN EXCLUDED.latest_seq ELSE c.latest_seq END,
+           updated_at = now()`;
+
 /** Each statement of a claim gives up after this long (the one that reads and counts events above all). */
 const CLAIM_STATEMENT_TIMEOUT_MS = 10_000;
 
@@ -76,13 +90,27 @@ function claimResultOf(rows: ClaimRow[]): ClaimResult | undefined {
   return { claimed: Number(claim.claimed), counters, more: claim.more, barrier_seq: claim.barrier_seq };
 }
 
+/** What a claim is asked beyond counting. */
+export interface ClaimOptions {
+  /** Count no event received after this one (an earlier claim's barrier); default: a barrier taken now. */
+  throughSeq?: string;
+  /**
+   * Where the tenant's ledger next decides something, stored with the claim for bulk counting
+   * (src/db/bulk-counting.ts); null withdraws it. Absent: left as stored.
+   */
+  decisionPoints?: DecisionPoints | null;
+  /** Also answer every counter of this period, touched or not (the counter may have counted some in bulk). */
+  currentPeriod?: string;
+}
+
 /**
- * Claims up to `limit` of the tenant's events above its watermark and at or below `throughSeq`
- * (default: a barrier taken now), oldest received first, in one transaction. Claims of one
- * tenant wait for each other on its totals row. A claim id already recorded answers as recorded.
+ * Claims up to `limit` of the tenant's events above its watermark and at or below its barrier,
+ * oldest received first, in one transaction. Claims of one tenant wait for each other on its
+ * totals row. A claim id already recorded answers as recorded.
  */
-export async function claimUsage(db: Db, tenantId: string, claimId: string, limit: number, throughSeq?: string): Promise<ClaimResult> {
-  const barrier = throughSeq ?? (await storedThrough(db, tenantId));
+export async function claimUsage(db: Db, tenantId: string, claimId: string, limit: number, options: ClaimOptions = {}): Promise<ClaimResult> {
+  const barrier = options.throughSeq ?? (await storedThrough(db, tenantId));
+  const current = options.currentPeriod ?? null;
   return db.transaction(async (trx): Promise<ClaimResult> => {
     // The tenant's totals row, locked (created on its first claim): claims of a tenant take turns.
     // A claim must commit well within its activity's 30 s, or not at all: an attempt that
@@ -97,7 +125,7 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
       [tenantId],
     );
     // A retry, or an attempt of this claim that committed while this one waited on the row: it answers for both.
-    const recorded = await recordedClaim(trx, tenantId, claimId);
+    const recorded = await recordedClaim(trx, tenantId, claimId, current);
     if (recorded) return recorded;
     // One statement counts the batch and answers with the counters it touched as they stand after it.
     const counted = await trx.raw<{ rows: ClaimRow[] }>(
@@ -116,14 +144,7 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
        ), applied AS (
          INSERT INTO period_counters AS c (tenant_id, period_start, metric, total, events, largest, latest, latest_at, latest_seq)
          SELECT :tenant, period_start, metric, total, events, largest, latest, latest_at, latest_seq FROM deltas
-         ON CONFLICT (tenant_id, period_start, metric) DO UPDATE SET
-           total = c.total + EXCLUDED.total,
-           events = c.events + EXCLUDED.events,
-           largest = GREATEST(c.largest, EXCLUDED.largest),
-           latest = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_seq) >= (c.latest_at, c.latest_seq) THEN EXCLUDED.latest ELSE c.latest END,
-           latest_at = GREATEST(c.latest_at, EXCLUDED.latest_at),
-           latest_seq = CASE WHEN (EXCLUDED.latest_at, EXCLUDED.latest_seq) >= (c.latest_at, c.latest_seq) THEN EXCLUDED.latest_seq ELSE c.latest_seq END,
-           updated_at = now()
+         ${ADD_TO_COUNTERS}
          RETURNING ${COUNTER_COLUMNS}
        ), reached AS (
          -- A full batch stops at its last event (more may wait below the barrier); a short one reached the barrier.
@@ -138,8 +159,14 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
            claimed_through_seq = (SELECT through FROM reached),
            stored = stored + (SELECT coalesce(sum(events), 0) FROM folded),
            claimed = claimed + (SELECT claimed FROM reached),
+           decision_points = CASE WHEN :setPoints THEN :points::jsonb ELSE decision_points END,
            updated_at = now()
           WHERE tenant_id = :tenant
+       ), untouched AS (
+         -- The period's other counters, as they stand (this statement changes only the touched ones).
+         SELECT ${COUNTER_COLUMNS} FROM period_counters c
+          WHERE c.tenant_id = :tenant AND c.period_start = :current::timestamptz
+            AND NOT EXISTS (SELECT 1 FROM deltas d WHERE d.period_start = c.period_start AND d.metric = c.metric)
        ), recorded AS (
          INSERT INTO ledger_claims (claim_id, tenant_id, through_seq, barrier_seq, claimed, more, touched)
          SELECT :claim, :tenant, through, :barrier, claimed, more,
@@ -149,8 +176,17 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
          DELETE FROM ledger_claims WHERE tenant_id = :tenant AND created_at < now() - interval '${CLAIM_MEMORY}'
        )
        SELECT r.claimed::int AS claimed, r.more, :barrier::text AS barrier_seq, a.*
-         FROM reached r LEFT JOIN applied a ON true`,
-      { tenant: tenantId, claim: claimId, limit, from: totals.rows[0]!.through, barrier },
+         FROM reached r LEFT JOIN (SELECT * FROM applied UNION ALL SELECT * FROM untouched) a ON true`,
+      {
+        tenant: tenantId,
+        claim: claimId,
+        limit,
+        from: totals.rows[0]!.through,
+        barrier,
+        current,
+        setPoints: options.decisionPoints !== undefined,
+        points: options.decisionPoints == null ? null : JSON.stringify(options.decisionPoints),
+      },
     );
     return claimResultOf(counted.rows)!;
   });
@@ -173,16 +209,20 @@ export async function countedThrough(trx: Knex.Transaction, tenantId: string, op
 export const COUNTED = (alias = 'usage_events') =>
   `${alias}.seq <= coalesce((SELECT w.claimed_through_seq FROM tenant_event_totals w WHERE w.tenant_id = ${alias}.tenant_id), 0)`;
 
-/** A claim as recorded: what it counted, and the counters it touched as they stand now. */
-async function recordedClaim(db: Db | Knex.Transaction, tenantId: string, claimId: string): Promise<ClaimResult | undefined> {
+/** A claim as recorded: what it counted, and the counters it touched (and those of `current`) as they stand now. */
+async function recordedClaim(db: Db | Knex.Transaction, tenantId: string, claimId: string, current: string | null): Promise<ClaimResult | undefined> {
   const found = await db.raw<{ rows: ClaimRow[] }>(
     `SELECT l.claimed, l.more, l.barrier_seq::text AS barrier_seq,
             c.period_start, c.metric, c.total::text AS total, c.events, c.largest::text AS largest, c.latest::text AS latest
        FROM ledger_claims l
-       LEFT JOIN LATERAL jsonb_to_recordset(l.touched) AS t(period_start timestamptz, metric text) ON true
-       LEFT JOIN period_counters c ON c.tenant_id = l.tenant_id AND c.period_start = t.period_start AND c.metric = t.metric
+       LEFT JOIN LATERAL (
+         SELECT c.* FROM period_counters c
+          WHERE c.tenant_id = l.tenant_id
+            AND (c.period_start = :current::timestamptz
+                 OR (c.period_start, c.metric) IN (SELECT period_start, metric FROM jsonb_to_recordset(l.touched) AS t(period_start timestamptz, metric text)))
+       ) c ON true
       WHERE l.tenant_id = :tenant AND l.claim_id = :claim`,
-    { tenant: tenantId, claim: claimId },
+    { tenant: tenantId, claim: claimId, current },
   );
   return claimResultOf(found.rows);
 }
@@ -210,21 +250,4 @@ export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: 
     { tenant: tenantId },
   );
   return Math.max(0, Number(result.rows[0]?.pending ?? 0));
-}
-
-/**
- * Tenants with events that have waited unclaimed longer than `olderThanMs`: their workflow was
- * not rung (an API process died between its commit and its signal), or is not running. A
- * receipt no claim folded is an event no claim saw; totals with events still unclaimed after a
- * claim (a run that stopped between two claims) are the rest.
- */
-export async function tenantsWithUnclaimedEvents(db: Db, olderThanMs: number, limit = 1_000): Promise<string[]> {
-  const rows = await db.raw<{ rows: Array<{ tenant_id: string }> }>(
-    `SELECT tenant_id FROM event_receipts WHERE received_at < now() - make_interval(secs => :seconds)
-     UNION
-     SELECT tenant_id FROM tenant_event_totals WHERE stored > claimed AND updated_at < now() - make_interval(secs => :seconds)
-     LIMIT :limit`,
-    { seconds: olderThanMs / 1000, limit },
-  );
-  return rows.rows.map((r) => r.tenant_id);
 }

@@ -6,7 +6,7 @@ import { createNotifier } from '../notifications/notifier';
 import { webhookTargetPolicyFromConfig } from '../notifications/webhook-targets';
 import { createBillingWorker, installWorkerRuntime } from './worker';
 import { connectTemporal, temporalConnectionSettings } from '../temporal';
-import { startSweeper } from './sweeper';
+import { startBulkCounter } from './bulk-counter';
 import { startFiguresRefresher } from './figures-refresher';
 import { installRetentionSchedule } from './retention-schedule';
 
@@ -36,12 +36,12 @@ async function main(): Promise<void> {
     notifier: createNotifier({ logger, smtpUrl: config.SMTP_URL, webhookTargets: webhookTargetPolicyFromConfig(config) }),
     temporal: temporal.client,
   });
-  const stopSweeper = startSweeper({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger });
+  const stopCounter = startBulkCounter({ db, temporal: temporal.client, taskQueue: config.TEMPORAL_TASK_QUEUE, logger, intervalMs: config.COUNTING_INTERVAL_MS });
   const stopRefresher = startFiguresRefresher({ db, logger });
   await installRetentionSchedule(temporal.client, { taskQueue: config.TEMPORAL_TASK_QUEUE, defaultRetentionDays: config.RETENTION_DAYS, logger });
   logger.info({ taskQueue: config.TEMPORAL_TASK_QUEUE, metrics: runtime.metricsUrl ?? null }, 'worker started');
   await worker.run(); // the SDK shuts down gracefully on SIGINT/SIGTERM
-  await stopSweeper();
+  await stopCounter();
   await stopRefresher();
   await connection.close();
   await temporal.connection.close();

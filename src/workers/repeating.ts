@@ -10,9 +10,17 @@ export function repeatEvery(
   onError: (err: unknown) => void,
 ): () => Promise<void> {
   let stopped = false;
+  let busy = false;
   let running: Promise<void> = Promise.resolve();
   const timer = setInterval(() => {
-    running = running.then(() => round(() => stopped)).catch(onError);
+    // A tick during a round is dropped, not queued: rounds never pile up behind a slow one.
+    if (busy) return;
+    busy = true;
+    running = round(() => stopped)
+      .catch(onError)
+      .finally(() => {
+        busy = false;
+      });
   }, intervalMs);
   timer.unref();
   return async () => {

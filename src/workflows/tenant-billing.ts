@@ -67,6 +67,12 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
    * than it is counted never lets end.
    */
   const localBarrierClaims = patched('local-barrier-claims-v1');
+  /**
+   * Claims publish where the ledger next decides something, and read back the whole current
+   * period: the worker's counter counts in bulk what decides nothing (docs/design/core-v2.md,
+   * "Bulk counting"). A run recorded before it publishes nothing, so all its counting stays its own.
+   */
+  const bulkCounting = patched('bulk-counting-v1');
   let upgradeRequested = false;
   const limits: RunLimits = { ...DEFAULT_LIMITS, ...input.limits };
   const tenantId = input.tenant_id;
@@ -203,7 +209,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const snapshot = input.ledger ?? (await restoreLedger(tenantId));
   if (!snapshot) return { cancelled: false, reason: 'no_tenant' };
   const ledger = new TenantLedger(snapshot);
-  steps = new TenantSteps(ledger, run, { tenantId, entitlements, localBarrierClaims, searchAttributes: input.search_attributes !== false });
+  steps = new TenantSteps(ledger, run, { tenantId, entitlements, localBarrierClaims, bulkCounting, searchAttributes: input.search_attributes !== false });
   steps.publishPeriod();
   for (;;) {
     const deadline = steps.armDeadline();

@@ -1,12 +1,12 @@
 import type { AlertRecord, AlertRuleInput } from '../activities/types';
-import type { BalanceFacts, BookSnapshot, LedgerSnapshot, PeriodCounter, PeriodGroups, TenantProfile } from '../contracts/ledger';
+import type { BalanceFacts, BookSnapshot, DecisionPoints, LedgerSnapshot, PeriodCounter, PeriodGroups, TenantProfile } from '../contracts/ledger';
 import { isDimensioned, type MeterGroup } from '../domain/dimensions';
 import { BALANCE_DEPLETED, BALANCE_LOW, balanceAlertId } from '../contracts/ids';
 import { ARMED_BALANCE_ALERTS, decideBalanceAlerts, lowBalanceThreshold, unitsRemaining, type BalanceAlertsState } from '../domain/credits';
 import { marginalUnitPrice } from '../domain/event-cost';
 
 export type { BookSnapshot, LedgerSnapshot, TenantProfile };
-import { Dec, decimalToNumber } from '../domain/decimal';
+import { Dec, decimalToNumber, toDecimalString } from '../domain/decimal';
 import type { Period } from '../domain/periods';
 import { findMeter, type Meter, type PlanVersion } from '../domain/plan';
 import { counterFromAggregates } from '../domain/aggregation';
@@ -394,6 +394,27 @@ export class TenantLedger {
   /** The highest alert level of the current period. */
   alertLevel(): AlertLevel {
     return highestLevel(this.alerts.map((a) => a.level));
+  }
+
+  /**
+   * Where the current period's counters next decide something (`DecisionPoints`): per meter, the
+   * counter value at which its lowest undecided alert threshold is reached. Null when any event
+   * may decide something: a ledger that follows the prepaid credit, holds packs, prices by group
+   * or judges a cost limit rates every event into its decisions, so all its counting is its own.
+   */
+  decisionPoints(): DecisionPoints | null {
+    const book = this.current;
+    if (this.cancelledAs || this.watchesBalance() || this.hasPacks() || book.pricesByGroup() || book.limit(COST_SUBJECT) !== undefined) return null;
+    const meters: DecisionPoints['meters'] = {};
+    for (const meter of book.plan.meters) {
+      const limit = book.limit(meter.metric);
+      const decided = new Set(book.decided.get(meter.metric) ?? []);
+      const next = limit === undefined ? undefined : this.thresholdsFor(book, meter.metric).find((t) => !decided.has(t));
+      // percent >= t exactly when the counter >= t × limit / 100 (usagePercent): below it, nothing fires.
+      const below = next === undefined ? null : toDecimalString(new Dec(next).times(limit!).dividedBy(100));
+      meters[meter.metric] = { aggregation: meter.aggregation, below };
+    }
+    return { period_start: book.period.start, meters };
   }
 
   private bookOf(periodStart: string): Book | undefined {

@@ -81,6 +81,8 @@ export interface TenantStepsOptions {
   entitlements: boolean;
   /** Patch `local-barrier-claims-v1`: claims run as local activities, and those of one step count what was stored when the first began. */
   localBarrierClaims: boolean;
+  /** Patch `bulk-counting-v1`: claims store the ledger's decision points and answer the whole current period. */
+  bulkCounting: boolean;
   /** Off on servers without tally's search attributes registered. */
   searchAttributes: boolean;
 }
@@ -146,11 +148,13 @@ export class TenantSteps {
   applyEntitlements(change?: EntitlementsChange): Promise<EntitlementsView> {
     return this.turns.run(async () => {
       const ledger = this.ledger;
+      await this.catchUpWithBulkCounts();
       const stored = await acts.readEntitlements.executeWithOptions({ summary: entitlementsSummary() }, [{ tenant_id: this.tenantId }]);
       if (stored.packs) ledger.applyPacks(stored.packs, now());
       await this.fireAlerts(ledger.applyLimitOverrides(stored.limit_overrides, now()));
       await this.storeDraws();
       await this.fireAlerts(ledger.applyBalance(stored.balance, now(), change?.granted === true));
+      await this.publishDecisionPoints();
       this.publishDetails();
       return { limits: { ...ledger.limitOverrides } };
     });
@@ -159,7 +163,9 @@ export class TenantSteps {
   /** Applies the rule changes waiting when its turn comes (it empties `waiting`). */
   applyRuleChanges(waiting: AlertRulesChange[]): Promise<void> {
     return this.turns.run(async () => {
+      await this.catchUpWithBulkCounts();
       for (const change of waiting.splice(0)) await this.fireAlerts(this.ledger.applyRulesChange(change, now()));
+      await this.publishDecisionPoints();
     });
   }
 
@@ -235,7 +241,23 @@ export class TenantSteps {
 
   // ---- within a turn ---------------------------------------------------------------------------
 
-  /** Claims until nothing waits: each claim counts up to a few thousand stored events. */
+  /**
+   * Before a decision that does not come from a claim (a rule or a limit changed): the worker's
+   * counter may have counted events in bulk that this ledger has not seen, and a claim answers
+   * the whole current period.
+   */
+  private async catchUpWithBulkCounts(): Promise<void> {
+    if (this.options.bulkCounting) await this.claimAll();
+  }
+
+  /**
+   * After such a decision: its new rules or limits may move the decision points down, and the
+   * counter must not count in bulk past them. A claim stores them (and counts what waits).
+   */
+  private async publishDecisionPoints(): Promise<void> {
+    if (this.options.bulkCounting) await this.claimAll();
+  }
+
   /**
    * Claims until what was stored when the first claim began is counted: the later claims stop at
    * its barrier, so a tenant that sends faster than it is counted cannot keep a step (a
@@ -257,6 +279,9 @@ export class TenantSteps {
         ...(withBalance ? { balance: true } : {}),
         ...(withGroups ? { groups: true } : {}),
         ...(barrier !== undefined ? { through_seq: barrier } : {}),
+        // The points as decided before this claim: a claim can only move them up, so the stored
+        // ones are never above the ledger's, and the counter never counts past a decision.
+        ...(this.options.bulkCounting ? { decision_points: ledger.decisionPoints(), current_period: ledger.period.start } : {}),
       };
       if (this.options.localBarrierClaims && first) {
         claim = await localActs.claimUsage.executeWithOptions({ summary: claimSummary() }, [input]);

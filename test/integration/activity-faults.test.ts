@@ -114,7 +114,7 @@ async function startWorker(name: string, options: { notifier?: Notifier } = {}):
     await run;
   };
   running.add(stop);
-  const gateway = new BillingGateway(temporal.client, taskQueue, { searchAttributes: false, doorbell: { windowMs: 0 } });
+  const gateway = new BillingGateway(temporal.client, taskQueue, { searchAttributes: false });
   return { taskQueue, faults, gateway, stop };
 }
 

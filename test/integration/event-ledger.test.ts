@@ -1,13 +1,13 @@
 import fc from 'fast-check';
 import type { Knex } from 'knex';
-import { COUNTED, claimUsage, countUnclaimedEvents, readPeriodCounters, tenantsWithUnclaimedEvents } from '../../src/db/ledger';
+import { COUNTED, claimUsage, countUnclaimedEvents, readPeriodCounters } from '../../src/db/ledger';
 import { counterFromAggregates } from '../../src/domain/aggregation';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { insertPlacedEvents, lockTenantLedger } from '../../src/db/ingest';
 import type { ClaimResult } from '../../src/contracts/ledger';
 import type { Db } from '../../src/db/knex';
-import type { Aggregation } from '../../src/domain/plan';
 import { testDb, unique } from '../support/stack';
+import { LEDGER_METERS } from '../support/ledger-meters';
 
 /**
  * The event ledger's counting side on a real PostgreSQL: claims mark each stored event once and
@@ -22,12 +22,7 @@ afterAll(async () => {
   await db?.destroy();
 });
 
-const METERS: Array<{ metric: string; aggregation: Aggregation }> = [
-  { metric: 'minutes', aggregation: 'sum' },
-  { metric: 'calls', aggregation: 'count' },
-  { metric: 'storage', aggregation: 'max' },
-  { metric: 'seats', aggregation: 'latest' },
-];
+const METERS = LEDGER_METERS;
 const PERIODS = ['2026-11-01T00:00:00.000Z', '2026-12-01T00:00:00.000Z'];
 
 interface StoredEvent {
@@ -127,22 +122,6 @@ test('a claim answers with the absolute counters it touched and whether more eve
   expect(await claimUsage(db, tenantId, 'claim-3', 2)).toEqual({ claimed: 0, more: false, counters: [], barrier_seq: second.barrier_seq });
 });
 
-test('the sweeper finds tenants whose events waited unclaimed too long, and only those', async () => {
-  const waiting = unique('ledger');
-  const counted = unique('ledger');
-  const event = { id: 'x', metric: 'minutes', quantity: '1', timestamp: '2026-11-20T10:00:00.000Z', period_start: PERIODS[0]! };
-  await storeUnclaimed(db, waiting, [event]);
-  await storeUnclaimed(db, counted, [event]);
-  await claimUsage(db, counted, 'claim', 10);
-  await db('event_receipts').whereIn('tenant_id', [waiting, counted]).update({ received_at: db.raw(`now() - interval '1 minute'`) });
-  await db('tenant_event_totals').whereIn('tenant_id', [waiting, counted]).update({ updated_at: db.raw(`now() - interval '1 minute'`) });
-
-  const found = await tenantsWithUnclaimedEvents(db, 30_000, 100_000);
-  expect(found).toContain(waiting);
-  expect(found).not.toContain(counted);
-  expect(await tenantsWithUnclaimedEvents(db, 120_000, 100_000)).not.toContain(waiting);
-});
-
 test('a claim waits for the ingest transactions in flight, counts what they stored, and nothing stored after its barrier', async () => {
   const tenantId = unique('ledger');
   const at = '2026-11-20T10:00:00.000Z';
@@ -161,7 +140,7 @@ test('a claim waits for the ingest transactions in flight, counts what they stor
 
   // Stored after the first claim's barrier: a claim bounded by it leaves it; an unbounded one counts it.
   await storeUnclaimed(db, tenantId, [event('late')]);
-  expect(await claimUsage(db, tenantId, 'claim-2', 100, claimed!.barrier_seq)).toMatchObject({ claimed: 0, more: false });
+  expect(await claimUsage(db, tenantId, 'claim-2', 100, { throughSeq: claimed!.barrier_seq })).toMatchObject({ claimed: 0, more: false });
   expect(await countUnclaimedEvents(db, tenantId)).toBe(1);
   expect(await claimUsage(db, tenantId, 'claim-3', 100)).toMatchObject({ claimed: 1, more: false });
   expect(await countUnclaimedEvents(db, tenantId)).toBe(0);

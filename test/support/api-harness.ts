@@ -7,6 +7,7 @@ import { createActivities } from '../../src/activities';
 import { createNotifier, type NotifierOptions } from '../../src/notifications/notifier';
 import type { Db } from '../../src/db/knex';
 import { startFiguresRefresher } from '../../src/workers/figures-refresher';
+import { startBulkCounter } from '../../src/workers/bulk-counter';
 import { LOCAL_WEBHOOK_TARGETS, connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
 
 /** The whole system under test: real HTTP API, real worker, real Temporal, real PostgreSQL. */
@@ -37,6 +38,10 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
   });
   const workerRun = worker.run();
   const stopRefresher = startFiguresRefresher({ db, logger: quietLogger, intervalMs: 200 });
+  // Counts and rings only the tenants created through this harness: other test files' tenants
+  // share the database, and some of them count by hand.
+  const ownTenants = new Set<string>();
+  const stopCounter = startBulkCounter({ db, temporal: temporal.client, taskQueue, logger: quietLogger, intervalMs: 100, scope: (id) => ownTenants.has(id) });
   const adminKey = 'test-admin-key-0123456789abcdef';
   const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS });
   const server: RunningServer = await listen(app, 0, '127.0.0.1');
@@ -64,11 +69,13 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
       } catch {
         // not JSON (e.g. a PDF): keep the text
       }
+      if (method === 'POST' && path === '/v1/tenants' && res.status === 201) ownTenants.add((parsed as { id: string }).id);
       return { status: res.status, body: parsed, headers: res.headers };
     },
     async stop() {
-      // Graceful: requests in flight finish and every stored batch's doorbell has rung.
+      // Graceful: requests in flight finish, then the counter's round and rings end.
       await closeGracefully(app, server);
+      await stopCounter();
       await stopRefresher();
       worker.shutdown();
       await workerRun;

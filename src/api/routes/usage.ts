@@ -102,9 +102,6 @@ export function usageRouter(ctx: ApiContext): Router {
         const code = codes.size === 1 ? [...codes][0]! : 'validation_failed';
         throw new ApiError(code === 'subscription_cancelled' ? 409 : 422, code, 'the batch was rejected: nothing was recorded', errors);
       }
-      for (const [tenantId, outcome] of outcomes) {
-        if (outcome.kind === 'stored' && outcome.stored > 0) ctx.billing.doorbell.stored(tenantId, outcome.stored, outcome.highest_seq);
-      }
       ctx.metrics.recordIngest(outcomes.size, body.events.length);
       res.status(202).json({ received: body.events.length });
     },

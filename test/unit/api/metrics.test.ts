@@ -53,19 +53,13 @@ test('HTTP metrics use the route pattern (mount path included), also for errors,
   }
 });
 
-test('ingest counters and the coalescing ratio', async () => {
+test('ingest and rate-limit counters', async () => {
   const metrics = createApiMetrics({ processMetrics: false });
   metrics.recordIngest(4, 35);
-  metrics.recordRing({ tenantId: 't', batches: 3, events: 30, durationMs: 4, ok: true });
-  metrics.recordRing({ tenantId: 't', batches: 1, events: 5, durationMs: 4, ok: true });
-  metrics.recordRing({ tenantId: 't', batches: 2, events: 9, durationMs: 4, ok: false });
   metrics.recordRateLimited('reads');
   const { body } = await metrics.render();
   expect(body).toContain('tally_ingest_requests_total 4');
   expect(body).toContain('tally_ingest_events_total 35');
-  expect(body).toContain('tally_ingest_signals_total{result="ok"} 2');
-  expect(body).toContain('tally_ingest_signals_total{result="error"} 1');
-  expect(body).toContain('tally_ingest_coalescing_ratio 2');
   expect(body).toContain('tally_rate_limited_total{budget="reads"} 1');
 });
 

@@ -1,0 +1,150 @@
+import type { Client } from '@temporalio/client';
+import type { Db } from '../db/knex';
+import type { Logger } from '../logger';
+import { countInBulk, tenantsWaiting, type WaitingTenant } from '../db/bulk-counting';
+import { ringTenantWorkflow } from '../temporal';
+import { repeatEvery } from './repeating';
+
+/**
+ * The worker's counter (docs/design/core-v2.md, "Bulk counting"). Every `intervalMs` it walks
+ * the tenants whose stored events wait, a few hundred per transaction: what decides nothing is
+ * counted there and then (src/db/bulk-counting.ts), and the workflow of every other tenant is
+ * rung, so it claims and decides. A tenant sending steadily below its next alert threshold so
+ * costs the Temporal server nothing, and a thousand of them cost a few transactions a round.
+ *
+ * The counter is also the doorbell's only ringer and its safety net: an API that died after its
+ * commit, a ring Temporal refused, and a tenant workflow that is not running (a ring starts one,
+ * which rebuilds its ledger from PostgreSQL) all end with a tenant still waiting, which the next
+ * round finds. Several workers may count at once: a tenant's totals row admits one at a time.
+ */
+export interface BulkCounterOptions {
+  db: Db;
+  temporal: Client;
+  taskQueue: string;
+  logger: Logger;
+  searchAttributes?: boolean;
+  intervalMs?: number;
+  /** Tenants per transaction. */
+  batch?: number;
+  /** Events one tenant may have counted per transaction (the rest waits for the next). */
+  perTenantLimit?: number;
+  /** Only these tenants (tests that share one database between several stacks); default: every tenant. */
+  scope?: (tenantId: string) => boolean;
+}
+
+/** Rings in flight at most: a thousand tenants due at once are rung a few dozen at a time. */
+const MAX_RINGS_IN_FLIGHT = 32;
+
+/** The longest a tenant whose events still wait goes without another ring. */
+const MAX_RING_INTERVAL_MS = 30_000;
+
+/**
+ * The oldest a workflow's books get while the counter counts its tenant in bulk: then it is rung,
+ * and its claim reads the whole current period, so the usage query and the run's details in the
+ * Temporal UI trail `GET …/usage` by a minute at most (a signal and a workflow task a minute).
+ */
+const BOOKS_MAX_AGE_MS = 60_000;
+
+/**
+ * Which waiting tenants' workflows to ring. A tenant is rung at once when events arrived since
+ * its last ring (its newest receipt moved), since the workflow may not have seen them. While the
+ * same events keep waiting it is rung again only after a wait that doubles with each ring (up to
+ * 30 s): a workflow that is merely behind (a burst, a Temporal server at its limit) is not helped
+ * by a ring every round. A tenant that no longer waits is forgotten.
+ */
+export class RingSchedule {
+  private readonly rung = new Map<string, { at: number; receipt: bigint; interval: number }>();
+  /** When each tenant's workflow last read its counters (rung by this counter, as far as it knows). */
+  private readonly booksReadAt = new Map<string, number>();
+
+  constructor(
+    private readonly retryAfterMs = 3_000,
+    private readonly booksMaxAgeMs = BOOKS_MAX_AGE_MS,
+  ) {}
+
+  /** The tenants of `waiting` to ring now, remembered as rung at `now`. */
+  due(waiting: readonly WaitingTenant[], now: number): string[] {
+    const due: string[] = [];
+    for (const { tenant_id, newest_receipt } of waiting) {
+      const receipt = BigInt(newest_receipt);
+      const last = this.rung.get(tenant_id);
+      const arrived = !last || receipt > last.receipt;
+      if (!arrived && now - last.at < last.interval) continue;
+      due.push(tenant_id);
+      this.booksReadAt.set(tenant_id, now);
+      const interval = arrived ? this.retryAfterMs : Math.min(last.interval * 2, MAX_RING_INTERVAL_MS);
+      this.rung.set(tenant_id, { at: now, receipt: last && last.receipt > receipt ? last.receipt : receipt, interval });
+    }
+    return due;
+  }
+
+  /**
+   * Of tenants just counted in bulk, those whose workflow has not read its counters for
+   * `booksMaxAgeMs`: ring them so its books catch up. A tenant first seen counts from now.
+   */
+  staleBooks(counted: readonly string[], now: number): string[] {
+    const stale: string[] = [];
+    for (const tenantId of counted) {
+      const readAt = this.booksReadAt.get(tenantId);
+      if (readAt !== undefined && now - readAt < this.booksMaxAgeMs) continue;
+      this.booksReadAt.set(tenantId, now);
+      if (readAt !== undefined) stale.push(tenantId);
+    }
+    return stale;
+  }
+
+  /** Forgets the tenants that do not wait any more. */
+  keepOnly(waiting: ReadonlySet<string>): void {
+    for (const tenantId of this.rung.keys()) if (!waiting.has(tenantId)) this.rung.delete(tenantId);
+  }
+}
+
+/** Starts counting; the returned function stops it (and waits for the round and the rings in progress). */
+export function startBulkCounter(options: BulkCounterOptions): () => Promise<void> {
+  const { db, logger } = options;
+  const batch = options.batch ?? 500;
+  const perTenantLimit = options.perTenantLimit ?? 20_000;
+  const schedule = new RingSchedule();
+  const rings = new Set<Promise<void>>();
+
+  const ring = async (tenantId: string): Promise<void> => {
+    while (rings.size >= MAX_RINGS_IN_FLIGHT) await Promise.race(rings);
+    const ringing = ringTenantWorkflow(options.temporal, {
+      taskQueue: options.taskQueue,
+      tenantId,
+      doorbell: { events: 0, highest_seq: null },
+      searchAttributes: options.searchAttributes !== false,
+    })
+      .catch((err: unknown) => logger.warn({ err, tenant_id: tenantId }, 'could not ring a tenant workflow; the next round rings it again'))
+      .finally(() => rings.delete(ringing));
+    rings.add(ringing);
+  };
+
+  const stop = repeatEvery(
+    options.intervalMs ?? 100,
+    async (stopping) => {
+      const stillWaiting = new Set<string>();
+      // One pass over every waiting tenant, in id order: a tenant whose workflow must claim never
+      // keeps the ones after it from being counted.
+      for (let after = ''; !stopping(); ) {
+        const found = await tenantsWaiting(db, batch, after);
+        if (found.length === 0) break;
+        after = found[found.length - 1]!.tenant_id;
+        const waiting = options.scope ? found.filter((w) => options.scope!(w.tenant_id)) : found;
+        const outcomes = await countInBulk(db, waiting.map((w) => w.tenant_id), perTenantLimit);
+        const decides = new Set(outcomes.filter((o) => o.kind === 'decides').map((o) => o.tenant_id));
+        for (const o of outcomes) if (o.kind !== 'counted' || o.more) stillWaiting.add(o.tenant_id);
+        const now = Date.now();
+        const counted = outcomes.filter((o) => o.kind === 'counted').map((o) => o.tenant_id);
+        for (const tenantId of [...schedule.due(waiting.filter((w) => decides.has(w.tenant_id)), now), ...schedule.staleBooks(counted, now)]) await ring(tenantId);
+        if (found.length < batch) break;
+      }
+      schedule.keepOnly(stillWaiting);
+    },
+    (err) => logger.warn({ err }, 'bulk counting round failed'),
+  );
+  return async () => {
+    await stop();
+    await Promise.all([...rings]);
+  };
+}
