@@ -15,7 +15,9 @@ import type { ApiContext } from './context';
 import { operationsRouter } from './routes/operations';
 import { createApiMetrics, type ApiMetrics } from './metrics';
 import { rateLimit } from './rate-limit';
-import { IngestBacklog } from './backlog';
+import { IngestQueue } from './ingest-queue';
+import { storeUsageRequests } from '../db/ingest';
+import { POOLS } from '../db/knex';
 import { plansRouter } from './routes/plans';
 import { tenantsRouter } from './routes/tenants';
 import { usageRouter } from './routes/usage';
@@ -121,6 +123,9 @@ export async function closeGracefully(app: Express, server: { close(): Promise<v
   }
 }
 
+/** Events one ingest transaction takes from waiting requests at most (a larger request goes alone). */
+const INGEST_EVENTS_PER_TRANSACTION = 5_000;
+
 /** Client-supplied request ids are echoed only when short and log-safe; otherwise a new one is made. */
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
@@ -129,10 +134,13 @@ export function createApp(deps: AppDeps): Express {
   const metrics = deps.metrics ?? createApiMetrics({ workerMetricsUrl: deps.workerMetricsUrl });
   const ctx: ApiContext = {
     db: deps.db,
-    ingestDb: deps.ingestDb ?? deps.db,
     billing: new BillingGateway(deps.temporal, deps.taskQueue, { searchAttributes: deps.searchAttributes !== false }),
     metrics,
-    backlog: new IngestBacklog(deps.db, deps.maxPendingEvents ?? 0),
+    ingest: new IngestQueue((requests) => storeUsageRequests(deps.ingestDb ?? deps.db, requests, { maxPending: deps.maxPendingEvents ?? 0 }), {
+      maxInFlight: POOLS.ingest,
+      maxEvents: INGEST_EVENTS_PER_TRANSACTION,
+    }),
+    maxPendingEvents: deps.maxPendingEvents ?? 0,
     tenants: new TenantDirectory(deps.db),
     adminKey: deps.adminKey,
     webhookTargets: deps.webhookTargets ?? STRICT_WEBHOOK_TARGETS,

@@ -3,17 +3,18 @@ import type { Config } from '../config';
 import type { BillingGateway } from './billing-gateway';
 import type { TenantDirectory } from './tenant-directory';
 import type { ApiMetrics } from './metrics';
-import type { IngestBacklog } from './backlog';
+import type { IngestQueue } from './ingest-queue';
 import type { WebhookTargetPolicy } from '../notifications/webhook-targets';
 
 /** Everything a route needs, built once by `createApp`. */
 export interface ApiContext {
   db: Db;
-  /** Ingest's own connections: batches waiting for one never hold up a read (see `createApp`). */
-  ingestDb: Db;
   billing: BillingGateway;
   metrics: ApiMetrics;
-  backlog: IngestBacklog;
+  /** Stores ingest requests, several per transaction when they come together (src/api/ingest-queue.ts). */
+  ingest: IngestQueue;
+  /** Per-tenant back-pressure (INGEST_MAX_PENDING_EVENTS); 0: none. */
+  maxPendingEvents: number;
   tenants: TenantDirectory;
   adminKey: string;
   /** Where webhook URLs may point; checked when a URL is registered (and again at each delivery). */

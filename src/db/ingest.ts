@@ -52,66 +52,142 @@ export type StoreOutcome =
  * event sent right after a close lands in the new period rather than being refused as late.
  */
 export async function storeUsage(db: Db, tenantId: string, events: IncomingEvent[], receivedAt: Date, batchId: string): Promise<StoreOutcome> {
-  const outcomes = await storeUsageBatches(db, new Map([[tenantId, events]]), receivedAt, batchId);
-  return outcomes.get(tenantId)!;
+  const [result] = await storeUsageRequests(db, [{ batches: new Map([[tenantId, events]]), receivedAt, batchId }]);
+  return (result as Extract<RequestOutcome, { kind: 'judged' }>).outcomes.get(tenantId)!;
+}
+
+/** One ingest request: its batches, one per tenant, stored all or nothing. */
+export interface IngestRequest {
+  batches: ReadonlyMap<string, IncomingEvent[]>;
+  receivedAt: Date;
+  /** Unique per request (stored with its events). */
+  batchId: string;
+}
+
+/**
+ * What became of one request. `judged`: each tenant's outcome; the request was stored only if
+ * every one is `stored` (otherwise nothing of it was, and `stored` outcomes count 0).
+ * `backlogged`: a tenant had more than `maxPending` events waiting to be counted; nothing stored.
+ */
+export type RequestOutcome = { kind: 'judged'; outcomes: Map<string, StoreOutcome> } | { kind: 'backlogged'; tenantId: string; pending: number };
+
+/**
+ * Stores several requests in one transaction and a few round trips, whatever their number:
+ * one statement locks every tenant named (shared, in id order, so transactions never deadlock)
+ * and reads their periods and backlogs (`ledger_ingest_context`, migration 20261227000000); the
+ * events are placed in memory; one statement inserts every storable request's events with a
+ * receipt per tenant. Each request is judged on its own: one refused or backlogged request
+ * stores nothing of itself and changes nothing for the others. An event refused in one request
+ * is a resend (not refused) when it is stored already, or placed by a request of the same
+ * transaction that is stored for certain (one with no refusal at all).
+ */
+export async function storeUsageRequests(db: Db, requests: readonly IngestRequest[], options: { maxPending?: number } = {}): Promise<RequestOutcome[]> {
+  const maxPending = options.maxPending ?? 0;
+  return db.transaction(async (trx) => {
+    const tenants = [...new Set(requests.flatMap((r) => [...r.batches.keys()]))].sort();
+    const found = await trx.raw<{ rows: ContextRow[] }>('SELECT * FROM ledger_ingest_context(?::text[])', [tenants]);
+    const contexts = contextsOf(found.rows);
+    const lockedAt = new Date();
+
+    const judged = await Promise.all(
+      requests.map(async (request): Promise<JudgedRequest> => {
+        const backlogged = maxPending > 0 ? [...request.batches.keys()].find((t) => (contexts.get(t)?.pending ?? 0) > maxPending) : undefined;
+        if (backlogged !== undefined) return { request, backlogged: { tenantId: backlogged, pending: contexts.get(backlogged)!.pending }, batches: new Map() };
+        const batches = new Map<string, JudgedBatch>();
+        for (const tenantId of [...request.batches.keys()].sort()) {
+          batches.set(tenantId, await placeBatch(trx, contexts.get(tenantId), request.batches.get(tenantId)!, request.receivedAt, lockedAt));
+        }
+        return { request, batches };
+      }),
+    );
+    await forgiveResends(trx, judged);
+
+    const storable = judged.filter((j) => !j.backlogged && [...j.batches.values()].every((b) => b.kind === 'placed' && b.refusals.length === 0));
+    const inserted = await insertEvents(
+      trx,
+      storable.flatMap((j) => [...j.batches].flatMap(([tenantId, b]) => (b.kind === 'placed' ? b.placed.map((e) => ({ ...e, tenant_id: tenantId, batch_id: j.request.batchId, received_at: j.request.receivedAt })) : []))),
+    );
+    // Each stored row to the first request that placed it (batch ids come from request ids, which
+    // a client may repeat; the event id tells them apart, and a row two requests placed is one).
+    const key = (tenantId: string, batchId: string, eventId: string) => JSON.stringify([tenantId, batchId, eventId]);
+    const placedBy = new Map<string, JudgedRequest>();
+    for (const j of storable) {
+      for (const [tenantId, b] of j.batches) {
+        if (b.kind !== 'placed') continue;
+        for (const e of b.placed) {
+          const k = key(tenantId, j.request.batchId, e.id);
+          if (!placedBy.has(k)) placedBy.set(k, j);
+        }
+      }
+    }
+    return judged.map((j): RequestOutcome => {
+      if (j.backlogged) return { kind: 'backlogged', ...j.backlogged };
+      const outcomes = new Map<string, StoreOutcome>();
+      for (const [tenantId, b] of j.batches) {
+        if (b.kind === 'no_tenant') outcomes.set(tenantId, { kind: 'no_tenant' });
+        else if (b.refusals.length > 0) outcomes.set(tenantId, { kind: 'refused', refusals: b.refusals });
+        else {
+          const seqs = inserted.filter((i) => i.tenant_id === tenantId && placedBy.get(key(i.tenant_id, i.batch_id, i.event_id)) === j).map((i) => BigInt(i.seq));
+          const highest = seqs.reduce<bigint | null>((max, seq) => (max === null || seq > max ? seq : max), null);
+          outcomes.set(tenantId, { kind: 'stored', received: b.received, stored: seqs.length, highest_seq: highest === null ? null : highest.toString() });
+        }
+      }
+      return { kind: 'judged', outcomes };
+    });
+  });
 }
 
 /**
  * Stores one request's batches, one per tenant, in a single transaction: every tenant's events
- * are stored, or (when any tenant's batch is refused) none are. Tenants are locked in id order,
- * so two requests naming the same tenants cannot deadlock on each other.
+ * are stored, or (when any tenant's batch is refused) none are.
  */
-export async function storeUsageBatches(
-  db: Db,
-  batches: ReadonlyMap<string, IncomingEvent[]>,
-  receivedAt: Date,
-  batchId: string,
-): Promise<Map<string, StoreOutcome>> {
-  const outcomes = new Map<string, StoreOutcome>();
-  try {
-    await db.transaction(async (trx) => {
-      for (const tenantId of [...batches.keys()].sort()) outcomes.set(tenantId, await placeAndStore(trx, tenantId, batches.get(tenantId)!, receivedAt, batchId));
-      if ([...outcomes.values()].some((o) => o.kind !== 'stored')) throw ROLL_BACK;
-    });
-  } catch (err) {
-    if (err !== ROLL_BACK) throw err;
-  }
-  return outcomes;
+export async function storeUsageBatches(db: Db, batches: ReadonlyMap<string, IncomingEvent[]>, receivedAt: Date, batchId: string): Promise<Map<string, StoreOutcome>> {
+  const [result] = await storeUsageRequests(db, [{ batches, receivedAt, batchId }]);
+  return (result as Extract<RequestOutcome, { kind: 'judged' }>).outcomes;
 }
 
-/** Thrown to roll a request's transaction back once one of its batches was refused. */
-const ROLL_BACK = new Error('a batch of the request was refused');
+/** A row of `ledger_ingest_context`: the tenant joined with one of its periods (null period columns: none). */
+type ContextRow = { tenant_id: string; tenant_plan_id: string; billing_anchor: Date; timezone: string; pending: string } & {
+  [K in keyof PeriodBounds]: PeriodBounds[K] | null;
+};
 
-/** The tenant joined with one of its periods (null period columns: it has none to show). */
-type TenantPeriodRow = { tenant_plan_id: string; billing_anchor: Date; timezone: string } & { [K in keyof PeriodBounds]: PeriodBounds[K] | null };
+/** What placing needs of a tenant, read under its ledger lock. */
+interface TenantContext {
+  tenant: { plan_id: string; billing_anchor: Date; timezone: string };
+  rows: PeriodBounds[];
+  periods: StoredPeriod[];
+  pending: number;
+}
 
-async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: IncomingEvent[], receivedAt: Date, batchId: string): Promise<StoreOutcome> {
-  await lockTenantLedger(trx, tenantId, 'shared');
-  // The tenant, with the periods that take events (open, or closed within grace) and the latest
-  // invoiced ones so a late event can be told which period refused it: one query, read after the
-  // lock is granted (so after any close that held it).
-  const found = await trx.raw<{ rows: Array<TenantPeriodRow> }>(
-    `SELECT t.plan_id AS tenant_plan_id, t.billing_anchor, t.timezone, p.start, p."end", p.status, p.grace_ends_at, p.plan_id, p.plan_version
-       FROM tenants t
-       LEFT JOIN LATERAL (
-         (SELECT start, "end", status, grace_ends_at, plan_id, plan_version FROM periods WHERE tenant_id = t.id AND status <> 'invoiced')
-         UNION ALL
-         (SELECT start, "end", status, grace_ends_at, plan_id, plan_version FROM periods WHERE tenant_id = t.id AND status = 'invoiced' ORDER BY start DESC LIMIT 3)
-       ) p ON true
-      WHERE t.id = ?`,
-    [tenantId],
-  );
-  const first = found.rows[0];
-  if (!first) return { kind: 'no_tenant' } as const;
-  const tenant = { plan_id: first.tenant_plan_id, billing_anchor: first.billing_anchor, timezone: first.timezone };
-  const rows: PeriodBounds[] = found.rows.filter((r): r is TenantPeriodRow & PeriodBounds => r.start !== null);
-  const periods: StoredPeriod[] = rows.map((r) => ({
-    start: r.start.toISOString(),
-    end: r.end.toISOString(),
-    status: r.status,
-    grace_ends_at: r.grace_ends_at?.toISOString() ?? null,
-  }));
-  const lockedAt = new Date();
+function contextsOf(rows: readonly ContextRow[]): Map<string, TenantContext> {
+  const contexts = new Map<string, TenantContext>();
+  for (const row of rows) {
+    let context = contexts.get(row.tenant_id);
+    if (!context) {
+      context = { tenant: { plan_id: row.tenant_plan_id, billing_anchor: row.billing_anchor, timezone: row.timezone }, rows: [], periods: [], pending: Number(row.pending) };
+      contexts.set(row.tenant_id, context);
+    }
+    if (row.start === null) continue;
+    const bounds = row as ContextRow & PeriodBounds;
+    context.rows.push(bounds);
+    context.periods.push({ start: bounds.start.toISOString(), end: bounds.end.toISOString(), status: bounds.status, grace_ends_at: bounds.grace_ends_at?.toISOString() ?? null });
+  }
+  return contexts;
+}
+
+/** One tenant's batch of a request, placed: its events ready to store, and those refused. */
+type JudgedBatch = { kind: 'no_tenant' } | { kind: 'placed'; received: number; placed: PlacedEvent[]; refusals: EventRefusal[]; events: IncomingEvent[] };
+
+interface JudgedRequest {
+  request: IngestRequest;
+  backlogged?: { tenantId: string; pending: number };
+  batches: Map<string, JudgedBatch>;
+}
+
+/** Places each event of one tenant's batch in its period, or refuses it (nothing is stored here). */
+async function placeBatch(trx: Knex.Transaction, context: TenantContext | undefined, events: IncomingEvent[], receivedAt: Date, lockedAt: Date): Promise<JudgedBatch> {
+  if (!context) return { kind: 'no_tenant' };
+  const { tenant, rows, periods } = context;
   // The plan of periods not opened yet: read only when an event lands past the open period.
   const open = rows.find((r) => r.status === 'open');
   const latest = Math.max(lockedAt.getTime(), ...events.map((e) => (e.timestamp === null ? 0 : Date.parse(e.timestamp))));
@@ -147,19 +223,35 @@ async function placeAndStore(trx: Knex.Transaction, tenantId: string, events: In
     }
     placed.push({ ...event, timestamp, period_start: placement.period_start });
   }
-  if (refusals.length > 0) {
-    // An event stored before is a resend, never an error, wherever its period stands now.
-    const known = await trx('usage_events')
-      .where({ tenant_id: tenantId })
-      .whereIn('event_id', refusals.map((r) => events[r.index]!.id))
-      .pluck<string[]>('event_id');
-    const real = refusals.filter((r) => !known.includes(events[r.index]!.id));
-    if (real.length > 0) return { kind: 'refused', refusals: real } as const;
-  }
+  return { kind: 'placed', received: events.length, placed, refusals, events };
+}
 
-  const seqs = await insertPlacedEvents(trx, tenantId, placed, batchId, receivedAt);
-  const highest = seqs.reduce<bigint | null>((max, s) => (max === null || s > max ? s : max), null);
-  return { kind: 'stored', received: events.length, stored: seqs.length, highest_seq: highest === null ? null : highest.toString() } as const;
+/**
+ * An event stored before is a resend, never an error, wherever its period stands now: drops the
+ * refusals of events already stored, or placed by a request of this transaction that has no
+ * refusal at all (so it is stored for certain), in one query for the whole transaction.
+ */
+async function forgiveResends(trx: Knex.Transaction, judged: readonly JudgedRequest[]): Promise<void> {
+  const refused = judged.flatMap((j) => [...j.batches].flatMap(([tenantId, b]) => (b.kind === 'placed' ? b.refusals.map((r) => ({ tenantId, id: b.events[r.index]!.id })) : [])));
+  if (refused.length === 0) return;
+  const key = (tenantId: string, id: string) => JSON.stringify([tenantId, id]);
+  const known = new Set<string>();
+  for (const j of judged) {
+    const certain = !j.backlogged && [...j.batches.values()].every((b) => b.kind === 'placed' && b.refusals.length === 0);
+    if (!certain) continue;
+    for (const [tenantId, b] of j.batches) if (b.kind === 'placed') for (const e of b.placed) known.add(key(tenantId, e.id));
+  }
+  const stored = await trx.raw<{ rows: Array<{ tenant_id: string; event_id: string }> }>(
+    `SELECT e.tenant_id, e.event_id FROM usage_events e
+       JOIN unnest(?::text[], ?::text[]) AS r(tenant_id, event_id) ON e.tenant_id = r.tenant_id AND e.event_id = r.event_id`,
+    [refused.map((r) => r.tenantId), refused.map((r) => r.id)],
+  );
+  for (const row of stored.rows) known.add(key(row.tenant_id, row.event_id));
+  for (const j of judged) {
+    for (const [tenantId, b] of j.batches) {
+      if (b.kind === 'placed' && b.refusals.length > 0) b.refusals = b.refusals.filter((r) => !known.has(key(tenantId, b.events[r.index]!.id)));
+    }
+  }
 }
 
 /** An event placed in its period, ready to store. */
@@ -178,30 +270,41 @@ export interface PlacedEvent {
  * stored events' receive-order numbers.
  */
 export async function insertPlacedEvents(db: Db | Knex.Transaction, tenantId: string, placed: PlacedEvent[], batchId: string, receivedAt: Date): Promise<bigint[]> {
-  const inserted = await db.raw<{ rows: Array<{ seq: string }> }>(
+  const inserted = await insertEvents(db, placed.map((e) => ({ ...e, tenant_id: tenantId, batch_id: batchId, received_at: receivedAt })));
+  return inserted.map((r) => BigInt(r.seq));
+}
+
+/** Placed events of any tenants and requests, in one statement, with one receipt per tenant that stored any. */
+async function insertEvents(
+  db: Db | Knex.Transaction,
+  rows: ReadonlyArray<PlacedEvent & { tenant_id: string; batch_id: string; received_at: Date }>,
+): Promise<Array<{ tenant_id: string; batch_id: string; event_id: string; seq: string }>> {
+  if (rows.length === 0) return [];
+  const inserted = await db.raw<{ rows: Array<{ tenant_id: string; batch_id: string; event_id: string; seq: string }> }>(
     `WITH stored AS (
        INSERT INTO usage_events (tenant_id, event_id, metric, quantity, "timestamp", period_start, properties, batch_id, received_at)
-       SELECT :tenant, e.event_id, e.metric, e.quantity, e.ts, e.period_start, e.properties, :batch, :receivedAt
-         FROM unnest(:ids::text[], :metrics::text[], :quantities::numeric[], :timestamps::timestamptz[], :periods::timestamptz[], :properties::jsonb[])
-           AS e(event_id, metric, quantity, ts, period_start, properties)
+       SELECT e.tenant_id, e.event_id, e.metric, e.quantity, e.ts, e.period_start, e.properties, e.batch_id, e.received_at
+         FROM unnest(:tenants::text[], :ids::text[], :metrics::text[], :quantities::numeric[], :timestamps::timestamptz[], :periods::timestamptz[],
+                     :properties::jsonb[], :batches::text[], :received::timestamptz[])
+           AS e(tenant_id, event_id, metric, quantity, ts, period_start, properties, batch_id, received_at)
        ON CONFLICT (tenant_id, event_id) DO NOTHING
-       RETURNING seq
+       RETURNING tenant_id, batch_id, event_id, seq
      ), receipt AS (
-       INSERT INTO event_receipts (tenant_id, events) SELECT :tenant, count(*) FROM stored HAVING count(*) > 0
+       INSERT INTO event_receipts (tenant_id, events) SELECT tenant_id, count(*) FROM stored GROUP BY tenant_id
      )
-     SELECT seq FROM stored`,
+     SELECT tenant_id, batch_id, event_id, seq::text FROM stored`,
     // pg sends each JS array as one PostgreSQL array parameter, unnest()ed into rows.
     {
-      tenant: tenantId,
-      batch: batchId,
-      receivedAt: receivedAt.toISOString(),
-      ids: placed.map((e) => e.id),
-      metrics: placed.map((e) => e.metric),
-      quantities: placed.map((e) => e.quantity),
-      timestamps: placed.map((e) => e.timestamp),
-      periods: placed.map((e) => e.period_start),
-      properties: placed.map((e) => (e.properties === undefined ? null : JSON.stringify(e.properties))),
+      tenants: rows.map((e) => e.tenant_id),
+      ids: rows.map((e) => e.id),
+      metrics: rows.map((e) => e.metric),
+      quantities: rows.map((e) => e.quantity),
+      timestamps: rows.map((e) => e.timestamp),
+      periods: rows.map((e) => e.period_start),
+      properties: rows.map((e) => (e.properties === undefined ? null : JSON.stringify(e.properties))),
+      batches: rows.map((e) => e.batch_id),
+      received: rows.map((e) => e.received_at.toISOString()),
     } as unknown as Knex.ValueDict,
   );
-  return inserted.rows.map((r) => BigInt(r.seq));
+  return inserted.rows;
 }

@@ -9,7 +9,7 @@ import { ApiError, notFound, type FieldError, type ProblemCode } from '../errors
 import type { TenantContext } from '../tenant-directory';
 import { findMeter } from '../../domain/plan';
 import { estimateExtraCost } from '../../domain/rating';
-import { storeUsageBatches, type IncomingEvent } from '../../db/ingest';
+import type { IncomingEvent } from '../../db/ingest';
 import { currentPeriodFigures, currentUsage } from '../../db/usage-read-model';
 import { isDimensioned, withGroups } from '../../domain/dimensions';
 import { aggregateStoredGroups } from '../../db/dimensions';
@@ -74,15 +74,18 @@ export function usageRouter(ctx: ApiContext): Router {
         byTenant.set(tenantId, list);
       });
       if (errors.length > 0) throw new ApiError(422, 'validation_failed', 'the batch is invalid', errors);
-      for (const tenantId of byTenant.keys()) await ctx.backlog.admit(tenantId);
-
       // Durable before acknowledged: the 202 is sent once the transaction holding every batch committed.
-      const outcomes = await storeUsageBatches(
-        ctx.ingestDb,
-        new Map([...byTenant].map(([tenantId, events]) => [tenantId, events.map((e) => e.event)])),
+      const stored = await ctx.ingest.submit({
+        batches: new Map([...byTenant].map(([tenantId, events]) => [tenantId, events.map((e) => e.event)])),
         receivedAt,
-        `req-${String(req.id ?? randomUUID())}`,
-      );
+        batchId: `req-${String(req.id ?? randomUUID())}`,
+      });
+      if (stored.kind === 'backlogged') {
+        throw new ApiError(503, 'unavailable', `tenant ${stored.tenantId} has more than ${ctx.maxPendingEvents} events waiting to be counted; nothing was recorded, retry later`, undefined, {
+          'Retry-After': '1',
+        });
+      }
+      const outcomes = stored.outcomes;
       const codes = new Set<ProblemCode>();
       for (const [tenantId, outcome] of outcomes) {
         const events = byTenant.get(tenantId)!;

@@ -1,0 +1,66 @@
+import { storeUsageRequests, type IncomingEvent, type IngestRequest } from '../../src/db/ingest';
+import { countUnclaimedEvents } from '../../src/db/ledger';
+import type { Db } from '../../src/db/knex';
+import { testDb, unique } from '../support/stack';
+import { createTenantFixture } from '../support/tenant-fixture';
+
+/**
+ * Group commit on a real PostgreSQL (src/db/ingest.ts, `storeUsageRequests`): several requests
+ * in one transaction are judged each on its own. A refused, backlogged or unknown-tenant request
+ * stores nothing of itself and changes nothing for the others; a resend is never refused, also
+ * across the requests of one transaction; every event is stored once.
+ */
+let db: Db;
+beforeAll(() => {
+  db = testDb();
+});
+afterAll(async () => {
+  await db?.destroy();
+});
+
+async function tenant(): Promise<string> {
+  const tenantId = unique('group');
+  await createTenantFixture(db, {
+    tenantId,
+    anchor: new Date(Date.now() - 60_000).toISOString(),
+    plan: { id: unique('plan'), name: 'Group', currency: 'USD', interval: 'month', base_fee: '0', alert_thresholds: [], grace_period_seconds: 0, meters: [{ metric: 'tokens', aggregation: 'sum', pricing: { model: 'per_unit', unit_price: '0.01' } }] },
+  });
+  return tenantId;
+}
+
+const ev = (id: string, metric = 'tokens'): IncomingEvent => ({ id, metric, quantity: '1', timestamp: null });
+const req = (batchId: string, batches: Array<[string, IncomingEvent[]]>): IngestRequest => ({ batches: new Map(batches), receivedAt: new Date(), batchId });
+const storedIds = async (tenantId: string) => (await db('usage_events').where({ tenant_id: tenantId }).orderBy('event_id').pluck<string[]>('event_id'));
+
+test('requests sharing a transaction are stored or refused each on its own', async () => {
+  const [a, b] = [await tenant(), await tenant()];
+  const results = await storeUsageRequests(db, [
+    req('r1', [[a, [ev('a1'), ev('a2')]], [b, [ev('b1')]]]),
+    req('r2', [[b, [ev('b2'), ev('b3', 'minutes')]]]), // unknown metric: nothing of r2
+    req('r3', [[a, [ev('a2'), ev('a3')]]]), // a2 again: stored once, not refused
+    req('r4', [[a, [ev('a4')]], ['nobody_' + unique('x'), [ev('n1')]]]), // an unknown tenant: nothing of r4
+    req('r5', [[b, [ev('a1'), ev('b1', 'minutes')]]]), // b1 with a metric b's plan lacks, but r1 stores b1: a resend
+  ]);
+  const kinds = results.map((r) => (r.kind === 'judged' ? Object.fromEntries([...r.outcomes].map(([t, o]) => [t === a ? 'a' : t === b ? 'b' : 'nobody', o.kind])) : r.kind));
+  expect(kinds).toEqual([{ a: 'stored', b: 'stored' }, { b: 'refused' }, { a: 'stored' }, { a: 'stored', nobody: 'no_tenant' }, { b: 'stored' }]);
+  expect(await storedIds(a)).toEqual(['a1', 'a2', 'a3']);
+  expect(await storedIds(b)).toEqual(['a1', 'b1']);
+  // Receipts count what was stored: three of a's, two of b's.
+  expect([await countUnclaimedEvents(db, a), await countUnclaimedEvents(db, b)]).toEqual([3, 2]);
+  const r3 = results[2]!;
+  expect(r3.kind === 'judged' && r3.outcomes.get(a)).toMatchObject({ kind: 'stored', received: 2, stored: 1 });
+});
+
+test('a tenant over its backlog refuses the requests that name it, not the others of the transaction', async () => {
+  const [busy, calm] = [await tenant(), await tenant()];
+  await storeUsageRequests(db, [req('fill', [[busy, [ev('f1'), ev('f2'), ev('f3')]]])]);
+  const results = await storeUsageRequests(
+    db,
+    [req('r1', [[busy, [ev('f4')]], [calm, [ev('c1')]]]), req('r2', [[calm, [ev('c2')]]])],
+    { maxPending: 2 },
+  );
+  expect(results[0]).toEqual({ kind: 'backlogged', tenantId: busy, pending: 3 });
+  expect(results[1]!.kind).toBe('judged');
+  expect(await storedIds(busy)).toEqual(['f1', 'f2', 'f3']);
+  expect(await storedIds(calm)).toEqual(['c2']);
+});
