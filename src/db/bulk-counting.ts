@@ -21,6 +21,8 @@ import { ADD_TO_COUNTERS } from './ledger';
 export interface WaitingTenant {
   tenant_id: string;
   newest_receipt: string;
+  /** Whether its workflow published decision points: without them, nothing of it is counted in bulk. */
+  countable: boolean;
 }
 
 /** What the counter did with one tenant. */
@@ -42,13 +44,18 @@ const STATEMENT_TIMEOUT_MS = 10_000;
  */
 export async function tenantsWaiting(db: Db, limit: number, after = ''): Promise<WaitingTenant[]> {
   const rows = await db.raw<{ rows: WaitingTenant[] }>(
-    `SELECT tenant_id, max(newest)::text AS newest_receipt FROM (
-       SELECT tenant_id, max(id) AS newest FROM event_receipts WHERE tenant_id > :after GROUP BY tenant_id
-       UNION ALL
-       SELECT tenant_id, 0 FROM tenant_event_totals WHERE stored > claimed AND tenant_id > :after
-     ) waiting
-     WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = waiting.tenant_id)
-     GROUP BY tenant_id ORDER BY tenant_id LIMIT :limit`,
+    `SELECT w.tenant_id, w.newest_receipt,
+            EXISTS (SELECT 1 FROM tenant_event_totals x WHERE x.tenant_id = w.tenant_id AND x.decision_points IS NOT NULL) AS countable
+       FROM (
+         SELECT tenant_id, max(newest)::text AS newest_receipt FROM (
+           SELECT tenant_id, max(id) AS newest FROM event_receipts WHERE tenant_id > :after GROUP BY tenant_id
+           UNION ALL
+           SELECT tenant_id, 0 FROM tenant_event_totals WHERE stored > claimed AND tenant_id > :after
+         ) waiting
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = waiting.tenant_id)
+         GROUP BY tenant_id ORDER BY tenant_id LIMIT :limit
+       ) w
+      ORDER BY w.tenant_id`,
     { limit, after },
   );
   return rows.rows;

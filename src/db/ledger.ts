@@ -112,14 +112,14 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
   const barrier = options.throughSeq ?? (await storedThrough(db, tenantId));
   const current = options.currentPeriod ?? null;
   return db.transaction(async (trx): Promise<ClaimResult> => {
-    // The tenant's totals row, locked (created on its first claim): claims of a tenant take turns.
     // A claim must commit well within its activity's 30 s, or not at all: an attempt that
     // committed after its activity timed out would count events whose counters the workflow,
-    // having moved on to the retry's answer, never hears of. So the statements after this one
-    // give up after `CLAIM_STATEMENT_TIMEOUT_MS`.
+    // having moved on to the retry's answer, never hears of. So each of its statements, the wait
+    // for the totals row included, gives up after `CLAIM_STATEMENT_TIMEOUT_MS`.
+    await trx.raw(`SET LOCAL statement_timeout = ${CLAIM_STATEMENT_TIMEOUT_MS}`);
+    // The tenant's totals row, locked (created on its first claim): claims of a tenant take turns.
     const totals = await trx.raw<{ rows: Array<{ through: string }> }>(
-      `INSERT INTO tenant_event_totals AS t (tenant_id)
-       SELECT ? FROM (SELECT set_config('statement_timeout', '${CLAIM_STATEMENT_TIMEOUT_MS}', true)) timeout
+      `INSERT INTO tenant_event_totals AS t (tenant_id) VALUES (?)
        ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = t.tenant_id
        RETURNING claimed_through_seq::text AS through`,
       [tenantId],

@@ -506,8 +506,11 @@ function summaryOf(month: string, row: PageRow, metric: string | undefined): Mon
 
 /**
  * Rates the running figures of up to `batch` tenants whose figures are behind their watermark
- * (claims moved it since), rewrites their months' summary rows, and marks them rated; answers
- * how many tenants it rated. It never waits for a claim, and a claim never waits for it:
+ * (claims moved it since), in tenant id order from just after `after`, rewrites their months'
+ * summary rows, and marks them rated; answers how many were due in that batch, how many it rated,
+ * and the last tenant it looked at (where the next batch starts, so tenants with high ids are not
+ * starved while low ones keep becoming due). It never waits for a claim, and a claim never waits
+ * for it:
  * - the tenants are rated under their figures lock (`storePeriodFigures` takes it too), tried
  *   and skipped when another refresher or a rollover holds it, and their counters are read after
  *   it is held, so the figure stored last is always the newest;
@@ -515,13 +518,14 @@ function summaryOf(month: string, row: PageRow, metric: string | undefined): Mon
  *   the figures commit, skipping a tenant whose totals row a claim holds right now: it stays due
  *   and is rated again, which costs a rating and loses nothing.
  */
-export async function refreshDueFigures(db: Db, batch = 200): Promise<number> {
+export async function refreshDueFigures(db: Db, batch = 200, after = ''): Promise<{ due: number; rated: number; last: string | undefined }> {
   const due = await db.raw<{ rows: Array<{ tenant_id: string; through: string }> }>(
     `SELECT tenant_id, claimed_through_seq::text AS through FROM tenant_event_totals
-      WHERE claimed_through_seq > figures_through_seq ORDER BY tenant_id LIMIT ?`,
-    [batch],
+      WHERE claimed_through_seq > figures_through_seq AND tenant_id > ? ORDER BY tenant_id LIMIT ?`,
+    [after, batch],
   );
-  if (due.rows.length === 0) return 0;
+  const found = { due: due.rows.length, last: due.rows.at(-1)?.tenant_id };
+  if (due.rows.length === 0) return { ...found, rated: 0 };
   const rated = await db.transaction(async (trx) => {
     const held = await trx.raw<{ rows: Array<{ tenant_id: string }> }>(
       'SELECT tenant_id FROM unnest(?::text[]) AS t(tenant_id) WHERE pg_try_advisory_xact_lock(?, hashtext(tenant_id))',
@@ -539,7 +543,7 @@ export async function refreshDueFigures(db: Db, batch = 200): Promise<number> {
     }
     return tenants;
   });
-  if (rated.length === 0) return 0;
+  if (rated.length === 0) return { ...found, rated: 0 };
   const through = new Map(due.rows.map((r) => [r.tenant_id, r.through]));
   await db.raw(
     `UPDATE tenant_event_totals t SET figures_through_seq = GREATEST(t.figures_through_seq, d.through)
@@ -548,5 +552,5 @@ export async function refreshDueFigures(db: Db, batch = 200): Promise<number> {
         AND t.tenant_id IN (SELECT tenant_id FROM tenant_event_totals WHERE tenant_id = ANY(?::text[]) ORDER BY tenant_id FOR UPDATE SKIP LOCKED)`,
     [rated, rated.map((t) => through.get(t)!), rated] as unknown as Knex.RawBinding[],
   );
-  return rated.length;
+  return { ...found, rated: rated.length };
 }

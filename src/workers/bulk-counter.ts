@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
-import { countInBulk, tenantsWaiting, type WaitingTenant } from '../db/bulk-counting';
+import { countInBulk, tenantsWaiting, type BulkOutcome, type WaitingTenant } from '../db/bulk-counting';
 import { ringTenantWorkflow } from '../temporal';
 import { repeatEvery } from './repeating';
 
@@ -131,7 +131,12 @@ export function startBulkCounter(options: BulkCounterOptions): () => Promise<voi
         if (found.length === 0) break;
         after = found[found.length - 1]!.tenant_id;
         const waiting = options.scope ? found.filter((w) => options.scope!(w.tenant_id)) : found;
-        const outcomes = await countInBulk(db, waiting.map((w) => w.tenant_id), perTenantLimit);
+        // A tenant whose workflow published no decision points is its workflow's to count: no
+        // barrier, no scan, just the ring.
+        const outcomes: BulkOutcome[] = [
+          ...(await countInBulk(db, waiting.filter((w) => w.countable).map((w) => w.tenant_id), perTenantLimit)),
+          ...waiting.filter((w) => !w.countable).map((w): BulkOutcome => ({ tenant_id: w.tenant_id, kind: 'decides' })),
+        ];
         const decides = new Set(outcomes.filter((o) => o.kind === 'decides').map((o) => o.tenant_id));
         for (const o of outcomes) if (o.kind !== 'counted' || o.more) stillWaiting.add(o.tenant_id);
         const now = Date.now();

@@ -24,11 +24,16 @@ const MAX_BATCHES_PER_ROUND = 50;
 /** Starts refreshing; the returned function stops it (and waits for a round in progress). */
 export function startFiguresRefresher(options: FiguresRefresherOptions): () => Promise<void> {
   const batch = options.batch ?? 200;
+  // Where the next batch starts: a round cut short by its batch limit goes on from there next
+  // time, so every due tenant is rated in turn however many keep becoming due.
+  let after = '';
   return repeatEvery(
     options.intervalMs ?? 1_000,
     async (stopping) => {
       for (let i = 0; i < MAX_BATCHES_PER_ROUND && !stopping(); i++) {
-        if ((await refreshDueFigures(options.db, batch)) < batch) return;
+        const done = await refreshDueFigures(options.db, batch, after);
+        after = done.due < batch ? '' : done.last!;
+        if (done.due < batch) return;
       }
     },
     (err) => options.logger.warn({ err }, 'running figures refresh failed'),

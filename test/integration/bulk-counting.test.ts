@@ -197,3 +197,11 @@ test('claims and bulk counts interleaved in any order count every stored event e
     { numRuns: 25 },
   );
 });
+
+test('the counter is told which waiting tenants published no decision points: their workflows count them', async () => {
+  const withPoints = await tenantWithPoints(points({ minutes: null }), { stored: true });
+  const without = await tenantWithPoints(null, { stored: true });
+  for (const t of [withPoints, without]) await store(t, [event('minutes', '1')]);
+  const waiting = new Map((await tenantsWaiting(db, 100_000)).map((w) => [w.tenant_id, w.countable]));
+  expect([waiting.get(withPoints), waiting.get(without)]).toEqual([true, false]);
+});

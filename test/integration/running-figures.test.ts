@@ -22,10 +22,10 @@ afterAll(async () => {
   await db?.destroy();
 });
 
-async function tenant() {
+async function tenant(tenantId = unique('figures')) {
   const anchor = new Date(Date.now() - 60_000).toISOString();
   return createTenantFixture(db, {
-    tenantId: unique('figures'),
+    tenantId,
     anchor,
     plan: {
       id: unique('plan'),
@@ -91,4 +91,16 @@ test('while a rollover holds the figures lock, claims go on and the refresher le
   });
   for (let i = 0; i < 100 && (await totalsOf(t.tenantId)).figures_through_seq !== (await totalsOf(t.tenantId)).claimed_through_seq; i++) await refreshDueFigures(db);
   expect(await figureOf(t.tenantId, t.period.start)).toBe(7);
+});
+
+test('a batch of due tenants starts after the tenant the batch before ended with', async () => {
+  // Ids that sort before every other test's tenants: the lowest due ones in the shared database.
+  const [first, second] = [await tenant(`0-${unique('figures')}`), await tenant(`0-${unique('figures')}`)].sort((a, b) => (a.tenantId < b.tenantId ? -1 : 1));
+  for (const t of [first!, second!]) {
+    await send(t.tenantId, 'cursor');
+    await claimUsage(db, t.tenantId, 'claim-cursor', 100);
+  }
+  const batch = await refreshDueFigures(db, 1, first!.tenantId);
+  expect(batch.due).toBe(1);
+  expect(batch.last! > first!.tenantId).toBe(true);
 });

@@ -85,7 +85,7 @@ test('below the points a claim decides nothing; at a point it decides (any limit
 });
 
 describe('RingSchedule', () => {
-  const waiting = (receipt: number, tenant = 'a') => [{ tenant_id: tenant, newest_receipt: String(receipt) }];
+  const waiting = (receipt: number, tenant = 'a') => [{ tenant_id: tenant, newest_receipt: String(receipt), countable: true }];
 
   test('new events ring at once; the same events waiting ring again after intervals that double up to 30 s', () => {
     const schedule = new RingSchedule(3_000);
