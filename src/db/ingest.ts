@@ -60,7 +60,7 @@ export async function storeUsage(db: Db, tenantId: string, events: IncomingEvent
 export interface IngestRequest {
   batches: ReadonlyMap<string, IncomingEvent[]>;
   receivedAt: Date;
-  /** Unique per request (stored with its events). */
+  /** Stored with its events: the request id, which a client may repeat (outcomes never rely on it alone). */
   batchId: string;
 }
 
