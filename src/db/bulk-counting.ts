@@ -1,5 +1,5 @@
 import type { Db } from './knex';
-import { ADD_TO_COUNTERS } from './ledger';
+import { ADD_TO_COUNTERS, BATCH_AGGREGATES } from './ledger';
 
 /**
  * Bulk counting (docs/design/core-v2.md, "Bulk counting"): the worker's counter counts the
@@ -95,10 +95,7 @@ export async function countInBulk(db: Db, tenantIds: readonly string[], perTenan
               LIMIT :limit
            ) e
        ), deltas AS (
-         SELECT tenant_id, period_start, metric, sum(quantity) AS total, count(*) AS events, max(quantity) AS largest,
-                (array_agg(quantity ORDER BY "timestamp" DESC, seq DESC))[1] AS latest,
-                max("timestamp") AS latest_at,
-                (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_seq
+         SELECT tenant_id, period_start, metric, ${BATCH_AGGREGATES}
            FROM batch
           GROUP BY tenant_id, period_start, metric
        ), judged AS (

@@ -137,15 +137,6 @@ export async function storeUsageRequests(db: Db, requests: readonly IngestReques
   });
 }
 
-/**
- * Stores one request's batches, one per tenant, in a single transaction: every tenant's events
- * are stored, or (when any tenant's batch is refused) none are.
- */
-export async function storeUsageBatches(db: Db, batches: ReadonlyMap<string, IncomingEvent[]>, receivedAt: Date, batchId: string): Promise<Map<string, StoreOutcome>> {
-  const [result] = await storeUsageRequests(db, [{ batches, receivedAt, batchId }]);
-  return (result as Extract<RequestOutcome, { kind: 'judged' }>).outcomes;
-}
-
 /** A row of `ledger_ingest_context`: the tenant joined with one of its periods (null period columns: none). */
 type ContextRow = { tenant_id: string; tenant_plan_id: string; billing_anchor: Date; timezone: string; pending: string } & {
   [K in keyof PeriodBounds]: PeriodBounds[K] | null;

@@ -46,6 +46,16 @@ function toCounter(row: CounterRow): PeriodCounter {
 const COUNTER_COLUMNS = 'period_start, metric, total::text, events, largest::text, latest::text';
 
 /**
+ * SQL: the select list that turns a batch of events (`quantity`, `"timestamp"`, `seq`) into one
+ * row of aggregates per group (`GROUP BY` the caller's), as `ADD_TO_COUNTERS` adds them. Claims
+ * and bulk counts share it.
+ */
+export const BATCH_AGGREGATES = `sum(quantity) AS total, count(*) AS events, max(quantity) AS largest,
+                (array_agg(quantity ORDER BY "timestamp" DESC, seq DESC))[1] AS latest,
+                max("timestamp") AS latest_at,
+                (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_seq`;
+
+/**
  * SQL: the tail of an `INSERT INTO period_counters AS c …` of one batch's aggregates per
  * tenant, period and metric, that adds them to the counters already there (the latest quantity
  * goes by timestamp, then receive order). Claims and bulk counts share it.
@@ -135,10 +145,7 @@ export async function claimUsage(db: Db, tenantId: string, claimId: string, limi
           ORDER BY seq
           LIMIT :limit
        ), deltas AS (
-         SELECT period_start, metric, sum(quantity) AS total, count(*) AS events, max(quantity) AS largest,
-                (array_agg(quantity ORDER BY "timestamp" DESC, seq DESC))[1] AS latest,
-                max("timestamp") AS latest_at,
-                (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_seq
+         SELECT period_start, metric, ${BATCH_AGGREGATES}
            FROM batch
           GROUP BY period_start, metric
        ), applied AS (
