@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
-import { cachedPlanVersion, findPlanVersion } from './plans';
+import { findPlanVersion } from './plans';
 import type { PeriodBounds } from './invoices';
 import { periodAfterEarlyClose } from '../domain/periods';
 import { placeEvent, type Placement, type StoredPeriod } from '../domain/placement';
@@ -192,7 +192,7 @@ async function placeBatch(trx: Knex.Transaction, context: TenantContext | undefi
     let plan = plans.get(periodStart);
     if (!plan) {
       const row = rows.find((r) => r.start.toISOString() === periodStart);
-      plan = row ? cachedPlanVersion(trx, row.plan_id, row.plan_version) : Promise.resolve(nextPlan);
+      plan = row ? findPlanVersion(trx, row.plan_id, row.plan_version) : Promise.resolve(nextPlan);
       plans.set(periodStart, plan);
     }
     return plan;

@@ -23,7 +23,7 @@ export type { ClaimResult, PeriodCounter };
  * event has committed and none will be added. A claim counts up to that barrier, never past it.
  */
 
-interface CounterRow {
+export interface CounterRow {
   period_start: Date;
   metric: string;
   total: string;
@@ -32,7 +32,7 @@ interface CounterRow {
   latest: string;
 }
 
-function toCounter(row: CounterRow): PeriodCounter {
+export function toCounter(row: CounterRow): PeriodCounter {
   return {
     period_start: row.period_start.toISOString(),
     metric: row.metric,
@@ -250,11 +250,11 @@ export async function readPeriodCounters(db: Db | Knex.Transaction, tenantId: st
  * claimed, from the tenant's totals and the receipts no claim has folded yet, so the answer costs
  * one row and a few receipts however large the backlog (one statement: one snapshot).
  */
+/** SQL: {@link countUnclaimedEvents}'s figure as text, for the tenant bound as `:tenant`. */
+export const UNCLAIMED_EVENTS = `(coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = :tenant), 0)
+           + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = :tenant), 0))::text`;
+
 export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: string): Promise<number> {
-  const result = await db.raw<{ rows: Array<{ pending: string }> }>(
-    `SELECT (coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = :tenant), 0)
-           + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = :tenant), 0))::text AS pending`,
-    { tenant: tenantId },
-  );
+  const result = await db.raw<{ rows: Array<{ pending: string }> }>(`SELECT ${UNCLAIMED_EVENTS} AS pending`, { tenant: tenantId });
   return Math.max(0, Number(result.rows[0]?.pending ?? 0));
 }

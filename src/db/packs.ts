@@ -58,15 +58,23 @@ export async function readPacks(db: Db | Knex.Transaction, tenantId: string, opt
   const rows = await (options.forUpdate ? query.forUpdate() : query).select<PackRow[]>('*');
   if (rows.length === 0) return [];
   const draws = await db('pack_draws').where({ tenant_id: tenantId }).select<Array<{ pack_id: string; period_start: Date; units: string }>>('pack_id', 'period_start', 'units');
-  return rows.map((r) => ({
-    id: r.id,
-    metric: r.metric,
-    units: normalizeDecimal(r.units),
-    purchased_at: r.purchased_at.toISOString(),
-    expires_at: r.expires_at.toISOString(),
-    ...(r.price === null ? {} : { price: normalizeDecimal(r.price) }),
-    draws: Object.fromEntries(draws.filter((d) => d.pack_id === r.id).map((d) => [d.period_start.toISOString(), normalizeDecimal(d.units)])),
-  }));
+  return rows.map((r) => packFromRow(r, draws.filter((d) => d.pack_id === r.id)));
+}
+
+/** A stored pack with its draws, as the ledger and the reads take it. */
+export function packFromRow(
+  row: Pick<PackRow, 'id' | 'metric' | 'units' | 'price' | 'purchased_at' | 'expires_at'>,
+  draws: ReadonlyArray<{ period_start: Date; units: string }>,
+): Pack {
+  return {
+    id: row.id,
+    metric: row.metric,
+    units: normalizeDecimal(row.units),
+    purchased_at: row.purchased_at.toISOString(),
+    expires_at: row.expires_at.toISOString(),
+    ...(row.price === null ? {} : { price: normalizeDecimal(row.price) }),
+    draws: Object.fromEntries(draws.map((d) => [d.period_start.toISOString(), normalizeDecimal(d.units)])),
+  };
 }
 
 /**

@@ -35,8 +35,28 @@ export async function savePlanVersion(db: Db, plan: Omit<PlanVersion, 'version'>
   });
 }
 
-/** A plan's version as stored (the latest when `version` is omitted). */
-export async function findPlanVersion(db: Db | Knex.Transaction, planId: string, version?: number): Promise<PlanVersion | undefined> {
+/**
+ * A plan's version as stored (the latest when `version` is omitted). A given version never
+ * changes, so it is read from its database once per process (a missing one is asked again),
+ * and handed out frozen: every caller shares it. The cache is per database (its connection), so
+ * pools and transactions on one database share it and a process that talks to several (the test
+ * suites) never mixes their plans.
+ */
+export function findPlanVersion(db: Db | Knex.Transaction, planId: string, version?: number): Promise<PlanVersion | undefined> {
+  if (version === undefined) return readPlanVersion(db, planId);
+  const key = `${JSON.stringify(db.client.config.connection)}|${planId}@${version}`;
+  let found = storedVersions.get(key);
+  if (!found) {
+    found = readPlanVersion(db, planId, version).then((plan) => plan && deepFreeze(plan));
+    storedVersions.set(key, found);
+    void found.then((plan) => plan ?? storedVersions.delete(key), () => storedVersions.delete(key));
+  }
+  return found;
+}
+
+const storedVersions = new Map<string, Promise<PlanVersion | undefined>>();
+
+async function readPlanVersion(db: Db | Knex.Transaction, planId: string, version?: number): Promise<PlanVersion | undefined> {
   const query = db('plan_versions').where({ plan_id: planId });
   const row = await (version === undefined ? query.orderBy('version', 'desc') : query.andWhere({ version })).first<
     { definition: PlanVersion } | undefined
@@ -44,19 +64,12 @@ export async function findPlanVersion(db: Db | Knex.Transaction, planId: string,
   return row?.definition;
 }
 
-/** Versions are immutable: each is read from PostgreSQL once per process (a missing one is asked again). */
-const storedVersions = new Map<string, Promise<PlanVersion | undefined>>();
-
-/** One plan version, from this process's cache after the first read. */
-export function cachedPlanVersion(db: Db | Knex.Transaction, planId: string, version: number): Promise<PlanVersion | undefined> {
-  const key = `${planId}@${version}`;
-  let found = storedVersions.get(key);
-  if (!found) {
-    found = findPlanVersion(db, planId, version);
-    storedVersions.set(key, found);
-    void found.then((plan) => plan ?? storedVersions.delete(key), () => storedVersions.delete(key));
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
   }
-  return found;
+  return value;
 }
 
 /** A page of every plan at its latest version, newest plan first. */

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
-import { cachedPlanVersion } from './plans';
+import { findPlanVersion } from './plans';
 import { normalizeDecimal } from './numeric';
 import { counterFromAggregates } from '../domain/aggregation';
 import { Dec, roundMoney, toDecimalString } from '../domain/decimal';
@@ -143,7 +143,7 @@ async function rateAndStore(trx: Db | Knex.Transaction, periods: Array<{ tenant_
   const figures: PeriodFigures[] = [];
   for (const counters of byPeriod.values()) {
     const period = counters[0]!;
-    const plan = await cachedPlanVersion(trx as Db, period.plan_id, period.plan_version);
+    const plan = await findPlanVersion(trx as Db, period.plan_id, period.plan_version);
     if (plan) figures.push(rateCounters(plan, period, counters));
   }
   if (figures.length === 0) return;

@@ -1,9 +1,8 @@
 import type { Db } from './knex';
-import { countUnclaimedEvents, readPeriodCounters } from './ledger';
+import { toCounter, UNCLAIMED_EVENTS, type CounterRow } from './ledger';
 import { findPlanVersion } from './plans';
-import { alertView, type AlertRow } from './alerts';
-import { readLimitOverrides } from './entitlements';
-import { readPacks } from './packs';
+import { alertView } from './alerts';
+import { packFromRow } from './packs';
 import { aggregateStoredGroups } from './dimensions';
 import type { MeterGroup } from '../domain/dimensions';
 import type { Pack } from '../domain/packs';
@@ -36,36 +35,71 @@ export interface CurrentPeriodFigures {
   pendingEvents: number;
 }
 
+/**
+ * One statement (one snapshot, one round trip): the open period with its counters, alerts and
+ * unclaimed events, and the tenant's limits and packs. The plan version comes from the process's
+ * cache (versions never change); only a dimensioned meter's groups take a second query.
+ */
 export async function currentPeriodFigures(db: Db, tenantId: string): Promise<CurrentPeriodFigures | undefined> {
-  const period = await db('periods')
-    .where({ tenant_id: tenantId, status: 'open' })
-    .first<{ start: Date; end: Date; plan_id: string; plan_version: number } | undefined>('start', 'end', 'plan_id', 'plan_version');
-  if (!period) return undefined;
-  const plan = await findPlanVersion(db, period.plan_id, period.plan_version);
+  const result = await db.raw<{ rows: FiguresRow[] }>(CURRENT_PERIOD_FIGURES, { tenant: tenantId });
+  const row = result.rows[0];
+  if (!row) return undefined;
+  const plan = await findPlanVersion(db, row.plan_id, row.plan_version);
   if (!plan) return undefined;
-  const start = period.start.toISOString();
-  const [counters, alerts, pendingEvents, limitOverrides, packs] = await Promise.all([
-    readPeriodCounters(db, tenantId, [start]),
-    db('alerts').where({ tenant_id: tenantId, period_start: period.start }).orderBy([{ column: 'fired_at' }, { column: 'threshold' }]).select<AlertRow[]>(),
-    countUnclaimedEvents(db, tenantId),
-    readLimitOverrides(db, tenantId),
-    readPacks(db, tenantId),
-  ]);
-  const groups = await aggregateStoredGroups(db, tenantId, period.start, plan.meters, { countedOnly: true });
+  const start = row.start.toISOString();
+  const groups = await aggregateStoredGroups(db, tenantId, row.start, plan.meters, { countedOnly: true });
+  const counters = row.counters.map((c) => toCounter({ ...c, period_start: row.start }));
   const values: Record<string, string> = {};
   for (const meter of plan.meters) values[meter.metric] = counterFromAggregates(counters.find((c) => c.metric === meter.metric), meter.aggregation);
   return {
     tenantId,
     plan,
-    period: { start, end: period.end.toISOString() },
+    period: { start, end: row.end.toISOString() },
     values,
-    limitOverrides,
-    packs,
+    limitOverrides: { ...(row.limit_overrides ?? {}) },
+    packs: row.packs.map((k) =>
+      packFromRow(
+        { ...k, purchased_at: new Date(k.purchased_at), expires_at: new Date(k.expires_at) },
+        k.draws.map((d) => ({ period_start: new Date(d.period_start), units: d.units })),
+      ),
+    ),
     groups,
-    alerts: alerts.map(alertView),
-    pendingEvents,
+    alerts: row.alerts.map((a) => alertView({ ...a, tenant_id: tenantId, period_start: row.start, fired_at: new Date(a.fired_at), covers: null, rule_id: null })),
+    pendingEvents: Math.max(0, Number(row.pending)),
   };
 }
+
+/** What {@link CURRENT_PERIOD_FIGURES} returns: numerics as text, instants inside JSON as ISO text. */
+interface FiguresRow {
+  start: Date;
+  end: Date;
+  plan_id: string;
+  plan_version: number;
+  limit_overrides: Record<string, string> | null;
+  pending: string;
+  counters: Array<Omit<CounterRow, 'period_start'>>;
+  alerts: Array<{ id: string; subject: string; threshold: string; level: string; status: string; used: string; limit: string; fired_at: string }>;
+  packs: Array<{ id: string; metric: string; units: string; price: string | null; purchased_at: string; expires_at: string; draws: Array<{ period_start: string; units: string }> }>;
+}
+
+const CURRENT_PERIOD_FIGURES = `
+  SELECT p.start, p."end", p.plan_id, p.plan_version, t.limit_overrides,
+         ${UNCLAIMED_EVENTS} AS pending,
+         (SELECT coalesce(json_agg(json_build_object('metric', c.metric, 'total', c.total::text, 'events', c.events::text,
+                                                     'largest', c.largest::text, 'latest', c.latest::text) ORDER BY c.metric), '[]')
+            FROM period_counters c WHERE c.tenant_id = p.tenant_id AND c.period_start = p.start) AS counters,
+         (SELECT coalesce(json_agg(json_build_object('id', a.id, 'subject', a.subject, 'threshold', a.threshold::text, 'level', a.level,
+                                                     'status', a.status, 'used', a.used::text, 'limit', a."limit"::text, 'fired_at', a.fired_at)
+                                   ORDER BY a.fired_at, a.threshold), '[]')
+            FROM alerts a WHERE a.tenant_id = p.tenant_id AND a.period_start = p.start) AS alerts,
+         (SELECT coalesce(json_agg(json_build_object('id', k.id, 'metric', k.metric, 'units', k.units::text, 'price', k.price::text,
+                                                     'purchased_at', k.purchased_at, 'expires_at', k.expires_at,
+                                                     'draws', (SELECT coalesce(json_agg(json_build_object('period_start', d.period_start, 'units', d.units::text)), '[]')
+                                                                 FROM pack_draws d WHERE d.tenant_id = k.tenant_id AND d.pack_id = k.id))
+                                   ORDER BY k.expires_at, k.id), '[]')
+            FROM packs k WHERE k.tenant_id = p.tenant_id) AS packs
+    FROM periods p JOIN tenants t ON t.id = p.tenant_id
+   WHERE p.tenant_id = :tenant AND p.status = 'open'`;
 
 /** `GET …/usage` from the read model. */
 export async function currentUsage(db: Db, tenantId: string): Promise<UsageView | undefined> {
