@@ -27,13 +27,18 @@
  *   period-invoice-1.json          invoice 1, still waiting on its grace timer (a prefix)
  *   period-invoice-2.json          invoice 2, finalized
  *   invoice-rerun-1.json           the rerun of invoice 2
- *   alert-delivery-1.json          the delivery of the first tenant's 80 % alert
+ *   alert-delivery-1.json          the delivery of the first tenant's 80 % alert (runs that deliver
+ *                                  inline first leave a delivery workflow only to alerts with an
+ *                                  email channel: then alert-delivery-N.json, each of them)
  *   retention-1.json               a retention pass (0 days, batches of 2) run after the story
  * Committed beside them, recorded the same way after patch `local-barrier-claims-v1` (claims as
  * local activities, bounded by the first claim's barrier): `tenant-billing-local-claims-{period-1,
  * period-2,cancelled,continued,entitlements-1}.json`, the new path of each tenant story above; and
  * after patch `bulk-counting-v1` (claims publish the ledger's decision points, and the worker's
- * counter counts in bulk what decides nothing), `tenant-billing-bulk-counting-{...}.json`.
+ * counter counts in bulk what decides nothing), `tenant-billing-bulk-counting-{...}.json`; and
+ * after patches `no-timer-for-past-deadlines-v1` (a deadline already past is acted on without a
+ * timer: the grace of 0 after a close with finalize) and `inline-alert-delivery-v1` (alerts
+ * recorded by local activity and delivered first inline), `tenant-billing-inline-alerts-{...}.json`.
  * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example
@@ -366,7 +371,7 @@ async function driveStory(
 
   step('cancelling the subscription (its run waits out the final period\'s grace)');
   await call('DELETE', `/v1/tenants/${STORY_TENANT}`, adminKey, undefined, 200);
-  await waitForEvent(client, workflowId, 'timerStartedEventAttributes', run3, 2);
+  await waitForTimerAfterUpdate(client, workflowId, run3);
 
   step('a second tenant whose run continues as new within its period');
   const second = await call<{ api_key: string }>('POST', '/v1/tenants', adminKey, { id: STORY_SECOND_TENANT, name: 'Beta (replay story)', plan_id: STORY_PLAN }, 201);
@@ -386,12 +391,16 @@ async function driveStory(
   }
   await waitClosed(client, bounded.workflowId, bounded.firstExecutionRunId, 'CONTINUED_AS_NEW');
 
-  const delivery = alertDeliveryWorkflowId(alertId(STORY_TENANT, tenant.current_period.start, 'tokens', 80));
-  await waitClosed(client, delivery, undefined, 'COMPLETED');
+  // The run delivers an alert inline first (patch inline-alert-delivery-v1); only an alert with an
+  // email channel, or one that attempt could not deliver, gets a delivery workflow of its own.
+  const deliveries: string[] = [];
+  for await (const run of client.workflow.list({ query: `WorkflowType = 'alertDelivery'` })) deliveries.push(run.workflowId);
+  deliveries.sort((a, b) => (a === alertDeliveryWorkflowId(alertId(STORY_TENANT, tenant.current_period.start, 'tokens', 80)) ? -1 : a.localeCompare(b)));
+  for (const delivery of deliveries) await waitClosed(client, delivery, undefined, 'COMPLETED');
   return {
     tenantRuns: [run1, run2, run3],
     continuedRun: bounded.firstExecutionRunId,
-    alertDeliveries: [delivery],
+    alertDeliveries: deliveries,
     invoiceWorkflows: [close1.invoice_workflow_id, close2.invoice_workflow_id],
     rerunWorkflows: [rerun.workflow_id],
   };
@@ -518,13 +527,15 @@ async function waitClosed(client: Client, workflowId: string, runId: string | un
   }
 }
 
-/** Polls a workflow's history until it holds `count` events with these attributes (a timer started, …). */
-async function waitForEvent(client: Client, workflowId: string, attributes: string, runId?: string, count = 1, timeoutMs = 30_000): Promise<void> {
+/** Polls a run until a timer starts after its last accepted update (the grace timer a cancellation leaves). */
+async function waitForTimerAfterUpdate(client: Client, workflowId: string, runId: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
-    if ((history.events ?? []).filter((e) => (e as Record<string, unknown>)[attributes] != null).length >= count) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${attributes} in ${workflowId}`);
+    const events = (await client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
+    const updates = events.flatMap((e, i) => (e.workflowExecutionUpdateAcceptedEventAttributes != null ? [i] : []));
+    const last = updates[updates.length - 1];
+    if (last !== undefined && events.slice(last).some((e) => e.timerStartedEventAttributes != null)) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for a timer after the cancellation in ${workflowId}`);
     await sleep(100);
   }
 }

@@ -8,11 +8,11 @@ import type { Notifier } from '../notifications/notifier';
 import { deliverAlertEvent } from '../notifications/alerts';
 import { deliverInvoiceEvent, type InvoiceEventInput } from '../notifications/invoices';
 import { currentAttempt, deliveryFailure } from '../notifications/activity-attempts';
-import type { ChannelOutcome } from '../notifications/dispatch';
+import { DeliveryIncompleteError, InlineAttemptDeclined, type ChannelOutcome } from '../notifications/dispatch';
 import { createInvoicingActivities } from './invoicing';
 import { createLedgerActivities } from './ledger';
 import { createRetentionActivities } from './retention';
-import type { DeliverAlertInput, InvoiceRef, InvoiceSummary, RecordAlertsInput } from './types';
+import type { DeliverAlertInlineInput, DeliverAlertInput, InlineDeliveryOutcome, InvoiceRef, InvoiceSummary, RecordAlertsInput } from './types';
 
 /** What activities need from the outside world; tests pass real ones pointed at test servers. */
 export interface ActivityDeps {
@@ -46,9 +46,28 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
     async deliverAlert(input: DeliverAlertInput): Promise<ChannelOutcome[]> {
       if (input.record) await insertAlerts(db, input.tenant_id, input.record.period_start, [input.record.alert]);
       try {
-        return await deliverAlertEvent({ db, notifier, logger }, input.alert_id, currentAttempt(notifier.maxAttempts));
+        return await deliverAlertEvent({ db, notifier, logger }, input.alert_id, currentAttempt(notifier.maxAttempts, { earlier: input.earlier_attempts }));
       } catch (err) {
         throw deliveryFailure(err);
+      }
+    },
+
+    /**
+     * The first attempt at an alert's delivery, run by the tenant's run as a local activity, so a
+     * receiver that answers at once gets its alert without a delivery workflow's round trips
+     * through the server. Webhooks wait at most `send_budget_ms`; what this attempt does not
+     * complete it hands on to the delivery workflow, which goes on from the attempts made here.
+     */
+    async deliverAlertInline(input: DeliverAlertInlineInput): Promise<InlineDeliveryOutcome> {
+      if (input.record) await insertAlerts(db, input.tenant_id, input.record.period_start, [input.record.alert]);
+      const attempt = { ...currentAttempt(notifier.maxAttempts, { allowed: input.attempts_allowed }), inlineSendBudgetMs: input.send_budget_ms };
+      try {
+        await deliverAlertEvent({ db, notifier, logger }, input.alert_id, attempt);
+        return { outcome: 'delivered' };
+      } catch (err) {
+        if (err instanceof InlineAttemptDeclined) return { outcome: 'handed_on', attempts: 0 };
+        if (err instanceof DeliveryIncompleteError) return err.final ? { outcome: 'failed' } : { outcome: 'handed_on', attempts: 1 };
+        throw err;
       }
     },
 

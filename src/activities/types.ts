@@ -23,7 +23,29 @@ export interface DeliverAlertInput {
    * for `recordAlerts` to complete first, which saves the alert a round trip through the server.
    */
   record?: { period_start: string; alert: AlertRecord };
+  /**
+   * Attempts made before this activity's own (the first, made inline by the tenant's run): they
+   * count toward the same budget, so the delivery workflow retries `8 - earlier_attempts` times.
+   */
+  earlier_attempts?: number;
 }
+
+/**
+ * The first attempt at an alert's delivery, made by the tenant's run itself as a local activity
+ * (no delivery workflow unless it is needed): each send is bounded by `send_budget_ms`, and an
+ * alert with an email channel is left whole to the delivery workflow.
+ */
+export interface DeliverAlertInlineInput extends DeliverAlertInput {
+  send_budget_ms: number;
+  /** The whole delivery's attempt budget (the delivery workflow's retries included). */
+  attempts_allowed: number;
+}
+
+/**
+ * How the inline attempt ended: `delivered` (or recorded) on every channel; `failed` for good (it
+ * was the last attempt allowed); or `handed_on` to the delivery workflow, after `attempts` sends.
+ */
+export type InlineDeliveryOutcome = { outcome: 'delivered' | 'failed' } | { outcome: 'handed_on'; attempts: number };
 
 /** How a delivery attempt ended, per channel. */
 export interface DeliveryOutcome {

@@ -8,14 +8,17 @@ import { DeliveryIncompleteError, type AttemptContext } from './dispatch';
  */
 
 /**
- * This activity attempt, and whether it is the last one the retry policy (or the notifier's
+ * This activity attempt (after `budget.earlier` made before it), and whether it is the last one the retry policy (or the notifier's
  * `maxAttempts`, if lower) allows. Without a bound on attempts, no attempt is final.
  */
-export function currentAttempt(notifierMaxAttempts?: number): AttemptContext {
+export function currentAttempt(notifierMaxAttempts?: number, budget: { earlier?: number; allowed?: number } = {}): AttemptContext {
   const info = activityInfo();
-  const policyMax = info.retryPolicy?.maximumAttempts || Infinity;
+  // Attempts made elsewhere first (the tenant run's inline one) count toward the same budget.
+  const earlier = budget.earlier ?? 0;
+  const attempt = info.attempt + earlier;
+  const policyMax = budget.allowed ?? (info.retryPolicy?.maximumAttempts || Infinity) + earlier;
   const max = Math.min(policyMax, notifierMaxAttempts ?? Infinity);
-  return { attempt: info.attempt, final: info.attempt >= max };
+  return { attempt, final: attempt >= max };
 }
 
 /**

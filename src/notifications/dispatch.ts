@@ -55,6 +55,17 @@ export interface ChannelOutcome {
 export interface AttemptContext {
   attempt: number;
   final: boolean;
+  /**
+   * An attempt made inline by the tenant's run: each webhook waits at most this long (the
+   * configured timeout otherwise), and a plan with an email channel is declined whole (an SMTP
+   * exchange cannot be cut short without risking a second copy of the email).
+   */
+  inlineSendBudgetMs?: number;
+}
+
+/** Raised before anything is sent when an inline attempt is declined: the delivery workflow makes the first attempt. */
+export class InlineAttemptDeclined extends Error {
+  override name = 'InlineAttemptDeclined';
 }
 
 /** What the engine needs: the database, the transports and a logger. */
@@ -89,6 +100,7 @@ export async function dispatchEvent(
   plans: DeliveryPlan[],
   attempt: AttemptContext,
 ): Promise<ChannelOutcome[]> {
+  if (attempt.inlineSendBudgetMs !== undefined && plans.some((p) => p.channel === 'email')) throw new InlineAttemptDeclined('an email channel: the delivery workflow sends it');
   const unique = new Map<string, DeliveryPlan>();
   for (const plan of plans) unique.set(`${plan.channel} ${plan.target}`, plan);
   const outcomes = await Promise.all([...unique.values()].map((plan) => deliverOne(deps, event, plan, attempt)));
@@ -127,7 +139,7 @@ async function deliverOne(
   }
 
   try {
-    const sent = await send(deps, event, plan, claimed.payload);
+    const sent = await send(deps, event, plan, claimed.payload, attempt.inlineSendBudgetMs);
     return outcomeOf(plan, await completeDelivery(db, row.id, sent));
   } catch (err) {
     const message = errorMessage(err);
@@ -143,6 +155,7 @@ async function send(
   event: { id: string; tenant_id: string },
   plan: DeliveryPlan,
   stored: unknown,
+  timeoutMs: number | undefined,
 ): Promise<'delivered' | 'recorded'> {
   if (plan.channel === 'webhook') {
     const payload = stored as WebhookEvent;
@@ -151,7 +164,7 @@ async function send(
     const tenant = await findTenantWebhookSecret(deps.db, event.tenant_id);
     if (!tenant?.webhook_secret) throw new Error('the tenant has no webhook secret (rotate one: POST /v1/tenants/{id}/webhook-secret)');
     const signature = signWebhookBody(body, tenant.webhook_secret, Math.floor(Date.now() / 1000));
-    const result = await deps.notifier.postWebhook({ url: plan.target, body, headers: { 'x-billing-signature': signature } });
+    const result = await deps.notifier.postWebhook({ url: plan.target, body, headers: { 'x-billing-signature': signature }, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
     return result === 'sent' ? 'delivered' : 'recorded';
   }
   if (plan.channel === 'email') {

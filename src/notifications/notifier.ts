@@ -61,7 +61,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
       return 'sent';
     },
     async postWebhook(request) {
-      await postWebhook(request, options.webhookTimeoutMs ?? DEFAULT_WEBHOOK_TIMEOUT_MS, options.webhookTargets);
+      const timeoutMs = Math.min(options.webhookTimeoutMs ?? DEFAULT_WEBHOOK_TIMEOUT_MS, request.timeoutMs ?? Infinity);
+      await postWebhook(request, timeoutMs, options.webhookTargets);
       return 'sent';
     },
   };

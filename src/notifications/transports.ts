@@ -23,6 +23,8 @@ export interface WebhookRequest {
   url: string;
   body: string;
   headers: Record<string, string>;
+  /** A tighter bound than the notifier's own for this one request (an inline attempt's). */
+  timeoutMs?: number;
 }
 
 /** Thrown for a receiver that answered, but not with a 2xx (the attempt failed; retry later). */

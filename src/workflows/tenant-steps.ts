@@ -1,5 +1,6 @@
 import {
   ParentClosePolicy,
+  patched,
   proxyActivities,
   proxyLocalActivities,
   setCurrentDetails,
@@ -11,7 +12,8 @@ import {
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { ClaimUsageInput } from '../activities/ledger';
-import type { ClaimResult, LedgerSnapshot } from '../contracts/ledger';
+import type { AlertRecord, ClaimResult, LedgerSnapshot } from '../contracts/ledger';
+import type { InlineDeliveryOutcome } from '../activities/types';
 import type { AlertLevel } from '../domain/thresholds';
 import type { AlertDecision, TenantLedger } from './tenant-ledger';
 import {
@@ -26,7 +28,7 @@ import {
   type UsageView,
 } from './messages';
 import { SEARCH_ATTRIBUTES } from './search-attributes';
-import { alertDelivery } from './alert-delivery';
+import { ALERT_DELIVERY_ATTEMPTS, alertDelivery } from './alert-delivery';
 import {
   alertDeliverySummary,
   claimSummary,
@@ -34,6 +36,7 @@ import {
   entitlementsSummary,
   packDrawsSummary,
   graceEndTimerSummary,
+  notifyAlertSummary,
   periodEndTimerSummary,
   recordAlertsSummary,
   restoreSummary,
@@ -65,6 +68,24 @@ const acts = proxyActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
  * task, whose retry would claim again (the full bench's hot tenant stalled so).
  */
 const localActs = proxyLocalActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
+
+/**
+ * Patches taken where they apply (their markers are written only by the runs that reach them):
+ * no timer for a deadline already past, and alerts delivered first inline.
+ */
+const NO_TIMER_FOR_PAST_DEADLINES = 'no-timer-for-past-deadlines-v1';
+/** Alerts recorded by local activity, and each delivered first inline ({@link TenantSteps.fireAlerts}). */
+const INLINE_ALERT_DELIVERY = 'inline-alert-delivery-v1';
+
+/**
+ * How long an inline delivery attempt lets each webhook take. A receiver slower than this gets
+ * the alert from the delivery workflow's next attempt; the run is held up by this much at most
+ * (an email channel is never tried inline: its exchange cannot be cut short).
+ */
+const INLINE_SEND_BUDGET_MS = 2_000;
+
+/** The inline attempt runs once: what it leaves undone, the delivery workflow retries. */
+const inlineDelivery = proxyLocalActivities<activities.BillingActivities>({ startToCloseTimeout: '30 seconds', retry: { maximumAttempts: 1 } });
 
 /** This run so far: doorbells received, claims made, events rung and claimed. Its history bounds count signals and claims. */
 export type RunCounts = TenantStateView['run'];
@@ -225,7 +246,11 @@ export class TenantSteps {
     if (this.deadlineTimer?.at === at) return this.deadlineTimer;
     const timer = { at, passed: false };
     this.deadlineTimer = timer;
-    if (Number.isFinite(at)) {
+    if (Number.isFinite(at) && at <= Date.now() && patched(NO_TIMER_FOR_PAST_DEADLINES)) {
+      // Already past (a grace of 0 after a rollover, a worker back after the period end): the
+      // loop acts on it now, without a timer's two events and a workflow task of its own.
+      timer.passed = true;
+    } else if (Number.isFinite(at)) {
       const summary = at === Date.parse(ledger.period.end) && !ledger.cancelled ? periodEndTimerSummary(ledger.period.end) : graceEndTimerSummary(new Date(at).toISOString());
       void sleep(Math.max(at - Date.now(), 1), { summary }).then(() => {
         timer.passed = true;
@@ -312,35 +337,65 @@ export class TenantSteps {
   }
 
   /**
-   * Records what the ledger decided, and hands each notified alert to its own delivery workflow,
-   * which the run does not wait for: a receiver that hangs must not hold up counting, nor the
-   * next period.
+   * Records what the ledger decided, and delivers each notified alert: a first attempt inline,
+   * whose webhooks wait at most {@link INLINE_SEND_BUDGET_MS}, then, for what it left undone,
+   * a delivery workflow of the alert's own, which the run does not wait for: a receiver that
+   * hangs must not hold up counting, nor the next period.
    */
   private async fireAlerts(decisions: AlertDecision[]): Promise<void> {
     const tenantId = this.tenantId;
+    const inline = decisions.length > 0 && patched(INLINE_ALERT_DELIVERY);
     for (const decision of decisions) {
-      for (const record of decision.records.filter((r) => r.status === 'notified')) {
-        try {
-          await startChild(alertDelivery, {
-            workflowId: alertDeliveryWorkflowId(record.id),
-            args: [{ tenant_id: tenantId, alert_id: record.id, record: { period_start: decision.period_start, alert: record }, subject: record.subject, threshold: record.threshold }],
-            parentClosePolicy: ParentClosePolicy.ABANDON,
-            staticSummary: alertDeliverySummary(tenantId, record.subject, record.threshold),
-            ...(this.options.searchAttributes ? { typedSearchAttributes: [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }] } : {}),
-          });
-        } catch (err) {
-          // Started before (a run restored after its start was recorded): one delivery per alert.
-          if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      const notified = decision.records.filter((r) => r.status === 'notified');
+      const record = { tenant_id: tenantId, period_start: decision.period_start, alerts: decision.records };
+      const summary = recordAlertsSummary(decision.records, decision.current ? undefined : decision.period_start);
+      if (inline) {
+        // Recorded first: the attempt reads the alert back, and the alert exists whatever comes of it.
+        await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+        for (const alert of notified) {
+          const first = await inlineDelivery.deliverAlertInline
+            .executeWithOptions({ summary: notifyAlertSummary(alert.subject, alert.threshold) }, [
+              { tenant_id: tenantId, alert_id: alert.id, send_budget_ms: INLINE_SEND_BUDGET_MS, attempts_allowed: ALERT_DELIVERY_ATTEMPTS },
+            ])
+            // The attempt itself failed (PostgreSQL away, its timeout): counted as made.
+            .catch((): InlineDeliveryOutcome => ({ outcome: 'handed_on', attempts: 1 }));
+          if (first.outcome === 'handed_on') await this.startDelivery(decision.period_start, alert, first.attempts);
         }
+      } else {
+        for (const alert of notified) await this.startDelivery(decision.period_start, alert, 0);
+        await acts.recordAlerts.executeWithOptions({ summary }, [record]);
       }
-      await acts.recordAlerts.executeWithOptions({ summary: recordAlertsSummary(decision.records, decision.current ? undefined : decision.period_start) }, [
-        { tenant_id: tenantId, period_start: decision.period_start, alerts: decision.records },
-      ]);
     }
     const level = this.ledger.alertLevel();
     if (level !== this.alertLevel) {
       this.alertLevel = level;
       if (this.options.searchAttributes) upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.AlertLevel, value: level }]);
+    }
+  }
+
+  /** Hands a notified alert to its delivery workflow, which goes on from the attempts made before it. */
+  private async startDelivery(periodStart: string, alert: AlertRecord, earlierAttempts: number): Promise<void> {
+    const tenantId = this.tenantId;
+    try {
+      await startChild(alertDelivery, {
+        workflowId: alertDeliveryWorkflowId(alert.id),
+        args: [
+          {
+            tenant_id: tenantId,
+            alert_id: alert.id,
+            record: { period_start: periodStart, alert },
+            subject: alert.subject,
+            threshold: alert.threshold,
+            ...(earlierAttempts > 0 ? { earlier_attempts: earlierAttempts } : {}),
+          },
+        ],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        staticSummary: alertDeliverySummary(tenantId, alert.subject, alert.threshold),
+        ...(this.options.searchAttributes ? { typedSearchAttributes: [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }] } : {}),
+      });
+    } catch (err) {
+      // Started before (a run restored after its start was recorded): one delivery per alert.
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
     }
   }
 

@@ -18,7 +18,7 @@ import type { PlanVersion } from '../../src/domain/plan';
 import { generateWebhookSecret } from '../../src/notifications/secrets';
 import { verifyBillingSignature } from '../../src/notifications/verify-signature';
 import type { periodInvoice } from '../../src/workflows/period-invoice';
-import { alertId, finalizeInvoiceSignal, stateQuery, tenantWorkflowId, type UsageDoorbell } from '../../src/workflows/messages';
+import { alertDeliveryWorkflowId, alertId, finalizeInvoiceSignal, stateQuery, tenantWorkflowId, type UsageDoorbell } from '../../src/workflows/messages';
 import { LOCAL_WEBHOOK_TARGETS, connectToTestTemporal, quietLogger, testDb, unique, unreachableDb, workflowBundle } from '../support/stack';
 import { createTenantFixture, type TenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
@@ -424,11 +424,14 @@ test('PostgreSQL unreachable while alerts are recorded and delivered: retried, o
   const { faults } = worker;
   try {
     const tenant = await startTenant(worker);
-    faults.down('recordAlerts', 'deliverAlert');
+    faults.down('recordAlerts', 'deliverAlertInline', 'deliverAlert');
     await send(tenant, events('a', 1, 'minutes', 85)); // 85 %: crosses 80
     await faults.untilRefused('recordAlerts', 3);
     faults.loseNextAnswers('recordAlerts');
     faults.up('recordAlerts');
+    // The run's inline attempt fails once; the delivery workflow retries from there.
+    await faults.untilRefused('deliverAlertInline', 1);
+    faults.up('deliverAlertInline');
     await faults.untilRefused('deliverAlert', 2);
     faults.up('deliverAlert');
     // One crossing per batch, each counted before the next is sent: 95 %, then 125 %.
@@ -453,7 +456,19 @@ test('PostgreSQL unreachable while alerts are recorded and delivered: retried, o
     }, 30_000, 'three deliveries');
     expect(deliveries.map((d) => [d.event_id, d.channel, d.attempts])).toEqual([...ids].sort().map((id) => [id, 'log', 1]));
     expect(faults.refusalsAreConnectionErrors('recordAlerts')).toBe(true);
+    expect(faults.refusalsAreConnectionErrors('deliverAlertInline')).toBe(true);
     expect(faults.refusalsAreConnectionErrors('deliverAlert')).toBe(true);
+    // The 80 % alert went through its delivery workflow; the 90 and 100 %, sent once PostgreSQL
+    // was back, were delivered by their inline attempts alone.
+    const hasDeliveryWorkflow = (id: string) =>
+      temporal.client.workflow
+        .getHandle(alertDeliveryWorkflowId(id))
+        .describe()
+        .then(
+          () => true,
+          () => false,
+        );
+    expect(await Promise.all(ids.map(hasDeliveryWorkflow))).toEqual([true, false, false]);
     expect(faults.lostAndRetried('recordAlerts')).toHaveLength(1);
 
     // The workflow decided each threshold once, whatever the retries.

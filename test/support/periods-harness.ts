@@ -105,12 +105,12 @@ export function eventsOf(histories: Array<{ history: History }>): HistoryEvent[]
   return histories.flatMap((h) => h.history.events ?? []);
 }
 
-/** The first argument of every activity of this type scheduled in these events. */
-export function activityInputs<T>(events: HistoryEvent[], activityType: string): T[] {
+/** The type of every local activity these events record (one marker per completed local activity). */
+export function localActivityTypes(events: HistoryEvent[]): string[] {
   return events
-    .map((e) => e.activityTaskScheduledEventAttributes)
-    .filter((a) => a?.activityType?.name === activityType)
-    .map((a) => defaultPayloadConverter.fromPayload<T>(a!.input!.payloads![0]!));
+    .map((e) => e.markerRecordedEventAttributes)
+    .filter((m) => m?.markerName === 'core_local_activity')
+    .map((m) => defaultPayloadConverter.fromPayload<{ activity_type: string }>(m!.details!.data!.payloads![0]!).activity_type);
 }
 
 /** The first argument of every child workflow of this type started in these events. */
