@@ -5,8 +5,7 @@ import { counterFromAggregates } from '../../src/domain/aggregation';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { insertPlacedEvents, lockTenantLedger } from '../../src/db/ingest';
 import type { DecisionPoints } from '../../src/contracts/ledger';
-import type { Db } from '../../src/db/knex';
-import { testDb, unique } from '../support/stack';
+import { testDbForFile, unique } from '../support/stack';
 import { LEDGER_METERS } from '../support/ledger-meters';
 import { createTenantFixture } from '../support/tenant-fixture';
 
@@ -16,13 +15,7 @@ import { createTenantFixture } from '../support/tenant-fixture';
  * stored, and otherwise leaves every one of them to the workflow. Together with claims, each
  * stored event is counted exactly once.
  */
-let db: Db;
-beforeAll(() => {
-  db = testDb();
-});
-afterAll(async () => {
-  await db?.destroy();
-});
+const db = testDbForFile();
 
 const METERS = LEDGER_METERS;
 const PERIOD = '2026-11-01T00:00:00.000Z';

@@ -6,7 +6,7 @@ import { aggregateStoredUsage } from '../../src/db/usage';
 import { insertPlacedEvents, lockTenantLedger } from '../../src/db/ingest';
 import type { ClaimResult } from '../../src/contracts/ledger';
 import type { Db } from '../../src/db/knex';
-import { testDb, unique } from '../support/stack';
+import { testDbForFile, unique } from '../support/stack';
 import { LEDGER_METERS } from '../support/ledger-meters';
 
 /**
@@ -14,13 +14,7 @@ import { LEDGER_METERS } from '../support/ledger-meters';
  * add it once to `period_counters`, whatever the claim sizes, retries and overlapping claimers,
  * and the read model always equals the reference aggregation of the stored events.
  */
-let db: Db;
-beforeAll(() => {
-  db = testDb();
-});
-afterAll(async () => {
-  await db?.destroy();
-});
+const db = testDbForFile();
 
 const METERS = LEDGER_METERS;
 const PERIODS = ['2026-11-01T00:00:00.000Z', '2026-12-01T00:00:00.000Z'];

@@ -1,7 +1,6 @@
 import { storeUsageRequests, type IncomingEvent, type IngestRequest } from '../../src/db/ingest';
 import { countUnclaimedEvents } from '../../src/db/ledger';
-import type { Db } from '../../src/db/knex';
-import { testDb, unique } from '../support/stack';
+import { testDbForFile, unique } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 
 /**
@@ -10,13 +9,7 @@ import { createTenantFixture } from '../support/tenant-fixture';
  * stores nothing of itself and changes nothing for the others; a resend is never refused, also
  * across the requests of one transaction; every event is stored once.
  */
-let db: Db;
-beforeAll(() => {
-  db = testDb();
-});
-afterAll(async () => {
-  await db?.destroy();
-});
+const db = testDbForFile();
 
 async function tenant(): Promise<string> {
   const tenantId = unique('group');

@@ -1,10 +1,9 @@
-import type { Db } from '../../src/db/knex';
 import { writePeriodInvoice } from '../../src/db/invoices';
 import { createPlanBody, usageEvent } from '../../src/api/schemas';
 import { Dec, toDecimalString } from '../../src/domain/decimal';
 import { ratePeriod } from '../../src/domain/rating';
 import type { PlanVersion } from '../../src/domain/plan';
-import { testDb, unique } from '../support/stack';
+import { testDbForFile, unique } from '../support/stack';
 import { createTenantFixture, type TenantFixture } from '../support/tenant-fixture';
 
 /**
@@ -18,13 +17,7 @@ import { createTenantFixture, type TenantFixture } from '../support/tenant-fixtu
  * stores them), and `writePeriodInvoice` rates and writes the invoice as the invoice workflow's
  * activity does.
  */
-let db: Db;
-beforeAll(() => {
-  db = testDb();
-});
-afterAll(async () => {
-  await db?.destroy();
-});
+const db = testDbForFile();
 
 /** The largest price, fee or cost limit the API admits: 18 integer digits, 10 decimals. */
 const MAX_PRICE = '999999999999999999.9999999999';

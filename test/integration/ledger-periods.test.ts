@@ -3,10 +3,9 @@ import { storeUsage, type IncomingEvent } from '../../src/db/ingest';
 import { claimUsage, readPeriodCounters } from '../../src/db/ledger';
 import { rollOverPeriod } from '../../src/db/rollover';
 import { savePlanVersion } from '../../src/db/plans';
-import type { Db } from '../../src/db/knex';
 import type { PlanVersion } from '../../src/domain/plan';
 import { aggregateStoredUsage } from '../../src/db/usage';
-import { testDb, unique } from '../support/stack';
+import { testDbForFile, unique } from '../support/stack';
 import { periodAfterEarlyClose } from '../../src/domain/periods';
 import { createTenantFixture } from '../support/tenant-fixture';
 
@@ -15,13 +14,7 @@ import { createTenantFixture } from '../support/tenant-fixture';
  * tenant's ledger lock, and a rollover closes, moves and opens in one transaction under the same
  * lock, so every stored event lands in exactly one period, and late events only until grace end.
  */
-let db: Db;
-beforeAll(() => {
-  db = testDb();
-});
-afterAll(async () => {
-  await db?.destroy();
-});
+const db = testDbForFile();
 
 const monthly = (id: string, grace = 3600): Omit<PlanVersion, 'version'> => ({
   id,

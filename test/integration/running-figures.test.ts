@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { storeUsage } from '../../src/db/ingest';
 import { claimUsage } from '../../src/db/ledger';
 import { refreshDueFigures } from '../../src/db/summaries';
-import type { Db } from '../../src/db/knex';
-import { testDb, unique } from '../support/stack';
+import { testDbForFile, unique } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 
 /**
@@ -14,13 +13,7 @@ import { createTenantFixture } from '../support/tenant-fixture';
  * Other test files' refreshers share this database, so the test reads state under the tenant's
  * own lock rather than assuming no one else rated it.
  */
-let db: Db;
-beforeAll(() => {
-  db = testDb();
-});
-afterAll(async () => {
-  await db?.destroy();
-});
+const db = testDbForFile();
 
 async function tenant(tenantId = unique('figures')) {
   const anchor = new Date(Date.now() - 60_000).toISOString();

@@ -5,9 +5,8 @@ import { insertPack, readPacks, recordPackDraws } from '../../src/db/packs';
 import { insertAlerts, alertView, type AlertRow } from '../../src/db/alerts';
 import { changeLimitOverrides, readLimitOverrides } from '../../src/db/entitlements';
 import { counterFromAggregates } from '../../src/domain/aggregation';
-import type { Db } from '../../src/db/knex';
 import type { AlertRecord } from '../../src/contracts/ledger';
-import { testDb, unique } from '../support/stack';
+import { testDbForFile, unique } from '../support/stack';
 import { LEDGER_METERS } from '../support/ledger-meters';
 import { createTenantFixture } from '../support/tenant-fixture';
 
@@ -16,13 +15,7 @@ import { createTenantFixture } from '../support/tenant-fixture';
  * answer exactly what the read model's tables hold, each read on its own: counters, alerts in
  * firing order, packs with their draws, limit overrides and unclaimed events.
  */
-let db: Db;
-beforeAll(() => {
-  db = testDb();
-});
-afterAll(async () => {
-  await db?.destroy();
-});
+const db = testDbForFile();
 
 const PERIOD = '2026-11-01T00:00:00.000Z';
 const EARLIER = '2026-10-01T00:00:00.000Z';

@@ -29,6 +29,16 @@ export function testDb(): Db {
 }
 
 /**
+ * A test file's own pool on the test database, closed after its last test. Knex connects lazily,
+ * so the pool can be made when the file loads: `const db = testDbForFile();`.
+ */
+export function testDbForFile(): Db {
+  const db = testDb();
+  afterAll(() => db.destroy());
+  return db;
+}
+
+/**
  * A pool on a loopback port nothing listens on: every query fails with ECONNREFUSED. Tests use
  * it to take PostgreSQL away on purpose, so knex's "Acquire connection error" lines are dropped.
  */
