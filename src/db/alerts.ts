@@ -113,23 +113,51 @@ export async function insertAlerts(db: Db, tenantId: string, periodStart: string
     .ignore();
 }
 
-/** One recorded alert, or undefined. */
-export async function findAlert(db: Db, alertId: string): Promise<AlertRow | undefined> {
-  return db('alerts').where({ id: alertId }).first<AlertRow | undefined>();
+/** A notified alert with what its delivery needs: its tenant's contact, its period's plan, and the rules it goes to. */
+export interface AlertToDeliver {
+  alert: AlertRow;
+  tenant: { id: string; name: string; email: string | null; webhook_url: string | null };
+  /** The plan version of the alert's period (undefined if the period is gone). */
+  plan?: { id: string; version: number };
+  /** The thresholds it covers (one batch may jump over several); its own when none is stored. */
+  covers: number[];
+  /**
+   * The tenant's rules it goes to: on the alert's subject (its metric, or the cost), at one of
+   * the thresholds it covers, and in force when it fired (a rule deleted afterwards still gets its
+   * alert).
+   */
+  rules: Array<Pick<AlertRuleRow, 'id' | 'channel'>>;
 }
 
-/**
- * The tenant's rules a notified alert goes to: on the alert's subject (its metric, or the cost),
- * at one of the thresholds it covers, and in force when it fired (a rule deleted afterwards still
- * gets its alert).
- */
-export async function alertRulesNotified(db: Db, alert: Pick<AlertRow, 'tenant_id' | 'subject' | 'fired_at'>, covers: number[]): Promise<Array<Pick<AlertRuleRow, 'id' | 'channel'>>> {
-  return db('alert_rules')
-    .where({ tenant_id: alert.tenant_id })
-    .modify((q) => (alert.subject === COST_SUBJECT ? q.whereNull('metric') : q.where({ metric: alert.subject })))
-    .whereIn('threshold', covers)
-    .andWhere((q) => q.whereNull('deleted_at').orWhere('deleted_at', '>', alert.fired_at))
-    .select<Array<Pick<AlertRuleRow, 'id' | 'channel'>>>('id', 'channel');
+/** One recorded alert and what its delivery needs, in one statement; undefined when there is no such alert. */
+export async function findAlertToDeliver(db: Db, alertId: string): Promise<AlertToDeliver | undefined> {
+  const result = await db.raw<{ rows: Array<AlertRow & { tenant_name: string; email: string | null; webhook_url: string | null; plan_id: string | null; plan_version: number | null; rules: AlertToDeliver['rules'] }> }>(
+    `WITH a AS (
+       SELECT *, CASE WHEN jsonb_typeof(covers) = 'array' AND jsonb_array_length(covers) > 0 THEN covers ELSE jsonb_build_array(threshold) END AS covered
+         FROM alerts WHERE id = :id
+     )
+     SELECT a.id, a.tenant_id, a.period_start, a.subject, a.threshold, a.level, a.status, a.used, a."limit", a.covered AS covers, a.rule_id, a.fired_at,
+            t.name AS tenant_name, t.email, t.webhook_url, p.plan_id, p.plan_version,
+            (SELECT coalesce(json_agg(json_build_object('id', r.id, 'channel', r.channel) ORDER BY r.created_at, r.id), '[]')
+               FROM alert_rules r
+              WHERE r.tenant_id = a.tenant_id
+                AND (CASE WHEN a.subject = :cost THEN r.metric IS NULL ELSE r.metric = a.subject END)
+                AND r.threshold IN (SELECT x::numeric FROM jsonb_array_elements_text(a.covered) x)
+                AND (r.deleted_at IS NULL OR r.deleted_at > a.fired_at)) AS rules
+       FROM a JOIN tenants t ON t.id = a.tenant_id
+       LEFT JOIN periods p ON p.tenant_id = a.tenant_id AND p.start = a.period_start`,
+    { id: alertId, cost: COST_SUBJECT },
+  );
+  const row = result.rows[0];
+  if (!row) return undefined;
+  const { tenant_name, email, webhook_url, plan_id, plan_version, rules, ...alert } = row;
+  return {
+    alert,
+    tenant: { id: alert.tenant_id, name: tenant_name, email, webhook_url },
+    ...(plan_id !== null && plan_version !== null ? { plan: { id: plan_id, version: plan_version } } : {}),
+    covers: (alert.covers ?? []).map(Number),
+    rules,
+  };
 }
 
 /**

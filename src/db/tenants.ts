@@ -91,11 +91,6 @@ export async function findTenantWebhookUrl(db: Db, id: string): Promise<Pick<Ten
   return db('tenants').where({ id }).first<Pick<TenantRow, 'webhook_url'> | undefined>('webhook_url');
 }
 
-/** Where the tenant's own notifications go (its name heads the email), or undefined when there is no such tenant. */
-export async function findTenantContact(db: Db, id: string): Promise<Pick<TenantRow, 'id' | 'name' | 'email' | 'webhook_url'> | undefined> {
-  return db('tenants').where({ id }).first<Pick<TenantRow, 'id' | 'name' | 'email' | 'webhook_url'> | undefined>('id', 'name', 'email', 'webhook_url');
-}
-
 /** The secret the tenant's webhooks are signed with (null: none yet), or undefined when there is no such tenant. */
 export async function findTenantWebhookSecret(db: Db, id: string): Promise<Pick<TenantRow, 'webhook_secret'> | undefined> {
   return db('tenants').where({ id }).first<Pick<TenantRow, 'webhook_secret'> | undefined>('webhook_secret');

@@ -1,7 +1,5 @@
 import { findPlanVersion } from '../db/plans';
-import { periodPlanRef } from '../db/periods';
-import { findTenantContact } from '../db/tenants';
-import { alertRulesNotified, findAlert, recordAlertChannels, type AlertRow } from '../db/alerts';
+import { findAlertToDeliver, recordAlertChannels, type AlertRow } from '../db/alerts';
 import { decimalToNumber } from '../domain/decimal';
 import { BALANCE_DEPLETED, BALANCE_LOW, COST_SUBJECT } from '../contracts/ids';
 import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type ChannelOutcome, type DeliveryPlan, type DispatchDeps, type WebhookEvent } from './dispatch';
@@ -23,16 +21,11 @@ export type RuleChannel = { type: 'email'; to: string } | { type: 'webhook'; url
  */
 export async function deliverAlertEvent(deps: DispatchDeps, alertId: string, attempt: AttemptContext): Promise<ChannelOutcome[]> {
   const { db } = deps;
-  const alert = await findAlert(db, alertId);
-  if (!alert) throw new Error(`alert ${alertId} not recorded`);
-  const tenant = await findTenantContact(db, alert.tenant_id);
-  if (!tenant) throw new Error(`tenant ${alert.tenant_id} not found`);
-
+  const found = await findAlertToDeliver(db, alertId);
+  if (!found) throw new Error(`alert ${alertId} not recorded`);
+  const { alert, tenant, covers, rules } = found;
   const threshold = Number(alert.threshold);
-  const covers = alert.covers && alert.covers.length > 0 ? alert.covers.map(Number) : [threshold];
-  const planRef = await periodPlanRef(db, alert.tenant_id, alert.period_start);
-  const plan = planRef ? await findPlanVersion(db, planRef.id, planRef.version) : undefined;
-  const rules = await alertRulesNotified(db, alert, covers);
+  const plan = found.plan ? await findPlanVersion(db, found.plan.id, found.plan.version) : undefined;
 
   if (alert.subject === BALANCE_LOW || alert.subject === BALANCE_DEPLETED) return deliverBalanceAlert(deps, alert, tenant, attempt);
   const event: WebhookEvent = {

@@ -117,6 +117,9 @@ test('cancellation closes the period, takes late events during its grace, then f
   await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01', 20) });
   const tenant = await createTenant(planId);
   await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c1', metric: 'bot_seconds', quantity: 300 }] } });
+  // An instant inside the period that the cancellation closes: after its start (the tenant was
+  // created a moment ago: wait so that 100 ms back is inside), before the close.
+  await new Promise((resolve) => setTimeout(resolve, 200));
   const before = new Date(Date.now() - 100).toISOString();
   const res = await api.call('DELETE', `/v1/tenants/${tenant.id}`);
   expect(res.status).toBe(200);
