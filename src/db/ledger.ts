@@ -245,15 +245,15 @@ export async function readPeriodCounters(db: Db | Knex.Transaction, tenantId: st
   return rows.map(toCounter);
 }
 
+/** SQL: {@link countUnclaimedEvents}'s figure as text, for the tenant bound as `:tenant`. */
+export const UNCLAIMED_EVENTS = `(coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = :tenant), 0)
+           + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = :tenant), 0))::text`;
+
 /**
  * Acknowledged events of a tenant not counted yet (`pending_events`): events stored less events
  * claimed, from the tenant's totals and the receipts no claim has folded yet, so the answer costs
  * one row and a few receipts however large the backlog (one statement: one snapshot).
  */
-/** SQL: {@link countUnclaimedEvents}'s figure as text, for the tenant bound as `:tenant`. */
-export const UNCLAIMED_EVENTS = `(coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = :tenant), 0)
-           + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = :tenant), 0))::text`;
-
 export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: string): Promise<number> {
   const result = await db.raw<{ rows: Array<{ pending: string }> }>(`SELECT ${UNCLAIMED_EVENTS} AS pending`, { tenant: tenantId });
   return Math.max(0, Number(result.rows[0]?.pending ?? 0));

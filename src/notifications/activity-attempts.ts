@@ -8,8 +8,9 @@ import { DeliveryIncompleteError, type AttemptContext } from './dispatch';
  */
 
 /**
- * This activity attempt (after `budget.earlier` made before it), and whether it is the last one the retry policy (or the notifier's
- * `maxAttempts`, if lower) allows. Without a bound on attempts, no attempt is final.
+ * This attempt, counting `budget.earlier` made before this activity's own, and whether it is the
+ * last one allowed: by `budget.allowed` if given, else by the retry policy (plus the earlier
+ * ones), or by the notifier's `maxAttempts` if lower. Without a bound, no attempt is final.
  */
 export function currentAttempt(notifierMaxAttempts?: number, budget: { earlier?: number; allowed?: number } = {}): AttemptContext {
   const info = activityInfo();
