@@ -38,6 +38,10 @@ export function EventsTable({ tenantId, metrics }: { tenantId: string; metrics: 
   const [total, setTotal] = useState(0);
   const [error, setError] = useState<Error | undefined>(undefined);
   const [loading, setLoading] = useState(true);
+  /** Which filters and page the rows shown are for: until the effect below starts loading a new page, the old rows are not it. */
+  const [shownFor, setShownFor] = useState<string | undefined>(undefined);
+  const showing = JSON.stringify([filters, page, tenantId]);
+  const busy = loading || shownFor !== showing;
   const cursors = useRef<Map<number, string | undefined>>(new Map([[1, undefined]]));
   const base = `/v1/tenants/${enc(tenantId)}/events`;
 
@@ -63,6 +67,7 @@ export function EventsTable({ tenantId, metrics }: { tenantId: string; metrics: 
       const result = await api.get<Page<UsageEvent>>(`${base}${query({ ...q, limit: EVENTS_PAGE_SIZE, starting_after: cursors.current.get(landed) })}`);
       if (!live) return;
       if (landed !== page) setPage(landed);
+      else setShownFor(showing);
       setRows(result.data);
       setTotal(result.total_count);
       setError(undefined);
@@ -70,6 +75,7 @@ export function EventsTable({ tenantId, metrics }: { tenantId: string; metrics: 
     })().catch((err: Error) => {
       if (!live) return;
       setError(err instanceof ApiProblem && err.errors.some((e) => e.path.startsWith('property.')) ? new Error('This API does not filter events by property yet.') : err);
+      setShownFor(showing);
       setRows([]);
       setTotal(0);
       setLoading(false);
@@ -154,13 +160,13 @@ export function EventsTable({ tenantId, metrics }: { tenantId: string; metrics: 
       ) : null}
       <ErrorNote error={error} />
       <TableWrap label="Usage events">
-        <table aria-busy={loading ? 'true' : 'false'}>
+        <table aria-busy={busy ? 'true' : 'false'}>
           <TableHead
             caption="Usage events, newest first"
             columns={[{ label: 'Time' }, { label: 'Metric' }, { label: 'Quantity', numeric: true }, { label: 'Properties' }, showCost && { label: 'Cost', numeric: true }]}
           />
           <tbody>
-            {loading ? (
+            {busy ? (
               <SkeletonRows rows={5} cols={showCost ? 5 : 4} />
             ) : rows && rows.length > 0 ? (
               rows.map((r) => (
