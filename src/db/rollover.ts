@@ -86,6 +86,21 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
         .max<{ latest: Date | null }>('timestamp as latest')
         .first();
       if (latest?.latest && latest.latest >= end) end = new Date(latest.latest.getTime() + 1);
+    } else {
+      // The tenant's run decides its alerts and authorizations on the events it counts, and its
+      // clock stands still within a workflow task: a claim in the task that reads the close
+      // instant may have counted events stamped after that instant, though before this
+      // transaction. Those stay in the period they were decided in: the close ends 1 ms after the
+      // latest of them. Events stamped after this transaction's clock are future-stamped, and
+      // move to the next period whether counted or not (a close is never pushed into the future).
+      const latestCounted = await trx('usage_events')
+        .where({ tenant_id: request.tenant_id, period_start: period.start })
+        .andWhere('timestamp', '>=', end)
+        .andWhere('timestamp', '<', trx.raw('now()'))
+        .andWhereRaw(COUNTED())
+        .max<{ latest: Date | null }>('timestamp as latest')
+        .first();
+      if (latestCounted?.latest) end = new Date(Math.min(latestCounted.latest.getTime() + 1, period.end.getTime()));
     }
     const graceEndsAt = new Date(end.getTime() + request.grace_seconds * 1000);
     await trx('periods')

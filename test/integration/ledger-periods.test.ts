@@ -112,6 +112,25 @@ test('a close moves events stamped at or after it to the next period, counters i
   expect(await periodOf(t.tenantId, 'late')).toBe(t.period.start);
 });
 
+test('a close never moves an event already counted out of its period: it ends just after the latest one', async () => {
+  const t = await tenant();
+  const now = Date.now();
+  const counted = new Date(now - 5_000);
+  await store(t.tenantId, [event('early', new Date(now - 20_000).toISOString(), '3'), event('counted', counted.toISOString(), '4')]);
+  await claimUsage(db, t.tenantId, 'claim-all', 100); // both counted: the run may have decided on them
+  await store(t.tenantId, [event('waiting', new Date(now - 2_000).toISOString(), '5')]); // stored, not counted yet
+
+  // Asked to close 10 s ago (an instant read before the claim's events were stamped).
+  const result = await rollOverPeriod(db, { tenant_id: t.tenantId, period_start: t.period.start, close_at: new Date(now - 10_000).toISOString(), grace_seconds: 0, cancel: false });
+  const end = new Date(counted.getTime() + 1).toISOString();
+  expect(result.closed.end).toBe(end);
+  expect(result.next!.period.start).toBe(end);
+  expect(await periodOf(t.tenantId, 'counted')).toBe(t.period.start);
+  expect(await periodOf(t.tenantId, 'waiting')).toBe(end); // not counted: it moves, as any event stamped after the close
+  expect(result.closed_counters.map((c) => [c.metric, c.total])).toEqual([['tokens', '7']]);
+  expect((await aggregateStoredUsage(db, t.tenantId, t.period.start, t.plan.meters)).tokens).toBe('7');
+});
+
 test('the next period follows the next plan, in both directions, and tiles with the closed one', async () => {
   const t = await tenant();
   const daily = await savePlanVersion(db, { ...monthly(unique('daily')), interval: 'day' });
