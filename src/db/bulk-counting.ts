@@ -1,3 +1,4 @@
+import pg from 'pg';
 import type { Db } from './knex';
 import { ADD_TO_COUNTERS, BATCH_AGGREGATES } from './ledger';
 
@@ -33,6 +34,68 @@ export type BulkOutcome =
   | { tenant_id: string; kind: 'decides' }
   /** A claim holds the tenant's totals row: its workflow is counting it now. */
   | { tenant_id: string; kind: 'busy' };
+
+/**
+ * SQL: the value a meter's counter reaches when a batch's aggregates `d` (`total`, `events`,
+ * `largest`, per tenant, period and metric) are added to its stored counter `c` (columns null
+ * when it has none), by the aggregation the decision points `points` list for `d.metric`. For a
+ * latest meter the counter ends up one of the batch's quantities or the old one, so the largest
+ * of them is the bound.
+ */
+export function counterAfterBatch(points: string): string {
+  return `CASE ${points}->'meters'->d.metric->>'aggregation'
+            WHEN 'sum' THEN coalesce(c.total, 0) + d.total
+            WHEN 'count' THEN coalesce(c.events, 0) + d.events
+            ELSE GREATEST(coalesce(c.largest, 0), coalesce(c.latest, 0), d.largest)
+          END`;
+}
+
+/**
+ * The channel on which a committed ingest says that it stored events which reach a decision
+ * point (src/db/ingest.ts): the counter, listening, starts a round at once instead of at its
+ * next tick, so an alert's ring waits for no timer.
+ */
+export const DECISIONS_WAITING_CHANNEL = 'tally_decisions_waiting';
+
+/**
+ * Calls `onNotice` for each notification on {@link DECISIONS_WAITING_CHANNEL}, from a connection
+ * of its own (a listening session cannot go back to a pool). A lost connection is opened again
+ * after `retryMs`, then `onNotice` is called once for what may have been missed meanwhile. The
+ * returned function stops listening.
+ */
+export function listenForDecisionsWaiting(db: Db, onNotice: () => void, onError: (err: unknown) => void, retryMs = 1_000): () => Promise<void> {
+  let stopped = false;
+  let current: pg.Client | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  const lost = (client: pg.Client, err?: unknown) => {
+    if (current !== client || stopped) return;
+    if (err !== undefined) onError(err);
+    current = undefined;
+    client.end().catch(() => undefined);
+    retry = setTimeout(() => void listen(true), retryMs);
+    retry.unref();
+  };
+  const listen = async (again: boolean) => {
+    const client = new pg.Client(db.client.config.connection as string | pg.ClientConfig);
+    current = client;
+    client.on('notification', () => onNotice());
+    client.on('error', (err) => lost(client, err));
+    client.on('end', () => lost(client));
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${DECISIONS_WAITING_CHANNEL}`);
+      if (again) onNotice();
+    } catch (err) {
+      lost(client, err);
+    }
+  };
+  void listen(false);
+  return async () => {
+    stopped = true;
+    clearTimeout(retry);
+    await current?.end().catch(() => undefined);
+  };
+}
 
 /** Each statement of a bulk count gives up after this long: a stuck one must not stall the counter. */
 const STATEMENT_TIMEOUT_MS = 10_000;
@@ -99,17 +162,12 @@ export async function countInBulk(db: Db, tenantIds: readonly string[], perTenan
            FROM batch
           GROUP BY tenant_id, period_start, metric
        ), judged AS (
-         -- Quiet: the current period, a metric the ledger listed, and its counter stays below the
-         -- point. For a latest meter the counter ends up one of these quantities or the old one.
+         -- Quiet: the current period, a metric the ledger listed, and its counter stays below the point.
          SELECT d.tenant_id, coalesce(
                   d.period_start = (l.points->>'period_start')::timestamptz
                   AND l.points->'meters'->d.metric IS NOT NULL
                   AND (l.points->'meters'->d.metric->>'below' IS NULL
-                       OR CASE l.points->'meters'->d.metric->>'aggregation'
-                            WHEN 'sum' THEN coalesce(c.total, 0) + d.total
-                            WHEN 'count' THEN coalesce(c.events, 0) + d.events
-                            ELSE GREATEST(coalesce(c.largest, 0), coalesce(c.latest, 0), d.largest)
-                          END < (l.points->'meters'->d.metric->>'below')::numeric),
+                       OR ${counterAfterBatch('l.points')} < (l.points->'meters'->d.metric->>'below')::numeric),
                   false) AS quiet
            FROM deltas d
            JOIN locked l ON l.tenant_id = d.tenant_id

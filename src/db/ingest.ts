@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { Db } from './knex';
 import { findPlanVersion } from './plans';
+import { DECISIONS_WAITING_CHANNEL, counterAfterBatch } from './bulk-counting';
 import type { PeriodBounds } from './invoices';
 import { periodAfterEarlyClose } from '../domain/periods';
 import { placeEvent, type Placement, type StoredPeriod } from '../domain/placement';
@@ -265,7 +266,13 @@ export async function insertPlacedEvents(db: Db | Knex.Transaction, tenantId: st
   return inserted.map((r) => BigInt(r.seq));
 }
 
-/** Placed events of any tenants and requests, in one statement, with one receipt per tenant that stored any. */
+/**
+ * Placed events of any tenants and requests, in one statement, with one receipt per tenant that
+ * stored any. When the events stored for a tenant take one of its meters to the decision point
+ * its workflow published (src/db/bulk-counting.ts), the statement notifies the counter, which
+ * PostgreSQL delivers when the transaction commits. The judgement leaves out events stored
+ * before and not counted yet: a point they help reach is found by the counter's next tick.
+ */
 async function insertEvents(
   db: Db | Knex.Transaction,
   rows: ReadonlyArray<PlacedEvent & { tenant_id: string; batch_id: string; received_at: Date }>,
@@ -279,11 +286,24 @@ async function insertEvents(
                      :properties::jsonb[], :batches::text[], :received::timestamptz[])
            AS e(tenant_id, event_id, metric, quantity, ts, period_start, properties, batch_id, received_at)
        ON CONFLICT (tenant_id, event_id) DO NOTHING
-       RETURNING tenant_id, batch_id, event_id, seq
+       RETURNING tenant_id, batch_id, event_id, seq, period_start, metric, quantity
      ), receipt AS (
        INSERT INTO event_receipts (tenant_id, events) SELECT tenant_id, count(*) FROM stored GROUP BY tenant_id
+     ), d AS (
+       SELECT tenant_id, period_start, metric, sum(quantity) AS total, count(*) AS events, max(quantity) AS largest
+         FROM stored GROUP BY tenant_id, period_start, metric
+     ), reaching AS (
+       SELECT 1 FROM d
+         JOIN tenant_event_totals x ON x.tenant_id = d.tenant_id
+         LEFT JOIN period_counters c ON c.tenant_id = d.tenant_id AND c.period_start = d.period_start AND c.metric = d.metric
+        WHERE d.period_start = (x.decision_points->>'period_start')::timestamptz
+          AND ${counterAfterBatch('x.decision_points')} >= (x.decision_points->'meters'->d.metric->>'below')::numeric
+        LIMIT 1
+     ), notified AS (
+       SELECT count(pg_notify('${DECISIONS_WAITING_CHANNEL}', '')) AS n FROM reaching
      )
-     SELECT tenant_id, batch_id, event_id, seq::text FROM stored`,
+     -- notified is read, so it runs: a CTE that only selects runs when something reads it.
+     SELECT tenant_id, batch_id, event_id, seq::text FROM stored CROSS JOIN notified`,
     // pg sends each JS array as one PostgreSQL array parameter, unnest()ed into rows.
     {
       tenants: rows.map((e) => e.tenant_id),

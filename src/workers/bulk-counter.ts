@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
-import { countInBulk, tenantsWaiting, type BulkOutcome, type WaitingTenant } from '../db/bulk-counting';
+import { countInBulk, listenForDecisionsWaiting, tenantsWaiting, type BulkOutcome, type WaitingTenant } from '../db/bulk-counting';
 import { ringTenantWorkflow } from '../temporal';
 import { repeatEvery } from './repeating';
 
@@ -16,6 +16,10 @@ import { repeatEvery } from './repeating';
  * commit, a ring Temporal refused, and a tenant workflow that is not running (a ring starts one,
  * which rebuilds its ledger from PostgreSQL) all end with a tenant still waiting, which the next
  * round finds. Several workers may count at once: a tenant's totals row admits one at a time.
+ *
+ * Rounds run every `intervalMs`, and at once when an ingest commits events that reach a decision
+ * point (PostgreSQL's LISTEN/NOTIFY, src/db/bulk-counting.ts): so the ring of an alert-deciding
+ * batch waits for no tick, while batches that decide nothing cost no extra round.
  */
 export interface BulkCounterOptions {
   db: Db;
@@ -120,7 +124,7 @@ export function startBulkCounter(options: BulkCounterOptions): () => Promise<voi
     rings.add(ringing);
   };
 
-  const stop = repeatEvery(
+  const counting = repeatEvery(
     options.intervalMs ?? 100,
     async (stopping) => {
       const stillWaiting = new Set<string>();
@@ -148,8 +152,11 @@ export function startBulkCounter(options: BulkCounterOptions): () => Promise<voi
     },
     (err) => logger.warn({ err }, 'bulk counting round failed'),
   );
+  // A committed batch that reaches a decision point starts a round at once: its alert waits for no tick.
+  const stopListening = listenForDecisionsWaiting(db, counting.wake, (err) => logger.warn({ err }, 'listening for decisions waiting failed; the counter goes on at its interval'));
   return async () => {
-    await stop();
+    await stopListening();
+    await counting.stop();
     await Promise.all([...rings]);
   };
 }

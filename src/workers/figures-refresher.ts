@@ -37,5 +37,5 @@ export function startFiguresRefresher(options: FiguresRefresherOptions): () => P
       }
     },
     (err) => options.logger.warn({ err }, 'running figures refresh failed'),
-  );
+  ).stop;
 }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { claimUsage, countUnclaimedEvents, readPeriodCounters } from '../../src/db/ledger';
-import { countInBulk, tenantsWaiting } from '../../src/db/bulk-counting';
+import { countInBulk, listenForDecisionsWaiting, tenantsWaiting } from '../../src/db/bulk-counting';
 import { counterFromAggregates } from '../../src/domain/aggregation';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { insertPlacedEvents, lockTenantLedger } from '../../src/db/ingest';
@@ -198,3 +198,43 @@ test('the counter is told which waiting tenants published no decision points: th
   const waiting = new Map((await tenantsWaiting(db, 100_000)).map((w) => [w.tenant_id, w.countable]));
   expect([waiting.get(withPoints), waiting.get(without)]).toEqual([true, false]);
 });
+
+test('a commit that stores events reaching a decision point notifies the counter; other commits do not', async () => {
+  let notices = 0;
+  const stop = listenForDecisionsWaiting(db, () => (notices += 1), (err) => {
+    throw err;
+  });
+  try {
+    const tenantId = await tenantWithPoints(points({ minutes: '100', calls: null }), { stored: true });
+    // The listener's LISTEN is in place once a notice sent after it arrives.
+    await store(tenantId, [event('minutes', '100')]);
+    await eventually(() => notices === 1);
+    await claimUsage(db, tenantId, 'after-first', 100, { decisionPoints: points({ minutes: '200', calls: null }) });
+
+    // Below the point, a metric with nothing to decide, another period, a tenant without points: silent.
+    await store(tenantId, [event('minutes', '99.5'), event('calls', '1000')]);
+    await store(tenantId, [event('minutes', '500', NEXT_PERIOD, '2026-12-02T00:00:00.000Z')]);
+    const without = await tenantWithPoints(null, { stored: true });
+    await store(without, [event('minutes', '1000')]);
+    // Reaching it inside a transaction: told at the commit, not before. (Events stored before and
+    // not counted yet are left out of the judgement, so they are counted first.)
+    await claimUsage(db, tenantId, 'after-silent', 100, { decisionPoints: points({ minutes: '200', calls: null }) });
+    const ingest = await db.transaction();
+    await insertPlacedEvents(ingest, tenantId, [event('minutes', '0.5')], 'in-flight', new Date());
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(notices).toBe(1);
+    await ingest.commit();
+    await eventually(() => notices === 2);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(notices).toBe(2);
+  } finally {
+    await stop();
+  }
+});
+
+async function eventually(check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  for (const until = Date.now() + timeoutMs; !check(); ) {
+    if (Date.now() > until) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

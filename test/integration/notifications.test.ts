@@ -164,6 +164,27 @@ test('a webhook that fails twice is delivered on the third attempt, signed, exac
   expect(deliveries.body.data[0].delivered_at).toEqual(expect.any(String));
 });
 
+test("a batch that reaches a threshold wakes the worker's counter: its alert waits for no counting tick", async () => {
+  // A counter whose timer would not tick for a minute: only the ingest's notice can start its round.
+  const slow = await startApiHarness({ countingIntervalMs: 60_000 });
+  try {
+    const path = `/wake-${unique('w')}`;
+    const id = unique('nt');
+    const created = await slow.call('POST', '/v1/tenants', { body: { id, name: `Tenant ${id}`, plan_id: planId, webhook_url: `${receiver.url}${path}` } });
+    expect(created.status).toBe(201);
+    // The run's first claim publishes its decision points: from then on a batch can reach one.
+    await eventually(async () => (await slow.db('tenant_event_totals').where({ tenant_id: id }).whereNotNull('decision_points').first()) ?? undefined, 10_000, 'decision points');
+    const sent = Date.now();
+    const res = await slow.call('POST', '/v1/events', { key: created.body.api_key, body: { events: [{ id: 'wake-1', metric: 'tokens', quantity: 850 }] } });
+    expect(res.status).toBe(202);
+    const delivered = await eventually(async () => requestsFor(path).find((r) => r.answered === 200), 20_000, 'the 80 % alert');
+    expect(delivered.body.data).toMatchObject({ tenant_id: id, threshold: 80, used: 850 });
+    expect(Date.now() - sent).toBeLessThan(20_000);
+  } finally {
+    await slow.stop();
+  }
+});
+
 test('an alert email goes through SMTP and names metric, threshold, used and limit', async () => {
   const to = `${unique('ops')}@example.com`;
   const tenant = await createTenant({ email: to });

@@ -26,7 +26,7 @@ export interface ApiHarness {
  * Starts a worker on its own task queue and the API on a free port, against the test stack. The
  * worker's notifier is the real one (webhooks over HTTP; emails recorded unless `smtpUrl`).
  */
-export async function startApiHarness(options: { notifier?: Omit<NotifierOptions, 'logger'> } = {}): Promise<ApiHarness> {
+export async function startApiHarness(options: { notifier?: Omit<NotifierOptions, 'logger'>; countingIntervalMs?: number } = {}): Promise<ApiHarness> {
   const db = testDb();
   const temporal: { client: Client; connection: Connection; nativeConnection: NativeConnection } = await connectToTestTemporal();
   const taskQueue = unique('billing');
@@ -41,7 +41,7 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
   // Counts and rings only the tenants created through this harness: other test files' tenants
   // share the database, and some of them count by hand.
   const ownTenants = new Set<string>();
-  const stopCounter = startBulkCounter({ db, temporal: temporal.client, taskQueue, logger: quietLogger, intervalMs: 100, scope: (id) => ownTenants.has(id) });
+  const stopCounter = startBulkCounter({ db, temporal: temporal.client, taskQueue, logger: quietLogger, intervalMs: options.countingIntervalMs ?? 100, scope: (id) => ownTenants.has(id) });
   const adminKey = 'test-admin-key-0123456789abcdef';
   const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS });
   const server: RunningServer = await listen(app, 0, '127.0.0.1');
