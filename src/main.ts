@@ -6,8 +6,7 @@ import { loadConfigOrExit, type Config } from './config';
 import { POOLS, createDb, migrateLatest } from './db/knex';
 import { logger } from './logger';
 import { connectTemporal, temporalConnectionSettings } from './temporal';
-import { appOptionsFromConfig, closeGracefully, createApp } from './api/app';
-import { listen } from './api/server';
+import { startApiThread } from './api/api-thread';
 import { createBillingWorker, installWorkerRuntime } from './workers/worker';
 import { startBulkCounter } from './workers/bulk-counter';
 import { startFiguresRefresher } from './workers/figures-refresher';
@@ -20,7 +19,8 @@ import { startEmbeddedPostgres } from './platform/postgres';
 /**
  * `npm start`: the whole system in one supervised process tree. Launches the Temporal dev server
  * (with its Web UI) and PostgreSQL unless TEMPORAL_ADDRESS / DATABASE_URL point elsewhere, applies
- * the migrations, runs the worker and the API, and on SIGINT/SIGTERM stops them in reverse order.
+ * the migrations, runs the worker on the main thread and the API on a thread of its own
+ * (src/api/api-thread.ts), and on SIGINT/SIGTERM stops them in reverse order.
  */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -76,11 +76,9 @@ async function main(): Promise<void> {
       databaseUrl = database.url;
     }
 
-    const db = createDb(databaseUrl, { max: POOLS.api });
-    const ingestDb = createDb(databaseUrl, { max: POOLS.ingest });
     const workerDb = createDb(databaseUrl, { max: POOLS.worker });
-    stops.push({ name: 'database pools', stop: () => Promise.all([db, ingestDb, workerDb].map((pool) => pool.destroy())).then(() => undefined) });
-    const applied = await migrateLatest(db);
+    stops.push({ name: 'database pool', stop: () => workerDb.destroy() });
+    const applied = await migrateLatest(workerDb);
     logger.info({ applied }, 'schema up to date');
 
     const settings = temporalConnectionSettings(config, temporalAddress);
@@ -112,32 +110,32 @@ async function main(): Promise<void> {
     stops.push({ name: 'figures refresher', stop: startFiguresRefresher({ db: workerDb, logger }) });
 
     const adminKey = config.BILLING_ADMIN_KEY ?? loadOrCreateAdminKey(dataDir);
-    const app = createApp({
-      db,
-      ingestDb,
-      temporal: temporal.client,
-      taskQueue: config.TEMPORAL_TASK_QUEUE,
-      namespace: config.TEMPORAL_NAMESPACE,
-      adminKey,
-      logger,
-      workerMetricsUrl: runtime.metricsUrl,
-      ...appOptionsFromConfig(config),
-      dashboard: {
-        sessionSecret: config.DASHBOARD_SESSION_SECRET ?? loadOrCreateSecret(dataDir, 'dashboard-session-secret', () => randomBytes(32).toString('base64url')),
-        temporalUiUrl: config.TEMPORAL_UI_URL ?? uiUrl,
+    const api = await startApiThread(
+      {
+        databaseUrl,
+        temporalAddress,
+        adminKey,
+        workerMetricsUrl: runtime.metricsUrl,
+        dashboard: {
+          sessionSecret: config.DASHBOARD_SESSION_SECRET ?? loadOrCreateSecret(dataDir, 'dashboard-session-secret', () => randomBytes(32).toString('base64url')),
+          temporalUiUrl: config.TEMPORAL_UI_URL ?? uiUrl,
+        },
       },
-    });
-    const server = await listen(app, config.PORT, config.HOST);
+      (err) => {
+        logger.fatal({ err }, 'the API thread failed');
+        void shutdown('api-failure');
+      },
+    );
     // First to stop: no new connections, requests in flight finish; then the counter, the
     // worker and the servers behind it stop.
     stops.push({
       name: 'API',
       stop: async () => {
-        if ((await closeGracefully(app, server)) === 'timeout') logger.warn('requests still in flight after the shutdown timeout; closing anyway');
+        if ((await api.stop()) === 'timeout') logger.warn('requests still in flight after the shutdown timeout; closing anyway');
       },
     });
 
-    printBanner(config, { apiPort: server.port, uiUrl, adminKey, temporalAddress });
+    printBanner(config, { apiPort: api.port, uiUrl, adminKey, temporalAddress });
     workerRun.catch((err: unknown) => {
       logger.fatal({ err }, 'worker crashed');
       void shutdown('worker-crash');
