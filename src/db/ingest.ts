@@ -294,9 +294,11 @@ async function insertEvents(
          FROM stored GROUP BY tenant_id, period_start, metric
      ), reaching AS (
        SELECT 1 FROM d
-         JOIN tenant_event_totals x ON x.tenant_id = d.tenant_id
-         LEFT JOIN period_counters c ON c.tenant_id = d.tenant_id AND c.period_start = d.period_start AND c.metric = d.metric
+        CROSS JOIN LATERAL (SELECT decision_points FROM tenant_event_totals WHERE tenant_id = d.tenant_id) x
+         LEFT JOIN LATERAL (SELECT total, events, largest, latest FROM period_counters
+                             WHERE tenant_id = d.tenant_id AND period_start = d.period_start AND metric = d.metric) c ON true
         WHERE d.period_start = (x.decision_points->>'period_start')::timestamptz
+          AND x.decision_points->'meters'->d.metric->>'below' IS NOT NULL
           AND ${counterAfterBatch('x.decision_points')} >= (x.decision_points->'meters'->d.metric->>'below')::numeric
         LIMIT 1
      ), notified AS (
