@@ -203,3 +203,34 @@ export function histogramQuantile(before: string, after: string, name: string, q
   if (total <= 0) return null;
   return sorted.find(([, cumulative]) => cumulative >= q * total)![0];
 }
+
+/**
+ * Waits until the worker has started no task for a second, so a measurement starts on a settled
+ * system rather than behind the workflow starts and rings of what came before (creating a
+ * thousand tenants leaves a thousand first runs to start). The worker's own counters, which the
+ * API's `/metrics` appends, say it: with tasks queued at the server and slots free, it would be
+ * starting them. (The server's task-queue statistics would say it too, but it caches them for
+ * about 5 s.) Answers how long it waited, in ms.
+ */
+export async function waitSettled(apiUrl: string, timeoutMs = 180_000): Promise<number> {
+  const scrape = async () => tasksStarted(await (await fetch(`${apiUrl}/metrics`)).text());
+  const start = Date.now();
+  let before = await scrape();
+  for (;;) {
+    await sleep(1000);
+    const now = await scrape();
+    if (now === before || Date.now() - start > timeoutMs) break;
+    before = now;
+  }
+  return Date.now() - start;
+}
+
+/** Workflow and activity tasks the worker has started since it began (its schedule-to-start histograms' +Inf buckets). */
+function tasksStarted(metrics: string): number {
+  let total = 0;
+  for (const line of metrics.split('\n')) {
+    const histogram = line.startsWith('temporal_workflow_task_schedule_to_start_latency_bucket{') || line.startsWith('temporal_activity_schedule_to_start_latency_bucket{');
+    if (histogram && line.includes('le="+Inf"')) total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return total;
+}

@@ -1,6 +1,6 @@
 /**
  * `npm run bench:profile [-- --cpu-prof]`: where the CPU goes under ingest load. Starts the stack,
- * drives 10 s of 32 concurrent 100-event batches round-robin over 100 tenants (`--tenants N`,
+ * creates its tenants and waits until the worker has started their first runs, then drives 10 s of 32 concurrent 100-event batches round-robin over 100 tenants (`--tenants N`,
  * `--batch N` for other shapes: `--tenants 1000 --batch 10` is the fleet's), waits until every acknowledged event is
  * counted, and prints each process's share of a core and CPU milliseconds per 1,000 events
  * (stack node process, Temporal dev server, PostgreSQL, the load generator): the cost of an
@@ -14,7 +14,7 @@ import os from 'node:os';
 import pg from 'pg';
 import { HttpClient } from './http';
 import { waitCounted } from './read-model';
-import { ROOT, runLoops, sleep, startStack } from './lib';
+import { ROOT, runLoops, sleep, startStack, waitSettled } from './lib';
 
 /**
  * CPU ticks per process name since boot, of the stack's process tree (tally, and the Temporal
@@ -66,6 +66,8 @@ async function main(): Promise<void> {
     });
     const tenants = Array.from({ length: TENANTS }, (_, i) => `profile_${i}`);
     for (const id of tenants) await api.request('POST', '/v1/tenants', { id, name: 'profile', plan_id: 'profile' });
+    // Their first runs start before the load, not during it.
+    await waitSettled(stack.apiUrl);
     let seq = 0;
     let acked = 0;
     let cursor = 0;

@@ -18,7 +18,7 @@ import http from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { HttpClient } from './http';
-import { ROOT, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, type BenchStack } from './lib';
+import { ROOT, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, waitSettled, type BenchStack } from './lib';
 import { countedEvents, countingProblems, waitCounted, type Tally } from './read-model';
 import { rolloverHistory, type RolloverHistory } from './history';
 import { alertPath } from './alert-path';
@@ -284,33 +284,10 @@ async function verifyWorkflowBooks(scenario: string, tenants: readonly string[])
   }
 }
 
-/**
- * Waits until the worker has started no task for a second, so a scenario starts on a settled
- * system rather than behind the workflow starts and rings of the one before (creating a thousand
- * tenants leaves a thousand first runs to start). The worker's own counters say it: with tasks
- * queued at the server and slots free, it would be starting them. (The server's task-queue
- * statistics would say it too, but it caches them for about 5 s.)
- */
+/** Waits until the worker has started no task for a second (bench/lib.ts, `waitSettled`), and says so when that took a while. */
 async function settled(timeoutMs = 180_000): Promise<void> {
-  const start = Date.now();
-  let before = tasksStarted(await scrapeMetrics());
-  for (;;) {
-    await sleep(1000);
-    const now = tasksStarted(await scrapeMetrics());
-    if (now === before || Date.now() - start > timeoutMs) break;
-    before = now;
-  }
-  if (Date.now() - start > 1500) log(`settled: the worker started no task for 1 s after ${Date.now() - start} ms`);
-}
-
-/** Workflow and activity tasks the worker has started since it began (its schedule-to-start histograms' +Inf buckets). */
-function tasksStarted(metrics: string): number {
-  let total = 0;
-  for (const line of metrics.split('\n')) {
-    const histogram = line.startsWith('temporal_workflow_task_schedule_to_start_latency_bucket{') || line.startsWith('temporal_activity_schedule_to_start_latency_bucket{');
-    if (histogram && line.includes('le="+Inf"')) total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
-  }
-  return total;
+  const waited = await waitSettled(stack.apiUrl, timeoutMs);
+  if (waited > 1500) log(`settled: the worker started no task for 1 s after ${waited} ms`);
 }
 
 /** Every tenant the run sent usage to, whatever the scenario: all counted, exactly once. */
