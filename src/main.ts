@@ -28,7 +28,8 @@ async function main(): Promise<void> {
   fs.mkdirSync(dataDir, { recursive: true });
   const stops: Array<{ name: string; stop: () => Promise<unknown> }> = [];
   let stopping = false;
-  const shutdown = async (signal: string) => {
+  /** Stops everything in reverse order, then exits with `exitCode` (1 when tally failed, so a supervisor sees it). */
+  const shutdown = async (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'stopping tally');
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
         logger.error({ err }, `${name} failed to stop`);
       }
     }
-    process.exit(0);
+    process.exit(exitCode);
   };
   // `on`, not `once`: a second Ctrl+C during shutdown must not fall through to a default handler.
   process.on('SIGINT', () => void shutdown('SIGINT'));
@@ -123,7 +124,7 @@ async function main(): Promise<void> {
       },
       (err) => {
         logger.fatal({ err }, 'the API thread failed');
-        void shutdown('api-failure');
+        void shutdown('api-failure', 1);
       },
     );
     // First to stop: no new connections, requests in flight finish; then the counter, the
@@ -138,12 +139,11 @@ async function main(): Promise<void> {
     printBanner(config, { apiPort: api.port, uiUrl, adminKey, temporalAddress });
     workerRun.catch((err: unknown) => {
       logger.fatal({ err }, 'worker crashed');
-      void shutdown('worker-crash');
+      void shutdown('worker-crash', 1);
     });
   } catch (err) {
     logger.fatal({ err }, 'tally failed to start');
-    await shutdown('startup-failure');
-    process.exit(1);
+    await shutdown('startup-failure', 1);
   }
 }
 

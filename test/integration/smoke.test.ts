@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -13,6 +14,8 @@ import { report } from '../support/report';
  * server + Web UI, embedded PostgreSQL, migrations, worker, API), a plan and a tenant through the
  * HTTP API, a stop, a restart on the same DATA_DIR (the tenant, its workflow, its usage and the
  * admin key survive) and a second stop. After each stop no process of the stack may be left.
+ * Last, a start whose API port is taken must say why, stop what it launched and exit 1, so a
+ * supervisor sees the failure.
  *
  * How the stack is stopped, and why:
  * - First run: `npm start`, stopped with SIGINT to its whole process group, which is exactly what
@@ -378,6 +381,20 @@ test('npm start: cold start, a tenant, stop, restart on the same DATA_DIR, stop;
   // ---- 5. stop with SIGTERM to the app's PID only: nothing may be left ------------------------
   await stopAndCheck(second, dir, 'SIGTERM', 'pid');
   expect(stackProcesses([first.pgid, second.pgid], dir)).toEqual([]);
+
+  // ---- 6. the API's port taken: tally says why, stops what it started, and exits 1 ----------
+  const taken = net.createServer();
+  const ports = await pickPorts();
+  await new Promise<void>((resolve) => taken.listen(ports.api, '0.0.0.0', resolve));
+  try {
+    const third = launch('start with the API port taken', path.join(ROOT, 'node_modules/.bin/tsx'), ['src/main.ts'], dir, ports);
+    const exit = await third.exited;
+    expect(exit).toEqual({ code: 1, signal: null });
+    expect(third.log()).toContain('EADDRINUSE');
+    await eventually(third, 'nothing left running', LEFTOVER_GRACE_MS, async () => (stackProcesses([third.pgid], dir).length === 0 ? true : undefined));
+  } finally {
+    await new Promise((resolve) => taken.close(resolve));
+  }
 
   report(`smoke test (two starts, two stops) took ${Date.now() - testStartedAt} ms`);
 });
