@@ -232,6 +232,27 @@ test('a commit that stores events reaching a decision point notifies the counter
   }
 });
 
+test('a listener whose connection is lost listens again, and reports the gap as one notice', async () => {
+  let notices = 0;
+  const errors: unknown[] = [];
+  const stop = listenForDecisionsWaiting(db, () => (notices += 1), (err) => errors.push(err), 200);
+  try {
+    const tenantId = await tenantWithPoints(points({ minutes: '10' }), { stored: true });
+    await store(tenantId, [event('minutes', '10')]);
+    await eventually(() => notices === 1);
+    // What a PostgreSQL restart does to it: its session is ended from the server's side.
+    const ended = await db.raw<{ rows: unknown[] }>(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND datname = current_database()`);
+    expect(ended.rows).toHaveLength(1);
+    await eventually(() => notices === 2); // listening again, told it may have missed something
+    expect(errors.length).toBeGreaterThan(0);
+    await claimUsage(db, tenantId, 'after-loss', 100, { decisionPoints: points({ minutes: '20' }) });
+    await store(tenantId, [event('minutes', '10')]);
+    await eventually(() => notices === 3);
+  } finally {
+    await stop();
+  }
+});
+
 async function eventually(check: () => boolean, timeoutMs = 5_000): Promise<void> {
   for (const until = Date.now() + timeoutMs; !check(); ) {
     if (Date.now() > until) throw new Error('timed out');
