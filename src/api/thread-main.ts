@@ -18,7 +18,6 @@ async function main(): Promise<void> {
   });
 }
 
-void main().catch((err: unknown) => {
-  // Reaches the main thread as the worker's 'error' event.
-  throw err;
-});
+// A failure (a port in use) is an unhandled rejection in this thread, which the main thread
+// receives as the worker's 'error' event.
+void main();
