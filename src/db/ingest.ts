@@ -110,7 +110,8 @@ export async function storeUsageRequests(db: Db, requests: readonly IngestReques
     );
     // Each stored row to the first request that placed it (batch ids come from request ids, which
     // a client may repeat; the event id tells them apart, and a row two requests placed is one).
-    const key = (tenantId: string, batchId: string, eventId: string) => JSON.stringify([tenantId, batchId, eventId]);
+    // NUL separates the parts: no id holds one (the API refuses NUL in a body, body-guard.ts).
+    const key = (tenantId: string, batchId: string, eventId: string) => `${tenantId}\u0000${batchId}\u0000${eventId}`;
     const placedBy = new Map<string, JudgedRequest>();
     for (const j of storable) {
       for (const [tenantId, b] of j.batches) {
@@ -121,6 +122,19 @@ export async function storeUsageRequests(db: Db, requests: readonly IngestReques
         }
       }
     }
+    const storedBy = new Map<JudgedRequest, Map<string, { stored: number; highest: bigint }>>();
+    for (const row of inserted) {
+      const j = placedBy.get(key(row.tenant_id, row.batch_id, row.event_id));
+      if (!j) continue;
+      const ofRequest = storedBy.get(j) ?? storedBy.set(j, new Map()).get(j)!;
+      const seq = BigInt(row.seq);
+      const sofar = ofRequest.get(row.tenant_id);
+      if (!sofar) ofRequest.set(row.tenant_id, { stored: 1, highest: seq });
+      else {
+        sofar.stored += 1;
+        if (seq > sofar.highest) sofar.highest = seq;
+      }
+    }
     return judged.map((j): RequestOutcome => {
       if (j.backlogged) return { kind: 'backlogged', ...j.backlogged };
       const outcomes = new Map<string, StoreOutcome>();
@@ -128,9 +142,8 @@ export async function storeUsageRequests(db: Db, requests: readonly IngestReques
         if (b.kind === 'no_tenant') outcomes.set(tenantId, { kind: 'no_tenant' });
         else if (b.refusals.length > 0) outcomes.set(tenantId, { kind: 'refused', refusals: b.refusals });
         else {
-          const seqs = inserted.filter((i) => i.tenant_id === tenantId && placedBy.get(key(i.tenant_id, i.batch_id, i.event_id)) === j).map((i) => BigInt(i.seq));
-          const highest = seqs.reduce<bigint | null>((max, seq) => (max === null || seq > max ? seq : max), null);
-          outcomes.set(tenantId, { kind: 'stored', received: b.received, stored: seqs.length, highest_seq: highest === null ? null : highest.toString() });
+          const stored = storedBy.get(j)?.get(tenantId);
+          outcomes.set(tenantId, { kind: 'stored', received: b.received, stored: stored?.stored ?? 0, highest_seq: stored ? stored.highest.toString() : null });
         }
       }
       return { kind: 'judged', outcomes };
