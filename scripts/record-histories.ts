@@ -38,7 +38,9 @@
  * counter counts in bulk what decides nothing), `tenant-billing-bulk-counting-{...}.json`; and
  * after patches `no-timer-for-past-deadlines-v1` (a deadline already past is acted on without a
  * timer: the grace of 0 after a close with finalize) and `inline-alert-delivery-v1` (alerts
- * recorded by local activity and delivered first inline), `tenant-billing-inline-alerts-{...}.json`.
+ * recorded by local activity and delivered first inline), `tenant-billing-inline-alerts-{...}.json`;
+ * and after patch `alerts-recorded-by-first-attempt-v1` (a decision's alerts stored by its first
+ * notified alert's inline attempt), `tenant-billing-alerts-recorded-{...}.json`.
  * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example

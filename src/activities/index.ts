@@ -59,6 +59,7 @@ export function createActivities({ db, notifier, logger, temporal }: ActivityDep
      * complete it hands on to the delivery workflow, which goes on from the attempts made here.
      */
     async deliverAlertInline(input: DeliverAlertInlineInput): Promise<InlineDeliveryOutcome> {
+      if (input.records) await insertAlerts(db, input.tenant_id, input.records.period_start, input.records.alerts);
       if (input.record) await insertAlerts(db, input.tenant_id, input.record.period_start, [input.record.alert]);
       const attempt = { ...currentAttempt(notifier.maxAttempts, { allowed: input.attempts_allowed }), inlineSendBudgetMs: input.send_budget_ms };
       try {

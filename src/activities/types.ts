@@ -36,6 +36,8 @@ export interface DeliverAlertInput {
  * alert with an email channel is left whole to the delivery workflow.
  */
 export interface DeliverAlertInlineInput extends DeliverAlertInput {
+  /** A decision's alerts (this one among them), stored (idempotently) before the attempt, in place of a `recordAlerts` of their own. */
+  records?: { period_start: string; alerts: AlertRecord[] };
   send_budget_ms: number;
   /** The whole delivery's attempt budget (the delivery workflow's retries included). */
   attempts_allowed: number;

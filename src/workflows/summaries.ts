@@ -134,6 +134,14 @@ export function notifyAlertSummary(subject: string, threshold: number): string {
   return `notify ${alertSubjectLabel(subject)} ${threshold}%`;
 }
 
+/**
+ * Local activity `deliverAlertInline` for a decision's first notified alert, which stores the
+ * decision's alerts too: `record 2 alerts: tokens 80% (superseded), tokens 90%; notify tokens 90%`.
+ */
+export function recordAndNotifySummary(alerts: AlertSummaryItem[], notified: { subject: string; threshold: number }, latePeriodStart?: Instant): string {
+  return `${recordAlertsSummary(alerts, latePeriodStart)}; ${notifyAlertSummary(notified.subject, notified.threshold)}`;
+}
+
 /** The tenant run's timer when the period's end comes first. */
 export function periodEndTimerSummary(periodEnd: Instant): string {
   return `period end ${periodEnd}`;

@@ -37,6 +37,7 @@ import {
   packDrawsSummary,
   graceEndTimerSummary,
   notifyAlertSummary,
+  recordAndNotifySummary,
   periodEndTimerSummary,
   recordAlertsSummary,
   restoreSummary,
@@ -71,11 +72,14 @@ const localActs = proxyLocalActivities<activities.BillingActivities>(ACTIVITY_OP
 
 /**
  * Patches taken where they apply (their markers are written only by the runs that reach them):
- * no timer for a deadline already past, and alerts delivered first inline.
+ * no timer for a deadline already past, alerts delivered first inline, and a decision's alerts
+ * recorded by its first attempt.
  */
 const NO_TIMER_FOR_PAST_DEADLINES = 'no-timer-for-past-deadlines-v1';
 /** Alerts recorded by local activity, and each delivered first inline ({@link TenantSteps.fireAlerts}). */
 const INLINE_ALERT_DELIVERY = 'inline-alert-delivery-v1';
+/** A decision's alerts recorded by its first notified alert's inline attempt, in one local activity instead of two. */
+const ALERTS_RECORDED_BY_FIRST_ATTEMPT = 'alerts-recorded-by-first-attempt-v1';
 
 /**
  * How long an inline delivery attempt lets each webhook take. A receiver slower than this gets
@@ -350,16 +354,29 @@ export class TenantSteps {
       const record = { tenant_id: tenantId, period_start: decision.period_start, alerts: decision.records };
       const summary = recordAlertsSummary(decision.records, decision.current ? undefined : decision.period_start);
       if (inline) {
-        // Recorded first: the attempt reads the alert back, and the alert exists whatever comes of it.
-        await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
-        for (const alert of notified) {
+        // Recorded before any attempt: the attempt reads the alert back, and the alert exists
+        // whatever comes of it. The first notified alert's attempt records them all itself, in
+        // the same local activity; one that failed as a whole may not have, so then they are
+        // recorded on their own, with retries, before the delivery workflow takes over.
+        const recordedByAttempt = notified.length > 0 && patched(ALERTS_RECORDED_BY_FIRST_ATTEMPT);
+        if (!recordedByAttempt) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+        for (const [index, alert] of notified.entries()) {
+          const recordsToo = recordedByAttempt && index === 0;
           const first = await inlineDelivery.deliverAlertInline
-            .executeWithOptions({ summary: notifyAlertSummary(alert.subject, alert.threshold) }, [
-              { tenant_id: tenantId, alert_id: alert.id, send_budget_ms: INLINE_SEND_BUDGET_MS, attempts_allowed: ALERT_DELIVERY_ATTEMPTS },
+            .executeWithOptions({ summary: recordsToo ? recordAndNotifySummary(decision.records, alert, decision.current ? undefined : decision.period_start) : notifyAlertSummary(alert.subject, alert.threshold) }, [
+              {
+                tenant_id: tenantId,
+                alert_id: alert.id,
+                send_budget_ms: INLINE_SEND_BUDGET_MS,
+                attempts_allowed: ALERT_DELIVERY_ATTEMPTS,
+                ...(recordsToo ? { records: { period_start: decision.period_start, alerts: decision.records } } : {}),
+              },
             ])
             // The attempt itself failed (PostgreSQL away, its timeout): counted as made.
-            .catch((): InlineDeliveryOutcome => ({ outcome: 'handed_on', attempts: 1 }));
-          if (first.outcome === 'handed_on') await this.startDelivery(decision.period_start, alert, first.attempts);
+            .catch((): InlineDeliveryOutcome | undefined => (recordsToo ? undefined : { outcome: 'handed_on', attempts: 1 }));
+          if (first === undefined) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+          const outcome = first ?? { outcome: 'handed_on', attempts: 1 };
+          if (outcome.outcome === 'handed_on') await this.startDelivery(decision.period_start, alert, outcome.attempts);
         }
       } else {
         for (const alert of notified) await this.startDelivery(decision.period_start, alert, 0);

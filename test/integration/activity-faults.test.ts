@@ -429,7 +429,8 @@ test('PostgreSQL unreachable while alerts are recorded and delivered: retried, o
     await faults.untilRefused('recordAlerts', 3);
     faults.loseNextAnswers('recordAlerts');
     faults.up('recordAlerts');
-    // The run's inline attempt fails once; the delivery workflow retries from there.
+    // The run's inline attempt, which records the alerts too, fails once, so the alerts are
+    // recorded on their own (retried above); the delivery workflow retries from there.
     await faults.untilRefused('deliverAlertInline', 1);
     faults.up('deliverAlertInline');
     await faults.untilRefused('deliverAlert', 2);

@@ -315,6 +315,8 @@ test('late events within grace count in their closed period, and fire its thresh
   const events = eventsOf(await runHistories(env.client, tenantWorkflowId(tenantId), tenant.firstRunId));
   const ids = closedAlerts.map((a) => a.id).sort();
   expect(localActivityTypes(events).filter((t) => t === 'deliverAlertInline')).toHaveLength(ids.length);
+  // Each decision's alerts were stored by its first attempt, with no local activity of their own.
+  expect(localActivityTypes(events).filter((t) => t === 'recordAlerts')).toEqual([]);
   expect(childInputs(events, 'alertDelivery')).toEqual([]);
   const deliveries = await db('notification_deliveries').whereIn('event_id', ids).orderBy('event_id');
   expect(deliveries.map((d) => [d.event_id, d.status, d.attempts])).toEqual(ids.map((id) => [id, 'recorded', 1]));

@@ -58,6 +58,13 @@ test('the summaries table quotes exactly what the code emits, in order', () => {
     S.alertDeliverySummary(tenant.id, 'tokens', 90),
     S.notifyAlertSummary('tokens', 90),
     S.notifyAlertSummary('$cost', 100),
+    S.recordAndNotifySummary(
+      [
+        { subject: 'tokens', threshold: 80, status: 'superseded' },
+        { subject: 'tokens', threshold: 90, status: 'notified' },
+      ],
+      { subject: 'tokens', threshold: 90 },
+    ),
     S.rolloverSummary(period.start, period.end, false),
     S.rolloverSummary(period.start, period.end, true),
     S.periodEndTimerSummary(period.end),
