@@ -40,7 +40,9 @@
  * timer: the grace of 0 after a close with finalize) and `inline-alert-delivery-v1` (alerts
  * recorded by local activity and delivered first inline), `tenant-billing-inline-alerts-{...}.json`;
  * and after patch `alerts-recorded-by-first-attempt-v1` (a decision's alerts stored by its first
- * notified alert's inline attempt), `tenant-billing-alerts-recorded-{...}.json`.
+ * notified alert's inline attempt), `tenant-billing-alerts-recorded-{...}.json`; and after patch
+ * `grace-settled-by-later-claim-v1` (a grace end settled by a claim that began after it, without
+ * one more: the cancelled run's), `tenant-billing-grace-settled-{...}.json`.
  * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example

@@ -80,6 +80,8 @@ const NO_TIMER_FOR_PAST_DEADLINES = 'no-timer-for-past-deadlines-v1';
 const INLINE_ALERT_DELIVERY = 'inline-alert-delivery-v1';
 /** A decision's alerts recorded by its first notified alert's inline attempt, in one local activity instead of two. */
 const ALERTS_RECORDED_BY_FIRST_ATTEMPT = 'alerts-recorded-by-first-attempt-v1';
+/** A grace end settled by a claim that began after it, without one more ({@link TenantSteps.settleGraceEnds}). */
+const GRACE_SETTLED_BY_LATER_CLAIM = 'grace-settled-by-later-claim-v1';
 
 /**
  * How long an inline delivery attempt lets each webhook take. A receiver slower than this gets
@@ -138,6 +140,8 @@ export class TenantSteps {
   private readonly tenantId: string;
   private alertLevel: AlertLevel;
   private deadlineTimer: { at: number; passed: boolean } | undefined;
+  /** When the latest claim that completed began (workflow time): everything stored before it is counted. */
+  private lastClaimFrom = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly ledger: TenantLedger,
@@ -194,9 +198,19 @@ export class TenantSteps {
     });
   }
 
-  /** Past a grace end no event can be stored for that period: one more claim counts the last of them. */
+  /**
+   * Past a grace end no event can be stored for that period: a claim that begins after it counts
+   * the last of them. The run's latest claim may have (the first claim of a run that follows a
+   * rollover with a grace of 0 does); otherwise one more.
+   */
   settleGraceEnds(): Promise<void> {
     return this.turns.run(async () => {
+      const now = Date.now();
+      const ended = this.ledger.closingPeriods.filter((p) => now >= Date.parse(p.grace_ends_at));
+      if (ended.every((p) => Date.parse(p.grace_ends_at) <= this.lastClaimFrom) && patched(GRACE_SETTLED_BY_LATER_CLAIM)) {
+        this.ledger.forgetSettled(this.lastClaimFrom);
+        return;
+      }
       const claimedFrom = Date.now();
       await this.claimAll();
       this.ledger.forgetSettled(claimedFrom);
@@ -295,6 +309,7 @@ export class TenantSteps {
    */
   private async claimAll(): Promise<void> {
     const { ledger, run } = this;
+    const from = Date.now();
     let claim: ClaimResult;
     let barrier: string | undefined;
     let first = true;
@@ -321,6 +336,7 @@ export class TenantSteps {
       }
       await this.applyClaim(claim);
     } while (claim.more);
+    this.lastClaimFrom = from;
   }
 
   private async applyClaim(claim: ClaimResult): Promise<void> {

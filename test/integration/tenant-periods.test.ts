@@ -516,12 +516,42 @@ test('a close in flight when an authorization arrives: both answer, the authoriz
   await expectAnsweredOnce(tenant, ['close-fin-2', 'authorize-auth-2']);
 });
 
-test('an early close: events stamped after it move to the next period, counted or not; its invoice waits for its grace; the next period ends at the anniversary', async () => {
-  const taskQueue = unique('early');
+/** A monthly tenant (grace one hour) whose period began a minute ago, on a worker of its own; `now` is the test server's time. */
+async function monthlyTenantOfAMinute(name: string) {
+  const taskQueue = unique(name);
   await startWorker(taskQueue);
   const now = await env.currentTimeMs();
   const tenant = await startTenant(taskQueue, tokensPlan('month'), new Date(Math.floor(now / 1000) * 1000 - 60_000).toISOString());
-  const { tenantId } = tenant;
+  return { tenant, tenantId: tenant.tenantId, now };
+}
+
+test('a close with finalize: the next run settles its grace of 0 with its first claim, and claims no more', async () => {
+  const { tenant, tenantId, now } = await monthlyTenantOfAMinute('finalize');
+  await send(tenantId, [tokens('counted', 300, now - 1000)]);
+  await usageWhen(tenantId, (u) => u.metrics.tokens!.used === 300, '300 counted');
+  await quiet(tenantWorkflowId(tenantId));
+  // Stored but not counted when the close comes: the next run's first claim counts it.
+  expect(await store(tenantId, [tokens('waiting', 100, now - 500)])).toMatchObject({ kind: 'stored', stored: 1 });
+
+  const closed = await tenantHandle(tenantId).executeUpdate(closePeriodUpdate, { args: [{ finalize: true }] });
+  expect(closed.closed_period.start).toBe(tenant.period.start);
+  const [invoice] = await finalizedInvoices(tenantId, 1);
+  expect(Number(invoice.total)).toBe(Number(ratePeriod(tenant.plan, { tokens: '400' }).total));
+  await readModelReaches(tenantId, tenant.period.start, 400);
+  expect(await expectReadModelMatchesStore(tenant, tenant.period.start)).toBe(400);
+  await eventually(async () => ((await tenantHandle(tenantId).query(stateQuery)).closing_periods.length === 0 ? true : undefined), 30_000, 'the settled period forgotten');
+  await quiet(tenantWorkflowId(tenantId));
+
+  // That claim began after the grace end (the close itself): it settled the closed period alone.
+  const runs = await runHistories(env.client, tenantWorkflowId(tenantId), tenant.firstRunId);
+  expect(runs).toHaveLength(2);
+  expect(localActivityTypes(runs[1]!.history.events ?? [])).toEqual(['claimUsage']);
+  expect(await store(tenantId, [tokens('late', 1, now - 400)])).toMatchObject({ kind: 'refused', refusals: [{ code: 'late_event' }] });
+  await expectHealthy(tenantWorkflowId(tenantId), tenant.firstRunId, 'RUNNING');
+});
+
+test('an early close: events stamped after it move to the next period, counted or not; its invoice waits for its grace; the next period ends at the anniversary', async () => {
+  const { tenant, tenantId, now } = await monthlyTenantOfAMinute('early');
   // Counted before the close: 300 stamped before it, 200 stamped two minutes ahead (within the
   // future tolerance, so in the open period when stored, but after the close to come).
   await send(tenantId, [tokens('before', 300, now - 1000), tokens('ahead', 200, now + 120_000)]);
