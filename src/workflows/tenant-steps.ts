@@ -201,7 +201,7 @@ export class TenantSteps {
   /**
    * Past a grace end no event can be stored for that period: a claim that begins after it counts
    * the last of them. The run's latest claim may have (the first claim of a run that follows a
-   * rollover with a grace of 0 does); otherwise one more.
+   * rollover without grace does); otherwise one more.
    */
   settleGraceEnds(): Promise<void> {
     return this.turns.run(async () => {
