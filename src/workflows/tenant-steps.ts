@@ -72,8 +72,8 @@ const localActs = proxyLocalActivities<activities.BillingActivities>(ACTIVITY_OP
 
 /**
  * Patches taken where they apply (their markers are written only by the runs that reach them):
- * no timer for a deadline already past, alerts delivered first inline, and a decision's alerts
- * recorded by its first attempt.
+ * no timer for a deadline already past, alerts delivered first inline, a decision's alerts
+ * recorded by its first attempt, and a grace end settled by a claim begun after it.
  */
 const NO_TIMER_FOR_PAST_DEADLINES = 'no-timer-for-past-deadlines-v1';
 /** Alerts recorded by local activity, and each delivered first inline ({@link TenantSteps.fireAlerts}). */
@@ -388,10 +388,10 @@ export class TenantSteps {
                 ...(recordsToo ? { records: { period_start: decision.period_start, alerts: decision.records } } : {}),
               },
             ])
-            // The attempt itself failed (PostgreSQL away, its timeout): counted as made.
-            .catch((): InlineDeliveryOutcome | undefined => (recordsToo ? undefined : { outcome: 'handed_on', attempts: 1 }));
-          if (first === undefined) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
-          const outcome = first ?? { outcome: 'handed_on', attempts: 1 };
+            .catch(() => undefined);
+          if (first === undefined && recordsToo) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+          // An attempt that failed itself (PostgreSQL away, its timeout) is counted as made.
+          const outcome: InlineDeliveryOutcome = first ?? { outcome: 'handed_on', attempts: 1 };
           if (outcome.outcome === 'handed_on') await this.startDelivery(decision.period_start, alert, outcome.attempts);
         }
       } else {
