@@ -48,7 +48,8 @@ export interface ClaimUsageInput {
 export interface ConsumeAuthorizedInput {
   tenant_id: string;
   claim_id: string;
-  event: { id: string; metric: string; quantity: string; timestamp: string };
+  /** `period_start`: the period the workflow placed it in, whose counters the answer holds. */
+  event: { id: string; metric: string; quantity: string; timestamp: string; period_start: string };
 }
 
 /** A rollover, and whether the invoice workflow it starts carries tally's search attributes. */
@@ -85,7 +86,10 @@ export function createLedgerActivities({ db, logger, temporal }: LedgerActivityD
         // The workflow decided against the period it holds; PostgreSQL disagreeing is a bug to see, not to retry.
         throw ApplicationFailure.nonRetryable(`authorized event ${input.event.id} could not be stored: ${JSON.stringify(stored)}`, 'consume_refused');
       }
-      return claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT);
+      // The worker's bulk counter may count the stored event before this claim does (it stays
+      // below every decision point): the claim then counts nothing, and only the period's
+      // counters as they stand tell the workflow that the event is counted.
+      return claimUsage(db, input.tenant_id, input.claim_id, CLAIM_LIMIT, { currentPeriod: input.event.period_start });
     },
 
     /** Closes the period and opens the next in one transaction, then starts the closed period's invoice workflow. */

@@ -5,7 +5,9 @@ import { counterFromAggregates } from '../../src/domain/aggregation';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { insertPlacedEvents, lockTenantLedger } from '../../src/db/ingest';
 import type { DecisionPoints } from '../../src/contracts/ledger';
-import { testDbForFile, unique } from '../support/stack';
+import type { Client } from '@temporalio/client';
+import { createLedgerActivities } from '../../src/activities/ledger';
+import { quietLogger, testDbForFile, unique } from '../support/stack';
 import { LEDGER_METERS } from '../support/ledger-meters';
 import { createTenantFixture } from '../support/tenant-fixture';
 
@@ -156,6 +158,24 @@ test('a claim stores its decision points, and a retried claim answers the whole 
   await claimUsage(db, tenantId, 'c3', 100, { decisionPoints: null });
   await store(tenantId, [event('minutes', '1')]);
   expect(await countInBulk(db, [tenantId], 100)).toMatchObject([{ kind: 'decides' }]);
+});
+
+test('an authorized consumption counted in bulk before its own claim: the claim counts nothing, and still answers the period as it stands', async () => {
+  const tenantId = await tenantWithPoints(points({ minutes: '100' }), { stored: true });
+  await store(tenantId, [event('minutes', '30')]);
+  await claimUsage(db, tenantId, 'before', 100);
+  // consumeAuthorized stores its event, and the counter may count it first: it stays below the point.
+  const authorized = event('minutes', '10');
+  await store(tenantId, [authorized]);
+  expect(await countInBulk(db, [tenantId], 100)).toEqual([{ tenant_id: tenantId, kind: 'counted', counted: 1, more: false }]);
+
+  // The workflow starts no invoice here: this activity never reaches Temporal.
+  const ledger = createLedgerActivities({ db, logger: quietLogger, temporal: undefined as unknown as Client });
+  const answer = await ledger.consumeAuthorized({ tenant_id: tenantId, claim_id: 'run-authorize-a1', event: authorized });
+  expect(answer.claimed).toBe(0);
+  // Without the period's counters the workflow would answer `remaining` as if the event were not counted.
+  expect(answer.counters).toMatchObject([{ period_start: PERIOD, metric: 'minutes', total: '40', events: 2 }]);
+  expect(await counters(tenantId)).toEqual({ minutes: '40' });
 });
 
 test('claims and bulk counts interleaved in any order count every stored event exactly once', async () => {

@@ -113,7 +113,7 @@ async function createTenant(extra: Record<string, unknown> = {}): Promise<{ id: 
 }
 
 beforeAll(async () => {
-  api = await startApiHarness();
+  api = await startApiHarness({ ownDatabase: true });
   port = Number(new URL(api.baseUrl).port);
   agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   planId = unique('fzplan');

@@ -10,7 +10,7 @@ import { backfillPeriodFigures, refreshMonthlySummary } from '../../src/db/summa
  */
 let api: ApiHarness;
 beforeAll(async () => {
-  api = await startApiHarness();
+  api = await startApiHarness({ ownDatabase: true });
 });
 afterAll(async () => {
   await api?.stop();

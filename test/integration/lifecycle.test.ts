@@ -136,7 +136,8 @@ test('cancellation closes the period, takes late events during its grace, then f
   // On a refusal, say whether the grace had really ended by then (a slow machine) or not (a bug).
   expect({ status: late.status, body: late.status === 202 ? undefined : { ...late.body, grace_ends_at: closed?.grace_ends_at, now: new Date() } }).toEqual({ status: 202 });
 
-  const invoice = await finalizedInvoice(res.body.final_invoice_id);
+  // Finalized once the 20 s grace has ended: wait for that, and then as long as any other invoice.
+  const invoice = await finalizedInvoiceOf(api, res.body.final_invoice_id, 20_000 + 20_000);
   expect(invoice.lines.find((l: any) => l.metric === 'bot_seconds')).toMatchObject({ quantity: 400, amount: '4.00' });
   expect(invoice.total).toBe('9.00');
   await eventually(async () => {

@@ -5,10 +5,10 @@ import { closeGracefully, createApp } from '../../src/api/app';
 import { listen, type RunningServer } from '../../src/api/server';
 import { createActivities } from '../../src/activities';
 import { createNotifier, type NotifierOptions } from '../../src/notifications/notifier';
-import type { Db } from '../../src/db/knex';
+import { createDb, type Db } from '../../src/db/knex';
 import { startFiguresRefresher } from '../../src/workers/figures-refresher';
 import { startBulkCounter } from '../../src/workers/bulk-counter';
-import { LOCAL_WEBHOOK_TARGETS, connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from './stack';
+import { LOCAL_WEBHOOK_TARGETS, connectToTestTemporal, createOwnTestDatabase, quietLogger, testDb, unique, workflowBundle } from './stack';
 
 /** The whole system under test: real HTTP API, real worker, real Temporal, real PostgreSQL. */
 export interface ApiHarness {
@@ -25,9 +25,11 @@ export interface ApiHarness {
 /**
  * Starts a worker on its own task queue and the API on a free port, against the test stack. The
  * worker's notifier is the real one (webhooks over HTTP; emails recorded unless `smtpUrl`).
+ * `ownDatabase`: on a migrated database of its own, for a file that reads whole tables.
  */
-export async function startApiHarness(options: { notifier?: Omit<NotifierOptions, 'logger'>; countingIntervalMs?: number } = {}): Promise<ApiHarness> {
-  const db = testDb();
+export async function startApiHarness(options: { notifier?: Omit<NotifierOptions, 'logger'>; countingIntervalMs?: number; ownDatabase?: boolean } = {}): Promise<ApiHarness> {
+  const own = options.ownDatabase ? await createOwnTestDatabase('tally_own') : undefined;
+  const db = own ? createDb(own.url, { max: 5 }) : testDb();
   const temporal: { client: Client; connection: Connection; nativeConnection: NativeConnection } = await connectToTestTemporal();
   const taskQueue = unique('billing');
   const worker = await Worker.create({
@@ -82,6 +84,7 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
       await temporal.connection.close();
       await temporal.nativeConnection.close();
       await db.destroy();
+      await own?.drop();
     },
   };
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import knex from 'knex';
 import { Runtime, DefaultLogger, LogTimestamp, NativeConnection, bundleWorkflowCode, type LogEntry, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
-import { createDb, type Db } from '../../src/db/knex';
+import { createDb, migrateLatest, type Db } from '../../src/db/knex';
 import { logger as appLogger } from '../../src/logger';
 import { freePort } from '../../src/platform/free-port';
 import { WORKFLOWS_PATH } from '../../src/workers/worker';
@@ -36,6 +36,28 @@ export function testDbForFile(): Db {
   const db = testDb();
   afterAll(() => db.destroy());
   return db;
+}
+
+/**
+ * A migrated database of its own on the test run's PostgreSQL, for a file that reads or digests
+ * whole tables: what other files write at the same time never shows in it. `drop` removes it.
+ */
+export async function createOwnTestDatabase(prefix: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = unique(prefix).toLowerCase();
+  const server = createDb(testDatabaseUrl(), { max: 1 });
+  await server.raw(`CREATE DATABASE "${name}"`);
+  const url = new URL(testDatabaseUrl());
+  url.pathname = `/${name}`;
+  const own = createDb(url.toString(), { max: 1 });
+  await migrateLatest(own);
+  await own.destroy();
+  return {
+    url: url.toString(),
+    async drop() {
+      await server.raw(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await server.destroy();
+    },
+  };
 }
 
 /**
