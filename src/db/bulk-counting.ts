@@ -52,18 +52,30 @@ export function counterAfterBatch(points: string): string {
 
 /**
  * The channel on which a committed ingest says that it stored events which reach a decision
- * point (src/db/ingest.ts): the counter, listening, starts a round at once instead of at its
- * next tick, so an alert's ring waits for no timer.
+ * point (src/db/ingest.ts), one notification per tenant, carrying a {@link DecisionWaiting}: the
+ * counter, listening, rings that tenant's workflow at once, so an alert waits for no round.
  */
 export const DECISIONS_WAITING_CHANNEL = 'tally_decisions_waiting';
 
+/** A tenant whose events, stored under `receipt` (`event_receipts.id`), reach a decision point. */
+export interface DecisionWaiting {
+  tenant_id: string;
+  receipt: string;
+}
+
 /**
  * Calls `onNotice` for each notification on {@link DECISIONS_WAITING_CHANNEL}, from a connection
- * of its own (a listening session cannot go back to a pool). A lost connection is opened again
- * after `retryMs`, then `onNotice` is called once for what may have been missed meanwhile. The
- * returned function stops listening.
+ * of its own (a listening session cannot go back to a pool), with the tenant it names. A lost
+ * connection is opened again after `retryMs`, then `onNotice` is called once without a tenant for
+ * what may have been missed meanwhile (so too for a payload it cannot read). The returned
+ * function stops listening.
  */
-export function listenForDecisionsWaiting(db: Db, onNotice: () => void, onError: (err: unknown) => void, retryMs = 1_000): () => Promise<void> {
+export function listenForDecisionsWaiting(
+  db: Db,
+  onNotice: (waiting: DecisionWaiting | undefined) => void,
+  onError: (err: unknown) => void,
+  retryMs = 1_000,
+): () => Promise<void> {
   let stopped = false;
   let current: pg.Client | undefined;
   let retry: NodeJS.Timeout | undefined;
@@ -78,13 +90,13 @@ export function listenForDecisionsWaiting(db: Db, onNotice: () => void, onError:
   const listen = async (again: boolean) => {
     const client = new pg.Client(db.client.config.connection as string | pg.ClientConfig);
     current = client;
-    client.on('notification', () => onNotice());
+    client.on('notification', (notice) => onNotice(decisionWaitingOf(notice.payload)));
     client.on('error', (err) => lost(client, err));
     client.on('end', () => lost(client));
     try {
       await client.connect();
       await client.query(`LISTEN ${DECISIONS_WAITING_CHANNEL}`);
-      if (again) onNotice();
+      if (again) onNotice(undefined);
     } catch (err) {
       lost(client, err);
     }
@@ -95,6 +107,15 @@ export function listenForDecisionsWaiting(db: Db, onNotice: () => void, onError:
     clearTimeout(retry);
     await current?.end().catch(() => undefined);
   };
+}
+
+function decisionWaitingOf(payload: string | undefined): DecisionWaiting | undefined {
+  try {
+    const parsed = JSON.parse(payload ?? '') as Partial<DecisionWaiting>;
+    return typeof parsed.tenant_id === 'string' && typeof parsed.receipt === 'string' ? { tenant_id: parsed.tenant_id, receipt: parsed.receipt } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Each statement of a bulk count gives up after this long: a stuck one must not stall the counter. */

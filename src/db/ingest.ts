@@ -282,8 +282,8 @@ export async function insertPlacedEvents(db: Db | Knex.Transaction, tenantId: st
 /**
  * Placed events of any tenants and requests, in one statement, with one receipt per tenant that
  * stored any. When the events stored for a tenant take one of its meters to the decision point
- * its workflow published (src/db/bulk-counting.ts), the statement notifies the counter, which
- * PostgreSQL delivers when the transaction commits. The judgement leaves out events stored
+ * its workflow published (src/db/bulk-counting.ts), the statement notifies the counter with the
+ * tenant and its receipt, which PostgreSQL delivers when the transaction commits. The judgement leaves out events stored
  * before and not counted yet: a point they help reach is found by the counter's next tick.
  */
 async function insertEvents(
@@ -302,20 +302,21 @@ async function insertEvents(
        RETURNING tenant_id, batch_id, event_id, seq, period_start, metric, quantity
      ), receipt AS (
        INSERT INTO event_receipts (tenant_id, events) SELECT tenant_id, count(*) FROM stored GROUP BY tenant_id
+       RETURNING tenant_id, id
      ), d AS (
        SELECT tenant_id, period_start, metric, sum(quantity) AS total, count(*) AS events, max(quantity) AS largest
          FROM stored GROUP BY tenant_id, period_start, metric
      ), reaching AS (
-       SELECT 1 FROM d
+       SELECT DISTINCT d.tenant_id FROM d
         CROSS JOIN LATERAL (SELECT decision_points FROM tenant_event_totals WHERE tenant_id = d.tenant_id) x
          LEFT JOIN LATERAL (SELECT total, events, largest, latest FROM period_counters
                              WHERE tenant_id = d.tenant_id AND period_start = d.period_start AND metric = d.metric) c ON true
         WHERE d.period_start = (x.decision_points->>'period_start')::timestamptz
           AND x.decision_points->'meters'->d.metric->>'below' IS NOT NULL
           AND ${counterAfterBatch('x.decision_points')} >= (x.decision_points->'meters'->d.metric->>'below')::numeric
-        LIMIT 1
      ), notified AS (
-       SELECT count(pg_notify('${DECISIONS_WAITING_CHANNEL}', '')) AS n FROM reaching
+       SELECT count(pg_notify('${DECISIONS_WAITING_CHANNEL}', json_build_object('tenant_id', r.tenant_id, 'receipt', r.id::text)::text)) AS n
+         FROM reaching JOIN receipt r USING (tenant_id)
      )
      -- notified is read, so it runs: a CTE that only selects runs when something reads it.
      SELECT tenant_id, batch_id, event_id, seq::text FROM stored CROSS JOIN notified`,

@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
-import { countInBulk, listenForDecisionsWaiting, tenantsWaiting, type BulkOutcome, type WaitingTenant } from '../db/bulk-counting';
+import { countInBulk, listenForDecisionsWaiting, tenantsWaiting, type BulkOutcome, type DecisionWaiting, type WaitingTenant } from '../db/bulk-counting';
 import { ringTenantWorkflow } from '../temporal';
 import { repeatEvery } from './repeating';
 
@@ -17,9 +17,11 @@ import { repeatEvery } from './repeating';
  * which rebuilds its ledger from PostgreSQL) all end with a tenant still waiting, which the next
  * round finds. Several workers may count at once: a tenant's totals row admits one at a time.
  *
- * Rounds run every `intervalMs`, and at once when an ingest commits events that reach a decision
- * point (PostgreSQL's LISTEN/NOTIFY, src/db/bulk-counting.ts): so the ring of an alert-deciding
- * batch waits for no tick, while batches that decide nothing cost no extra round.
+ * Rounds run every `intervalMs`. A tenant whose committed events reach a decision point is rung
+ * at once, without a round: the ingest's commit names it (PostgreSQL's LISTEN/NOTIFY,
+ * src/db/bulk-counting.ts), so an alert's ring waits for neither a tick nor the round's scan of
+ * every waiting tenant, while batches that decide nothing cost no extra work. (With several
+ * workers, each counter rings it: a ring more is a claim that finds nothing left.)
  */
 export interface BulkCounterOptions {
   db: Db;
@@ -80,6 +82,20 @@ export class RingSchedule {
       this.rung.set(tenant_id, { at: now, receipt: last && last.receipt > receipt ? last.receipt : receipt, interval });
     }
     return due;
+  }
+
+  /**
+   * A tenant whose events stored under `receipt` reach a decision point: true when it is to be
+   * rung now (unless already rung for these events or later ones, within the retry interval),
+   * remembered as rung at `now`.
+   */
+  noticed(tenantId: string, receipt: string, now: number): boolean {
+    const stored = BigInt(receipt);
+    const last = this.rung.get(tenantId);
+    if (last && last.receipt >= stored && now - last.at < last.interval) return false;
+    this.booksReadAt.set(tenantId, now);
+    this.rung.set(tenantId, { at: now, receipt: last && last.receipt > stored ? last.receipt : stored, interval: this.retryAfterMs });
+    return true;
   }
 
   /**
@@ -152,8 +168,14 @@ export function startBulkCounter(options: BulkCounterOptions): () => Promise<voi
     },
     (err) => logger.warn({ err }, 'bulk counting round failed'),
   );
-  // A committed batch that reaches a decision point starts a round at once: its alert waits for no tick.
-  const stopListening = listenForDecisionsWaiting(db, counting.wake, (err) => logger.warn({ err }, 'listening for decisions waiting failed; the counter goes on at its interval'));
+  // A committed batch that reaches a decision point rings its tenant at once: its alert waits for
+  // no round. A notice that names no tenant (the listener lost its connection) starts a round.
+  const noticed = (waiting: DecisionWaiting | undefined) => {
+    if (!waiting) return counting.wake();
+    if (options.scope && !options.scope(waiting.tenant_id)) return;
+    if (schedule.noticed(waiting.tenant_id, waiting.receipt, Date.now())) void ring(waiting.tenant_id);
+  };
+  const stopListening = listenForDecisionsWaiting(db, noticed, (err) => logger.warn({ err }, 'listening for decisions waiting failed; the counter goes on at its interval'));
   return async () => {
     await stopListening();
     await counting.stop();

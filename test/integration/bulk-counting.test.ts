@@ -1,13 +1,14 @@
 import fc from 'fast-check';
 import { claimUsage, countUnclaimedEvents, readPeriodCounters } from '../../src/db/ledger';
-import { countInBulk, listenForDecisionsWaiting, tenantsWaiting } from '../../src/db/bulk-counting';
+import { countInBulk, listenForDecisionsWaiting, tenantsWaiting, type DecisionWaiting } from '../../src/db/bulk-counting';
 import { counterFromAggregates } from '../../src/domain/aggregation';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { insertPlacedEvents, lockTenantLedger } from '../../src/db/ingest';
 import type { DecisionPoints } from '../../src/contracts/ledger';
 import type { Client } from '@temporalio/client';
 import { createLedgerActivities } from '../../src/activities/ledger';
-import { quietLogger, testDbForFile, unique } from '../support/stack';
+import { quietLogger, testDatabaseUrl, testDbForFile, unique } from '../support/stack';
+import { createDb } from '../../src/db/knex';
 import { LEDGER_METERS } from '../support/ledger-meters';
 import { createTenantFixture } from '../support/tenant-fixture';
 
@@ -219,22 +220,37 @@ test('the counter is told which waiting tenants published no decision points: th
   expect([waiting.get(withPoints), waiting.get(without)]).toEqual([true, false]);
 });
 
-test('a commit that stores events reaching a decision point notifies the counter; other commits do not', async () => {
+test('a commit that stores events reaching a decision point notifies the counter, naming the tenant and its receipt; other commits do not', async () => {
+  // Other files' stacks share the database and its channel: only notices naming this test's tenants count.
+  const ours = new Set<string>();
+  const named: Array<DecisionWaiting | undefined> = [];
   let notices = 0;
-  const stop = listenForDecisionsWaiting(db, () => (notices += 1), (err) => {
-    throw err;
-  });
+  const stop = listenForDecisionsWaiting(
+    db,
+    (waiting) => {
+      if (waiting && !ours.has(waiting.tenant_id)) return;
+      notices += 1;
+      named.push(waiting);
+    },
+    (err) => {
+      throw err;
+    },
+  );
   try {
     const tenantId = await tenantWithPoints(points({ minutes: '100', calls: null }), { stored: true });
+    ours.add(tenantId);
     // The listener's LISTEN is in place once a notice sent after it arrives.
     await store(tenantId, [event('minutes', '100')]);
     await eventually(() => notices === 1);
+    const receipt = await db('event_receipts').where({ tenant_id: tenantId }).max({ id: 'id' }).first();
+    expect(named).toEqual([{ tenant_id: tenantId, receipt: String(receipt!.id) }]);
     await claimUsage(db, tenantId, 'after-first', 100, { decisionPoints: points({ minutes: '200', calls: null }) });
 
     // Below the point, a metric with nothing to decide, another period, a tenant without points: silent.
     await store(tenantId, [event('minutes', '99.5'), event('calls', '1000')]);
     await store(tenantId, [event('minutes', '500', NEXT_PERIOD, '2026-12-02T00:00:00.000Z')]);
     const without = await tenantWithPoints(null, { stored: true });
+    ours.add(without);
     await store(without, [event('minutes', '1000')]);
     // Reaching it inside a transaction: told at the commit, not before. (Events stored before and
     // not counted yet are left out of the judgement, so they are counted first.)
@@ -247,29 +263,48 @@ test('a commit that stores events reaching a decision point notifies the counter
     await eventually(() => notices === 2);
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(notices).toBe(2);
+
+    // Two tenants reaching their points in one transaction: one notice for each.
+    const other = await tenantWithPoints(points({ minutes: '1' }), { stored: true });
+    ours.add(other);
+    await claimUsage(db, tenantId, 'after-second', 100, { decisionPoints: points({ minutes: '300', calls: null }) });
+    await db.transaction(async (trx) => {
+      await insertPlacedEvents(trx, tenantId, [event('minutes', '500')], 'two-tenants', new Date());
+      await insertPlacedEvents(trx, other, [event('minutes', '1')], 'two-tenants', new Date());
+    });
+    await eventually(() => notices === 4);
+    expect(named.slice(2).map((n) => n?.tenant_id).sort()).toEqual([tenantId, other].sort());
   } finally {
     await stop();
   }
 });
 
 test('a listener whose connection is lost listens again, and reports the gap as one notice', async () => {
+  let tenantId = '';
   let notices = 0;
   const errors: unknown[] = [];
-  const stop = listenForDecisionsWaiting(db, () => (notices += 1), (err) => errors.push(err), 200);
+  // Its own connection name, so that only its session is ended (other files' counters listen too),
+  // and only notices naming its tenant, or none (the gap), count.
+  const name = unique('listener');
+  const url = new URL(testDatabaseUrl());
+  url.searchParams.set('application_name', name);
+  const listening = createDb(url.toString(), { max: 1 });
+  const stop = listenForDecisionsWaiting(listening, (waiting) => (waiting === undefined || waiting.tenant_id === tenantId ? (notices += 1) : undefined), (err) => errors.push(err), 200);
   try {
-    const tenantId = await tenantWithPoints(points({ minutes: '10' }), { stored: true });
+    tenantId = await tenantWithPoints(points({ minutes: '10' }), { stored: true });
     await store(tenantId, [event('minutes', '10')]);
     await eventually(() => notices === 1);
     // What a PostgreSQL restart does to it: its session is ended from the server's side.
-    const ended = await db.raw<{ rows: unknown[] }>(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND datname = current_database()`);
+    const ended = await db.raw<{ rows: unknown[] }>(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?`, [name]);
     expect(ended.rows).toHaveLength(1);
-    await eventually(() => notices === 2); // listening again, told it may have missed something
+    await eventually(() => notices === 2); // listening again, told it may have missed something (no tenant named)
     expect(errors.length).toBeGreaterThan(0);
     await claimUsage(db, tenantId, 'after-loss', 100, { decisionPoints: points({ minutes: '20' }) });
     await store(tenantId, [event('minutes', '10')]);
     await eventually(() => notices === 3);
   } finally {
     await stop();
+    await listening.destroy();
   }
 });
 

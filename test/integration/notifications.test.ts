@@ -164,8 +164,8 @@ test('a webhook that fails twice is delivered on the third attempt, signed, exac
   expect(deliveries.body.data[0].delivered_at).toEqual(expect.any(String));
 });
 
-test("a batch that reaches a threshold wakes the worker's counter: its alert waits for no counting tick", async () => {
-  // A counter whose timer would not tick for a minute: only the ingest's notice can start its round.
+test("a batch that reaches a threshold has the worker's counter ring its workflow at once: its alert waits for no counting tick", async () => {
+  // A counter whose timer would not tick for a minute: only the ingest's notice can ring the workflow.
   const slow = await startApiHarness({ countingIntervalMs: 60_000 });
   try {
     const path = `/wake-${unique('w')}`;

@@ -87,6 +87,17 @@ test('below the points a claim decides nothing; at a point it decides (any limit
 describe('RingSchedule', () => {
   const waiting = (receipt: number, tenant = 'a') => [{ tenant_id: tenant, newest_receipt: String(receipt), countable: true }];
 
+  test('a notice rings at once, once for its events: the round after it rings the tenant again only for newer events or after the interval', () => {
+    const schedule = new RingSchedule(3_000);
+    expect(schedule.noticed('a', '7', 0)).toBe(true);
+    expect(schedule.noticed('a', '7', 100)).toBe(false); // the same events, told again (another listener's commit)
+    expect(schedule.due(waiting(7), 200)).toEqual([]); // the round finds them still waiting: already rung
+    expect(schedule.due(waiting(7), 3_000)).toEqual(['a']); // still waiting after the interval: rung again
+    expect(schedule.noticed('a', '6', 3_100)).toBe(false); // older events than the last ring covered
+    expect(schedule.noticed('a', '8', 3_200)).toBe(true); // newer events
+    expect(schedule.due(waiting(9), 3_300)).toEqual(['a']); // a round that finds newer ones still
+  });
+
   test('new events ring at once; the same events waiting ring again after intervals that double up to 30 s', () => {
     const schedule = new RingSchedule(3_000);
     const rungAt: number[] = [];
