@@ -5,7 +5,8 @@ import type { RateLimitBudget } from './rate-limit';
 /**
  * `GET /metrics`: what ops graph and alert on, in the Prometheus text format.
  *
- * - HTTP: request count and latency by method, route pattern and status. The label is the Express
+ * - HTTP: requests in flight (received, not yet answered: what a graceful stop waits for), and
+ *   request count and latency by method, route pattern and status. The label is the Express
  *   route pattern (`/v1/tenants/:id/usage`), never the raw URL, so tenant ids do not multiply the
  *   series; requests that match no route share the label `unmatched`.
  * - Ingest: batches and events stored (acknowledged). Counting is the worker's (its counter and
@@ -63,6 +64,11 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers,
   });
+  const httpInFlight = new Gauge({
+    name: 'tally_http_requests_in_flight',
+    help: 'HTTP requests received (headers read) and not yet answered or abandoned; a graceful stop waits for them.',
+    registers,
+  });
   const ingestRequests = new Counter({
     name: 'tally_ingest_requests_total',
     help: 'Ingest batches (per tenant of a POST /v1/events) stored durably in PostgreSQL.',
@@ -85,10 +91,12 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
       return (req, res, next) => {
         const started = process.hrtime.bigint();
         captureRoutePattern(req);
+        httpInFlight.inc();
         let recorded = false;
         const record = (status: string) => {
           if (recorded) return;
           recorded = true;
+          httpInFlight.dec();
           const labels = { method: req.method, route: routePatternOf(req), status };
           httpRequests.inc(labels);
           httpDuration.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);

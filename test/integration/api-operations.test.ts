@@ -351,7 +351,12 @@ async function checkGracefulStop(p: Spawned, idPrefix: string): Promise<void> {
   const before = await usedCalls(tenantKey, tenantId);
   const inflight = slowIngest(p.port, tenantKey, ids);
   await inflight.sentHead;
-  await new Promise((r) => setTimeout(r, 300)); // the server has the request's headers
+  // The server has read the request's headers (a connection it has read nothing from yet is idle,
+  // and a stop closes it): in flight beside the /metrics request reading the gauge.
+  await eventually(async () => {
+    const text = await fetch(`http://127.0.0.1:${p.port}/metrics`).then((r) => r.text());
+    return Number(/^tally_http_requests_in_flight (\d+)$/m.exec(text)?.[1] ?? 0) >= 2 ? true : undefined;
+  }, 10_000, 'the slow request in flight');
   const sigtermAt = Date.now();
   p.child.kill('SIGTERM');
   await eventually(async () => ((await connectionRefused(p.port)) ? true : undefined), 10_000, 'the listener to close');

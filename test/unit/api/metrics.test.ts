@@ -48,6 +48,7 @@ test('HTTP metrics use the route pattern (mount path included), also for errors,
     expect(body).toContain('tally_http_requests_total{method="GET",route="unmatched",status="404"} 1');
     expect(body).toMatch(/tally_http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/v1\/tenants\/:id\/usage",status="200"\} \d/);
     expect(body).not.toContain('acme');
+    expect(body).toContain('tally_http_requests_in_flight 0');
   } finally {
     await close();
   }
