@@ -26,8 +26,14 @@ export function createDb(databaseUrl: string, pool: { min?: number; max?: number
  * The pools of one process, one per kind of work, so no kind waits for another's connections:
  * ingest transactions, everything else the API does, and the worker's activities (claims among
  * them). `npm start` runs all three in one process; `npm run api` and `npm run worker` open theirs.
+ *
+ * Ingest's is also the number of its transactions at once (group commit, src/api/ingest-queue.ts).
+ * Fewer and fuller transactions cost less CPU per request than more and emptier ones: with 4
+ * instead of 8, the 2-core bench machine acknowledged more in both load shapes (BENCHMARKS.md,
+ * session 11). Fewer than 4 measured faster still, but would leave ingest to a couple of
+ * transactions when closes hold some tenants' ledger locks.
  */
-export const POOLS = { api: 10, ingest: 8, worker: 10 } as const;
+export const POOLS = { api: 10, ingest: 4, worker: 10 } as const;
 
 /** Brings the schema to the latest migration; safe to run on every start. */
 export async function migrateLatest(db: Db): Promise<string[]> {
