@@ -112,7 +112,9 @@ export function listenForDecisionsWaiting(
 function decisionWaitingOf(payload: string | undefined): DecisionWaiting | undefined {
   try {
     const parsed = JSON.parse(payload ?? '') as Partial<DecisionWaiting>;
-    return typeof parsed.tenant_id === 'string' && typeof parsed.receipt === 'string' ? { tenant_id: parsed.tenant_id, receipt: parsed.receipt } : undefined;
+    return typeof parsed.tenant_id === 'string' && typeof parsed.receipt === 'string' && /^\d{1,19}$/.test(parsed.receipt)
+      ? { tenant_id: parsed.tenant_id, receipt: parsed.receipt }
+      : undefined;
   } catch {
     return undefined;
   }

@@ -283,8 +283,9 @@ export async function insertPlacedEvents(db: Db | Knex.Transaction, tenantId: st
  * Placed events of any tenants and requests, in one statement, with one receipt per tenant that
  * stored any. When the events stored for a tenant take one of its meters to the decision point
  * its workflow published (src/db/bulk-counting.ts), the statement notifies the counter with the
- * tenant and its receipt, which PostgreSQL delivers when the transaction commits. The judgement leaves out events stored
- * before and not counted yet: a point they help reach is found by the counter's next tick.
+ * tenant and its receipt, which PostgreSQL delivers when the transaction commits. The judgement
+ * leaves out events stored before and not counted yet: a point they help reach is found by the
+ * counter's next tick.
  */
 async function insertEvents(
   db: Db | Knex.Transaction,
