@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   WithStartWorkflowOperation,
@@ -133,7 +134,10 @@ export class BillingGateway {
 
   /**
    * One update, with start. A run that is finishing (continue-as-new, a rollover) refuses new
-   * requests at once; the next run answers, so the request is retried a few times.
+   * requests at once; the next run answers, so the request is retried a few times. Every retry
+   * keeps the first attempt's update id: an attempt whose answer was lost (a Temporal server
+   * restarting) may have been applied, and the run answers a retry of it with that outcome
+   * instead of applying it twice (a second cancel would meet a cancelled tenant).
    */
   private async update<Ret, Args extends unknown[]>(
     tenantId: string,
@@ -141,11 +145,12 @@ export class BillingGateway {
     args: Args,
     updateId?: string,
   ): Promise<Ret> {
+    const id = updateId ?? randomUUID();
     for (let attempt = 1; ; attempt += 1) {
       try {
         return (await this.client.workflow.executeUpdateWithStart(update, {
           args,
-          ...(updateId ? { updateId } : {}),
+          updateId: id,
           startWorkflowOperation: new WithStartWorkflowOperation('tenantBilling', {
             ...this.startOptions(tenantId),
             staticSummary: tenantRunSummary(tenantId),
