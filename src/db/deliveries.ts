@@ -29,41 +29,52 @@ const STATE_COLUMNS = ['id', 'status', 'attempts', 'last_error', 'payload'];
 /** Longer than one send can take (webhook 10 s, email 16 s), so a live attempt keeps its lease. */
 const LEASE_SECONDS = 30;
 
-/** Creates the delivery with its payload unless it exists (a retried attempt): true when this call created it. */
-export async function insertDeliveryOnce(
+/** What opening an attempt at a delivery found: the row leased to this attempt, or how it stands. */
+export type DeliveryAttempt =
+  | { kind: 'leased'; created: boolean; delivery: DeliveryState }
+  | { kind: 'settled'; created: boolean; delivery: DeliveryState }
+  | { kind: 'busy'; attempts: number };
+
+/**
+ * Opens one attempt at a delivery in one statement: creates the row with its payload unless it
+ * exists (a retried attempt), and takes the lease on a pending row, so only one attempt at a time
+ * sends it, counting the attempt. `settled`: the row is no longer pending (or was created as kept,
+ * `recorded`); `busy`: another attempt holds an unexpired lease, or created the row in a
+ * transaction this statement cannot see yet.
+ */
+export async function openDeliveryAttempt(
   db: Db,
   key: DeliveryKey,
   row: { tenant_id: string; event_type: EventType; status: DeliveryStatus; attempts: number; payload: unknown },
-): Promise<boolean> {
-  const inserted = await db('notification_deliveries')
-    .insert({ ...key, ...row, payload: JSON.stringify(row.payload) })
-    .onConflict(['event_id', 'channel', 'target'])
-    .ignore()
-    .returning('id');
-  return inserted.length > 0;
-}
-
-/** The delivery under `key` (it exists once `insertDeliveryOnce` has run). */
-export async function findDelivery(db: Db, key: DeliveryKey): Promise<DeliveryState> {
-  return db('notification_deliveries').where(key).first<DeliveryState>();
-}
-
-/**
- * Takes the lease on a pending delivery, so only one attempt at a time sends it, and counts the
- * attempt: the delivery as leased, or undefined when it is no longer pending or another attempt
- * holds an unexpired lease.
- */
-export async function leaseDelivery(db: Db, id: string): Promise<DeliveryState | undefined> {
-  const [leased] = await db('notification_deliveries')
-    .where({ id, status: 'pending' })
-    .andWhere((q) => q.whereNull('locked_until').orWhere('locked_until', '<', db.fn.now()))
-    .update({
-      attempts: db.raw('attempts + 1'),
-      last_attempt_at: db.fn.now(),
-      locked_until: db.raw(`now() + interval '${LEASE_SECONDS} seconds'`),
-    })
-    .returning<DeliveryState[]>(STATE_COLUMNS);
-  return leased;
+): Promise<DeliveryAttempt> {
+  const lease = `now() + interval '${LEASE_SECONDS} seconds'`;
+  const columns = STATE_COLUMNS.join(', ');
+  const found = await db.raw<{ rows: Array<DeliveryState & { how: 'created' | 'leased' | 'found' }> }>(
+    `WITH created AS (
+       INSERT INTO notification_deliveries (event_id, channel, target, tenant_id, event_type, status, attempts, payload, last_attempt_at, locked_until)
+       VALUES (:event_id, :channel, :target, :tenant_id, :event_type, :status, :attempts + (CASE WHEN :status = 'pending' THEN 1 ELSE 0 END), :payload::jsonb,
+               CASE WHEN :status = 'pending' THEN now() END, CASE WHEN :status = 'pending' THEN ${lease} END)
+       ON CONFLICT (event_id, channel, target) DO NOTHING
+       RETURNING ${columns}
+     ), leased AS (
+       UPDATE notification_deliveries SET attempts = attempts + 1, last_attempt_at = now(), locked_until = ${lease}
+        WHERE event_id = :event_id AND channel = :channel AND target = :target AND status = 'pending'
+          AND (locked_until IS NULL OR locked_until < now()) AND NOT EXISTS (SELECT 1 FROM created)
+       RETURNING ${columns}
+     )
+     SELECT 'created' AS how, ${columns} FROM created
+     UNION ALL SELECT 'leased', ${columns} FROM leased
+     UNION ALL SELECT 'found', ${columns} FROM notification_deliveries
+      WHERE event_id = :event_id AND channel = :channel AND target = :target
+        AND NOT EXISTS (SELECT 1 FROM created) AND NOT EXISTS (SELECT 1 FROM leased)`,
+    { ...key, ...row, payload: JSON.stringify(row.payload) },
+  );
+  const [state] = found.rows;
+  if (!state) return { kind: 'busy', attempts: 0 };
+  const { how, ...delivery } = state;
+  const created = how === 'created';
+  if (delivery.status !== 'pending') return { kind: 'settled', created, delivery };
+  return how === 'found' ? { kind: 'busy', attempts: delivery.attempts } : { kind: 'leased', created, delivery };
 }
 
 /** Ends a leased delivery as sent (`delivered`) or kept without sending (`recorded`). */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Db } from '../db/knex';
-import { completeDelivery, findDelivery, insertDeliveryOnce, leaseDelivery, recordDeliveryFailure, type DeliveryState } from '../db/deliveries';
+import { completeDelivery, openDeliveryAttempt, recordDeliveryFailure, type DeliveryState } from '../db/deliveries';
 import { findTenantWebhookSecret } from '../db/tenants';
 import type { Logger } from '../logger';
 import type { Notifier } from './notifier';
@@ -118,32 +118,25 @@ async function deliverOne(
   const { db } = deps;
   const key = { event_id: event.id, channel: plan.channel, target: plan.target };
   const isLog = plan.channel === 'log';
-  const created = await insertDeliveryOnce(db, key, {
+  const opened = await openDeliveryAttempt(db, key, {
     tenant_id: event.tenant_id,
     event_type: event.type,
     status: isLog ? 'recorded' : 'pending',
     attempts: isLog ? 1 : 0,
     payload: plan.payload,
   });
-  if (isLog && created) deps.logger.warn({ tenant_id: event.tenant_id, event: plan.payload }, `${event.type} (no channel configured)`);
-
-  const row = await findDelivery(db, key);
-  if (row.status !== 'pending') return outcomeOf(plan, row);
-
-  // Take the lease: only one attempt at a time may send this row.
-  const claimed = await leaseDelivery(db, row.id);
-  if (!claimed) {
-    const now = await findDelivery(db, key);
-    if (now.status !== 'pending') return outcomeOf(plan, now);
-    return { ...outcomeOf(plan, now), last_error: 'another attempt is sending it' };
-  }
+  if (isLog && opened.kind !== 'busy' && opened.created) deps.logger.warn({ tenant_id: event.tenant_id, event: plan.payload }, `${event.type} (no channel configured)`);
+  if (opened.kind === 'settled') return outcomeOf(plan, opened.delivery);
+  // Only the attempt holding the lease sends a row; this one leaves it pending for that one.
+  if (opened.kind === 'busy') return { channel: plan.channel, target: plan.target, status: 'pending', attempts: Number(opened.attempts), last_error: 'another attempt is sending it' };
+  const leased = opened.delivery;
 
   try {
-    const sent = await send(deps, event, plan, claimed.payload, attempt.inlineSendBudgetMs);
-    return outcomeOf(plan, await completeDelivery(db, row.id, sent));
+    const sent = await send(deps, event, plan, leased.payload, attempt.inlineSendBudgetMs);
+    return outcomeOf(plan, await completeDelivery(db, leased.id, sent));
   } catch (err) {
     const message = errorMessage(err);
-    const failed = await recordDeliveryFailure(db, row.id, message, attempt.final);
+    const failed = await recordDeliveryFailure(db, leased.id, message, attempt.final);
     deps.logger.warn({ tenant_id: event.tenant_id, event_id: event.id, channel: plan.channel, target: plan.target, attempt: attempt.attempt, final: attempt.final, err: message }, 'notification delivery failed');
     return outcomeOf(plan, failed);
   }
