@@ -5,6 +5,8 @@ import { aggregateStoredUsage } from '../../src/db/usage';
 import { ratePeriod } from '../../src/domain/rating';
 import { finalizeInvoiceSignal, invoiceWorkflowId, tenantWorkflowId } from '../../src/workflows/messages';
 import type { PlanVersion } from '../../src/domain/plan';
+import { Client, type WorkflowClientInterceptor } from '@temporalio/client';
+import { BillingGateway } from '../../src/api/billing-gateway';
 
 /**
  * A subscription's life through the real API: late events within grace, plan changes at the
@@ -149,6 +151,35 @@ test('cancellation closes the period, takes late events during its grace, then f
   const tooLate = await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'c4', metric: 'bot_seconds', quantity: 1, timestamp: before }] } });
   expect(tooLate.status).toBe(422);
   expect(tooLate.body.code).toBe('late_event');
+});
+
+test('a cancel whose answer was lost and is retried is applied once and answers its first outcome, not a conflict', async () => {
+  const planId = unique('cancel');
+  await api.call('POST', '/v1/plans', { body: planBody(planId, '0.01') });
+  const tenant = await createTenant(planId);
+  await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'r1', metric: 'bot_seconds', quantity: 5 }] } });
+
+  // The server applies the first attempt, then its answer is lost as FAILED_PRECONDITION (what a
+  // Temporal server restarting mid-update can answer), so the gateway tries again.
+  const attempts: string[] = [];
+  const loseFirstAnswer: WorkflowClientInterceptor = {
+    async startUpdateWithStart(input, next) {
+      const output = await next(input);
+      attempts.push(output.updateId);
+      if (attempts.length === 1) throw Object.assign(new Error('the answer was lost'), { code: 9 });
+      return output;
+    },
+  };
+  const gateway = new BillingGateway(new Client({ connection: api.client.connection, interceptors: { workflow: [loseFirstAnswer] } }), api.taskQueue);
+  const cancelled = await gateway.cancel(tenant.id);
+
+  expect(attempts).toHaveLength(2);
+  expect(attempts[1]).toBe(attempts[0]);
+  const periods = await api.db('periods').where({ tenant_id: tenant.id }).orderBy('start');
+  expect(periods.map((p: any) => [p.start.toISOString(), p.status])).toEqual([[cancelled.closed_period.start, 'closed']]);
+  expect(await api.db('tenants').where({ id: tenant.id }).first('status')).toEqual({ status: 'cancelled' });
+  // A DELETE of its own, later, finds the cancellation done.
+  expect((await api.call('DELETE', `/v1/tenants/${tenant.id}`)).status).toBe(409);
 });
 
 test('invariants 1-5 hold in PostgreSQL after a busy period', async () => {
