@@ -119,9 +119,13 @@ test('at delivery, a name that resolves to loopback is refused and recorded as f
   expect((await api.call('POST', '/v1/events', { key, body: { events: [{ id: 'e1', metric: 'tokens', quantity: 100 }] } })).status).toBe(202);
 
   const failed = await eventually(async () => {
-    const res = await api.call('GET', `/v1/tenants/${id}/deliveries?status=failed`, { key });
-    const targets = new Set(res.body.data.map((d: any) => d.target));
-    return targets.has(byName) && targets.has(byLiteral) ? res.body.data : undefined;
+    const res = await api.call('GET', `/v1/tenants/${id}/deliveries`, { key });
+    const done = res.body.data.filter((d: any) => d.status === 'failed');
+    const targets = new Set(done.map((d: any) => d.target));
+    if (targets.has(byName) && targets.has(byLiteral)) return done;
+    // What a timeout then reports: where each delivery (and the tenant's alerts) stood.
+    const alerts = await api.db('alerts').where({ tenant_id: id }).select('id', 'threshold', 'status', 'channels');
+    throw new Error(`deliveries ${JSON.stringify(res.body.data.map((d: any) => [d.target, d.status, d.attempts, d.last_error]))}, alerts ${JSON.stringify(alerts)}`);
   }, 30_000, 'both webhook deliveries failed');
   const byTarget = new Map<string, any>(failed.map((d: any) => [d.target, d]));
   expect(byTarget.get(byName)).toMatchObject({ channel: 'webhook', status: 'failed', attempts: 2, delivered_at: null });
