@@ -65,10 +65,10 @@ export interface DecisionWaiting {
 
 /**
  * Calls `onNotice` for each notification on {@link DECISIONS_WAITING_CHANNEL}, from a connection
- * of its own (a listening session cannot go back to a pool), with the tenant it names. A lost
- * connection is opened again after `retryMs`, then `onNotice` is called once without a tenant for
- * what may have been missed meanwhile (so too for a payload it cannot read). The returned
- * function stops listening.
+ * of its own (a listening session cannot go back to a pool), with the tenant it names. Each time
+ * it starts listening, first and after a lost connection (opened again after `retryMs`),
+ * `onNotice` is called once without a tenant, for what may have been committed before or
+ * meanwhile (so too for a payload it cannot read). The returned function stops listening.
  */
 export function listenForDecisionsWaiting(
   db: Db,
@@ -84,10 +84,10 @@ export function listenForDecisionsWaiting(
     if (err !== undefined) onError(err);
     current = undefined;
     client.end().catch(() => undefined);
-    retry = setTimeout(() => void listen(true), retryMs);
+    retry = setTimeout(() => void listen(), retryMs);
     retry.unref();
   };
-  const listen = async (again: boolean) => {
+  const listen = async () => {
     const client = new pg.Client(db.client.config.connection as string | pg.ClientConfig);
     current = client;
     client.on('notification', (notice) => onNotice(decisionWaitingOf(notice.payload)));
@@ -96,12 +96,12 @@ export function listenForDecisionsWaiting(
     try {
       await client.connect();
       await client.query(`LISTEN ${DECISIONS_WAITING_CHANNEL}`);
-      if (again) onNotice(undefined);
+      onNotice(undefined);
     } catch (err) {
       lost(client, err);
     }
   };
-  void listen(false);
+  void listen();
   return async () => {
     stopped = true;
     clearTimeout(retry);

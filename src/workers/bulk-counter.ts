@@ -169,7 +169,8 @@ export function startBulkCounter(options: BulkCounterOptions): () => Promise<voi
     (err) => logger.warn({ err }, 'bulk counting round failed'),
   );
   // A committed batch that reaches a decision point rings its tenant at once: its alert waits for
-  // no round. A notice that names no tenant (the listener lost its connection) starts a round.
+  // no round. A notice that names no tenant (the listener started, or lost its connection) starts
+  // a round.
   const noticed = (waiting: DecisionWaiting | undefined) => {
     if (!waiting) return counting.wake();
     if (options.scope && !options.scope(waiting.tenant_id)) return;

@@ -223,12 +223,15 @@ test('the counter is told which waiting tenants published no decision points: th
 test('a commit that stores events reaching a decision point notifies the counter, naming the tenant and its receipt; other commits do not', async () => {
   // Other files' stacks share the database and its channel: only notices naming this test's tenants count.
   const ours = new Set<string>();
-  const named: Array<DecisionWaiting | undefined> = [];
+  const named: DecisionWaiting[] = [];
   let notices = 0;
+  let listening = false;
   const stop = listenForDecisionsWaiting(
     db,
     (waiting) => {
-      if (waiting && !ours.has(waiting.tenant_id)) return;
+      // The notice without a tenant says that its LISTEN is in place.
+      if (!waiting) listening = true;
+      if (!waiting || !ours.has(waiting.tenant_id)) return;
       notices += 1;
       named.push(waiting);
     },
@@ -239,7 +242,7 @@ test('a commit that stores events reaching a decision point notifies the counter
   try {
     const tenantId = await tenantWithPoints(points({ minutes: '100', calls: null }), { stored: true });
     ours.add(tenantId);
-    // The listener's LISTEN is in place once a notice sent after it arrives.
+    await eventually(() => listening);
     await store(tenantId, [event('minutes', '100')]);
     await eventually(() => notices === 1);
     const receipt = await db('event_receipts').where({ tenant_id: tenantId }).max({ id: 'id' }).first();
@@ -273,15 +276,16 @@ test('a commit that stores events reaching a decision point notifies the counter
       await insertPlacedEvents(trx, other, [event('minutes', '1')], 'two-tenants', new Date());
     });
     await eventually(() => notices === 4);
-    expect(named.slice(2).map((n) => n?.tenant_id).sort()).toEqual([tenantId, other].sort());
+    expect(named.slice(2).map((n) => n.tenant_id).sort()).toEqual([tenantId, other].sort());
   } finally {
     await stop();
   }
 });
 
-test('a listener whose connection is lost listens again, and reports the gap as one notice', async () => {
+test('a listener says once when it starts listening, and once again after its connection is lost: the gap', async () => {
   let tenantId = '';
   let notices = 0;
+  let starts = 0;
   const errors: unknown[] = [];
   // Its own connection name, so that only its session is ended (other files' counters listen too),
   // and only notices naming its tenant, or none (the gap), count.
@@ -289,19 +293,29 @@ test('a listener whose connection is lost listens again, and reports the gap as 
   const url = new URL(testDatabaseUrl());
   url.searchParams.set('application_name', name);
   const listening = createDb(url.toString(), { max: 1 });
-  const stop = listenForDecisionsWaiting(listening, (waiting) => (waiting === undefined || waiting.tenant_id === tenantId ? (notices += 1) : undefined), (err) => errors.push(err), 200);
+  const stop = listenForDecisionsWaiting(
+    listening,
+    (waiting) => {
+      if (waiting === undefined) starts += 1;
+      else if (waiting.tenant_id === tenantId) notices += 1;
+    },
+    (err) => errors.push(err),
+    200,
+  );
   try {
     tenantId = await tenantWithPoints(points({ minutes: '10' }), { stored: true });
+    await eventually(() => starts === 1);
     await store(tenantId, [event('minutes', '10')]);
     await eventually(() => notices === 1);
     // What a PostgreSQL restart does to it: its session is ended from the server's side.
     const ended = await db.raw<{ rows: unknown[] }>(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?`, [name]);
     expect(ended.rows).toHaveLength(1);
-    await eventually(() => notices === 2); // listening again, told it may have missed something (no tenant named)
+    await eventually(() => starts === 2); // listening again, told it may have missed something
     expect(errors.length).toBeGreaterThan(0);
     await claimUsage(db, tenantId, 'after-loss', 100, { decisionPoints: points({ minutes: '20' }) });
     await store(tenantId, [event('minutes', '10')]);
-    await eventually(() => notices === 3);
+    await eventually(() => notices === 2);
+    expect(starts).toBe(2);
   } finally {
     await stop();
     await listening.destroy();
