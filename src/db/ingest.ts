@@ -333,6 +333,9 @@ async function insertEvents(
       batches: rows.map((e) => e.batch_id),
       received: rows.map((e) => e.received_at.toISOString()),
     } as unknown as Knex.ValueDict,
-  );
+    // A named statement: each connection parses it once and PostgreSQL keeps its plan, where an
+    // unnamed one is parsed and planned again for every transaction (a quarter of its time in
+    // the fleet's profile). With PgBouncer in transaction mode, set `max_prepared_statements`.
+  ).options({ name: 'tally_store_events' });
   return inserted.rows;
 }

@@ -50,3 +50,25 @@ test('money and quantity columns are exact numerics', async () => {
   expect(columns.length).toBeGreaterThan(8);
   for (const c of columns) expect(`${c.table_name}.${c.column_name}: ${c.data_type}`).toBe(`${c.table_name}.${c.column_name}: numeric`);
 });
+
+test('no index is a leading part of another on the same table: every stored row pays for each one', async () => {
+  // Plain btree indexes (not unique, not partial), by their key columns; a direction (DESC) does
+  // not matter, since PostgreSQL scans a btree either way.
+  const { rows } = await db.raw<{ rows: Array<{ table: string; name: string; columns: string[] }> }>(
+    `SELECT i.indrelid::regclass::text AS table, c.relname AS name,
+            array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, n)
+                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n)::text[] AS columns
+       FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indexrelid
+       JOIN pg_am am ON am.oid = c.relam
+       JOIN pg_namespace ns ON ns.oid = c.relnamespace
+      WHERE ns.nspname = 'public' AND am.amname = 'btree' AND NOT i.indisunique AND i.indpred IS NULL`,
+  );
+  expect(rows.some((r) => r.table === 'usage_events')).toBe(true);
+  const redundant = rows.flatMap((a) =>
+    rows
+      .filter((b) => b !== a && b.table === a.table && a.columns.length <= b.columns.length && a.columns.every((col, i) => b.columns[i] === col))
+      .map((b) => `${a.name} (${a.columns.join(', ')}) leads ${b.name} (${b.columns.join(', ')})`),
+  );
+  expect(redundant).toEqual([]);
+});
