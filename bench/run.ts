@@ -618,8 +618,9 @@ async function hotTenant(): Promise<void> {
     backlog_max: backlogMax,
     backlog_at_load_end: backlogAtLoadEnd,
     drain_ms: done - loadEnd,
-    // Counting alone, once ingest stopped competing for the machine: the one tenant's counting capacity.
-    drain_events_per_s: done > loadEnd ? Math.round((acked - countedAtLoadEnd) / ((done - loadEnd) / 1000)) : null,
+    // Counting alone, once ingest stopped competing for the machine: the one tenant's counting
+    // capacity. None when counting kept up, and nothing was left to count once the load stopped.
+    drain_events_per_s: done > loadEnd && acked > countedAtLoadEnd ? Math.round((acked - countedAtLoadEnd) / ((done - loadEnd) / 1000)) : null,
     p50_ms: quantile(latencies, 0.5),
     p99_ms: quantile(latencies, 0.99),
     ...lags.summary(),
@@ -841,7 +842,7 @@ function printTable(): void {
     [`fleet: ${r.fleet.tenants} tenants, events/s acked`, r.fleet.events_per_s, `ceilings: ${r.fleet.ceiling.pg_commit_events_per_s} (PG commits), ${r.fleet.ceiling.ring_events_per_s} (rings)`],
     ['fleet: all counted within (ms)', `${Math.max(r.fleet.lag_max_ms, r.fleet.drain_ms)}`, '<= 5,000'],
     ['fleet: query p99_ms', r.fleet.query.p99_ms, 'p99 <= 25'],
-    [`hot tenant (${r.hot_tenant.seconds} s): counted/s`, `${r.hot_tenant.counted_events_per_s} of ${r.hot_tenant.acked_events_per_s}`, `ceilings: PostgreSQL ${c.pg_rows_per_s} rows/s, counting alone ${r.hot_tenant.drain_events_per_s}/s`],
+    [`hot tenant (${r.hot_tenant.seconds} s): counted/s`, `${r.hot_tenant.counted_events_per_s} of ${r.hot_tenant.acked_events_per_s}`, `ceilings: PostgreSQL ${c.pg_rows_per_s} rows/s, counting alone ${r.hot_tenant.drain_events_per_s === null ? 'not reached (nothing left to count after the load)' : `${r.hot_tenant.drain_events_per_s}/s`}`],
     ['hot tenant: alive, runs, history max', `${r.hot_tenant.workflow.alive}, ${r.hot_tenant.workflow.runs}, ${r.hot_tenant.workflow.history_length_max}`, 'bounded'],
     ['hot tenant: query p99_ms', r.hot_tenant.query.p99_ms, 'p99 <= 25'],
     ['ceiling.pg_rows_per_s', c.pg_rows_per_s, ''],
