@@ -93,7 +93,6 @@ function tokensPlan(interval: PlanVersion['interval'], options: { hardLimit?: bo
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
 
-/** A tenant in PostgreSQL and its workflow, started as the API starts it (no ledger: the run restores it). */
 /**
  * A workflow task held open by a local activity (a claim a test holds at a gate) heartbeats at
  * 80 % of this timeout, and an update that arrives meanwhile is admitted only by the next task:
@@ -101,6 +100,7 @@ const DAY = 86_400_000;
  */
 const WORKFLOW_TASK_TIMEOUT = '3 seconds';
 
+/** A tenant in PostgreSQL and its workflow, started as the API starts it (no ledger: the run restores it). */
 async function startTenant(taskQueue: string, plan: Omit<PlanVersion, 'version'>, anchor: string) {
   const tenantId = unique('t');
   const fixture = await createTenantFixture(db, { tenantId, plan, anchor });
