@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from '../src/platform/free-port';
+import { freePort, freePorts } from '../src/platform/free-port';
 
 export { freePort };
 
@@ -23,7 +23,7 @@ export interface BenchStack {
 /** Starts the whole system on free ports and a fresh data directory; resolves when /readyz is 200. */
 export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs: string[] = []): Promise<BenchStack> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-bench-'));
-  const [port, temporalPort, uiPort, pgPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [port, temporalPort, uiPort, pgPort, metricsPort] = (await freePorts(5)) as [number, number, number, number, number];
   const adminKey = 'bench-admin-key-0123456789abcdef';
   const env: NodeJS.ProcessEnv = {
     ...process.env,

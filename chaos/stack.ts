@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { freePort } from '../src/platform/free-port';
+import { freePorts } from '../src/platform/free-port';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../src/platform/postgres';
 import { readTemporalBinaries } from '../src/platform/temporal-binaries';
 import { DEV_SERVER_ARGS } from '../src/platform/temporal-server';
@@ -201,8 +201,7 @@ export class RoundRobinProxy {
     this.connections = backends.map(() => 0);
   }
 
-  static async start(backends: number[]): Promise<RoundRobinProxy> {
-    const port = await freePort();
+  static async start(backends: number[], port: number): Promise<RoundRobinProxy> {
     const server = net.createServer();
     const proxy = new RoundRobinProxy(server, port, backends);
     server.on('connection', (client) => proxy.forward(client));
@@ -341,9 +340,9 @@ export class ChaosStack {
   /** Allocates ports and starts PostgreSQL, Temporal, the migrations, the worker and the API. */
   static async start(options: StackOptions, log: (m: string) => void): Promise<ChaosStack> {
     const replicas = options.replicas ?? 1;
-    const apis = await Promise.all(Array.from({ length: replicas }, () => freePort()));
-    const proxy = replicas > 1 ? await RoundRobinProxy.start(apis) : undefined;
-    const ports = { api: proxy?.port ?? apis[0]!, apis, temporal: await freePort(), postgres: await freePort() };
+    const [temporal, postgres, proxyPort, ...apis] = (await freePorts(replicas + 3)) as [number, number, number, ...number[]];
+    const proxy = replicas > 1 ? await RoundRobinProxy.start(apis, proxyPort) : undefined;
+    const ports = { api: proxy?.port ?? apis[0]!, apis, temporal, postgres };
     const stack = new ChaosStack(options, ports);
     stack.proxy = proxy;
     activeStacks.add(stack);

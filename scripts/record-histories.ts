@@ -91,7 +91,7 @@ import {
   type ClosePeriodResult,
   type UsageView,
 } from '../src/workflows/messages';
-import { freePort } from '../src/platform/free-port';
+import { freePorts } from '../src/platform/free-port';
 
 /** The retention run the story ends with. */
 const RETENTION_WORKFLOW_ID = 'retention-story';
@@ -208,7 +208,7 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
   quiet.level = process.env.LOG_LEVEL ?? 'error';
   try {
     step('starting PostgreSQL and the Temporal dev server');
-    const [pgPort, temporalPort, uiPort] = [await freePort(), await freePort(), await freePort()];
+    const [pgPort, temporalPort, uiPort] = (await freePorts(3)) as [number, number, number];
     // Both at once (the dev server takes a few seconds); whichever started is stopped even if the other failed.
     const [database, server] = await Promise.allSettled([
       startEmbeddedPostgres({ dataDir, port: pgPort }),

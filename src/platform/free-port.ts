@@ -1,13 +1,27 @@
 import net from 'node:net';
 
-/** A free TCP port on loopback: tests, benchmarks and scripts run their servers side by side. */
+/**
+ * Distinct free TCP ports on loopback: tests, benchmarks and scripts run their servers side by
+ * side. All of them are held open until every one is chosen: chosen one after the other, a port
+ * just released can be handed out again, and two servers of one stack then collide.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: count }, () => listeningOnAnyPort()));
+  const ports = servers.map((server) => (server.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((server) => new Promise<void>((closed) => server.close(() => closed()))));
+  return ports;
+}
+
+/** One free TCP port on loopback (see {@link freePorts} for a stack's several). */
 export async function freePort(): Promise<number> {
+  const [port] = await freePorts(1);
+  return port!;
+}
+
+function listeningOnAnyPort(): Promise<net.Server> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.listen(0, '127.0.0.1', () => resolve(server));
   });
 }

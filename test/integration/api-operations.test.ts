@@ -16,7 +16,7 @@ import { quietLogger, testDatabaseUrl, testTemporalAddress, unique, unreachableD
 import { createApp } from '../../src/api/app';
 import { listen, type RunningServer } from '../../src/api/server';
 import { stateQuery, tenantWorkflowId } from '../../src/workflows/messages';
-import { freePort } from '../../src/platform/free-port';
+import { freePort, freePorts } from '../../src/platform/free-port';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -389,8 +389,7 @@ describe('graceful shutdown', () => {
   });
 
   test("`npm start` (src/main.ts) serves the worker's Temporal metrics on /metrics and stops gracefully", async () => {
-    const port = await freePort();
-    const metricsPort = await freePort();
+    const [port, metricsPort] = (await freePorts(2)) as [number, number];
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-ops-'));
     extraCleanups.push(async () => fs.rmSync(dataDir, { recursive: true, force: true }));
     const p = spawnEntry('src/main.ts', {

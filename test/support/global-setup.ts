@@ -4,7 +4,7 @@ import path from 'node:path';
 import { startEmbeddedPostgres } from '../../src/platform/postgres';
 import { startTemporalDevServer } from '../../src/platform/temporal-server';
 import { createDb, migrateLatest } from '../../src/db/knex';
-import { freePort } from '../../src/platform/free-port';
+import { freePort, freePorts } from '../../src/platform/free-port';
 
 /** Where the running test stack is described for the test files and the tear-down. */
 export const STACK_FILE = path.resolve(__dirname, '../../.test-stack/stack.json');
@@ -32,7 +32,8 @@ export default async function globalSetup(): Promise<void> {
   await migrateLatest(db);
   await db.destroy();
 
-  const temporal = await startTemporalDevServer({ dataDir, port: await freePort(), uiPort: await freePort(), namespace: 'default', logLevel: 'never' });
+  const [temporalPort, uiPort] = (await freePorts(2)) as [number, number];
+  const temporal = await startTemporalDevServer({ dataDir, port: temporalPort, uiPort, namespace: 'default', logLevel: 'never' });
   stops.push(temporal.stop);
 
   // The SDK's core panics in a background task when a local activity's 30 s timeout fires after
