@@ -6,9 +6,13 @@ import net from 'node:net';
  * just released can be handed out again, and two servers of one stack then collide.
  */
 export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: count }, () => listeningOnAnyPort()));
+  const opened = await Promise.allSettled(Array.from({ length: count }, () => listeningOnAnyPort()));
+  const servers = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   const ports = servers.map((server) => (server.address() as net.AddressInfo).port);
+  // Closed whether or not every one opened: a failed call leaves no socket behind.
   await Promise.all(servers.map((server) => new Promise<void>((closed) => server.close(() => closed()))));
+  const failed = opened.find((result) => result.status === 'rejected');
+  if (failed) throw failed.reason;
   return ports;
 }
 
