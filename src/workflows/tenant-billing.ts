@@ -1,6 +1,7 @@
 import { allHandlersFinished, condition, continueAsNew, log, patched, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { LedgerSnapshot } from '../contracts/ledger';
 import { TenantLedger } from './tenant-ledger';
+import { TENANT_BILLING_PATCHES } from './patches';
 import { TenantSteps, restoreLedger, type PeriodClose, type RunCounts } from './tenant-steps';
 import { refuseCancelled, refuseMalformed, refuseUnknownMetric, rollingOver } from './tenant-refusals';
 import {
@@ -60,19 +61,19 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
    * Entitlements (limit overrides). A run recorded before them takes the old path: the first
    * entitlement message it gets makes it continue as new, and the next run (on this path) answers.
    */
-  const entitlements = patched('entitlements-v1');
+  const entitlements = patched(TENANT_BILLING_PATCHES.entitlements);
   /**
    * A step's first claim as a local activity, the rest bounded by its barrier (tenant-steps.ts). A run
    * recorded before them claims by activity until nothing waits, which a tenant sending faster
    * than it is counted never lets end.
    */
-  const localBarrierClaims = patched('local-barrier-claims-v1');
+  const localBarrierClaims = patched(TENANT_BILLING_PATCHES.localBarrierClaims);
   /**
    * Claims publish where the ledger next decides something, and read back the whole current
    * period: the worker's counter counts in bulk what decides nothing (docs/design/core-v2.md,
    * "Bulk counting"). A run recorded before it publishes nothing, so all its counting stays its own.
    */
-  const bulkCounting = patched('bulk-counting-v1');
+  const bulkCounting = patched(TENANT_BILLING_PATCHES.bulkCounting);
   let upgradeRequested = false;
   const limits: RunLimits = { ...DEFAULT_LIMITS, ...input.limits };
   const tenantId = input.tenant_id;

@@ -28,6 +28,7 @@ import {
   type UsageView,
 } from './messages';
 import { SEARCH_ATTRIBUTES } from './search-attributes';
+import { TENANT_BILLING_PATCHES } from './patches';
 import { ALERT_DELIVERY_ATTEMPTS, alertDelivery } from './alert-delivery';
 import {
   alertDeliverySummary,
@@ -69,19 +70,6 @@ const acts = proxyActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
  * task, whose retry would claim again (the full bench's hot tenant stalled so).
  */
 const localActs = proxyLocalActivities<activities.BillingActivities>(ACTIVITY_OPTIONS);
-
-/**
- * Patches taken where they apply (their markers are written only by the runs that reach them):
- * no timer for a deadline already past, alerts delivered first inline, a decision's alerts
- * recorded by its first attempt, and a grace end settled by a claim begun after it.
- */
-const NO_TIMER_FOR_PAST_DEADLINES = 'no-timer-for-past-deadlines-v1';
-/** Alerts recorded by local activity, and each delivered first inline ({@link TenantSteps.fireAlerts}). */
-const INLINE_ALERT_DELIVERY = 'inline-alert-delivery-v1';
-/** A decision's alerts recorded by its first notified alert's inline attempt, in one local activity instead of two. */
-const ALERTS_RECORDED_BY_FIRST_ATTEMPT = 'alerts-recorded-by-first-attempt-v1';
-/** A grace end settled by a claim that began after it, without one more ({@link TenantSteps.settleGraceEnds}). */
-const GRACE_SETTLED_BY_LATER_CLAIM = 'grace-settled-by-later-claim-v1';
 
 /**
  * How long an inline delivery attempt lets each webhook take. A receiver slower than this gets
@@ -207,7 +195,7 @@ export class TenantSteps {
     return this.turns.run(async () => {
       const now = Date.now();
       const ended = this.ledger.closingPeriods.filter((p) => now >= Date.parse(p.grace_ends_at));
-      if (ended.every((p) => Date.parse(p.grace_ends_at) <= this.lastClaimFrom) && patched(GRACE_SETTLED_BY_LATER_CLAIM)) {
+      if (ended.every((p) => Date.parse(p.grace_ends_at) <= this.lastClaimFrom) && patched(TENANT_BILLING_PATCHES.graceSettledByLaterClaim)) {
         this.ledger.forgetSettled(this.lastClaimFrom);
         return;
       }
@@ -264,7 +252,7 @@ export class TenantSteps {
     if (this.deadlineTimer?.at === at) return this.deadlineTimer;
     const timer = { at, passed: false };
     this.deadlineTimer = timer;
-    if (Number.isFinite(at) && at <= Date.now() && patched(NO_TIMER_FOR_PAST_DEADLINES)) {
+    if (Number.isFinite(at) && at <= Date.now() && patched(TENANT_BILLING_PATCHES.noTimerForPastDeadlines)) {
       // Already past (a grace of 0 after a rollover, a worker back after the period end): the
       // loop acts on it now, without a timer's two events and a workflow task of its own.
       timer.passed = true;
@@ -364,7 +352,7 @@ export class TenantSteps {
    */
   private async fireAlerts(decisions: AlertDecision[]): Promise<void> {
     const tenantId = this.tenantId;
-    const inline = decisions.length > 0 && patched(INLINE_ALERT_DELIVERY);
+    const inline = decisions.length > 0 && patched(TENANT_BILLING_PATCHES.inlineAlertDelivery);
     for (const decision of decisions) {
       const notified = decision.records.filter((r) => r.status === 'notified');
       const record = { tenant_id: tenantId, period_start: decision.period_start, alerts: decision.records };
@@ -374,7 +362,7 @@ export class TenantSteps {
         // whatever comes of it. The first notified alert's attempt records them all itself, in
         // the same local activity; one that failed as a whole may not have, so then they are
         // recorded on their own, with retries, before the delivery workflow takes over.
-        const recordedByAttempt = notified.length > 0 && patched(ALERTS_RECORDED_BY_FIRST_ATTEMPT);
+        const recordedByAttempt = notified.length > 0 && patched(TENANT_BILLING_PATCHES.alertsRecordedByFirstAttempt);
         if (!recordedByAttempt) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
         for (const [index, alert] of notified.entries()) {
           const recordsToo = recordedByAttempt && index === 0;

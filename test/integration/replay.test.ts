@@ -6,6 +6,7 @@ import { temporal as temporalProto } from '@temporalio/proto';
 import { DefaultLogger, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import * as registeredWorkflows from '../../src/workflows';
+import { TENANT_BILLING_PATCHES } from '../../src/workflows/patches';
 import { installQuietRuntime, workflowBundle } from '../support/stack';
 
 /**
@@ -83,21 +84,31 @@ function patchIds(history: History): string[] {
   });
 }
 
-test('every patch in the workflow code is replayed on both of its paths', () => {
+/** Each workflow type's patch registry; a workflow that gains its first patch gets one, and a line here. */
+const PATCHES: Record<string, Record<string, string>> = { tenantBilling: TENANT_BILLING_PATCHES };
+
+test('workflow code asks only for registered patches', () => {
   const workflowDir = path.resolve(__dirname, '../../src/workflows');
-  const patches = fs
+  const calls = fs
     .readdirSync(workflowDir)
     .filter((f) => f.endsWith('.ts'))
-    .flatMap((f) => {
-      const source = fs.readFileSync(path.join(workflowDir, f), 'utf8');
-      const type = Object.keys(registeredWorkflows).find((name) => new RegExp(`export async function ${name}\\b`).test(source));
-      return [...source.matchAll(/patched\('([^']+)'\)/g)].map((m) => ({ id: m[1]!, type: type! }));
-    });
-  for (const { id, type } of patches) {
+    .flatMap((f) => [...fs.readFileSync(path.join(workflowDir, f), 'utf8').matchAll(/\b(?:patched|deprecatePatch)\(([^)]*)\)/g)].map((m) => `${f}: ${m[0]}`));
+  expect(calls.length).toBeGreaterThan(0);
+  const unregistered = calls.filter((call) => {
+    const key = /\(TENANT_BILLING_PATCHES\.(\w+)\)$/.exec(call)?.[1];
+    return !(call.startsWith('tenant-') && key !== undefined && key in TENANT_BILLING_PATCHES);
+  });
+  expect(unregistered).toEqual([]);
+});
+
+test('every registered patch is replayed on both of its paths', () => {
+  for (const [type, patches] of Object.entries(PATCHES)) {
     const ofType = histories.filter((h) => h.workflowType === type);
-    // A history with the marker replays the new path; one of the same type without it, the old.
-    expect({ id, withMarker: ofType.some((h) => patchIds(h.history).includes(id)) }).toEqual({ id, withMarker: true });
-    expect({ id, withoutMarker: ofType.some((h) => !patchIds(h.history).includes(id)) }).toEqual({ id, withoutMarker: true });
+    for (const id of Object.values(patches)) {
+      // A history with the marker replays the new path; one of the same type without it, the old.
+      expect({ id, withMarker: ofType.some((h) => patchIds(h.history).includes(id)) }).toEqual({ id, withMarker: true });
+      expect({ id, withoutMarker: ofType.some((h) => !patchIds(h.history).includes(id)) }).toEqual({ id, withoutMarker: true });
+    }
   }
 });
 

@@ -7,6 +7,7 @@ import { SETTLED_USAGE_DEADLINE_MS } from '../../src/api/billing-gateway';
 import { CLAIM_LIMIT } from '../../src/activities/ledger';
 import { KEPT_AUTHORIZATIONS } from '../../src/workflows/tenant-ledger';
 import { MAX_ALERT_RULES_PER_TENANT } from '../../src/db/alerts';
+import { TENANT_BILLING_PATCHES } from '../../src/workflows/patches';
 
 /**
  * The documents state what the code does; these checks keep the cheap-to-check statements true.
@@ -141,6 +142,13 @@ describe('docs/api.md', () => {
     expect(architecture).toContain(`adds up to ${CLAIM_LIMIT.toLocaleString('en-US')} events between the watermark and the barrier`);
     expect(api).toContain(`A tenant holds at most ${MAX_ALERT_RULES_PER_TENANT} rules at once`);
     expect(read('SECURITY.md')).toContain(`A tenant holds at most ${MAX_ALERT_RULES_PER_TENANT} alert rules`);
+  });
+});
+
+describe('docs/architecture.md', () => {
+  test('the patch table lists exactly the registered patches, oldest first', () => {
+    const table = firstTable(section(read('docs/architecture.md'), '## Changing workflow code'));
+    expect(table.map((row) => spans(row[0]!)[0])).toEqual(Object.values(TENANT_BILLING_PATCHES));
   });
 });
 

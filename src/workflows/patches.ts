@@ -1,0 +1,28 @@
+/**
+ * Every patch of `tenantBilling`, oldest first: the one place its ids are written. Workflow code
+ * asks for a patch by its key here; `replay.test.ts` replays each id on both of its paths, and
+ * docs/architecture.md ("Changing workflow code") names each one.
+ *
+ * A patch is not free. Each run that reaches one records a marker, and the SDK's core adds an
+ * update of the `TemporalChangeVersion` search attribute, which the server writes to its
+ * visibility store: two history events and one visibility task per patch per run. The run after
+ * a rollover reads five, 10 of the rollover's 34 history events (BENCHMARKS.md, session 15). So
+ * the changes of one deploy share one patch, and patches are retired (docs/deployment.md,
+ * "Workflow code").
+ */
+export const TENANT_BILLING_PATCHES = {
+  /** Entitlements (limit overrides): a run before it continues as new on its first entitlement message. Read at the top of each run. */
+  entitlements: 'entitlements-v1',
+  /** A step's first claim as a local activity, the rest bounded by its barrier. Read at the top of each run. */
+  localBarrierClaims: 'local-barrier-claims-v1',
+  /** Claims publish the ledger's decision points, and the worker's counter counts in bulk what decides nothing. Read at the top of each run. */
+  bulkCounting: 'bulk-counting-v1',
+  /** A deadline already past is acted on at once, without a timer. Read where it applies. */
+  noTimerForPastDeadlines: 'no-timer-for-past-deadlines-v1',
+  /** Alerts recorded by local activity, and each delivered first inline. Read where it applies. */
+  inlineAlertDelivery: 'inline-alert-delivery-v1',
+  /** A decision's alerts recorded by its first notified alert's inline attempt, in one local activity instead of two. Read where it applies. */
+  alertsRecordedByFirstAttempt: 'alerts-recorded-by-first-attempt-v1',
+  /** A grace end settled by a claim that began after it, without one more. Read where it applies. */
+  graceSettledByLaterClaim: 'grace-settled-by-later-claim-v1',
+} as const;
