@@ -23,7 +23,7 @@ export interface BenchStack {
 /** Starts the whole system on free ports and a fresh data directory; resolves when /readyz is 200. */
 export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs: string[] = []): Promise<BenchStack> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-bench-'));
-  const [port, temporalPort, uiPort, pgPort, metricsPort] = (await freePorts(5)) as [number, number, number, number, number];
+  const [port, temporalPort, uiPort, pgPort, metricsPort] = await freePorts(5);
   const adminKey = 'bench-admin-key-0123456789abcdef';
   const env: NodeJS.ProcessEnv = {
     ...process.env,

@@ -208,7 +208,7 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
   quiet.level = process.env.LOG_LEVEL ?? 'error';
   try {
     step('starting PostgreSQL and the Temporal dev server');
-    const [pgPort, temporalPort, uiPort] = (await freePorts(3)) as [number, number, number];
+    const [pgPort, temporalPort, uiPort] = await freePorts(3);
     // Both at once (the dev server takes a few seconds); whichever started is stopped even if the other failed.
     const [database, server] = await Promise.allSettled([
       startEmbeddedPostgres({ dataDir, port: pgPort }),

@@ -5,7 +5,7 @@ import net from 'node:net';
  * side. All of them are held open until every one is chosen: chosen one after the other, a port
  * just released can be handed out again, and two servers of one stack then collide.
  */
-export async function freePorts(count: number): Promise<number[]> {
+export async function freePorts<N extends number>(count: N): Promise<Ports<N>> {
   const opened = await Promise.allSettled(Array.from({ length: count }, () => listeningOnAnyPort()));
   const servers = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   const ports = servers.map((server) => (server.address() as net.AddressInfo).port);
@@ -13,13 +13,16 @@ export async function freePorts(count: number): Promise<number[]> {
   await Promise.all(servers.map((server) => new Promise<void>((closed) => server.close(() => closed()))));
   const failed = opened.find((result) => result.status === 'rejected');
   if (failed) throw failed.reason;
-  return ports;
+  return ports as Ports<N>;
 }
+
+/** `count` ports as a tuple when `count` is a literal (`freePorts(3)`: three numbers), else an array. */
+export type Ports<N extends number, Acc extends number[] = []> = number extends N ? number[] : Acc['length'] extends N ? Acc : Ports<N, [...Acc, number]>;
 
 /** One free TCP port on loopback (see {@link freePorts} for a stack's several). */
 export async function freePort(): Promise<number> {
   const [port] = await freePorts(1);
-  return port!;
+  return port;
 }
 
 function listeningOnAnyPort(): Promise<net.Server> {

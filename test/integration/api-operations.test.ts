@@ -389,7 +389,7 @@ describe('graceful shutdown', () => {
   });
 
   test("`npm start` (src/main.ts) serves the worker's Temporal metrics on /metrics and stops gracefully", async () => {
-    const [port, metricsPort] = (await freePorts(2)) as [number, number];
+    const [port, metricsPort] = await freePorts(2);
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-ops-'));
     extraCleanups.push(async () => fs.rmSync(dataDir, { recursive: true, force: true }));
     const p = spawnEntry('src/main.ts', {

@@ -32,7 +32,7 @@ export default async function globalSetup(): Promise<void> {
   await migrateLatest(db);
   await db.destroy();
 
-  const [temporalPort, uiPort] = (await freePorts(2)) as [number, number];
+  const [temporalPort, uiPort] = await freePorts(2);
   const temporal = await startTemporalDevServer({ dataDir, port: temporalPort, uiPort, namespace: 'default', logLevel: 'never' });
   stops.push(temporal.stop);
 
