@@ -56,6 +56,10 @@
  * `billing-<tenant>` id also brings the `invoice-<tenant>-...` workflows of the tenant's invoices.
  * TEMPORAL_ADDRESS defaults to 127.0.0.1:$TEMPORAL_PORT, the namespace to $TEMPORAL_NAMESPACE.
  *
+ * From a history a test printed because it could not replay it (test/support/periods-harness.ts,
+ * `unreplayableRuns`; the base64 text saved to a file):
+ *   npx tsx scripts/record-histories.ts --printed FILE --name tenant-billing-<what it shows> [--out DIR]
+ *
  * The committed histories are the compatibility baseline: never re-record them to make a failing
  * replay test pass (that hides exactly the break the test exists to catch). Re-record, or add
  * histories next to the old ones, when the workflows gain paths worth covering, after an
@@ -66,6 +70,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { gunzipSync } from 'node:zlib';
 import { WorkflowIdConflictPolicy, type Client } from '@temporalio/client';
 import { historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
 import { temporal as temporalProto } from '@temporalio/proto';
@@ -124,18 +129,27 @@ async function main(): Promise<void> {
       'workflow-id': { type: 'string', multiple: true },
       'self-contained': { type: 'boolean', default: false },
       'include-running': { type: 'boolean', default: false },
+      printed: { type: 'string' },
+      name: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: tsx scripts/record-histories.ts [--out DIR] [--self-contained | --workflow-id ID ... [--include-running]]\n',
+      'usage: tsx scripts/record-histories.ts [--out DIR] [--self-contained | --workflow-id ID ... [--include-running] | --printed FILE --name NAME]\n',
     );
     return;
   }
   const outDir = values.out ? path.resolve(values.out) : DEFAULT_HISTORY_DIR;
   const ids = values['workflow-id'] ?? [];
   if (values['self-contained'] && ids.length > 0) throw new Error('--self-contained records its own story: drop --workflow-id');
+  if (values.printed !== undefined) {
+    if (!values.name) throw new Error('--printed needs --name: the file name to write under --out (without .json)');
+    const file = `${values.name}.json`;
+    writePrintedHistory(values.printed, path.join(outDir, file));
+    process.stdout.write(`wrote ${path.relative(process.cwd(), path.join(outDir, file))}\n`);
+    return;
+  }
 
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const started = Date.now();
@@ -509,6 +523,18 @@ function historyJson(history: History): unknown {
     const History = temporalProto.api.history.v1.History;
     return protojson.toJson(History, History.fromObject(history));
   }
+}
+
+/**
+ * A history a test printed because it could not be replayed (`unreplayableRuns` in
+ * test/support/periods-harness.ts: base64 of the gzipped protobuf), written in the JSON format of
+ * the recorded ones. Whitespace and line breaks in the text are ignored.
+ */
+function writePrintedHistory(printedFile: string, outFile: string): void {
+  const text = fs.readFileSync(printedFile, 'utf8').replace(/\s+/g, '');
+  const history = temporalProto.api.history.v1.History.decode(gunzipSync(Buffer.from(text, 'base64')));
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
+  fs.writeFileSync(outFile, `${JSON.stringify(historyJson(history), null, 2)}\n`);
 }
 
 /** The run a continued-as-new history handed over to. */

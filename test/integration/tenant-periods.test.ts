@@ -30,6 +30,7 @@ import {
   runIsQuiet,
   sleepUntil,
   startPeriodsWorker,
+  unreplayableRuns,
   updateAccepted,
 } from '../support/periods-harness';
 
@@ -47,6 +48,8 @@ import {
 let db: Db;
 let env: TestWorkflowEnvironment;
 const stops: Array<() => Promise<void>> = [];
+/** The tenant workflows a test started: each of their runs must replay (`unreplayableRuns`). */
+const started: Array<{ workflowId: string; firstRunId: string }> = [];
 
 beforeAll(() => {
   installQuietRuntime();
@@ -60,7 +63,10 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   for (const stop of stops.splice(0).reverse()) await stop();
+  const workflows = started.splice(0);
+  const unreplayable = env ? await unreplayableRuns(env.client, workflows) : [];
   await env?.teardown();
+  expect(unreplayable).toEqual([]);
 });
 
 async function startWorker(taskQueue: string, options: Parameters<typeof startPeriodsWorker>[3] = {}) {
@@ -105,6 +111,7 @@ async function startTenant(taskQueue: string, plan: Omit<PlanVersion, 'version'>
   const tenantId = unique('t');
   const fixture = await createTenantFixture(db, { tenantId, plan, anchor });
   const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input], workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT });
+  started.push({ workflowId: handle.workflowId, firstRunId: handle.firstExecutionRunId });
   return { ...fixture, firstRunId: handle.firstExecutionRunId };
 }
 

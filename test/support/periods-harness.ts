@@ -1,7 +1,8 @@
+import { gzipSync } from 'node:zlib';
 import { Worker } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import type { temporal } from '@temporalio/proto';
+import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createActivities, type BillingActivities } from '../../src/activities';
 import { createRecordingNotifier } from '../../src/notifications/notifier';
@@ -98,6 +99,32 @@ export async function runHistories(client: Client, workflowId: string, firstRunI
     runId = events[events.length - 1]?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined;
   }
   return runs;
+}
+
+/**
+ * Replays every run of these workflows against the current workflow code, in process, as
+ * `replay.test.ts` replays the recorded ones: a history that the code that wrote it cannot replay
+ * is a determinism bug, however rare the timing that produced it. Each such run is printed as
+ * base64 of the gzipped protobuf, so a failure seen once (in CI) leaves its history behind:
+ * `temporal.api.history.v1.History.decode(gunzipSync(Buffer.from(text, 'base64')))` from
+ * `@temporalio/proto` gives it back, to replay and add to `test/histories/` (as JSON). Answers what failed.
+ */
+export async function unreplayableRuns(client: Client, workflows: Array<{ workflowId: string; firstRunId: string }>): Promise<string[]> {
+  const histories: Array<{ workflowId: string; history: History }> = [];
+  for (const { workflowId, firstRunId } of workflows) {
+    for (const run of await runHistories(client, workflowId, firstRunId)) histories.push({ workflowId, history: run.history });
+  }
+  const failed: string[] = [];
+  // The replayer answers each history in the order it was given, one at a time.
+  let index = 0;
+  for await (const result of Worker.runReplayHistories({ workflowBundle: await workflowBundle(), replayName: 'suite-histories' }, histories)) {
+    const { history } = histories[index++]!;
+    if (!result.error) continue;
+    const encoded = gzipSync(temporal.api.history.v1.History.encode(history).finish()).toString('base64');
+    console.error(`unreplayable run ${result.workflowId} ${result.runId}: ${String(result.error)}\nits history (gzip, base64):\n${encoded}`);
+    failed.push(`${result.workflowId} ${result.runId}: ${String(result.error)}`);
+  }
+  return failed;
 }
 
 /** The events of a set of histories, in order. */
