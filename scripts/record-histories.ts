@@ -31,22 +31,23 @@
  *                                  inline first leave a delivery workflow only to alerts with an
  *                                  email channel: then alert-delivery-N.json, each of them)
  *   retention-1.json               a retention pass (0 days, batches of 2) run after the story
- * Committed beside them, recorded the same way after patch `local-barrier-claims-v1` (claims as
- * local activities, bounded by the first claim's barrier): `tenant-billing-local-claims-{period-1,
- * period-2,cancelled,continued,entitlements-1}.json`, the new path of each tenant story above; and
- * after patch `bulk-counting-v1` (claims publish the ledger's decision points, and the worker's
- * counter counts in bulk what decides nothing), `tenant-billing-bulk-counting-{...}.json`; and
- * after patches `no-timer-for-past-deadlines-v1` (a deadline already past is acted on without a
- * timer: the grace of 0 after a close with finalize) and `inline-alert-delivery-v1` (alerts
- * recorded by local activity and delivered first inline), `tenant-billing-inline-alerts-{...}.json`;
- * and after patch `alerts-recorded-by-first-attempt-v1` (a decision's alerts stored by its first
- * notified alert's inline attempt), `tenant-billing-alerts-recorded-{...}.json`; and after patch
- * `grace-settled-by-later-claim-v1` (a grace end settled by a claim that began after it, without
- * one more: the cancelled run's), `tenant-billing-grace-settled-{...}.json`.
+ * The tenant histories in test/histories/ were recorded this way as the code changed: each set's
+ * name says after which patch (`tenant-billing-{local-claims,bulk-counting,inline-alerts,
+ * alerts-recorded,grace-settled}-*.json`, then `tenant-billing-retired-patches-*.json`, recorded
+ * once `no-timer-for-past-deadlines-v1`, `inline-alert-delivery-v1`,
+ * `alerts-recorded-by-first-attempt-v1` and `grace-settled-by-later-claim-v1` were retired). A
+ * history on the old path of a retired patch left the directory with it, so of the sets before
+ * the retired patches only the runs that reach none of them remain (the `-continued` ones, and
+ * `tenant-billing-continued.json`, recorded before any patch). Beside them,
+ * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
+ * claim's result reached the workflow one task after the claim's marker was recorded, so that
+ * its alert's patch markers lie a task later than the replay reaches them. It was recorded while
+ * those patches were read with `patched()`; in the file their markers are marked deprecated, as
+ * `deprecatePatch()` records them, since a plain marker in that place cannot be replayed.
  * Everything it started is stopped and its data directory removed. It takes about 10 seconds
  * (mostly starting the servers and bundling the workflows). To add histories next to the committed
  * ones, record with --out into a scratch directory and copy them in under new names (for example
- * `tenant-billing-packs-1.json`): the names above are the baseline and stay as recorded.
+ * `tenant-billing-packs-1.json`): the committed ones stay as recorded.
  *
  * From a running stack (`npm start`, or any deployment you can reach):
  *   TEMPORAL_ADDRESS=127.0.0.1:7233 DATABASE_URL=postgres://tally:tally@127.0.0.1:5433/tally \

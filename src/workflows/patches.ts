@@ -1,7 +1,13 @@
 /**
  * Every patch of `tenantBilling`, oldest first: the one place its ids are written. Workflow code
- * asks for a patch by its key here; `replay.test.ts` replays each id on both of its paths, and
- * docs/architecture.md ("Changing workflow code") names each one.
+ * asks for a patch by its key here; `replay.test.ts` replays each live id on both of its paths
+ * and each retired one (`deprecatePatch`) on its new path, and docs/architecture.md ("Changing
+ * workflow code") names each one.
+ *
+ * A live patch is read at the top of the run, before any local activity. Read after one,
+ * `patched` can answer false on replay: a local activity's result can reach the workflow one
+ * task after its marker was recorded, and replay brings it one task earlier, before the task
+ * whose commands hold the patch's marker. So the patches that were read after a claim are retired.
  *
  * A patch is not free. Each run that reaches one records a marker, and the SDK's core adds an
  * update of the `TemporalChangeVersion` search attribute, which the server writes to its
@@ -17,12 +23,12 @@ export const TENANT_BILLING_PATCHES = {
   localBarrierClaims: 'local-barrier-claims-v1',
   /** Claims publish the ledger's decision points, and the worker's counter counts in bulk what decides nothing. Read at the top of each run. */
   bulkCounting: 'bulk-counting-v1',
-  /** A deadline already past is acted on at once, without a timer. Read where it applies. */
+  /** A deadline already past is acted on at once, without a timer. Retired: `deprecatePatch` where it applies. */
   noTimerForPastDeadlines: 'no-timer-for-past-deadlines-v1',
-  /** Alerts recorded by local activity, and each delivered first inline. Read where it applies. */
+  /** Alerts recorded by local activity, and each delivered first inline. Retired: `deprecatePatch` where it applies. */
   inlineAlertDelivery: 'inline-alert-delivery-v1',
-  /** A decision's alerts recorded by its first notified alert's inline attempt, in one local activity instead of two. Read where it applies. */
+  /** A decision's alerts recorded by its first notified alert's inline attempt, in one local activity instead of two. Retired: `deprecatePatch` where it applies. */
   alertsRecordedByFirstAttempt: 'alerts-recorded-by-first-attempt-v1',
-  /** A grace end settled by a claim that began after it, without one more. Read where it applies. */
+  /** A grace end settled by a claim that began after it, without one more. Retired: `deprecatePatch` where it applies. */
   graceSettledByLaterClaim: 'grace-settled-by-later-claim-v1',
 } as const;

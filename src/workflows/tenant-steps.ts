@@ -1,6 +1,6 @@
 import {
   ParentClosePolicy,
-  patched,
+  deprecatePatch,
   proxyActivities,
   proxyLocalActivities,
   setCurrentDetails,
@@ -195,7 +195,8 @@ export class TenantSteps {
     return this.turns.run(async () => {
       const now = Date.now();
       const ended = this.ledger.closingPeriods.filter((p) => now >= Date.parse(p.grace_ends_at));
-      if (ended.every((p) => Date.parse(p.grace_ends_at) <= this.lastClaimFrom) && patched(TENANT_BILLING_PATCHES.graceSettledByLaterClaim)) {
+      if (ended.every((p) => Date.parse(p.grace_ends_at) <= this.lastClaimFrom)) {
+        deprecatePatch(TENANT_BILLING_PATCHES.graceSettledByLaterClaim);
         this.ledger.forgetSettled(this.lastClaimFrom);
         return;
       }
@@ -252,9 +253,10 @@ export class TenantSteps {
     if (this.deadlineTimer?.at === at) return this.deadlineTimer;
     const timer = { at, passed: false };
     this.deadlineTimer = timer;
-    if (Number.isFinite(at) && at <= Date.now() && patched(TENANT_BILLING_PATCHES.noTimerForPastDeadlines)) {
+    if (Number.isFinite(at) && at <= Date.now()) {
       // Already past (a grace of 0 after a rollover, a worker back after the period end): the
       // loop acts on it now, without a timer's two events and a workflow task of its own.
+      deprecatePatch(TENANT_BILLING_PATCHES.noTimerForPastDeadlines);
       timer.passed = true;
     } else if (Number.isFinite(at)) {
       const summary = at === Date.parse(ledger.period.end) && !ledger.cancelled ? periodEndTimerSummary(ledger.period.end) : graceEndTimerSummary(new Date(at).toISOString());
@@ -352,39 +354,35 @@ export class TenantSteps {
    */
   private async fireAlerts(decisions: AlertDecision[]): Promise<void> {
     const tenantId = this.tenantId;
-    const inline = decisions.length > 0 && patched(TENANT_BILLING_PATCHES.inlineAlertDelivery);
+    if (decisions.length > 0) deprecatePatch(TENANT_BILLING_PATCHES.inlineAlertDelivery);
     for (const decision of decisions) {
       const notified = decision.records.filter((r) => r.status === 'notified');
       const record = { tenant_id: tenantId, period_start: decision.period_start, alerts: decision.records };
       const summary = recordAlertsSummary(decision.records, decision.current ? undefined : decision.period_start);
-      if (inline) {
-        // Recorded before any attempt: the attempt reads the alert back, and the alert exists
-        // whatever comes of it. The first notified alert's attempt records them all itself, in
-        // the same local activity; one that failed as a whole may not have, so then they are
-        // recorded on their own, with retries, before the delivery workflow takes over.
-        const recordedByAttempt = notified.length > 0 && patched(TENANT_BILLING_PATCHES.alertsRecordedByFirstAttempt);
-        if (!recordedByAttempt) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
-        for (const [index, alert] of notified.entries()) {
-          const recordsToo = recordedByAttempt && index === 0;
-          const first = await inlineDelivery.deliverAlertInline
-            .executeWithOptions({ summary: recordsToo ? recordAndNotifySummary(decision.records, alert, decision.current ? undefined : decision.period_start) : notifyAlertSummary(alert.subject, alert.threshold) }, [
-              {
-                tenant_id: tenantId,
-                alert_id: alert.id,
-                send_budget_ms: INLINE_SEND_BUDGET_MS,
-                attempts_allowed: ALERT_DELIVERY_ATTEMPTS,
-                ...(recordsToo ? { records: { period_start: decision.period_start, alerts: decision.records } } : {}),
-              },
-            ])
-            .catch(() => undefined);
-          if (first === undefined && recordsToo) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
-          // An attempt that failed itself (PostgreSQL away, its timeout) is counted as made.
-          const outcome: InlineDeliveryOutcome = first ?? { outcome: 'handed_on', attempts: 1 };
-          if (outcome.outcome === 'handed_on') await this.startDelivery(decision.period_start, alert, outcome.attempts);
-        }
-      } else {
-        for (const alert of notified) await this.startDelivery(decision.period_start, alert, 0);
-        await acts.recordAlerts.executeWithOptions({ summary }, [record]);
+      // Recorded before any attempt: the attempt reads the alert back, and the alert exists
+      // whatever comes of it. The first notified alert's attempt records them all itself, in the
+      // same local activity; one that failed as a whole may not have, so then they are recorded
+      // on their own, with retries, before the delivery workflow takes over.
+      const recordedByAttempt = notified.length > 0;
+      if (recordedByAttempt) deprecatePatch(TENANT_BILLING_PATCHES.alertsRecordedByFirstAttempt);
+      else await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+      for (const [index, alert] of notified.entries()) {
+        const recordsToo = index === 0;
+        const first = await inlineDelivery.deliverAlertInline
+          .executeWithOptions({ summary: recordsToo ? recordAndNotifySummary(decision.records, alert, decision.current ? undefined : decision.period_start) : notifyAlertSummary(alert.subject, alert.threshold) }, [
+            {
+              tenant_id: tenantId,
+              alert_id: alert.id,
+              send_budget_ms: INLINE_SEND_BUDGET_MS,
+              attempts_allowed: ALERT_DELIVERY_ATTEMPTS,
+              ...(recordsToo ? { records: { period_start: decision.period_start, alerts: decision.records } } : {}),
+            },
+          ])
+          .catch(() => undefined);
+        if (first === undefined && recordsToo) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+        // An attempt that failed itself (PostgreSQL away, its timeout) is counted as made.
+        const outcome: InlineDeliveryOutcome = first ?? { outcome: 'handed_on', attempts: 1 };
+        if (outcome.outcome === 'handed_on') await this.startDelivery(decision.period_start, alert, outcome.attempts);
       }
     }
     const level = this.ledger.alertLevel();

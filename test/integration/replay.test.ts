@@ -103,12 +103,31 @@ test('workflow code asks only for registered patches', () => {
   expect(unregistered).toEqual([]);
 });
 
-test('every registered patch is replayed on both of its paths', () => {
+/**
+ * The patches the workflow code retires (`deprecatePatch(...)`): their old path is gone, so only
+ * their new one is replayed. Read from the source, like the calls above.
+ */
+function retiredPatchIds(): Set<string> {
+  const workflowDir = path.resolve(__dirname, '../../src/workflows');
+  const ids = new Set<string>();
+  for (const f of fs.readdirSync(workflowDir).filter((name) => name.endsWith('.ts'))) {
+    for (const m of fs.readFileSync(path.join(workflowDir, f), 'utf8').matchAll(/\bdeprecatePatch\((\w+)\.(\w+)\)/g)) {
+      const id = (patchRegistries as Record<string, Record<string, string>>)[m[1]!]?.[m[2]!];
+      if (id !== undefined) ids.add(id);
+    }
+  }
+  return ids;
+}
+
+test('every live patch is replayed on both of its paths, every retired one on its new path', () => {
+  const retired = retiredPatchIds();
+  expect(retired.size).toBeGreaterThan(0);
   for (const [type, patches] of Object.entries(PATCHES)) {
     const ofType = histories.filter((h) => h.workflowType === type);
     for (const id of Object.values(patches)) {
       // A history with the marker replays the new path; one of the same type without it, the old.
       expect({ id, withMarker: ofType.some((h) => patchIds(h.history).includes(id)) }).toEqual({ id, withMarker: true });
+      if (retired.has(id)) continue;
       expect({ id, withoutMarker: ofType.some((h) => !patchIds(h.history).includes(id)) }).toEqual({ id, withoutMarker: true });
     }
   }

@@ -1,3 +1,4 @@
+import type { Duration } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { startTimeSkippingServer } from '../../src/platform/temporal-server';
 import { storeUsage, type IncomingEvent, type StoreOutcome } from '../../src/db/ingest';
@@ -106,11 +107,19 @@ const DAY = 86_400_000;
  */
 const WORKFLOW_TASK_TIMEOUT = '3 seconds';
 
+/**
+ * For the tests that skip time past a grace end and hold no claim: a workflow task that
+ * heartbeats can leave the test server skipping no more time. With claims slowed to 2.3–2.5 s
+ * (so that a run's first task heartbeated at 80 % of 3 s), the sleep to the grace end of the
+ * worker-down test never returned in 5 runs of 36. The default timeout heartbeats only after 8 s.
+ */
+const SKIPPING_WORKFLOW_TASK_TIMEOUT = '10 seconds';
+
 /** A tenant in PostgreSQL and its workflow, started as the API starts it (no ledger: the run restores it). */
-async function startTenant(taskQueue: string, plan: Omit<PlanVersion, 'version'>, anchor: string) {
+async function startTenant(taskQueue: string, plan: Omit<PlanVersion, 'version'>, anchor: string, workflowTaskTimeout: Duration = WORKFLOW_TASK_TIMEOUT) {
   const tenantId = unique('t');
   const fixture = await createTenantFixture(db, { tenantId, plan, anchor });
-  const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input], workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT });
+  const handle = await env.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input], workflowTaskTimeout });
   started.push({ workflowId: handle.workflowId, firstRunId: handle.firstExecutionRunId });
   return { ...fixture, firstRunId: handle.firstExecutionRunId };
 }
@@ -267,7 +276,7 @@ test('3 daily periods', async () => {
 /** A daily tenant (grace one hour) two days ahead, with 850 tokens counted in its first period, rolled over. */
 async function tenantPastItsFirstPeriod(taskQueue: string) {
   const anchor = (Math.floor((await env.currentTimeMs()) / DAY) + 2) * DAY;
-  const tenant = await startTenant(taskQueue, tokensPlan('day'), new Date(anchor).toISOString());
+  const tenant = await startTenant(taskQueue, tokensPlan('day'), new Date(anchor).toISOString(), SKIPPING_WORKFLOW_TASK_TIMEOUT);
   const { start, end } = tenant.period;
   const inPeriod = Date.parse(start) + 1000;
   await sleepUntil(env, Date.parse(start) + 2000);
