@@ -111,7 +111,7 @@ const WORKFLOW_TASK_TIMEOUT = '3 seconds';
  * For the tests that skip time past a grace end and hold no claim: a workflow task that
  * heartbeats can leave the test server skipping no more time. With claims slowed to 2.3–2.5 s
  * (so that a run's first task heartbeated at 80 % of 3 s), the sleep to the grace end of the
- * worker-down test never returned in 5 runs of 36. The default timeout heartbeats only after 8 s.
+ * worker-down test never returned in 5 runs of 31. The default timeout heartbeats only after 8 s.
  */
 const SKIPPING_WORKFLOW_TASK_TIMEOUT = '10 seconds';
 
