@@ -106,8 +106,8 @@ export async function runHistories(client: Client, workflowId: string, firstRunI
  * `replay.test.ts` replays the recorded ones: a history that the code that wrote it cannot replay
  * is a determinism bug, however rare the timing that produced it. Each such run is printed as
  * base64 of the gzipped protobuf, so a failure seen once (in CI) leaves its history behind:
- * `temporal.api.history.v1.History.decode(gunzipSync(Buffer.from(text, 'base64')))` from
- * `@temporalio/proto` gives it back, to replay and add to `test/histories/` (as JSON). Answers what failed.
+ * `scripts/record-histories.ts --printed` turns the text into a fixture for `test/histories/`.
+ * Answers what failed.
  */
 export async function unreplayableRuns(client: Client, workflows: Array<{ workflowId: string; firstRunId: string }>): Promise<string[]> {
   const histories: Array<{ workflowId: string; history: History }> = [];
