@@ -38,7 +38,9 @@
  * `alerts-recorded-by-first-attempt-v1` and `grace-settled-by-later-claim-v1` were retired). A
  * history on the old path of a retired patch left the directory with it, so of the sets before
  * the retired patches only the runs that reach none of them remain (the `-continued` ones, and
- * `tenant-billing-continued.json`, recorded before any patch). Beside them,
+ * `tenant-billing-continued.json`, recorded before any patch).
+ * `tenant-billing-rules-stored-period-1.json` is the story's first run once a rule change reached
+ * the run by the `alertRulesStored` update (a handler, not a patch: no earlier run meets it). Beside them,
  * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
  * claim's result reached the workflow one task after the claim's marker was recorded, so that
  * its alert's patch markers lie a task later than the replay reaches them. It was recorded while
@@ -361,7 +363,8 @@ async function driveStory(
   const allowed = await call<AuthorizeResult>('POST', `/v1/tenants/${STORY_TENANT}/authorize`, key, { id: 'auth-1', metric: 'api_calls', quantity: 30 }, 200);
   const refused = await call<AuthorizeResult>('POST', `/v1/tenants/${STORY_TENANT}/authorize`, key, { id: 'auth-2', metric: 'api_calls', quantity: 80 }, 200);
   if (allowed.allowed !== true || refused.allowed !== false) throw new Error(`unexpected authorizations ${JSON.stringify([allowed, refused])}`);
-  // A rule added mid-period reaches the running workflow (signal alertRulesChanged) and fires at once.
+  // A rule added mid-period: the running workflow reads it back (update alertRulesStored) and
+  // judges it before the API answers (superseded here: the 80 and 90 % have fired).
   await call('POST', `/v1/tenants/${STORY_TENANT}/alert-rules`, key, { metric: 'tokens', threshold: 50, channel: { type: 'email', to: 'ops@example.com' } }, 201);
   await settled((u) => u.alerts.some((a) => a.threshold === 50));
 

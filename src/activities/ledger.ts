@@ -6,14 +6,14 @@ import type { Logger } from '../logger';
 import { claimUsage } from '../db/ledger';
 import { storeUsage } from '../db/ingest';
 import { rollOverPeriod, type RolloverRequest, type RolloverResult } from '../db/rollover';
-import { loadLedger } from '../db/ledger-restore';
+import { activeAlertRules, loadLedger } from '../db/ledger-restore';
 import { readLimitOverrides } from '../db/entitlements';
 import { readBalanceFacts } from '../db/credits';
 import { readPacks, recordPackDraws } from '../db/packs';
 import { countedGroupsOfPeriods } from '../db/dimensions';
 import type { Pack } from '../domain/packs';
 import type { BalanceFacts } from '../contracts/ledger';
-import type { ClaimResult, DecisionPoints, LedgerSnapshot } from '../contracts/ledger';
+import type { AlertRuleInput, ClaimResult, DecisionPoints, LedgerSnapshot } from '../contracts/ledger';
 import { invoiceWorkflowId } from '../contracts/ids';
 import { invoiceRunDetails, invoiceRunSummary } from '../workflows/summaries';
 import { invoiceSearchAttributes } from '../workflows/search-attributes';
@@ -128,6 +128,11 @@ export function createLedgerActivities({ db, logger, temporal }: LedgerActivityD
         balance: await readBalanceFacts(db, input.tenant_id, new Date()),
         packs: await readPacks(db, input.tenant_id),
       };
+    },
+
+    /** The tenant's alert rules in force as stored now (a rule was created or deleted). */
+    async readAlertRules(input: { tenant_id: string }): Promise<AlertRuleInput[]> {
+      return activeAlertRules(db, input.tenant_id);
     },
 
     /** Stores the pack draws the tenant's ledger decided for one period (absolute units; never for an invoiced period). */

@@ -17,6 +17,7 @@ import type { tenantBilling, TenantBillingInput } from '../workflows/tenant-bill
 import { tenantRunDetails, tenantRunSummary } from '../workflows/summaries';
 import {
   PERIOD_ROLLING_OVER,
+  alertRulesStoredUpdate,
   authorizeUpdate,
   cancelSubscriptionUpdate,
   closePeriodUpdate,
@@ -125,6 +126,14 @@ export class BillingGateway {
   /** Tells the tenant's run its entitlements changed in PostgreSQL; answers once it has applied them. */
   async entitlementsChanged(tenantId: string, change: EntitlementsChange = {}): Promise<EntitlementsView> {
     return this.update(tenantId, entitlementsChangedUpdate, [change]);
+  }
+
+  /**
+   * Tells the tenant's run its alert rules changed in PostgreSQL; answers once it has read and
+   * judged them, so every event stored after the answer is decided with them.
+   */
+  async alertRulesStored(tenantId: string): Promise<void> {
+    await this.update(tenantId, alertRulesStoredUpdate, []);
   }
 
   /** Cancels the subscription: the period closes now, its final invoice follows its grace. */

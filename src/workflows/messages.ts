@@ -120,10 +120,20 @@ export interface AlertRulesChange {
 }
 
 /**
- * Brings rules created or deleted mid-period to the running period (a new period reads them in
- * its rollover): they apply from the moment they are created, once per period.
+ * Brings a rule change to a run without waiting for it: what the API sends a cancelled tenant's
+ * run, which only settles its last period's grace (`alertRulesStored` serves active tenants), and
+ * what runs of earlier releases were sent. A new period reads the rules in its rollover.
  */
 export const alertRulesChangedSignal = defineSignal<[AlertRulesChange]>('alertRulesChanged');
+
+/**
+ * The tenant's alert rules changed in PostgreSQL (a rule created or deleted): the run reads the
+ * rules in force back from there and judges them against the usage so far, then answers. The API
+ * answers the rule's request only after that, so every event acknowledged after the answer is
+ * decided with the rule, even one that a claim already under way when the rule was stored would
+ * have counted. Like `entitlementsChanged`, it carries no data: each run reads what is stored.
+ */
+export const alertRulesStoredUpdate = defineUpdate<void, []>('alertRulesStored');
 
 /** Applies one change to a rule list, by rule id, so applying it twice changes nothing. */
 export function applyAlertRulesChange(rules: readonly AlertRuleInput[], change: AlertRulesChange): AlertRuleInput[] {
@@ -166,6 +176,7 @@ export const MESSAGE_ARGUMENTS = {
   usageEstimate: '{ metric: string, quantity: number >= 0 }',
   closePeriod: '{ finalize?: boolean, idempotency_key?: string } or no argument',
   cancelSubscription: 'no argument',
+  alertRulesStored: 'no argument',
   entitlementsChanged: '{ granted?: boolean } or no argument',
 } as const;
 
@@ -216,6 +227,7 @@ const CHECKS: Record<CheckedMessage, (value: unknown) => string | undefined> = {
     return value.idempotency_key === undefined || typeof value.idempotency_key === 'string' ? undefined : `idempotency_key is ${shown(value.idempotency_key)}`;
   },
   cancelSubscription: (value) => (value === undefined || value === null ? undefined : got(value)),
+  alertRulesStored: (value) => (value === undefined || value === null ? undefined : got(value)),
   entitlementsChanged: (value) => {
     if (value === undefined || value === null) return undefined;
     if (!isObject(value)) return got(value);

@@ -87,6 +87,11 @@ export function entitlementsSummary(): string {
   return 'read the tenant\'s entitlements';
 }
 
+/** Activity `readAlertRules`: a rule was created or deleted; the run reads those in force. */
+export function alertRulesSummary(): string {
+  return "read the tenant's alert rules";
+}
+
 /** Activity `recordPackDraws`: `draw from packs: pk_a 200, pk_b 150`. */
 export function packDrawsSummary(periodStart: string, draws: ReadonlyArray<{ pack_id: string; units: string }>): string {
   return `draw from packs for ${periodStart}: ${draws.map((d) => `${d.pack_id} ${d.units}`).join(', ')}`;

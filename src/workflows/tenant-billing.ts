@@ -6,6 +6,7 @@ import { TenantSteps, restoreLedger, type PeriodClose, type RunCounts } from './
 import { refuseCancelled, refuseMalformed, refuseUnknownMetric, rollingOver } from './tenant-refusals';
 import {
   alertRulesChangedSignal,
+  alertRulesStoredUpdate,
   argumentProblem,
   authorizeUpdate,
   cancelSubscriptionUpdate,
@@ -120,7 +121,22 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       if (problem) log.warn('alertRulesChanged signal dropped', { problem });
       else ruleChanges.push(change);
     },
-    { description: 'Alert rules created or deleted mid-period: they apply from the moment they are created.' },
+    { description: "Alert rules created or deleted mid-period, applied without an answer (a cancelled tenant's run, and earlier releases)." },
+  );
+  setHandler(
+    alertRulesStoredUpdate,
+    async () => {
+      refuseWhileDraining();
+      await untilReady();
+      await restored().applyStoredRules();
+    },
+    {
+      validator: (argument?: unknown) => {
+        refuseWhileDraining();
+        refuseMalformed('alertRulesStored', argument);
+      },
+      description: 'Alert rules created or deleted in PostgreSQL: read them and judge them against the usage so far, then answer.',
+    },
   );
   setHandler(usageQuery, () => restored().usageView(), { description: 'The current period as GET …/usage shows it.' });
   setHandler(stateQuery, () => restored().stateView(), { description: 'The whole ledger: every open book, closed periods in grace, and this run.' });

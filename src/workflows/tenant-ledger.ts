@@ -267,7 +267,12 @@ export class TenantLedger {
 
   /** A rule applies from the moment it is created: it is judged against the usage so far. */
   applyRulesChange(change: AlertRulesChange, firedAt: string): AlertDecision[] {
-    this.alertRules = applyAlertRulesChange(this.alertRules, change);
+    return this.applyStoredRules(applyAlertRulesChange(this.alertRules, change), firedAt);
+  }
+
+  /** The tenant's rules in force, as stored now: each is judged against the usage so far. */
+  applyStoredRules(rules: AlertRuleInput[], firedAt: string): AlertDecision[] {
+    this.alertRules = [...rules];
     if (this.cancelledAs) return [];
     const decision = this.fire(this.current, new Map(), firedAt);
     return decision ? [decision] : [];

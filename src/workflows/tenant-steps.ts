@@ -32,6 +32,7 @@ import { TENANT_BILLING_PATCHES } from './patches';
 import { ALERT_DELIVERY_ATTEMPTS, alertDelivery } from './alert-delivery';
 import {
   alertDeliverySummary,
+  alertRulesSummary,
   claimSummary,
   consumeSummary,
   entitlementsSummary,
@@ -182,6 +183,20 @@ export class TenantSteps {
     return this.turns.run(async () => {
       await this.catchUpWithBulkCounts();
       for (const change of waiting.splice(0)) await this.fireAlerts(this.ledger.applyRulesChange(change, now()));
+      await this.publishDecisionPoints();
+    });
+  }
+
+  /**
+   * Reads the tenant's alert rules in force from PostgreSQL and judges them against the usage so
+   * far. The step before it in turn (a claim under way) has ended, so the answer waits for it:
+   * whatever is stored after the answer is decided with these rules.
+   */
+  applyStoredRules(): Promise<void> {
+    return this.turns.run(async () => {
+      await this.catchUpWithBulkCounts();
+      const rules = await localActs.readAlertRules.executeWithOptions({ summary: alertRulesSummary() }, [{ tenant_id: this.tenantId }]);
+      await this.fireAlerts(this.ledger.applyStoredRules(rules, now()));
       await this.publishDecisionPoints();
     });
   }

@@ -7,6 +7,7 @@ import { unique } from '../support/stack';
 import { startSmtpInbox, type SmtpInbox } from '../support/smtp-inbox';
 import { verifyBillingSignature } from '../../src/notifications/verify-signature';
 import { MAX_ALERT_RULES_PER_TENANT } from '../../src/db/alerts';
+import type { BillingActivities } from '../../src/activities';
 
 /**
  * Alert and invoice notifications through the real stack: signed webhooks to a local receiver
@@ -68,7 +69,7 @@ beforeAll(async () => {
   receiver = await startReceiver();
   smtp = await startSmtpInbox();
   // Four attempts (1 s, 2 s, 4 s apart under the workflow's retry policy) keep the give-up short.
-  api = await startApiHarness({ notifier: { smtpUrl: `smtp://127.0.0.1:${smtp.port}`, maxAttempts: 4 } });
+  api = await startApiHarness({ notifier: { smtpUrl: `smtp://127.0.0.1:${smtp.port}`, maxAttempts: 4 }, wrapActivities: holdingFirstClaims });
   planId = unique('notify');
   const plan = await api.call('POST', '/v1/plans', {
     body: {
@@ -90,8 +91,7 @@ afterAll(async () => {
   await smtp?.close();
 });
 
-async function createTenant(extra: Record<string, unknown> = {}) {
-  const id = unique('nt');
+async function createTenant(extra: Record<string, unknown> = {}, id = unique('nt')) {
   const res = await api.call('POST', '/v1/tenants', { body: { id, name: `Tenant ${id}`, plan_id: planId, ...extra } });
   expect(res.status).toBe(201);
   return { id, key: res.body.api_key as string, secret: res.body.webhook_secret as string | undefined, body: res.body };
@@ -115,6 +115,26 @@ function successesByEvent(path: string): Map<string, number> {
 }
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Tenants whose run's first claim is held back before it counts, each with what to call as it begins. */
+const heldFirstClaims = new Map<string, () => void>();
+const HELD_CLAIM_MS = 1_500;
+
+/** The worker's real activities, but a held tenant's first claim waits `HELD_CLAIM_MS` first. */
+function holdingFirstClaims(activities: BillingActivities): BillingActivities {
+  return {
+    ...activities,
+    async claimUsage(input) {
+      const began = heldFirstClaims.get(input.tenant_id);
+      if (began) {
+        heldFirstClaims.delete(input.tenant_id);
+        began();
+        await settle(HELD_CLAIM_MS);
+      }
+      return activities.claimUsage(input);
+    },
+  };
+}
 
 // ---- tests ----------------------------------------------------------------------------------
 
@@ -250,6 +270,8 @@ test('an alert rule created mid-period fires once, through its own channel', asy
   });
   expect(second.status).toBe(201);
   expect(second.body.webhook_secret).toBeUndefined(); // shown once only
+  // The run judged the rule before the API answered: its alert is stored already.
+  expect((await api.db('alerts').where({ tenant_id: tenant.id, threshold: 62.5 })).map((r: any) => r.status)).toEqual(['notified']);
   await eventually(async () => requestsFor(path).find((r) => r.body?.data?.threshold === 62.5), 20_000, 'the immediate rule alert');
 
   await use(tenant, 50); // 70 %: nothing new
@@ -269,6 +291,29 @@ test('an alert rule created mid-period fires once, through its own channel', asy
   expect((await api.call('DELETE', `/v1/tenants/${tenant.id}/alert-rules/${ruleId}`, { key: tenant.key })).status).toBe(204);
   expect((await api.call('GET', `/v1/tenants/${tenant.id}/alert-rules/${ruleId}`, { key: tenant.key })).status).toBe(404);
   expect((await api.call('GET', `/v1/tenants/${tenant.id}/alert-rules`, { key: tenant.key })).body.total_count).toBe(1);
+});
+
+test("a rule created while a claim is under way decides every event sent after its 201, which that claim may count", async () => {
+  const id = unique('nt');
+  const claimBegan = new Promise<void>((resolve) => heldFirstClaims.set(id, resolve));
+  const tenant = await createTenant({}, id);
+  await claimBegan; // the new run's first claim, held back: it will read what is stored 1.5 s from now
+
+  const path = `/ok-${unique('race')}`;
+  const rule = await api.call('POST', `/v1/tenants/${tenant.id}/alert-rules`, { key: tenant.key, body: { metric: 'tokens', threshold: 50, channel: { type: 'webhook', url: `${receiver.url}${path}` } } });
+  expect(rule.status).toBe(201);
+  await use(tenant, 1000); // 100 %: the rule's 50 % with the plan's 80, 90 and 100 %
+
+  // One decision covers all four, with the rule among them: its channel gets the 100 % alert.
+  const fired = await eventually(async () => requestsFor(path).find((r) => r.answered === 200), 20_000, "the rule's webhook");
+  expect(fired.body).toMatchObject({ type: 'alert.triggered', data: { threshold: 100, covers: [50, 80, 90, 100], rule_ids: [rule.body.id] } });
+  const rows = await api.db('alerts').where({ tenant_id: tenant.id }).orderBy('threshold');
+  expect(rows.map((r: any) => [Number(r.threshold), r.status])).toEqual([
+    [50, 'superseded'],
+    [80, 'superseded'],
+    [90, 'superseded'],
+    [100, 'notified'],
+  ]);
 });
 
 test('a tenant holds at most MAX_ALERT_RULES_PER_TENANT alert rules: one more answers 409 and stores nothing; deleting one makes room', async () => {

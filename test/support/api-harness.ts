@@ -3,7 +3,7 @@ import type { Client, Connection } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
 import { closeGracefully, createApp } from '../../src/api/app';
 import { listen, type RunningServer } from '../../src/api/server';
-import { createActivities } from '../../src/activities';
+import { createActivities, type BillingActivities } from '../../src/activities';
 import { createNotifier, type NotifierOptions } from '../../src/notifications/notifier';
 import { createDb, type Db } from '../../src/db/knex';
 import { startFiguresRefresher } from '../../src/workers/figures-refresher';
@@ -27,7 +27,15 @@ export interface ApiHarness {
  * worker's notifier is the real one (webhooks over HTTP; emails recorded unless `smtpUrl`).
  * `ownDatabase`: on a migrated database of its own, for a file that reads whole tables.
  */
-export async function startApiHarness(options: { notifier?: Omit<NotifierOptions, 'logger'>; countingIntervalMs?: number; ownDatabase?: boolean } = {}): Promise<ApiHarness> {
+export async function startApiHarness(
+  options: {
+    notifier?: Omit<NotifierOptions, 'logger'>;
+    countingIntervalMs?: number;
+    ownDatabase?: boolean;
+    /** Wraps the worker's real activities (a test that holds one back to open a race). */
+    wrapActivities?: (activities: BillingActivities) => BillingActivities;
+  } = {},
+): Promise<ApiHarness> {
   const own = options.ownDatabase ? await createOwnTestDatabase('tally_own') : undefined;
   const db = own ? createDb(own.url, { max: 5 }) : testDb();
   const temporal: { client: Client; connection: Connection; nativeConnection: NativeConnection } = await connectToTestTemporal();
@@ -36,7 +44,9 @@ export async function startApiHarness(options: { notifier?: Omit<NotifierOptions
     connection: temporal.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
-    activities: createActivities({ db, logger: quietLogger, notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, ...options.notifier }), temporal: temporal.client }),
+    activities: (options.wrapActivities ?? ((a) => a))(
+      createActivities({ db, logger: quietLogger, notifier: createNotifier({ logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, ...options.notifier }), temporal: temporal.client }),
+    ),
   });
   const workerRun = worker.run();
   const stopRefresher = startFiguresRefresher({ db, logger: quietLogger, intervalMs: 200 });

@@ -63,8 +63,9 @@ export const listAlertRulesQuery = paginationQuery.strict();
 
 /**
  * A tenant's alert rules and its notification deliveries. Tenant key on its own tenant, or the
- * admin; another tenant's ids answer 404. A rule change is stored, then signalled to the running
- * workflow (`alertRulesChanged`), so it applies from now on; new periods load rules from storage.
+ * admin; another tenant's ids answer 404. A rule change is stored, then read back by the running
+ * workflow (`alertRulesStored`) before the API answers, so it applies from now on; new periods load
+ * rules from storage.
  */
 export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
   const router = Router();
@@ -108,12 +109,12 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       // before the workflow hears of the rule, which may fire at once.
       const secret = body.channel.type === 'webhook' ? await issueWebhookSecretIfMissing(ctx.db, tenant.id) : undefined;
       try {
-        await signalRules(temporal, tenant.id, { upsert: [{ id: row.id, subject: row.metric ?? COST_SUBJECT, threshold: body.threshold }] });
+        await ruleChangeApplied(ctx, temporal, tenant, { upsert: [{ id: row.id, subject: row.metric ?? COST_SUBJECT, threshold: body.threshold }] });
       } catch (err) {
-        // Without the signal the running period would not see the rule: undo, so a retry is clean.
+        // The running period has not taken the rule: undo, so a retry is clean.
         await removeAlertRule(ctx.db, row.id);
         if (secret) await withdrawWebhookSecret(ctx.db, tenant.id, secret);
-        throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
+        throw unapplied(err);
       }
       req.log?.info({ tenant_id: tenant.id, rule_id: row.id }, 'alert rule created');
       res.status(201).json({ ...presentRule(row), ...(secret ? { webhook_secret: secret } : {}) });
@@ -174,10 +175,10 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
       const deletedAt = new Date();
       await retireAlertRule(ctx.db, rule.id, deletedAt);
       try {
-        await signalRules(temporal, tenant.id, { removed: [rule.id] });
+        await ruleChangeApplied(ctx, temporal, tenant, { removed: [rule.id] });
       } catch (err) {
         await reinstateAlertRule(ctx.db, rule.id, deletedAt);
-        throw new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`);
+        throw unapplied(err);
       }
       req.log?.info({ tenant_id: tenant.id, rule_id: rule.id }, 'alert rule deleted');
       res.status(204).end();
@@ -237,13 +238,25 @@ async function assertWatchable(ctx: ApiContext, tenant: TenantRow, body: z.infer
   }
 }
 
-/** Tells the running workflow; a tenant whose workflow has ended (cancelled) needs nothing. */
-async function signalRules(temporal: Client, tenantId: string, change: AlertRulesChange): Promise<void> {
+/**
+ * Brings a stored rule change to the tenant's run. An active tenant's run reads the rules back
+ * and judges them before the API answers (`alertRulesStored`): a claim already under way cannot
+ * count an event sent after the answer without them. A cancelled tenant's run takes no new usage,
+ * only its last period's late events: it is signalled, and one that has ended needs nothing.
+ */
+async function ruleChangeApplied(ctx: ApiContext, temporal: Client, tenant: TenantRow, change: AlertRulesChange): Promise<void> {
+  if (tenant.status === 'active') return ctx.billing.alertRulesStored(tenant.id);
   try {
-    await temporal.workflow.getHandle(tenantWorkflowId(tenantId)).signal(alertRulesChangedSignal, change);
+    await temporal.workflow.getHandle(tenantWorkflowId(tenant.id)).signal(alertRulesChangedSignal, change);
   } catch (err) {
     if (!(err instanceof WorkflowNotFoundError)) throw err;
   }
+}
+
+/** Why a rule change was undone: the run's own refusal (a cancellation meanwhile, 409), else Temporal out of reach. */
+function unapplied(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  return new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`, undefined, { 'Retry-After': '1' });
 }
 
 /** The public shape of a rule: `metric` or `cost: true`, as it was created. */

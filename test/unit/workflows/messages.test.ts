@@ -20,6 +20,7 @@ const valid: Record<CheckedMessage, unknown[]> = {
   ],
   closePeriod: [undefined, null, {}, { finalize: true }, { finalize: false }],
   cancelSubscription: [undefined, null],
+  alertRulesStored: [undefined, null],
   entitlementsChanged: [undefined, null, {}, { granted: true }],
 };
 
@@ -42,6 +43,7 @@ const invalid: Array<[CheckedMessage, unknown, string]> = [
   ['entitlementsChanged', { granted: 'yes' }, 'granted is "yes"'],
   ['closePeriod', true, 'got true'],
   ['cancelSubscription', { finalize: true }, 'got {"finalize":true}'],
+  ['alertRulesStored', { upsert: [] }, 'got {"upsert":[]}'],
   ['recordUsage', undefined, 'got no argument'],
   ['recordUsage', { highest_seq: null }, 'events is missing'],
   ['recordUsage', { events: [{ id: 'e1' }], highest_seq: null }, 'events is [{"id":"e1"}]'],

@@ -88,6 +88,16 @@ test('a rule added mid-period is judged against the usage so far', () => {
   expect(decisions.flatMap((d) => d.records.map((r) => [r.threshold, r.status, r.rule_id]))).toEqual([[50, 'notified', 'r1']]);
 });
 
+test('the rules as stored replace those the ledger held: a rule no longer stored fires nothing, a new one is judged at once', () => {
+  const ledger = new TenantLedger(snapshot({ alert_rules: [{ id: 'r1', subject: 'tokens', threshold: 50 }] }));
+  expect(ledger.applyStoredRules([{ id: 'r2', subject: 'tokens', threshold: 60 }], AT)).toEqual([]);
+  expect(fired(ledger, [sum('tokens', 550)])).toEqual([]);
+  const decisions = ledger.applyStoredRules([{ id: 'r2', subject: 'tokens', threshold: 60 }, { id: 'r3', subject: 'tokens', threshold: 55 }], AT);
+  expect(decisions.flatMap((d) => d.records.map((r) => [r.threshold, r.status, r.rule_id]))).toEqual([[55, 'notified', 'r3']]);
+  expect(fired(ledger, [sum('tokens', 650)])).toEqual(['2026-11 tokens 60 notified']);
+  expect(ledger.snapshot().alert_rules.map((r) => r.id)).toEqual(['r2', 'r3']);
+});
+
 test('authorize refuses past a hard limit, hands the rest back to be consumed, and answers an id once', () => {
   const ledger = new TenantLedger(snapshot());
   ledger.applyCounters([sum('tokens', 990)], AT);
