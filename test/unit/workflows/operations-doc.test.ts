@@ -49,6 +49,7 @@ test('the summaries table quotes exactly what the code emits, in order', () => {
     S.restoreSummary(),
     S.claimSummary(),
     S.consumeSummary({ id: 'r1', metric: 'tokens', quantity: '10' }),
+    S.alertRulesSummary(),
     S.recordAlertsSummary([{ subject: 'tokens', threshold: 90, status: 'notified' }]),
     S.recordAlertsSummary([
       { subject: 'tokens', threshold: 80, status: 'superseded' },
