@@ -126,7 +126,7 @@ test('the daily schedule is created once and updated on every later start', asyn
   expect(described.action).toMatchObject({ type: 'startWorkflow', workflowType: 'retention', taskQueue: api.taskQueue, args: [{ default_retention_days: 30 }] });
   expect(described.spec.calendars).toEqual([expect.objectContaining({ hour: [{ start: 3, end: 3, step: 1 }], minute: [{ start: 0, end: 0, step: 1 }] })]);
   expect(described.policies.overlap).toBe('SKIP');
-  expect(described.action).toMatchObject({ staticSummary: 'Purge raw events of invoiced periods past retention (default 30 days)' });
+  expect(described.action).toMatchObject({ staticSummary: 'Purge raw events of invoiced periods past retention (default 30 days)', priority: { priorityKey: 1 } });
   // Paused by ops: a later start updates it and leaves it paused.
   await api.client.schedule.getHandle(RETENTION_SCHEDULE_ID).pause('paused by ops');
   expect(await ensureRetentionSchedule(api.client, { taskQueue: api.taskQueue, defaultRetentionDays: 90 })).toBe('updated');
