@@ -253,7 +253,7 @@ async function ruleChangeApplied(ctx: ApiContext, temporal: Client, tenant: Tena
   }
 }
 
-/** Why a rule change was undone: the run's own refusal (a cancellation meanwhile, 409), else Temporal out of reach. */
+/** Why a rule change was undone: the gateway's own answer (the period kept rolling over), else Temporal out of reach. */
 function unapplied(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   return new ApiError(503, 'unavailable', `could not reach the billing workflow: ${(err as Error).message}`, undefined, { 'Retry-After': '1' });
