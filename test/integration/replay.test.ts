@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { historyFromJSON, type History } from '@temporalio/common/lib/proto-utils';
 import { temporal as temporalProto } from '@temporalio/proto';
-import { DefaultLogger, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { DefaultLogger, Worker, bundleWorkflowCode, type WorkflowBundle, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import * as registeredWorkflows from '../../src/workflows';
 import * as patchRegistries from '../../src/workflows/patches';
@@ -58,7 +58,7 @@ function loadHistory(json: unknown): History {
 }
 
 /** Histories carry no workflow id; the file name stands in (no workflow here reads its own id). */
-function replay(bundle: WorkflowBundleWithSourceMap, recorded: RecordedHistory): Promise<void> {
+function replay(bundle: WorkflowBundle, recorded: RecordedHistory): Promise<void> {
   return Worker.runReplayHistory({ workflowBundle: bundle, replayName: `replay-${recorded.file}` }, recorded.history, recorded.file);
 }
 

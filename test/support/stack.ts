@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import knex from 'knex';
-import { Runtime, DefaultLogger, LogTimestamp, NativeConnection, bundleWorkflowCode, type LogEntry, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { Runtime, DefaultLogger, LogTimestamp, NativeConnection, type LogEntry, type WorkflowBundle } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
 import { createDb, migrateLatest, type Db } from '../../src/db/knex';
 import { logger as appLogger } from '../../src/logger';
 import { freePort } from '../../src/platform/free-port';
-import { WORKFLOWS_PATH } from '../../src/workers/worker';
 import { VERBOSE } from './report';
+import { buildWorkflowBundle } from './workflow-bundle';
 import type { WebhookTargetPolicy } from '../../src/notifications/webhook-targets';
 
 /** The PostgreSQL of this test run (started by the global set-up). */
@@ -111,10 +112,11 @@ export function installQuietRuntime(): void {
   }
 }
 
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
-/** The workflow bundle, built once per test process (webpack takes about a second). */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
+let bundle: Promise<WorkflowBundle> | undefined;
+/** The workflow bundle: the global set-up's build, or a build of this file's own outside jest. */
+export function workflowBundle(): Promise<WorkflowBundle> {
+  const built = process.env.TALLY_TEST_WORKFLOW_BUNDLE;
+  bundle ??= built ? fs.promises.readFile(built, 'utf8').then((code) => ({ code })) : buildWorkflowBundle().then((code) => ({ code }));
   return bundle;
 }
 
