@@ -50,8 +50,13 @@ export interface StartTenantInput {
   period: Period;
 }
 
-/** How long `?consistent=true` waits for the run to count every stored event. */
-export const SETTLED_USAGE_DEADLINE_MS = 10_000;
+/**
+ * How long the API waits for a tenant's run to answer a request (an update), then answers 503
+ * `unavailable` with `Retry-After`. Without it a request would wait as long as the run's worker
+ * is away. A request that timed out may still be applied when the run comes back, as a request
+ * whose answer was lost may: each is safe to retry (see `update`).
+ */
+export const RUN_ANSWER_DEADLINE_MS = 10_000;
 
 /**
  * The API's only door into Temporal: every workflow id, message name and search attribute the
@@ -99,20 +104,15 @@ export class BillingGateway {
    * run that cannot within the deadline answers 503, never a view that misses acknowledged events.
    */
   async settledUsage(tenantId: string): Promise<UsageView> {
-    try {
-      return await this.client.withDeadline(Date.now() + SETTLED_USAGE_DEADLINE_MS, () => this.update(tenantId, settledUsageUpdate, []));
-    } catch (err) {
-      if (err instanceof ApiError) throw err;
-      if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || isDeadline(err)) {
-        throw new ApiError(503, 'unavailable', 'usage could not be settled in time; retry', undefined, { 'Retry-After': '1' });
-      }
-      throw err;
-    }
+    return this.update(tenantId, settledUsageUpdate, [], { unanswered: 'usage could not be settled in time; retry' });
   }
 
-  /** Check-and-consume against a hard limit (a workflow update). */
+  /**
+   * Check-and-consume against a hard limit (a workflow update). Its update id is the event's, so a
+   * retry of an authorization whose answer was lost or late is answered with its outcome.
+   */
   async authorize(tenantId: string, request: AuthorizeRequest): Promise<AuthorizeResult> {
-    return this.update(tenantId, authorizeUpdate, [request], `authorize-${request.id}`);
+    return this.update(tenantId, authorizeUpdate, [request], { updateId: `authorize-${request.id}` });
   }
 
   /**
@@ -120,7 +120,7 @@ export class BillingGateway {
    * update (its id), and the run stores the key with the closed period for later retries.
    */
   async closePeriod(tenantId: string, finalize: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> {
-    return this.update(tenantId, closePeriodUpdate, [{ finalize, ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {}) }], idempotencyKey ? `close-${idempotencyKey}` : undefined);
+    return this.update(tenantId, closePeriodUpdate, [{ finalize, ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {}) }], idempotencyKey ? { updateId: `close-${idempotencyKey}` } : {});
   }
 
   /** Tells the tenant's run its entitlements changed in PostgreSQL; answers once it has applied them. */
@@ -136,25 +136,47 @@ export class BillingGateway {
     await this.update(tenantId, alertRulesStoredUpdate, []);
   }
 
+  /**
+   * After the API undid a change that the run did not confirm, asks the run once more, without
+   * waiting, to read what is stored. An update that reached the run all the same (late, or while
+   * the API was undoing) then leaves nothing of the undone change in it.
+   */
+  rereadAfterUndo(tenantId: string, what: 'entitlements' | 'alert rules', onError: (err: unknown) => void): void {
+    (what === 'entitlements' ? this.entitlementsChanged(tenantId) : this.alertRulesStored(tenantId)).catch(onError);
+  }
+
   /** Cancels the subscription: the period closes now, its final invoice follows its grace. */
   async cancel(tenantId: string): Promise<ClosePeriodResult> {
     return this.update(tenantId, cancelSubscriptionUpdate, []);
   }
 
   /**
-   * One update, with start. A run that is finishing (continue-as-new, a rollover) refuses new
-   * requests at once; the next run answers, so the request is retried a few times. Every retry
-   * keeps the first attempt's update id: an attempt whose answer was lost (a Temporal server
-   * restarting) may have been applied, and the run answers a retry of it with that outcome
-   * instead of applying it twice (a second cancel would meet a cancelled tenant).
+   * One update, with start, answered within `RUN_ANSWER_DEADLINE_MS` or refused with 503. A run
+   * that is finishing (continue-as-new, a rollover) refuses new requests at once; the next run
+   * answers, so the request is retried a few times. Every retry keeps the first attempt's update
+   * id: an attempt whose answer was lost (a Temporal server restarting) may have been applied, and
+   * the run answers a retry of it with that outcome instead of applying it twice (a second cancel
+   * would meet a cancelled tenant).
    */
   private async update<Ret, Args extends unknown[]>(
     tenantId: string,
-    update: Parameters<Client['workflow']['executeUpdateWithStart']>[0] & { name: string },
+    update: UpdateDefinition,
     args: Args,
-    updateId?: string,
+    options: { updateId?: string; unanswered?: string } = {},
   ): Promise<Ret> {
-    const id = updateId ?? randomUUID();
+    try {
+      return await this.client.withDeadline(Date.now() + RUN_ANSWER_DEADLINE_MS, () => this.updateUntilAnswered<Ret, Args>(tenantId, update, args, options.updateId ?? randomUUID()));
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || isDeadline(err)) {
+        const unanswered = options.unanswered ?? `the billing run of tenant ${tenantId} did not answer within ${RUN_ANSWER_DEADLINE_MS / 1000} seconds; retry`;
+        throw new ApiError(503, 'unavailable', unanswered, undefined, { 'Retry-After': '1' });
+      }
+      throw err;
+    }
+  }
+
+  private async updateUntilAnswered<Ret, Args extends unknown[]>(tenantId: string, update: UpdateDefinition, args: Args, id: string): Promise<Ret> {
     for (let attempt = 1; ; attempt += 1) {
       try {
         return (await this.client.workflow.executeUpdateWithStart(update, {
@@ -192,6 +214,8 @@ export class BillingGateway {
     };
   }
 }
+
+type UpdateDefinition = Parameters<Client['workflow']['executeUpdateWithStart']>[0] & { name: string };
 
 /**
  * The server could not hand the update to the run this time (FAILED_PRECONDITION): its workflow

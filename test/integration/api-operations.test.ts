@@ -12,8 +12,12 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Client, Connection } from '@temporalio/client';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
-import { quietLogger, testDatabaseUrl, testTemporalAddress, unique, unreachableDb } from '../support/stack';
+import { connectToTestTemporal, quietLogger, testDatabaseUrl, testTemporalAddress, unique, unreachableDb, workflowBundle } from '../support/stack';
+import { Worker } from '@temporalio/worker';
 import { createApp } from '../../src/api/app';
+import { RUN_ANSWER_DEADLINE_MS } from '../../src/api/billing-gateway';
+import { createActivities, type BillingActivities } from '../../src/activities';
+import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { listen, type RunningServer } from '../../src/api/server';
 import { stateQuery, tenantWorkflowId } from '../../src/workflows/messages';
 import { freePort, freePorts } from '../../src/platform/free-port';
@@ -266,6 +270,79 @@ describe('operations endpoints', () => {
       expect(res.headers.get('content-type')).toContain('application/problem+json');
       expect(await res.json()).toMatchObject({ status: 503, code: 'unavailable' });
     }
+  });
+});
+
+describe('a run that does not answer', () => {
+  test('an update waits at most 10 s, then answers 503 and is undone; the run, answering later, holds only what is stored', async () => {
+    // A worker of its own whose entitlements read can be held after it has read: the run takes a
+    // limit change from PostgreSQL, then stays busy past the API's deadline.
+    const taskQueue = unique('unanswering');
+    const temporal = await connectToTestTemporal();
+    let holdNextRead = false;
+    const real = createActivities({ db: h.db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client });
+    const worker = await Worker.create({
+      connection: temporal.nativeConnection,
+      taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: {
+        ...real,
+        async readEntitlements(input) {
+          const stored = await real.readEntitlements(input);
+          if (holdNextRead) {
+            holdNextRead = false;
+            await new Promise((resolve) => setTimeout(resolve, RUN_ANSWER_DEADLINE_MS + 1_000));
+          }
+          return stored;
+        },
+      } satisfies BillingActivities,
+    });
+    const running = worker.run();
+    extraCleanups.push(async () => {
+      worker.shutdown();
+      await running;
+      await temporal.nativeConnection.close();
+      await temporal.connection.close();
+    });
+    const app = createApp({ db: h.db, temporal: h.client, taskQueue, namespace: 'default', adminKey: h.adminKey, logger: quietLogger });
+    const server = await listen(app, 0, '127.0.0.1');
+    extraServers.push(server);
+    const call = (method: string, route: string, body?: unknown) =>
+      fetch(`http://127.0.0.1:${server.port}${route}`, { method, headers: { 'x-api-key': h.adminKey, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+
+    const planId = unique('limited');
+    const plan = { id: planId, name: 'Limited', currency: 'USD', interval: 'month', base_fee: '0.00', meters: [{ metric: 'calls', aggregation: 'sum', limit: 100, pricing: { model: 'per_unit', unit_price: '0.01' } }] };
+    expect((await call('POST', '/v1/plans', plan)).status).toBe(201);
+    const tenant = unique('unanswered');
+    expect((await call('POST', '/v1/tenants', { id: tenant, name: 'Unanswered', plan_id: planId })).status).toBe(201);
+    expect((await call('GET', `/v1/tenants/${tenant}/usage?consistent=true`)).status).toBe(200);
+
+    // The run reads the new limit, then is held: the change and an authorization behind it wait.
+    holdNextRead = true;
+    const started = Date.now();
+    const timed = async (answer: Promise<Response>) => ({ res: await answer, ms: Date.now() - started });
+    const [limits, authorize] = await Promise.all([
+      timed(call('PATCH', `/v1/tenants/${tenant}`, { limits: { calls: 300 } })),
+      timed(new Promise((resolve) => setTimeout(resolve, 200)).then(() => call('POST', `/v1/tenants/${tenant}/authorize`, { id: 'late-1', metric: 'calls', quantity: 1 }))),
+    ]);
+    for (const { res, ms } of [limits, authorize]) {
+      expect({ status: res.status, retryAfter: res.headers.get('retry-after') }).toEqual({ status: 503, retryAfter: '1' });
+      expect(await res.json()).toMatchObject({ status: 503, code: 'unavailable' });
+      expect(ms).toBeGreaterThanOrEqual(RUN_ANSWER_DEADLINE_MS - 500);
+      expect(ms).toBeLessThan(RUN_ANSWER_DEADLINE_MS + 3_000);
+    }
+    // The refused change is undone in PostgreSQL...
+    expect(await (await call('GET', `/v1/tenants/${tenant}`)).json()).toMatchObject({ limits: {} });
+    // ...and the run, which had read it, reads again once free: it ends with the plan's limit.
+    // The authorization was applied late; its retry is answered with that outcome, counted once.
+    const retried = await call('POST', `/v1/tenants/${tenant}/authorize`, { id: 'late-1', metric: 'calls', quantity: 1 });
+    expect(retried.status).toBe(200);
+    expect(await retried.json()).toMatchObject({ allowed: true });
+    const usage = await eventually(async () => {
+      const body: any = await (await call('GET', `/v1/tenants/${tenant}/usage?consistent=true`)).json();
+      return body.metrics?.calls?.limit === 100 ? body : undefined;
+    }, 15_000, 'the run to hold the stored limit');
+    expect(usage.metrics.calls).toMatchObject({ used: 1, limit: 100 });
   });
 });
 

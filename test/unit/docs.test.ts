@@ -3,7 +3,7 @@ import path from 'node:path';
 import { CONFIG_VARIABLES, loadConfig } from '../../src/config';
 import { FUTURE_TOLERANCE_MS } from '../../src/domain/placement';
 import { MAX_BODY_DEPTH } from '../../src/api/body-guard';
-import { SETTLED_USAGE_DEADLINE_MS } from '../../src/api/billing-gateway';
+import { RUN_ANSWER_DEADLINE_MS } from '../../src/api/billing-gateway';
 import { CLAIM_LIMIT } from '../../src/activities/ledger';
 import { KEPT_AUTHORIZATIONS } from '../../src/workflows/tenant-ledger';
 import { MAX_ALERT_RULES_PER_TENANT } from '../../src/db/alerts';
@@ -134,7 +134,7 @@ describe('docs/api.md', () => {
     expect(FUTURE_TOLERANCE_MS).toBe(5 * 60_000);
     expect(api).toContain('more than 5 minutes after');
     expect(billing).toContain('more than 5 minutes after the receive time');
-    expect(SETTLED_USAGE_DEADLINE_MS).toBe(10_000);
+    expect(RUN_ANSWER_DEADLINE_MS).toBe(10_000);
     expect(api).toContain('within 10 seconds');
     expect(api).toContain(`nests more than ${MAX_BODY_DEPTH} levels deep`);
     expect(api).toContain(`latest ${KEPT_AUTHORIZATIONS.toLocaleString('en-US')} answers`);

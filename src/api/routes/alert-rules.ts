@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Router, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { z } from 'zod';
 import type { ApiContext } from '../context';
@@ -114,6 +114,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
         // The running period has not taken the rule: undo, so a retry is clean.
         await removeAlertRule(ctx.db, row.id);
         if (secret) await withdrawWebhookSecret(ctx.db, tenant.id, secret);
+        rereadRules(ctx, tenant, req);
         throw unapplied(err);
       }
       req.log?.info({ tenant_id: tenant.id, rule_id: row.id }, 'alert rule created');
@@ -178,6 +179,7 @@ export function alertRulesRouter(ctx: ApiContext, temporal: Client): Router {
         await ruleChangeApplied(ctx, temporal, tenant, { removed: [rule.id] });
       } catch (err) {
         await reinstateAlertRule(ctx.db, rule.id, deletedAt);
+        rereadRules(ctx, tenant, req);
         throw unapplied(err);
       }
       req.log?.info({ tenant_id: tenant.id, rule_id: rule.id }, 'alert rule deleted');
@@ -251,6 +253,12 @@ async function ruleChangeApplied(ctx: ApiContext, temporal: Client, tenant: Tena
   } catch (err) {
     if (!(err instanceof WorkflowNotFoundError)) throw err;
   }
+}
+
+/** After an undo, an active tenant's run reads its rules once more (a signalled run needs nothing: the signal failed). */
+function rereadRules(ctx: ApiContext, tenant: TenantRow, req: Request): void {
+  if (tenant.status !== 'active') return;
+  ctx.billing.rereadAfterUndo(tenant.id, 'alert rules', (err) => req.log?.warn({ err, tenant_id: tenant.id }, 'undone rule change not re-read by the run'));
 }
 
 /** Why a rule change was undone: the gateway's own answer (the period kept rolling over), else Temporal out of reach. */

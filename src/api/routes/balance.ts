@@ -306,6 +306,7 @@ export function balanceRouter(ctx: ApiContext): Router {
               await ctx.billing.entitlementsChanged(tenant.id);
             } catch (err) {
               await removePack(ctx.db, tenant.id, pack.id);
+              ctx.billing.rereadAfterUndo(tenant.id, 'entitlements', (e) => req.log?.warn({ err: e, tenant_id: tenant.id }, 'undone pack not re-read by the run'));
               throw err;
             }
             req.log?.info({ tenant_id: tenant.id, pack_id: pack.id, metric: pack.metric, units: wanted.units }, 'pack bought');

@@ -210,6 +210,7 @@ export function tenantsRouter(ctx: ApiContext): Router {
           await ctx.billing.entitlementsChanged(tenantId);
         } catch (err) {
           await revertLimitOverrides(ctx.db, tenantId, change);
+          ctx.billing.rereadAfterUndo(tenantId, 'entitlements', (e) => req.log?.warn({ err: e, tenant_id: tenantId }, 'undone limits not re-read by the run'));
           throw err;
         }
         req.log?.info({ tenant_id: tenantId, limits: change.after }, 'tenant limits changed');
