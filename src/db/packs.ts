@@ -41,9 +41,19 @@ export async function insertPack(db: Db, tenantId: string, pack: NewPack): Promi
   return { pack: await db('packs').where({ tenant_id: tenantId, id: pack.id }).first<PackRow>(), created: false };
 }
 
-/** Withdraws a pack nothing has drawn from yet (a purchase its tenant's run did not take). */
-export async function removePack(db: Db, tenantId: string, packId: string): Promise<void> {
-  await db('packs').where({ tenant_id: tenantId, id: packId }).delete();
+/**
+ * Withdraws a pack nothing has drawn from yet (a purchase its tenant's run did not confirm), and
+ * answers whether it did. A pack with draws stays: the run took it after all and drew usage from
+ * it (the draws' foreign key refuses the delete).
+ */
+export async function removeUndrawnPack(db: Db, tenantId: string, packId: string): Promise<boolean> {
+  try {
+    await db('packs').where({ tenant_id: tenantId, id: packId }).delete();
+    return true;
+  } catch (err) {
+    if ((err as { code?: unknown }).code === '23503') return false;
+    throw err;
+  }
 }
 
 /** A page of the tenant's packs, newest first. */

@@ -274,12 +274,17 @@ describe('operations endpoints', () => {
 });
 
 describe('a run that does not answer', () => {
-  test('an update waits at most 10 s, then answers 503 and is undone; the run, answering later, holds only what is stored', async () => {
-    // A worker of its own whose entitlements read can be held after it has read: the run takes a
-    // limit change from PostgreSQL, then stays busy past the API's deadline.
+  // A worker of its own, whose activities can be held after they have done their work: the run
+  // has taken a change from PostgreSQL (or stored what it decided), then stays busy past the API's
+  // deadline.
+  const holds = { entitlementsRead: false, drawsRecorded: false };
+  const held = () => new Promise((resolve) => setTimeout(resolve, RUN_ANSWER_DEADLINE_MS + 1_000));
+  let call: (method: string, route: string, body?: unknown) => Promise<Response>;
+  let planId: string;
+
+  beforeAll(async () => {
     const taskQueue = unique('unanswering');
     const temporal = await connectToTestTemporal();
-    let holdNextRead = false;
     const real = createActivities({ db: h.db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client });
     const worker = await Worker.create({
       connection: temporal.nativeConnection,
@@ -289,11 +294,18 @@ describe('a run that does not answer', () => {
         ...real,
         async readEntitlements(input) {
           const stored = await real.readEntitlements(input);
-          if (holdNextRead) {
-            holdNextRead = false;
-            await new Promise((resolve) => setTimeout(resolve, RUN_ANSWER_DEADLINE_MS + 1_000));
+          if (holds.entitlementsRead) {
+            holds.entitlementsRead = false;
+            await held();
           }
           return stored;
+        },
+        async recordPackDraws(input) {
+          await real.recordPackDraws(input);
+          if (holds.drawsRecorded) {
+            holds.drawsRecorded = false;
+            await held();
+          }
         },
       } satisfies BillingActivities,
     });
@@ -304,21 +316,34 @@ describe('a run that does not answer', () => {
       await temporal.nativeConnection.close();
       await temporal.connection.close();
     });
-    const app = createApp({ db: h.db, temporal: h.client, taskQueue, namespace: 'default', adminKey: h.adminKey, logger: quietLogger });
-    const server = await listen(app, 0, '127.0.0.1');
+    const server = await listen(createApp({ db: h.db, temporal: h.client, taskQueue, namespace: 'default', adminKey: h.adminKey, logger: quietLogger }), 0, '127.0.0.1');
     extraServers.push(server);
-    const call = (method: string, route: string, body?: unknown) =>
+    call = (method, route, body) =>
       fetch(`http://127.0.0.1:${server.port}${route}`, { method, headers: { 'x-api-key': h.adminKey, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-
-    const planId = unique('limited');
+    planId = unique('limited');
     const plan = { id: planId, name: 'Limited', currency: 'USD', interval: 'month', base_fee: '0.00', meters: [{ metric: 'calls', aggregation: 'sum', limit: 100, pricing: { model: 'per_unit', unit_price: '0.01' } }] };
     expect((await call('POST', '/v1/plans', plan)).status).toBe(201);
-    const tenant = unique('unanswered');
-    expect((await call('POST', '/v1/tenants', { id: tenant, name: 'Unanswered', plan_id: planId })).status).toBe(201);
-    expect((await call('GET', `/v1/tenants/${tenant}/usage?consistent=true`)).status).toBe(200);
+  });
 
+  async function startedTenant(): Promise<{ id: string; key: string }> {
+    const id = unique('unanswered');
+    const created = await call('POST', '/v1/tenants', { id, name: 'Unanswered', plan_id: planId });
+    expect(created.status).toBe(201);
+    expect((await call('GET', `/v1/tenants/${id}/usage?consistent=true`)).status).toBe(200);
+    return { id, key: ((await created.json()) as { api_key: string }).api_key };
+  }
+
+  async function settled(tenant: string, check: (usage: any) => boolean, what: string): Promise<any> {
+    return eventually(async () => {
+      const usage: any = await (await call('GET', `/v1/tenants/${tenant}/usage?consistent=true`)).json();
+      return check(usage) ? usage : undefined;
+    }, 15_000, what);
+  }
+
+  test('an update waits at most 10 s, then answers 503 and is undone; the run, answering later, holds only what is stored', async () => {
+    const { id: tenant } = await startedTenant();
     // The run reads the new limit, then is held: the change and an authorization behind it wait.
-    holdNextRead = true;
+    holds.entitlementsRead = true;
     const started = Date.now();
     const timed = async (answer: Promise<Response>) => ({ res: await answer, ms: Date.now() - started });
     const [limits, authorize] = await Promise.all([
@@ -338,11 +363,26 @@ describe('a run that does not answer', () => {
     const retried = await call('POST', `/v1/tenants/${tenant}/authorize`, { id: 'late-1', metric: 'calls', quantity: 1 });
     expect(retried.status).toBe(200);
     expect(await retried.json()).toMatchObject({ allowed: true });
-    const usage = await eventually(async () => {
-      const body: any = await (await call('GET', `/v1/tenants/${tenant}/usage?consistent=true`)).json();
-      return body.metrics?.calls?.limit === 100 ? body : undefined;
-    }, 15_000, 'the run to hold the stored limit');
+    const usage = await settled(tenant, (u) => u.metrics?.calls?.limit === 100, 'the run to hold the stored limit');
     expect(usage.metrics.calls).toMatchObject({ used: 1, limit: 100 });
+  });
+
+  test('a pack the run has drawn from before the deadline passed stands: the purchase answers 201, not an undo', async () => {
+    const tenant = await startedTenant();
+    const sent = await h.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'over', metric: 'calls', quantity: 150 }] } });
+    expect(sent.status).toBe(202);
+    await settled(tenant.id, (u) => u.metrics?.calls?.used === 150, 'the usage counted');
+    // The run reads the pack, draws the 50 units above the limit from it and stores the draw,
+    // then is held past the deadline.
+    holds.drawsRecorded = true;
+    const started = Date.now();
+    const bought = await call('POST', `/v1/tenants/${tenant.id}/packs`, { id: 'pk-late', metric: 'calls', units: 100 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(RUN_ANSWER_DEADLINE_MS - 500);
+    expect(bought.status).toBe(201);
+    expect(await bought.json()).toMatchObject({ id: 'pk-late', units: 100 });
+    const packs: any = await (await call('GET', `/v1/tenants/${tenant.id}/packs`)).json();
+    expect(packs.data.map((p: any) => p.id)).toEqual(['pk-late']);
+    expect(await h.db('pack_draws').where({ tenant_id: tenant.id }).select('pack_id', 'units')).toEqual([{ pack_id: 'pk-late', units: '50' }]);
   });
 });
 

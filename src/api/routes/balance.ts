@@ -14,7 +14,7 @@ import { normalizeDecimal } from '../../db/numeric';
 import { currentPeriodFigures, type CurrentPeriodFigures } from '../../db/usage-read-model';
 import { Dec, minorUnits, roundMoney } from '../../domain/decimal';
 import { grantActiveAt } from '../../domain/credits';
-import { insertPack, listPacks, readPacks, removePack, type PackRow } from '../../db/packs';
+import { insertPack, listPacks, readPacks, removeUndrawnPack, type PackRow } from '../../db/packs';
 import { defaultPackExpiry, packStatus, type Pack } from '../../domain/packs';
 import { findMeter } from '../../domain/plan';
 import { meterLimit } from '../../domain/limits';
@@ -301,13 +301,16 @@ export function balanceRouter(ctx: ApiContext): Router {
           otherTerms: () => `pack ${wanted.id} exists with other terms`,
           announce: async (pack) => {
             // The running period counts the pack at once (its effective limit rises); should the run
-            // not take it, the purchase is undone, so a retry is clean.
+            // not confirm it, the purchase is undone, so a retry is clean. A run that has drawn from
+            // the pack meanwhile took it: the purchase stands.
             try {
               await ctx.billing.entitlementsChanged(tenant.id);
             } catch (err) {
-              await removePack(ctx.db, tenant.id, pack.id);
-              ctx.billing.rereadAfterUndo(tenant.id, 'entitlements', (e) => req.log?.warn({ err: e, tenant_id: tenant.id }, 'undone pack not re-read by the run'));
-              throw err;
+              if (await removeUndrawnPack(ctx.db, tenant.id, pack.id)) {
+                ctx.billing.rereadAfterUndo(tenant.id, 'entitlements', (e) => req.log?.warn({ err: e, tenant_id: tenant.id }, 'undone pack not re-read by the run'));
+                throw err;
+              }
+              req.log?.warn({ err, tenant_id: tenant.id, pack_id: pack.id }, 'the run did not confirm the pack, but has drawn from it: the purchase stands');
             }
             req.log?.info({ tenant_id: tenant.id, pack_id: pack.id, metric: pack.metric, units: wanted.units }, 'pack bought');
           },
