@@ -150,7 +150,7 @@ function routeConfig(route: ServedRoute): RouteConfig {
     if (admin) problems[403] = problemResponse('a tenant key on an admin-only route (`forbidden`)');
     if (params.length > 0) problems[404] = problemResponse(admin ? 'not found (`not_found`)' : "not found (`not_found`), also another tenant's resource seen with a tenant key");
     problems[429] = problemResponse('rate limited (`rate_limited`): retry after `Retry-After` seconds', true);
-    problems[503] = problemResponse('PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds', true);
+    problems[503] = problemResponse("PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds", true);
   }
   for (const [status, when] of Object.entries(op.problems ?? {})) {
     if (when === false) delete problems[Number(status)];

@@ -5,7 +5,7 @@
  * is the SHA-256 of the document it was generated from, as GET /openapi.json serves it: the
  * repository's `npm test` fails while that is not the document its API serves.
  */
-// openapi-sha256: 0a56dfb4cd462b91240368d27584f96d7c16a2a0c0627d7d6f21b6ff65846840
+// openapi-sha256: cd78572aba634c77c9e0617d958f2be3373d93a936bf554b49a5073971b99a00
 
 export interface paths {
     "/dashboard": {
@@ -1835,7 +1835,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2030,7 +2030,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2102,7 +2102,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2336,7 +2336,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2412,7 +2412,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2607,7 +2607,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2691,7 +2691,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2773,7 +2773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -2881,7 +2881,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3001,7 +3001,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3073,7 +3073,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3163,7 +3163,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3296,7 +3296,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3375,7 +3375,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3502,7 +3502,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3576,7 +3576,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3648,7 +3648,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3727,7 +3727,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3832,7 +3832,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -3914,7 +3914,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4038,7 +4038,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4110,7 +4110,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4252,7 +4252,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4331,7 +4331,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4472,7 +4472,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4553,7 +4553,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4672,7 +4672,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4758,7 +4758,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4837,7 +4837,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -4916,7 +4916,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -5064,7 +5064,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -5143,7 +5143,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
@@ -5293,7 +5293,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description PostgreSQL or Temporal is unreachable (`unavailable`): retry after `Retry-After` seconds */
+            /** @description PostgreSQL or Temporal is unreachable, or the tenant's workflow did not answer within 10 seconds (`unavailable`): retry after `Retry-After` seconds */
             503: {
                 headers: {
                     /** @description seconds to wait before retrying */
