@@ -40,8 +40,8 @@ export class HttpClient {
    * Sends one request and never throws: a refused or reset connection, or no answer within
    * `timeoutMs`, resolves as `status: 0` with `error` (the request's outcome is then unknown).
    */
-  async attempt(method: string, pathname: string, body?: unknown, timeoutMs = 10_000): Promise<HttpResult> {
-    const { failure: _failure, ...result } = await this.exchange(method, pathname, body, timeoutMs);
+  async attempt(method: string, pathname: string, body?: unknown, timeoutMs = 10_000, headers: Record<string, string> = {}): Promise<HttpResult> {
+    const { failure: _failure, ...result } = await this.exchange(method, pathname, body, timeoutMs, headers);
     return result;
   }
 
@@ -51,7 +51,7 @@ export class HttpClient {
   }
 
   /** One request/response exchange; a transport failure resolves with `failure` set. */
-  private exchange(method: string, pathname: string, body: unknown, timeoutMs: number | undefined): Promise<Exchange> {
+  private exchange(method: string, pathname: string, body: unknown, timeoutMs: number | undefined, headers: Record<string, string> = {}): Promise<Exchange> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve) => {
       let settled = false;
@@ -71,6 +71,7 @@ export class HttpClient {
           path: pathname,
           agent: this.agent,
           headers: {
+            ...headers,
             'x-api-key': this.key,
             ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
           },

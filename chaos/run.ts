@@ -17,7 +17,8 @@
  *    sum and `requests` count with limits, `storage_gb` max, `seats` latest; a cost limit) and
  *    the tenants, in groups: anniversary groups get a `billing_anchor` a few tens of seconds after
  *    the load starts, so their period rolls over and is invoiced mid-run; the close groups get
- *    `POST /v1/tenants/{id}/close-period` several times (with and without `finalize`); the cancel
+ *    `POST /v1/tenants/{id}/close-period` several times (with and without `finalize`, each with
+ *    its own `Idempotency-Key`, retried with it through 503s and dropped connections); the cancel
  *    group gets `DELETE /v1/tenants/{id}` in waves while the load keeps posting to it (issue 17:
  *    "DELETE during ingest drops acknowledged events"); every fifth tenant has a webhook pointing
  *    at a receiver in this process.
@@ -348,13 +349,19 @@ async function markWorkDuringFaults(db: Db, tenants: string[], faults: FaultReco
   };
 }
 
+/** How long the driver retries a close (with its key) that answered 503 or lost its connection. */
+const CLOSE_RETRY_MS = 90_000;
+
 interface CloseRecord {
   tenant_id: string;
   finalize: boolean;
   t: number;
   status: number | string;
-  /** How long the request took (the update answers once the workflow has rolled over). */
+  /** How long the request took, its retries included (the update answers once the workflow has rolled over). */
   duration_ms: number;
+  /** The `Idempotency-Key` every attempt of this close sent. */
+  idempotency_key: string;
+  attempts: number;
   closed_period?: { start: string; end: string };
 }
 
@@ -515,18 +522,22 @@ async function main(): Promise<number> {
   const faults: FaultRecord[] = [];
   const closes: CloseRecord[] = [];
   const closing: Promise<void>[] = [];
+  let closeCount = 0;
   const closeOne = async (tenant: string, finalize: boolean): Promise<void> => {
     const at = seconds(Date.now() - t0);
     const sentAt = Date.now();
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const res = await api!.attempt('POST', `/v1/tenants/${tenant}/close-period`, { finalize }, 30_000);
-      // Retry only when the request surely did not arrive (the API is down): a close is not idempotent.
-      if (res.status === 0 && res.error === 'ECONNREFUSED' && Date.now() < deadline) {
+    const deadline = Date.now() + CLOSE_RETRY_MS;
+    // With a key, a close is safe to retry whatever became of an attempt (docs/api.md, "Requests
+    // the workflow answers"): a retry answers the close an earlier attempt made. The verifier
+    // checks that each answered close is the period stored with its key.
+    const idempotencyKey = `chaos-close-${(closeCount += 1)}`;
+    for (let attempts = 1; ; attempts++) {
+      const res = await api!.attempt('POST', `/v1/tenants/${tenant}/close-period`, { finalize }, 30_000, { 'idempotency-key': idempotencyKey });
+      if ((res.status === 0 || res.status === 503) && Date.now() < deadline) {
         await sleep(500);
         continue;
       }
-      const record: CloseRecord = { tenant_id: tenant, finalize, t: at, status: res.status || (res.error ?? 'error'), duration_ms: Date.now() - sentAt };
+      const record: CloseRecord = { tenant_id: tenant, finalize, t: at, status: res.status || (res.error ?? 'error'), duration_ms: Date.now() - sentAt, idempotency_key: idempotencyKey, attempts };
       if (res.status === 200) record.closed_period = res.body.closed_period;
       closes.push(record);
       return;
@@ -706,7 +717,7 @@ async function main(): Promise<number> {
   // ---- verify --------------------------------------------------------------------------------
   t = Date.now();
   const knownCloses: KnownClose[] = [
-    ...closes.filter((c) => c.closed_period).map((c) => ({ tenant_id: c.tenant_id, start: c.closed_period!.start })),
+    ...closes.filter((c) => c.closed_period).map((c) => ({ tenant_id: c.tenant_id, start: c.closed_period!.start, idempotency_key: c.idempotency_key })),
     ...cancels.filter((c) => c.closed_period).map((c) => ({ tenant_id: c.tenant_id, start: c.closed_period!.start })),
   ];
   for (const [a, list] of groups.anniversary.entries()) {
@@ -731,6 +742,11 @@ async function main(): Promise<number> {
     webhooks,
     grants,
   });
+  // Retried with its key, every close is answered: a 503 or a cut connection is never the end.
+  const unanswered = closes.filter((c) => c.status !== 200);
+  if (unanswered.length > 0) {
+    verdict.violations.push(`${unanswered.length} of ${closes.length} closes not answered 200 after ${CLOSE_RETRY_MS / 1000} s of retries with their Idempotency-Key (${JSON.stringify(countBy(unanswered.map((c) => String(c.status))))})`);
+  }
   const duringFaults = await markWorkDuringFaults(db, tenants, faults);
   timings.verify_s = seconds(Date.now() - t);
   timings.total_s = seconds(Date.now() - started);

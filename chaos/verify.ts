@@ -28,6 +28,8 @@ import type { HttpClient } from '../bench/http';
 export interface KnownClose {
   tenant_id: string;
   start: string;
+  /** A finance close's `Idempotency-Key`: the closed period must be the one stored with it. */
+  idempotency_key?: string;
 }
 
 /** One `DELETE /v1/tenants/{id}` the driver sent while the load kept posting to the tenant. */
@@ -512,8 +514,16 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   for (const p of periods) {
     if (p.status !== 'open' || p.end.getTime() <= now) expectedInvoices.set(key(p.tenant_id, p.start), p);
   }
+  let closeKeyMismatches = 0;
   for (const c of input.knownCloses) {
     const k = key(c.tenant_id, c.start);
+    if (c.idempotency_key !== undefined) {
+      const stored = await db('periods').where({ tenant_id: c.tenant_id, close_idempotency_key: c.idempotency_key }).select<Array<{ start: Date }>>('start');
+      if (stored.length !== 1 || stored[0]!.start.toISOString() !== new Date(c.start).toISOString()) {
+        closeKeyMismatches += 1;
+        note('close_key_mismatch', { tenant: c.tenant_id, key: c.idempotency_key, answered_start: c.start, stored_starts: stored.map((r) => r.start.toISOString()) });
+      }
+    }
     if (!expectedInvoices.has(k)) {
       const p = periodByKey.get(k);
       if (p) expectedInvoices.set(k, p);
@@ -793,6 +803,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   must(alertsUndelivered === 0, `(4) ${alertsUndelivered} notified alerts have no delivery`);
   must(invoicesFinalized === expectedInvoices.size && invoicesMultiple === 0, `(5) ${invoicesFinalized} of ${expectedInvoices.size} closed periods have exactly one finalized invoice (${invoicesMissing} missing, ${invoicesMultiple} extra)`);
   must(invoiceMismatches === 0, `(5) ${invoiceMismatches} finalized invoices differ from a recomputation from the stored events`);
+  must(closeKeyMismatches === 0, `(5) ${closeKeyMismatches} closes answered a period other than the one stored with their Idempotency-Key`);
   must(periodGaps === 0 && openPeriodProblems === 0 && orphanPeriod === 0, `periods: ${periodGaps} gaps/overlaps, ${openPeriodProblems} tenants without exactly one open (latest) period (none once cancelled), ${orphanPeriod} events outside any period row`);
   must(misplaced === 0, `${misplaced} stored events are counted in a period that does not contain their timestamp`);
   must(cancelConfirmed === input.cancels.length && cancelProblems === 0, `cancel: ${input.cancels.length - cancelConfirmed} DELETEs never confirmed, ${cancelProblems} cancelled tenants with a wrong final period, invoice or late-event answer`);
