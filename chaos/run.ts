@@ -283,6 +283,8 @@ let webhookServer: http.Server | undefined;
 let db: Db | undefined;
 let temporalConnection: Connection | undefined;
 let cleaning: Promise<void> | undefined;
+/** The verdict's violations, repeated in the very last line printed. */
+let violations: string[] = [];
 
 function cleanup(): Promise<void> {
   cleaning ??= (async () => {
@@ -751,8 +753,10 @@ async function main(): Promise<number> {
   timings.verify_s = seconds(Date.now() - t);
   timings.total_s = seconds(Date.now() - started);
 
-  report(verdict, { faults, duringFaults, closes, cancels, load, timings });
+  // The processes' logs first, the verdict last: a CI log is often read from its tail.
   if (verdict.violations.length > 0) printLogTails();
+  report(verdict, { faults, duringFaults, closes, cancels, load, timings });
+  violations = verdict.violations;
   return verdict.violations.length === 0 ? 0 : 1;
 }
 
@@ -953,7 +957,7 @@ function printLogTails(): void {
 main()
   .then(async (code) => {
     await cleanup();
-    log(`done in ${seconds(Date.now() - started)} s`);
+    log(`done in ${seconds(Date.now() - started)} s: ${code === 0 ? 'PASS' : `FAIL: ${violations.join('; ')}`}`);
     process.exit(code);
   })
   .catch(async (err: unknown) => {

@@ -518,7 +518,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   for (const c of input.knownCloses) {
     const k = key(c.tenant_id, c.start);
     if (c.idempotency_key !== undefined) {
-      const stored = await db('periods').where({ tenant_id: c.tenant_id, close_idempotency_key: c.idempotency_key }).select<Array<{ start: Date }>>('start');
+      const stored = await db('period_close_keys').where({ tenant_id: c.tenant_id, idempotency_key: c.idempotency_key }).select<Array<{ start: Date }>>('period_start as start');
       if (stored.length !== 1 || stored[0]!.start.toISOString() !== new Date(c.start).toISOString()) {
         closeKeyMismatches += 1;
         note('close_key_mismatch', { tenant: c.tenant_id, key: c.idempotency_key, answered_start: c.start, stored_starts: stored.map((r) => r.start.toISOString()) });

@@ -13,8 +13,8 @@
  *   plan + tenant → usage (one batch resends an event id) → read-your-writes usage (update) and
  *   the 80/90 % alerts → authorize allowed, then refused at the hard limit → an alert rule added
  *   mid-period → close without finalize (continue-as-new; invoice 1 waits out the hour of grace)
- *   → a late event for period 1 that crosses its 100 % (a late-event alert in run 2) → close with
- *   finalize (invoice 2) → a rerun of invoice 2 → cancellation (run 3 waits out the grace); and a
+ *   → a late event for period 1 that crosses its 100 % (a late-event alert in run 2) → two closes
+ *   with finalize and keys of their own at once (one rollover: invoice 2) → a rerun of invoice 2 → cancellation (run 3 waits out the grace); and a
  *   second tenant whose run, started again with a low signal bound, continues as new within its
  *   period. It waits for what finishes, then writes:
  *   tenant-billing-period-1.json   the first tenant's first run (ended by the first close)
@@ -40,7 +40,10 @@
  * the retired patches only the runs that reach none of them remain (the `-continued` ones, and
  * `tenant-billing-continued.json`, recorded before any patch).
  * `tenant-billing-rules-stored-period-1.json` is the story's first run once a rule change reached
- * the run by the `alertRulesStored` update (a handler, not a patch: no earlier run meets it). Beside them,
+ * the run by the `alertRulesStored` update (a handler, not a patch: no earlier run meets it).
+ * `tenant-billing-before-close-keys-period-2.json` is the story's second run, whose two keyed
+ * closes share one rollover, recorded before patch `close-keys-v1` (its old path), and
+ * `tenant-billing-close-keys-period-2.json` the same run recorded after it. Beside them,
  * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
  * claim's result reached the workflow one task after the claim's marker was recorded, so that
  * its alert's patch markers lie a task later than the replay reaches them. It was recorded while
@@ -382,7 +385,12 @@ async function driveStory(
   ] }, 202);
   await settled((u) => used(u, 'tokens') === 10);
   await waitForAlert(baseUrl, key, (a) => a.threshold === 100 && a.period_start === close1.closed_period.start);
-  const close2 = await call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200);
+  // Two closes with keys of their own at once, as two finance tools might send them: the run
+  // answers both with one rollover, and each key is stored with it (patch close-keys-v1).
+  const closeWithKey = (idempotencyKey: string) =>
+    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200, { 'idempotency-key': idempotencyKey });
+  const [close2, close2b] = await Promise.all([closeWithKey('story-close-2a'), closeWithKey('story-close-2b')]);
+  if (close2b.closed_period.start !== close2.closed_period.start) throw new Error(`the two closes made two rollovers: ${JSON.stringify([close2, close2b])}`);
   await waitClosed(client, workflowId, run2, 'CONTINUED_AS_NEW');
   const run3 = continuedAsNewRunId(await client.workflow.getHandle(workflowId, run2).fetchHistory());
   await waitClosed(client, close2.invoice_workflow_id, undefined, 'COMPLETED');
@@ -469,10 +477,10 @@ async function driveEntitlementsStory(baseUrl: string, adminKey: string, client:
 
 /** Calls the story's API like a client: JSON in, JSON out, and the status it must answer. */
 function apiCaller(baseUrl: string) {
-  return async <T = unknown>(method: string, url: string, key: string, body: unknown, expected: number): Promise<T> => {
+  return async <T = unknown>(method: string, url: string, key: string, body: unknown, expected: number, headers: Record<string, string> = {}): Promise<T> => {
     const res = await fetch(`${baseUrl}${url}`, {
       method,
-      headers: { 'x-api-key': key, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: { 'x-api-key': key, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();

@@ -5,7 +5,7 @@ import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
 import { claimUsage } from '../db/ledger';
 import { storeUsage } from '../db/ingest';
-import { rollOverPeriod, type RolloverRequest, type RolloverResult } from '../db/rollover';
+import { rollOverPeriod, storeCloseKey, type RolloverRequest, type RolloverResult } from '../db/rollover';
 import { activeAlertRules, loadLedger } from '../db/ledger-restore';
 import { readLimitOverrides } from '../db/entitlements';
 import { readBalanceFacts } from '../db/credits';
@@ -119,6 +119,11 @@ export function createLedgerActivities({ db, logger, temporal }: LedgerActivityD
       }
       logger.info({ tenant_id: input.tenant_id, closed: result.closed, next: result.next?.period ?? null }, 'period rolled over');
       return { ...result, invoice_workflow_id: workflowId };
+    },
+
+    /** Stores a close's `Idempotency-Key` with the period whose rollover answered it (a close that shared another's rollover). */
+    async storeCloseKey(input: { tenant_id: string; idempotency_key: string; period_start: string }): Promise<void> {
+      await storeCloseKey(db, input.tenant_id, input.idempotency_key, input.period_start);
     },
 
     /** The tenant's entitlements as stored now: its limit overrides, its prepaid credit and its packs. */

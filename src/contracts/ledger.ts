@@ -116,6 +116,14 @@ export interface TenantProfile {
   billing_anchor: string;
 }
 
+/** What finance gets back from a close: the closed period, its invoice, the new period. */
+export interface ClosePeriodResult {
+  closed_period: Period;
+  invoice_id: string;
+  invoice_workflow_id: string;
+  current_period: Period | null;
+}
+
 /** A tenant's ledger: what a run hands to the next (continue-as-new), or a restore rebuilds from PostgreSQL. */
 export interface LedgerSnapshot {
   tenant: TenantProfile;
@@ -126,6 +134,8 @@ export interface LedgerSnapshot {
   closing: BookSnapshot[];
   /** Answers to recent authorize requests by id, oldest first (idempotency). */
   authorizations: Array<[id: string, result: AuthorizeResult]>;
+  /** Answers to recent closes by their `Idempotency-Key`, oldest first (absent: none). */
+  close_answers?: Array<[key: string, result: ClosePeriodResult]>;
   /** Set once the subscription is cancelled: no current period takes usage any more. */
   cancelled?: { final_invoice_id: string };
   /** The latest prepaid-credit facts read (absent: never read, or a ledger from before credits). */

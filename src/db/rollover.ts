@@ -105,7 +105,8 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
     const graceEndsAt = new Date(end.getTime() + request.grace_seconds * 1000);
     await trx('periods')
       .where({ tenant_id: request.tenant_id, start: period.start })
-      .update({ end, status: 'closed', grace_ends_at: graceEndsAt, closed_at: new Date(), close_idempotency_key: request.idempotency_key ?? null });
+      .update({ end, status: 'closed', grace_ends_at: graceEndsAt, closed_at: new Date() });
+    if (request.idempotency_key) await storeCloseKey(trx, request.tenant_id, request.idempotency_key, period.start);
 
     // Running figures to rate again: the closed period (events may have moved out of it) and the
     // next one (its base fee, and events already counted for it).
@@ -151,12 +152,26 @@ export async function rollOverPeriod(db: Db, request: RolloverRequest): Promise<
   });
 }
 
-/** The close a finance request with this `Idempotency-Key` made, or undefined when it made none. */
+/** The close that answered a finance request with this `Idempotency-Key`, or undefined when none did. */
 export async function closeByIdempotencyKey(db: Db, tenantId: string, key: string): Promise<RolloverResult | undefined> {
   return db.transaction(async (trx) => {
-    const closed = await trx('periods').where({ tenant_id: tenantId, close_idempotency_key: key }).first<PeriodBounds | undefined>();
+    const closed = await trx('periods')
+      .join('period_close_keys', function joinKey() {
+        this.on('period_close_keys.tenant_id', '=', 'periods.tenant_id').andOn('period_close_keys.period_start', '=', 'periods.start');
+      })
+      .where({ 'periods.tenant_id': tenantId, 'period_close_keys.idempotency_key': key })
+      .first<PeriodBounds | undefined>('periods.*');
     return closed ? storedRollover(trx, tenantId, closed) : undefined;
   });
+}
+
+/**
+ * Stores a close's `Idempotency-Key` with the period whose close answered it: the rollover's own
+ * key in its transaction, and a key whose close shared another's rollover before its answer. A
+ * key is stored once; storing it again (a retried activity) changes nothing.
+ */
+export async function storeCloseKey(db: Db | Knex.Transaction, tenantId: string, key: string, periodStart: Date | string): Promise<void> {
+  await db('period_close_keys').insert({ tenant_id: tenantId, idempotency_key: key, period_start: periodStart }).onConflict(['tenant_id', 'idempotency_key']).ignore();
 }
 
 /** The rollover as stored: what a first attempt answers, and what a retry reads back. */

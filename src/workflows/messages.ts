@@ -1,7 +1,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
-import type { AlertRuleInput, AuthorizeResult, BookSnapshot, TenantProfile } from '../contracts/ledger';
+import type { AlertRuleInput, AuthorizeResult, BookSnapshot, ClosePeriodResult, TenantProfile } from '../contracts/ledger';
 import type { UsageView } from '../domain/usage-view';
 import { parseQuantity } from '../domain/decimal';
 
@@ -11,7 +11,7 @@ import { parseQuantity } from '../domain/decimal';
  */
 
 export { COST_SUBJECT, alertDeliveryWorkflowId, alertId, invoiceId, invoiceWorkflowId, tenantWorkflowId } from '../contracts/ids';
-export type { AlertView, AuthorizeResult } from '../contracts/ledger';
+export type { AlertView, AuthorizeResult, ClosePeriodResult } from '../contracts/ledger';
 export type { MeterUsage, UsageView } from '../domain/usage-view';
 
 /**
@@ -53,13 +53,6 @@ export interface ClosePeriodRequest {
   idempotency_key?: string;
 }
 
-/** What finance gets back from a close: the closed period, its invoice, the new period. */
-export interface ClosePeriodResult {
-  closed_period: Period;
-  invoice_id: string;
-  invoice_workflow_id: string;
-  current_period: Period | null;
-}
 
 /** Closes the current period early (finance). */
 export const closePeriodUpdate = defineUpdate<ClosePeriodResult, [ClosePeriodRequest]>('closePeriod');

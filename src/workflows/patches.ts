@@ -4,7 +4,8 @@
  * and each retired one (`deprecatePatch`) on its new path, and docs/architecture.md ("Changing
  * workflow code") names each one.
  *
- * A live patch is read at the top of the run, before any local activity. Read after one,
+ * A live patch is read at the top of the run, before any local activity, or synchronously as a
+ * handler starts, in the activation that delivers its message. Read after a local activity,
  * `patched` can answer false on replay: a local activity's result can reach the workflow one
  * task after its marker was recorded, and replay brings it one task earlier, before the task
  * whose commands hold the patch's marker. So the patches that were read after a claim are retired.
@@ -31,4 +32,10 @@ export const TENANT_BILLING_PATCHES = {
   alertsRecordedByFirstAttempt: 'alerts-recorded-by-first-attempt-v1',
   /** A grace end settled by a claim that began after it, without one more. Retired: `deprecatePatch` where it applies. */
   graceSettledByLaterClaim: 'grace-settled-by-later-claim-v1',
+  /**
+   * A keyed close keeps its answer (its key stored with the closed period, and in the ledger), so
+   * a retry answers it even when it shared another close's rollover. Read at the start of a keyed
+   * close's handler, before it awaits anything: only runs that get one pay for its marker.
+   */
+  closeKeys: 'close-keys-v1',
 } as const;

@@ -97,6 +97,11 @@ export function packDrawsSummary(periodStart: string, draws: ReadonlyArray<{ pac
   return `draw from packs for ${periodStart}: ${draws.map((d) => `${d.pack_id} ${d.units}`).join(', ')}`;
 }
 
+/** Local activity `storeCloseKey`: a close that shared another's rollover keeps its key with that period. */
+export function closeKeySummary(key: string, periodStart: string): string {
+  return `store close key ${JSON.stringify(key)} with the period from ${periodStart}`;
+}
+
 /** Activity `claimUsage`: counts what waits in PostgreSQL (the count is in its result). */
 export function claimSummary(): string {
   return 'count stored events';

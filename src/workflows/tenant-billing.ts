@@ -201,11 +201,14 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   );
   /** The main loop rolls the period over; every close asked for before then gets that rollover's answer. */
   const requestClose = async (finalize: boolean, cancel: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> => {
+    const keepAnswer = idempotencyKey !== undefined && patched(TENANT_BILLING_PATCHES.closeKeys);
     await untilReady();
     refuseCancelled(restored().ledger);
+    const earlier = keepAnswer ? restored().ledger.closeAnswer(idempotencyKey) : undefined;
+    if (earlier) return earlier;
     periodClose.request ??= { finalize, cancel, ...(idempotencyKey ? { idempotencyKey } : {}) };
     await condition(() => periodClose.result !== undefined);
-    return periodClose.result!;
+    return keepAnswer ? restored().keepCloseAnswer(idempotencyKey, periodClose) : periodClose.result!;
   };
   const closeValidator = (message: 'closePeriod' | 'cancelSubscription') => (request?: unknown) => {
     refuseWhileDraining();

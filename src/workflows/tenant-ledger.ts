@@ -1,5 +1,5 @@
 import type { AlertRecord, AlertRuleInput } from '../activities/types';
-import type { BalanceFacts, BookSnapshot, DecisionPoints, LedgerSnapshot, PeriodCounter, PeriodGroups, TenantProfile } from '../contracts/ledger';
+import type { BalanceFacts, BookSnapshot, ClosePeriodResult, DecisionPoints, LedgerSnapshot, PeriodCounter, PeriodGroups, TenantProfile } from '../contracts/ledger';
 import { isDimensioned, type MeterGroup } from '../domain/dimensions';
 import { BALANCE_DEPLETED, BALANCE_LOW, balanceAlertId } from '../contracts/ids';
 import { ARMED_BALANCE_ALERTS, decideBalanceAlerts, lowBalanceThreshold, unitsRemaining, type BalanceAlertsState } from '../domain/credits';
@@ -76,6 +76,13 @@ export const HARD_LIMIT_OPTIONS = ['upgrade_plan', 'buy_pack'] as const;
 
 /** How many authorize answers a ledger keeps; older ids fall back to the stored event (allowed). */
 export const KEPT_AUTHORIZATIONS = 2_000;
+
+/**
+ * How many keyed close answers a ledger keeps. PostgreSQL stores every key with its period, and
+ * the API answers a retry from there; the ledger's copy answers the retry that looked there just
+ * before the close committed and reached the run after it continued as new (a few milliseconds).
+ */
+export const KEPT_CLOSE_ANSWERS = 16;
 
 class Book {
   readonly counters: Map<string, PeriodCounter>;
@@ -188,6 +195,7 @@ export class TenantLedger {
   private alerts: AlertView[];
   private readonly closing = new Map<string, Book>();
   private readonly authorizations: Map<string, AuthorizeResult>;
+  private readonly closeAnswers: Map<string, ClosePeriodResult>;
   private cancelledAs: { final_invoice_id: string } | undefined;
   private balanceFacts: BalanceFacts | undefined;
   private balanceAlerts: BalanceAlertsState;
@@ -203,6 +211,7 @@ export class TenantLedger {
     this.alerts = [...snapshot.alerts];
     for (const book of snapshot.closing) this.closing.set(book.period.start, Book.of(book));
     this.authorizations = new Map(snapshot.authorizations);
+    this.closeAnswers = new Map(snapshot.close_answers ?? []);
     this.cancelledAs = snapshot.cancelled;
     this.balanceFacts = snapshot.balance;
     this.balanceAlerts = snapshot.balance_alerts ?? ARMED_BALANCE_ALERTS;
@@ -217,6 +226,7 @@ export class TenantLedger {
       alerts: this.alerts,
       closing: [...this.closing.values()].map((b) => b.snapshot()),
       authorizations: [...this.authorizations.entries()].slice(-KEPT_AUTHORIZATIONS),
+      ...(this.closeAnswers.size > 0 ? { close_answers: [...this.closeAnswers.entries()] } : {}),
       ...(this.cancelledAs ? { cancelled: this.cancelledAs } : {}),
       ...(this.balanceFacts ? { balance: this.balanceFacts, balance_alerts: this.balanceAlerts } : {}),
       ...(this.packs.length > 0 ? { packs: this.packs } : {}),
@@ -584,6 +594,17 @@ export class TenantLedger {
     } else {
       this.cancelledAs = { final_invoice_id: outcome.invoice_id };
     }
+  }
+
+  /** The answer a close with this `Idempotency-Key` got, while the ledger keeps it. */
+  closeAnswer(key: string): ClosePeriodResult | undefined {
+    return this.closeAnswers.get(key);
+  }
+
+  /** Keeps a keyed close's answer for its retries (the most recent {@link KEPT_CLOSE_ANSWERS}). */
+  rememberCloseAnswer(key: string, result: ClosePeriodResult): void {
+    this.closeAnswers.set(key, result);
+    if (this.closeAnswers.size > KEPT_CLOSE_ANSWERS) this.closeAnswers.delete(this.closeAnswers.keys().next().value!);
   }
 
   /**

@@ -34,6 +34,7 @@ import {
   alertDeliverySummary,
   alertRulesSummary,
   claimSummary,
+  closeKeySummary,
   consumeSummary,
   entitlementsSummary,
   packDrawsSummary,
@@ -89,6 +90,8 @@ export type RunCounts = TenantStateView['run'];
 export interface PeriodClose {
   request?: { finalize: boolean; cancel: boolean; idempotencyKey?: string };
   result?: ClosePeriodResult;
+  /** The `Idempotency-Key` the rollover stored with the closed period: its request's. */
+  storedKey?: string;
 }
 
 export interface TenantStepsOptions {
@@ -246,6 +249,7 @@ export class TenantSteps {
       ]);
       ledger.rollOver(result);
       close.request = undefined;
+      close.storedKey = request?.idempotencyKey;
       close.result = {
         closed_period: { start: result.closed.start, end: result.closed.end },
         invoice_id: result.invoice_id,
@@ -254,6 +258,21 @@ export class TenantSteps {
       };
       this.publishDetails();
     });
+  }
+
+  /**
+   * A keyed close's answer, kept for its retries: stored with the closed period in PostgreSQL
+   * (where the API looks first), unless the rollover stored it as its own request's key, and kept
+   * by the ledger, which answers a retry that reaches the next run (patch `close-keys-v1`).
+   */
+  async keepCloseAnswer(key: string, close: PeriodClose): Promise<ClosePeriodResult> {
+    const result = close.result!;
+    if (key !== close.storedKey) {
+      const periodStart = result.closed_period.start;
+      await localActs.storeCloseKey.executeWithOptions({ summary: closeKeySummary(key, periodStart) }, [{ tenant_id: this.tenantId, idempotency_key: key, period_start: periodStart }]);
+    }
+    this.ledger.rememberCloseAnswer(key, result);
+    return result;
   }
 
   // ---- the deadline ----------------------------------------------------------------------------

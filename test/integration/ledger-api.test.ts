@@ -83,6 +83,24 @@ test('a close ends the period at its instant, even after a future-stamped event;
   expect(second.body.closed_period.start).toBe(first.body.current_period.start);
 });
 
+test('closes sent at once with different Idempotency-Keys: a retry of each key answers what that key was answered, and closes nothing more', async () => {
+  const tenant = await tenantOn(plan(unique('keys')));
+  const close = (key: string) => fetch(`${api.baseUrl}/v1/tenants/${tenant.id}/close-period`, {
+    method: 'POST',
+    headers: { 'x-api-key': api.adminKey, 'content-type': 'application/json', 'idempotency-key': key },
+    body: JSON.stringify({ finalize: true }),
+  }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+  const keys = ['k-a', 'k-b', 'k-c'];
+  const firsts = await Promise.all(keys.map(close));
+  expect(firsts.map((a) => a.status)).toEqual([200, 200, 200]);
+  // Closes that reach the run before its rollover answers share that rollover.
+  const closedStarts = new Set(firsts.map((a) => a.body.closed_period.start));
+  const retries = await Promise.all(keys.map(close));
+  expect(retries.map((a) => a.body)).toEqual(firsts.map((a) => a.body));
+  const periods = await api.call('GET', `/v1/tenants/${tenant.id}/periods`, { key: tenant.key });
+  expect(periods.body.data).toHaveLength(closedStarts.size + 1);
+});
+
 test('DELETE during ingest: every acknowledged event is billed on the final invoice, later ones are refused (issue 17, item 3)', async () => {
   const tenant = await tenantOn(plan(unique('del')));
   const acknowledged: string[] = [];

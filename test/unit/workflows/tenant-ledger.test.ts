@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import type { PeriodCounter } from '../../../src/contracts/ledger';
 import type { PlanVersion } from '../../../src/domain/plan';
-import { TenantLedger, type LedgerSnapshot } from '../../../src/workflows/tenant-ledger';
+import { KEPT_CLOSE_ANSWERS, TenantLedger, type LedgerSnapshot } from '../../../src/workflows/tenant-ledger';
 import { openedLedgerSnapshot } from '../../support/ledger-snapshot';
 
 /**
@@ -115,6 +115,24 @@ test('authorize refuses past a hard limit, hands the rest back to be consumed, a
   // A count meter consumes one event, whatever the quantity says.
   ledger.applyCounters([{ ...sum('calls', 0), events: 9 }], AT);
   expect(ledger.authorize({ id: 'c1', metric: 'calls', quantity: 5 }, AT).kind).toBe('consume');
+});
+
+test('keyed close answers travel with the snapshot, the most recent KEPT_CLOSE_ANSWERS of them', () => {
+  const answer = (n: number) => ({
+    closed_period: { start: NOV.start, end: `2026-11-20T12:00:00.${String(n).padStart(3, '0')}Z` },
+    invoice_id: `in_${n}`,
+    invoice_workflow_id: `invoice-${n}`,
+    current_period: null,
+  });
+  const ledger = new TenantLedger(snapshot());
+  expect(ledger.closeAnswer('k-0')).toBeUndefined();
+  for (let n = 0; n <= KEPT_CLOSE_ANSWERS; n++) ledger.rememberCloseAnswer(`k-${n}`, answer(n));
+  const next = new TenantLedger(ledger.snapshot());
+  expect(next.closeAnswer('k-0')).toBeUndefined(); // the oldest gave way
+  expect(next.closeAnswer('k-1')).toEqual(answer(1));
+  expect(next.closeAnswer(`k-${KEPT_CLOSE_ANSWERS}`)).toEqual(answer(KEPT_CLOSE_ANSWERS));
+  // A ledger that never answered a keyed close carries none.
+  expect(new TenantLedger(snapshot()).snapshot()).not.toHaveProperty('close_answers');
 });
 
 test('a close ends the period at the instant it was asked, never at or before the start', () => {
