@@ -43,7 +43,9 @@
  * the run by the `alertRulesStored` update (a handler, not a patch: no earlier run meets it).
  * `tenant-billing-before-close-keys-period-2.json` is the story's second run, whose two keyed
  * closes share one rollover, recorded before patch `close-keys-v1` (its old path), and
- * `tenant-billing-close-keys-period-2.json` the same run recorded after it. Beside them,
+ * `tenant-billing-close-keys-period-2.json` the same run recorded after it.
+ * `tenant-billing-cancel-after-rollover-cancelled.json` is the story's third run, cancelled, recorded
+ * after patch `cancel-after-rollover-v1`. Beside them,
  * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
  * claim's result reached the workflow one task after the claim's marker was recorded, so that
  * its alert's patch markers lie a task later than the replay reaches them. It was recorded while

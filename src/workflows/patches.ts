@@ -38,4 +38,11 @@ export const TENANT_BILLING_PATCHES = {
    * close's handler, before it awaits anything: only runs that get one pay for its marker.
    */
   closeKeys: 'close-keys-v1',
+  /**
+   * A cancellation that meets a rollover which does not cancel (an anniversary, a finance close
+   * already under way) waits for it and is refused, so the API sends it again to the next run;
+   * one that meets a finance close not yet begun makes that close cancel. Read at the start of a
+   * cancellation's handler, before it awaits anything.
+   */
+  cancelAfterRollover: 'cancel-after-rollover-v1',
 } as const;

@@ -199,13 +199,25 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       description: "The tenant's limit overrides changed in PostgreSQL: read them and apply them to the current period at once.",
     },
   );
-  /** The main loop rolls the period over; every close asked for before then gets that rollover's answer. */
+  /**
+   * The main loop rolls the period over; every close asked for before then gets that rollover's
+   * answer. A cancellation must end the subscription: it turns a close not yet begun into one that
+   * cancels, and after a rollover that does not cancel it is refused, to be sent to the next run.
+   */
   const requestClose = async (finalize: boolean, cancel: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> => {
     const keepAnswer = idempotencyKey !== undefined && patched(TENANT_BILLING_PATCHES.closeKeys);
+    const cancelAfterRollover = cancel && patched(TENANT_BILLING_PATCHES.cancelAfterRollover);
     await untilReady();
     refuseCancelled(restored().ledger);
     const earlier = keepAnswer ? restored().ledger.closeAnswer(idempotencyKey) : undefined;
     if (earlier) return earlier;
+    if (cancelAfterRollover) {
+      if (periodClose.begun && !periodClose.begun.cancel) {
+        await condition(() => periodClose.result !== undefined);
+        throw rollingOver();
+      }
+      if (periodClose.request) periodClose.request.cancel = true;
+    }
     periodClose.request ??= { finalize, cancel, ...(idempotencyKey ? { idempotencyKey } : {}) };
     await condition(() => periodClose.result !== undefined);
     return keepAnswer ? restored().keepCloseAnswer(idempotencyKey, periodClose) : periodClose.result!;

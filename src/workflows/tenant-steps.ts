@@ -92,6 +92,8 @@ export interface PeriodClose {
   result?: ClosePeriodResult;
   /** The `Idempotency-Key` the rollover stored with the closed period: its request's. */
   storedKey?: string;
+  /** Set as the rollover begins: whether it cancels the subscription (a close then no longer changes what it does). */
+  begun?: { cancel: boolean };
 }
 
 export interface TenantStepsOptions {
@@ -231,6 +233,7 @@ export class TenantSteps {
   rollOver(close: PeriodClose): Promise<void> {
     return this.turns.run(async () => {
       const request = close.request;
+      close.begun = { cancel: request?.cancel === true };
       const ledger = this.ledger;
       // The instant is read now, as the rollover's turn comes: every step before it (a claim, an
       // authorization) decided against the period as it was, and nothing is decided between this

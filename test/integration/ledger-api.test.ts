@@ -101,6 +101,27 @@ test('closes sent at once with different Idempotency-Keys: a retry of each key a
   expect(periods.body.data).toHaveLength(closedStarts.size + 1);
 });
 
+test('a DELETE that meets a close under way still cancels: the close is answered, and the subscription ends', async () => {
+  // Sent at once, the DELETE meets the close before its rollover begins; later, during it or after.
+  for (const delayMs of [0, 30, 60, 90, 120]) {
+    const tenant = await tenantOn(plan(unique('cxl')));
+    const close = api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+    await new Promise((r) => setTimeout(r, delayMs));
+    const del = api.call('DELETE', `/v1/tenants/${tenant.id}`);
+    const [closed, deleted] = await Promise.all([close, del]);
+    expect([closed.status, deleted.status]).toEqual([200, 200]);
+    // Either the cancellation made the close cancel (no period after it), or it came after the
+    // close's rollover and ended the period that rollover opened.
+    expect(deleted.body.closed_period.start).toBe(closed.body.current_period?.start ?? closed.body.closed_period.start);
+    expect(deleted.body.status).toBe('cancelled');
+    const stored = await api.call('GET', `/v1/tenants/${tenant.id}`);
+    expect(stored.body.status).toBe('cancelled');
+    // The workflow ends once the final period has settled (finalized at once here, or after the close's grace).
+    const periods = await api.call('GET', `/v1/tenants/${tenant.id}/periods`, { key: tenant.key });
+    expect(periods.body.data.every((p: { status: string }) => p.status !== 'open')).toBe(true);
+  }
+});
+
 test('DELETE during ingest: every acknowledged event is billed on the final invoice, later ones are refused (issue 17, item 3)', async () => {
   const tenant = await tenantOn(plan(unique('del')));
   const acknowledged: string[] = [];
