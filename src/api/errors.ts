@@ -142,6 +142,13 @@ export function notFoundMiddleware(): RequestHandler {
 
 /** Connection-level failures of node sockets and of PostgreSQL (SQLSTATE class 08, 57P01-57P03). */
 const OUTAGE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', '57P01', '57P02', '57P03']);
+/**
+ * What node-postgres says, without a code, when a connection broke or could not be made in time:
+ * a client whose connection failed (or that was closed as it failed) refuses the queries queued
+ * on it, and the pool gives up waiting for a new connection.
+ */
+const PG_OUTAGE_MESSAGE =
+  /Connection terminated|the database system is (starting up|shutting down)|Client has encountered a connection error and is not queryable|Client was closed and is not queryable|timeout exceeded when trying to connect|^timeout expired$/;
 /** gRPC UNAVAILABLE and DEADLINE_EXCEEDED: the Temporal server is down or not answering. */
 const GRPC_OUTAGE = new Set([4, 14]);
 
@@ -156,7 +163,7 @@ export function isDependencyOutage(err: unknown): boolean {
     if (typeof e.code === 'string' && (OUTAGE_CODES.has(e.code) || e.code.startsWith('08'))) return true;
     if (typeof e.code === 'number' && GRPC_OUTAGE.has(e.code) && typeof e.details === 'string') return true;
     if (e.name === 'KnexTimeoutError') return true;
-    if (typeof e.message === 'string' && /Connection terminated|the database system is (starting up|shutting down)/.test(e.message)) return true;
+    if (typeof e.message === 'string' && PG_OUTAGE_MESSAGE.test(e.message)) return true;
   }
   return false;
 }
