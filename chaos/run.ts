@@ -755,6 +755,8 @@ async function main(): Promise<number> {
 
   // The processes' logs first, the verdict last: a CI log is often read from its tail.
   if (verdict.violations.length > 0) printLogTails();
+  // A 500 is a defect even when the driver's retry hid it: its logged error is printed here.
+  if ((load.stats.retry_causes['500'] ?? 0) > 0) printLoggedLines('unhandled error', 5);
   report(verdict, { faults, duringFaults, closes, cancels, load, timings });
   violations = verdict.violations;
   return verdict.violations.length === 0 ? 0 : 1;
@@ -951,6 +953,17 @@ function printLogTails(): void {
       .map((line) => (line.length > 400 ? `${line.slice(0, 400)}…` : line))
       .join('\n');
     process.stdout.write(`\n----- ${file} (last 30 lines) -----\n${tail}\n`);
+  }
+}
+
+/** The first `max` lines of the processes' logs that contain `text`, each cut to 2,000 characters. */
+function printLoggedLines(text: string, max: number): void {
+  if (!stack) return;
+  for (const file of fs.readdirSync(stack.logDir)) {
+    const lines = fs.readFileSync(path.join(stack.logDir, file), 'utf8').split('\n').filter((line) => line.includes(text));
+    if (lines.length === 0) continue;
+    process.stdout.write(`\n----- ${file}: ${lines.length} lines with "${text}", the first ${Math.min(max, lines.length)} -----\n`);
+    for (const line of lines.slice(0, max)) process.stdout.write(`${line.length > 2000 ? `${line.slice(0, 2000)}…` : line}\n`);
   }
 }
 
