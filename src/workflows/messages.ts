@@ -53,7 +53,6 @@ export interface ClosePeriodRequest {
   idempotency_key?: string;
 }
 
-
 /** Closes the current period early (finance). */
 export const closePeriodUpdate = defineUpdate<ClosePeriodResult, [ClosePeriodRequest]>('closePeriod');
 
