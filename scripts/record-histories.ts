@@ -14,9 +14,9 @@
  *   the 80/90 % alerts → authorize allowed, then refused at the hard limit → an alert rule added
  *   mid-period → close without finalize (continue-as-new; invoice 1 waits out the hour of grace)
  *   → a late event for period 1 that crosses its 100 % (a late-event alert in run 2) → two closes
- *   with finalize and keys of their own at once (one rollover: invoice 2) → a rerun of invoice 2 → cancellation (run 3 waits out the grace); and a
- *   second tenant whose run, started again with a low signal bound, continues as new within its
- *   period. It waits for what finishes, then writes:
+ *   with finalize and keys of their own at once (one rollover: invoice 2) → a rerun of invoice 2
+ *   → cancellation (run 3 waits out the grace); and a second tenant whose run, started again with
+ *   a low signal bound, continues as new within its period. It waits for what finishes, then writes:
  *   tenant-billing-period-1.json   the first tenant's first run (ended by the first close)
  *   tenant-billing-period-2.json   its second run (late-event alert, closed with finalize)
  *   tenant-billing-cancelled.json  its third run, cancelled and waiting out the grace (a prefix)

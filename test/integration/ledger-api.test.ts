@@ -24,6 +24,13 @@ afterAll(async () => {
 const plan = ledgerPlan;
 const tenantOn = (planBody: ReturnType<typeof ledgerPlan>, id?: string) => tenantOnApi(api, planBody, id);
 const settled = (tenant: { id: string; key: string }) => settledUsage(api, tenant);
+/** A finance close with finalize and this `Idempotency-Key`. */
+const keyedClose = (tenantId: string, key: string) =>
+  fetch(`${api.baseUrl}/v1/tenants/${tenantId}/close-period`, {
+    method: 'POST',
+    headers: { 'x-api-key': api.adminKey, 'content-type': 'application/json', 'idempotency-key': key },
+    body: JSON.stringify({ finalize: true }),
+  }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
 
 test('concurrent authorize requests never pass a hard limit (issue 17, item 1)', async () => {
   const tenant = await tenantOn(plan(unique('auth')));
@@ -56,11 +63,7 @@ test('a close ends the period at its instant, even after a future-stamped event;
   const ahead = new Date(Date.now() + 4 * 60_000).toISOString();
   expect((await api.call('POST', '/v1/events', { key: tenant.key, body: { events: [{ id: 'now', metric: 'tokens', quantity: 5 }, { id: 'ahead', metric: 'tokens', quantity: 7, timestamp: ahead }] } })).status).toBe(202);
   const requestedAt = Date.now();
-  const close = (key: string) => fetch(`${api.baseUrl}/v1/tenants/${tenant.id}/close-period`, {
-    method: 'POST',
-    headers: { 'x-api-key': api.adminKey, 'content-type': 'application/json', 'idempotency-key': key },
-    body: JSON.stringify({ finalize: true }),
-  }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+  const close = (key: string) => keyedClose(tenant.id, key);
   const [first, concurrent] = await Promise.all([close('close-1'), close('close-1')]);
   const retried = await close('close-1');
   expect([first.status, concurrent.status, retried.status]).toEqual([200, 200, 200]);
@@ -85,11 +88,7 @@ test('a close ends the period at its instant, even after a future-stamped event;
 
 test('closes sent at once with different Idempotency-Keys: a retry of each key answers what that key was answered, and closes nothing more', async () => {
   const tenant = await tenantOn(plan(unique('keys')));
-  const close = (key: string) => fetch(`${api.baseUrl}/v1/tenants/${tenant.id}/close-period`, {
-    method: 'POST',
-    headers: { 'x-api-key': api.adminKey, 'content-type': 'application/json', 'idempotency-key': key },
-    body: JSON.stringify({ finalize: true }),
-  }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+  const close = (key: string) => keyedClose(tenant.id, key);
   const keys = ['k-a', 'k-b', 'k-c'];
   const firsts = await Promise.all(keys.map(close));
   expect(firsts.map((a) => a.status)).toEqual([200, 200, 200]);
@@ -116,7 +115,7 @@ test('a DELETE that meets a close under way still cancels: the close is answered
     expect(deleted.body.status).toBe('cancelled');
     const stored = await api.call('GET', `/v1/tenants/${tenant.id}`);
     expect(stored.body.status).toBe('cancelled');
-    // The workflow ends once the final period has settled (finalized at once here, or after the close's grace).
+    // No period is left open to take usage.
     const periods = await api.call('GET', `/v1/tenants/${tenant.id}/periods`, { key: tenant.key });
     expect(periods.body.data.every((p: { status: string }) => p.status !== 'open')).toBe(true);
   }
