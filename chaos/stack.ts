@@ -264,7 +264,7 @@ export class ChaosStack {
 
   private constructor(
     private readonly options: StackOptions,
-    private readonly ports: { api: number; apis: number[]; temporal: number; postgres: number },
+    private readonly ports: { api: number; apis: number[]; temporal: number; temporalHttp: number; temporalMetrics: number; postgres: number },
   ) {
     this.apiUrl = `http://127.0.0.1:${ports.api}`;
     this.temporalAddress = `127.0.0.1:${ports.temporal}`;
@@ -286,6 +286,12 @@ export class ChaosStack {
         '127.0.0.1',
         '--port',
         String(ports.temporal),
+        // Fixed, not left to the CLI: a restart would pick any port free at that instant, such as
+        // that of a killed API process, which then could not listen again.
+        '--http-port',
+        String(ports.temporalHttp),
+        '--metrics-port',
+        String(ports.temporalMetrics),
         '--headless',
         '--log-level',
         'warn',
@@ -340,9 +346,9 @@ export class ChaosStack {
   /** Allocates ports and starts PostgreSQL, Temporal, the migrations, the worker and the API. */
   static async start(options: StackOptions, log: (m: string) => void): Promise<ChaosStack> {
     const replicas = options.replicas ?? 1;
-    const [temporal, postgres, proxyPort, ...apis] = (await freePorts(replicas + 3)) as [number, number, number, ...number[]];
+    const [temporal, temporalHttp, temporalMetrics, postgres, proxyPort, ...apis] = (await freePorts(replicas + 5)) as [number, number, number, number, number, ...number[]];
     const proxy = replicas > 1 ? await RoundRobinProxy.start(apis, proxyPort) : undefined;
-    const ports = { api: proxy?.port ?? apis[0]!, apis, temporal, postgres };
+    const ports = { api: proxy?.port ?? apis[0]!, apis, temporal, temporalHttp, temporalMetrics, postgres };
     const stack = new ChaosStack(options, ports);
     stack.proxy = proxy;
     activeStacks.add(stack);

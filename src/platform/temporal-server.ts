@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes';
+import { freePorts } from './free-port';
 import { cliExecutable, testServerExecutable } from './temporal-binaries';
 
 /** A Temporal server this process launched, and how to stop it. */
@@ -48,6 +49,10 @@ export async function startTemporalDevServer(options: {
   /** The server's own log on stderr (`warn` by default; the test suites silence it with `never`). */
   logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'never';
 }): Promise<EmbeddedTemporal> {
+  // Left to itself, the CLI picks its HTTP API and metrics ports from those free at that instant,
+  // and the gRPC and UI ports chosen by the caller are among them until the server binds them: the
+  // server then fails with "failed listening for HTTP API on …: address already in use".
+  const [httpPort, metricsPort] = await freePorts(2, { except: [options.port, options.uiPort] });
   const env = await TestWorkflowEnvironment.createLocal({
     server: {
       executable: cliExecutable(),
@@ -59,7 +64,7 @@ export async function startTemporalDevServer(options: {
       dbFilename: path.resolve(options.dataDir, 'temporal.sqlite'),
       searchAttributes: Object.values(SEARCH_ATTRIBUTES),
       log: { format: 'json', level: options.logLevel ?? 'warn' },
-      extraArgs: [...DEV_SERVER_ARGS],
+      extraArgs: [...DEV_SERVER_ARGS, '--http-port', String(httpPort), '--metrics-port', String(metricsPort)],
     },
   });
   return {

@@ -16,3 +16,11 @@ test("a stack's ports are distinct, and each can be listened on", async () => {
   );
   await Promise.all(servers.map((server) => new Promise<void>((closed) => server.close(() => closed()))));
 });
+
+test('ports chosen earlier and not yet listened on are not handed out again', async () => {
+  const earlier = await freePorts(20);
+  const later = await freePorts(20, { except: earlier });
+  expect(later).toHaveLength(20);
+  expect(new Set(later).size).toBe(20);
+  expect(later.filter((port) => earlier.includes(port))).toEqual([]);
+});
