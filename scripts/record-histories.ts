@@ -14,11 +14,12 @@
  *   the 80/90 % alerts → authorize allowed, then refused at the hard limit → an alert rule added
  *   mid-period → close without finalize (continue-as-new; invoice 1 waits out the hour of grace)
  *   → a late event for period 1 that crosses its 100 % (a late-event alert in run 2) → two closes
- *   with finalize and keys of their own at once (one rollover: invoice 2) → a rerun of invoice 2
+ *   with keys of their own, the second with finalize and sent as the first's rollover is under way
+ *   (one rollover: invoice 2, finalized at once for the second) → a rerun of invoice 2
  *   → cancellation (run 3 waits out the grace); and a second tenant whose run, started again with
  *   a low signal bound, continues as new within its period. It waits for what finishes, then writes:
  *   tenant-billing-period-1.json   the first tenant's first run (ended by the first close)
- *   tenant-billing-period-2.json   its second run (late-event alert, closed with finalize)
+ *   tenant-billing-period-2.json   its second run (late-event alert, closed, its invoice finalized at once)
  *   tenant-billing-cancelled.json  its third run, cancelled and waiting out the grace (a prefix)
  *   tenant-billing-continued.json  the second tenant's run that continued as new within its period
  *   tenant-billing-entitlements-1.json  a prepaid tenant's first run (patch entitlements-v1): a limit
@@ -45,7 +46,11 @@
  * closes share one rollover, recorded before patch `close-keys-v1` (its old path), and
  * `tenant-billing-close-keys-period-2.json` the same run recorded after it.
  * `tenant-billing-cancel-after-rollover-cancelled.json` is the story's third run, cancelled, recorded
- * after patch `cancel-after-rollover-v1`. Beside them,
+ * after patch `cancel-after-rollover-v1`. `tenant-billing-finalize-joins-period-2.json` is the
+ * second run once its second close asks to finalize during the first's rollover (patch
+ * `finalize-joins-rollover-v1`: the run signals invoice 2's workflow), with the third run after it
+ * (`tenant-billing-finalize-joins-cancelled.json`) and that invoice, finalized by the signal
+ * (`period-invoice-finalized-early.json`). Beside them,
  * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
  * claim's result reached the workflow one task after the claim's marker was recorded, so that
  * its alert's patch markers lie a task later than the replay reaches them. It was recorded while
@@ -87,7 +92,8 @@ import { createRecordingNotifier } from '../src/notifications/notifier';
 import { createApp } from '../src/api/app';
 import { listen } from '../src/api/server';
 import { loadConfigOrExit } from '../src/config';
-import { createDb, migrateLatest } from '../src/db/knex';
+import { lockTenantLedger } from '../src/db/ingest';
+import { createDb, migrateLatest, type Db } from '../src/db/knex';
 import { logger as appLogger } from '../src/logger';
 import { startEmbeddedPostgres } from '../src/platform/postgres';
 import { startTemporalDevServer } from '../src/platform/temporal-server';
@@ -129,6 +135,8 @@ const STORY_SECOND_TENANT = 'replay-beta';
 const STORY_PLAN = 'replay-tokens';
 const STORY_PREPAID_TENANT = 'replay-prepaid';
 const STORY_PREPAID_PLAN = 'replay-prepaid-minutes';
+/** How long period 2's first close waits on the ledger lock before the second is sent, and the second before the lock is released. */
+const ROLLOVER_HELD_MS = 500;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -277,7 +285,7 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
     const api = await listen(app, 0, '127.0.0.1');
     stops.push(() => api.close());
 
-    const story = await driveStory(`http://127.0.0.1:${api.port}`, adminKey, temporal.client);
+    const story = await driveStory(`http://127.0.0.1:${api.port}`, adminKey, temporal.client, db);
     const entitlementsRun = await driveEntitlementsStory(`http://127.0.0.1:${api.port}`, adminKey, temporal.client);
     // Last, since it deletes raw events: a retention pass with 0 days of retention and small
     // batches purges the invoiced periods of the story in several steps.
@@ -319,6 +327,7 @@ async function driveStory(
   baseUrl: string,
   adminKey: string,
   client: Client,
+  db: Db,
 ): Promise<{ tenantRuns: [string, string, string]; continuedRun: string; invoiceWorkflows: string[]; rerunWorkflows: string[]; alertDeliveries: string[] }> {
   const call = apiCaller(baseUrl);
   const workflowId = tenantWorkflowId(STORY_TENANT);
@@ -387,11 +396,21 @@ async function driveStory(
   ] }, 202);
   await settled((u) => used(u, 'tokens') === 10);
   await waitForAlert(baseUrl, key, (a) => a.threshold === 100 && a.period_start === close1.closed_period.start);
-  // Two closes with keys of their own at once, as two finance tools might send them: the run
-  // answers both with one rollover, and each key is stored with it (patch close-keys-v1).
-  const closeWithKey = (idempotencyKey: string) =>
-    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize: true }, 200, { 'idempotency-key': idempotencyKey });
-  const [close2, close2b] = await Promise.all([closeWithKey('story-close-2a'), closeWithKey('story-close-2b')]);
+  // Two closes with keys of their own, as two finance tools might send them: the run answers both
+  // with one rollover, and each key is stored with it (patch close-keys-v1). The first keeps the
+  // grace; the second asks to finalize, and the run ends invoice 2's grace for it (patch
+  // finalize-joins-rollover-v1). The tenant's ledger lock, held here, keeps the first's rollover
+  // under way until the second has reached the run.
+  const closeWithKey = (idempotencyKey: string, finalize: boolean) =>
+    call<ClosePeriodResult>('POST', `/v1/tenants/${STORY_TENANT}/close-period`, adminKey, { finalize }, 200, { 'idempotency-key': idempotencyKey });
+  const ledgerLock = await db.transaction();
+  await lockTenantLedger(ledgerLock, STORY_TENANT, 'exclusive');
+  const firstClose = closeWithKey('story-close-2a', false);
+  await sleep(ROLLOVER_HELD_MS);
+  const secondClose = closeWithKey('story-close-2b', true);
+  await sleep(ROLLOVER_HELD_MS);
+  await ledgerLock.commit();
+  const [close2, close2b] = await Promise.all([firstClose, secondClose]);
   if (close2b.closed_period.start !== close2.closed_period.start) throw new Error(`the two closes made two rollovers: ${JSON.stringify([close2, close2b])}`);
   await waitClosed(client, workflowId, run2, 'CONTINUED_AS_NEW');
   const run3 = continuedAsNewRunId(await client.workflow.getHandle(workflowId, run2).fetchHistory());
@@ -403,7 +422,7 @@ async function driveStory(
 
   step('cancelling the subscription (its run waits out the final period\'s grace)');
   await call('DELETE', `/v1/tenants/${STORY_TENANT}`, adminKey, undefined, 200);
-  await waitForTimerAfterUpdate(client, workflowId, run3);
+  await waitForUpdateAnsweredAndIdle(client, workflowId, run3);
 
   step('a second tenant whose run continues as new within its period');
   const second = await call<{ api_key: string }>('POST', '/v1/tenants', adminKey, { id: STORY_SECOND_TENANT, name: 'Beta (replay story)', plan_id: STORY_PLAN }, 201);
@@ -571,16 +590,24 @@ async function waitClosed(client: Client, workflowId: string, runId: string | un
   }
 }
 
-/** Polls a run until a timer starts after its last accepted update (the grace timer a cancellation leaves). */
-async function waitForTimerAfterUpdate(client: Client, workflowId: string, runId: string, timeoutMs = 30_000): Promise<void> {
+/**
+ * Polls a run until its last accepted update (the cancellation) is answered and the run waits:
+ * its history stops growing. It waits out the earliest grace left, under a timer started then or
+ * earlier (the first period's hour of grace was already running).
+ */
+async function waitForUpdateAnsweredAndIdle(client: Client, workflowId: string, runId: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let lengthAnswered = -1;
   for (;;) {
     const events = (await client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
     const updates = events.flatMap((e, i) => (e.workflowExecutionUpdateAcceptedEventAttributes != null ? [i] : []));
     const last = updates[updates.length - 1];
-    if (last !== undefined && events.slice(last).some((e) => e.timerStartedEventAttributes != null)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for a timer after the cancellation in ${workflowId}`);
-    await sleep(100);
+    const answered = last !== undefined && events.slice(last).some((e) => e.workflowExecutionUpdateCompletedEventAttributes != null);
+    const waiting = events.at(-1)?.workflowTaskCompletedEventAttributes != null || events.at(-1)?.timerStartedEventAttributes != null || events.at(-1)?.workflowExecutionUpdateCompletedEventAttributes != null;
+    if (answered && waiting && events.length === lengthAnswered) return;
+    lengthAnswered = answered ? events.length : -1;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for the cancellation to be answered in ${workflowId}`);
+    await sleep(500);
   }
 }
 

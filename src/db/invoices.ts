@@ -210,9 +210,11 @@ export async function writePeriodInvoice(db: Db, ref: InvoiceRef, finalize: bool
     await trx('invoice_lines').where({ invoice_id: id }).delete();
     await insertInvoiceLines(trx, id, rated.lines);
     if (finalize) await refreshMonthlySummary(trx, ref.tenant_id, ref.period_start);
+    // Finalized before its grace ended (finance's `finalize`, which a rollover that kept its grace
+    // passes on), the period's grace ends now: it refuses late events from here on, and says so.
     await trx('periods')
       .where({ tenant_id: ref.tenant_id, start: ref.period_start })
-      .update({ counters: JSON.stringify(counters), ...(finalize ? { status: 'invoiced' } : {}) });
+      .update({ counters: JSON.stringify(counters), ...(finalize ? { status: 'invoiced', grace_ends_at: trx.raw('LEAST(grace_ends_at, ?)', [now]) } : {}) });
     return { invoice_id: id, number, status: invoice.status as InvoiceSummary['status'], total: rated.total, currency: plan.currency, lines: rated.lines.length };
   });
 }

@@ -45,4 +45,11 @@ export const TENANT_BILLING_PATCHES = {
    * cancellation's handler, before it awaits anything.
    */
   cancelAfterRollover: 'cancel-after-rollover-v1',
+  /**
+   * A close with `finalize` that meets a rollover without it still finalizes its invoice at once:
+   * it makes a close not yet begun finalize, and after one under way (an anniversary, another
+   * close) it signals that rollover's invoice workflow to finalize now. Read at the start of a
+   * finalizing close's handler, before it awaits anything.
+   */
+  finalizeJoinsRollover: 'finalize-joins-rollover-v1',
 } as const;

@@ -203,10 +203,13 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
    * The main loop rolls the period over; every close asked for before then gets that rollover's
    * answer. A cancellation must end the subscription: it turns a close not yet begun into one that
    * cancels, and after a rollover that does not cancel it is refused, to be sent to the next run.
+   * A close with `finalize` must not wait out a grace: it makes a close not yet begun finalize,
+   * and after a rollover that keeps its grace it ends that grace.
    */
   const requestClose = async (finalize: boolean, cancel: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> => {
     const keepAnswer = idempotencyKey !== undefined && patched(TENANT_BILLING_PATCHES.closeKeys);
     const cancelAfterRollover = cancel && patched(TENANT_BILLING_PATCHES.cancelAfterRollover);
+    const finalizeJoins = finalize && patched(TENANT_BILLING_PATCHES.finalizeJoinsRollover);
     await untilReady();
     refuseCancelled(restored().ledger);
     const earlier = keepAnswer ? restored().ledger.closeAnswer(idempotencyKey) : undefined;
@@ -218,8 +221,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       }
       if (periodClose.request) periodClose.request.cancel = true;
     }
+    if (finalizeJoins && periodClose.request && !periodClose.begun) periodClose.request.finalize = true;
     periodClose.request ??= { finalize, cancel, ...(idempotencyKey ? { idempotencyKey } : {}) };
     await condition(() => periodClose.result !== undefined);
+    if (finalizeJoins && !periodClose.begun!.finalize) await restored().finalizeInvoiceNow(periodClose.result!);
     return keepAnswer ? restored().keepCloseAnswer(idempotencyKey, periodClose) : periodClose.result!;
   };
   const closeValidator = (message: 'closePeriod' | 'cancelSubscription') => (request?: unknown) => {

@@ -1,6 +1,8 @@
 import {
   ParentClosePolicy,
   deprecatePatch,
+  getExternalWorkflowHandle,
+  log,
   proxyActivities,
   proxyLocalActivities,
   setCurrentDetails,
@@ -18,6 +20,7 @@ import type { AlertLevel } from '../domain/thresholds';
 import type { AlertDecision, TenantLedger } from './tenant-ledger';
 import {
   alertDeliveryWorkflowId,
+  finalizeInvoiceSignal,
   type AlertRulesChange,
   type AuthorizeRequest,
   type AuthorizeResult,
@@ -92,8 +95,8 @@ export interface PeriodClose {
   result?: ClosePeriodResult;
   /** The `Idempotency-Key` the rollover stored with the closed period: its request's. */
   storedKey?: string;
-  /** Set as the rollover begins: whether it cancels the subscription (a close then no longer changes what it does). */
-  begun?: { cancel: boolean };
+  /** Set as the rollover begins: whether it cancels the subscription and skips the grace (a close then no longer changes what it does). */
+  begun?: { cancel: boolean; finalize: boolean };
 }
 
 export interface TenantStepsOptions {
@@ -233,7 +236,7 @@ export class TenantSteps {
   rollOver(close: PeriodClose): Promise<void> {
     return this.turns.run(async () => {
       const request = close.request;
-      close.begun = { cancel: request?.cancel === true };
+      close.begun = { cancel: request?.cancel === true, finalize: request?.finalize === true };
       const ledger = this.ledger;
       // The instant is read now, as the rollover's turn comes: every step before it (a claim, an
       // authorization) decided against the period as it was, and nothing is decided between this
@@ -276,6 +279,19 @@ export class TenantSteps {
     }
     this.ledger.rememberCloseAnswer(key, result);
     return result;
+  }
+
+  /**
+   * Ends the grace of an invoice whose rollover kept it, for a close with `finalize` that shared
+   * that rollover. The invoice workflow may have finalized and ended already (its grace ran out
+   * while this run waited): then there is nothing left to do.
+   */
+  async finalizeInvoiceNow(result: ClosePeriodResult): Promise<void> {
+    try {
+      await getExternalWorkflowHandle(result.invoice_workflow_id).signal(finalizeInvoiceSignal);
+    } catch (err) {
+      log.info('the invoice workflow had already ended', { invoiceWorkflowId: result.invoice_workflow_id, error: String(err) });
+    }
   }
 
   // ---- the deadline ----------------------------------------------------------------------------

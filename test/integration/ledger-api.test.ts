@@ -121,6 +121,33 @@ test('a DELETE that meets a close under way still cancels: the close is answered
   }
 });
 
+test('a close with finalize that meets a close without it still finalizes its invoice at once, and the period refuses late events from then on', async () => {
+  // Sent at once, the finalizing close joins the other before its rollover begins; later, during
+  // that rollover (which keeps the hour of grace) or after it (then it closes the next period).
+  for (const delayMs of [0, 30, 60, 90, 120]) {
+    const tenant = await tenantOn(plan(unique('fin'), { grace_period_seconds: 3600 }));
+    const plain = api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: {} });
+    await new Promise((r) => setTimeout(r, delayMs));
+    const finalizing = await api.call('POST', `/v1/tenants/${tenant.id}/close-period`, { body: { finalize: true } });
+    const closed = await plain;
+    expect([closed.status, finalizing.status]).toEqual([200, 200]);
+    const invoice = await eventually(async () => {
+      const read = await api.call('GET', `/v1/invoices/${finalizing.body.invoice_id}`);
+      return read.body.status === 'finalized' ? read.body : undefined;
+    }, 10_000, `invoice ${finalizing.body.invoice_id} finalized (close sent ${delayMs} ms after the other)`);
+    expect(invoice.number).not.toBeNull();
+    const periods = await api.call('GET', `/v1/tenants/${tenant.id}/periods`, { key: tenant.key });
+    const period = periods.body.data.find((p: { start: string }) => p.start === finalizing.body.closed_period.start);
+    expect(period.status).toBe('invoiced');
+    expect(Date.parse(period.grace_ends_at)).toBeLessThanOrEqual(Date.now());
+    const late = await api.call('POST', '/v1/events', {
+      key: tenant.key,
+      body: { events: [{ id: unique('late'), metric: 'tokens', quantity: 1, timestamp: period.start }] },
+    });
+    expect([late.status, late.body.code]).toEqual([422, 'late_event']);
+  }
+});
+
 test('DELETE during ingest: every acknowledged event is billed on the final invoice, later ones are refused (issue 17, item 3)', async () => {
   const tenant = await tenantOn(plan(unique('del')));
   const acknowledged: string[] = [];
