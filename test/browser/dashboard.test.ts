@@ -446,6 +446,38 @@ describe('finance and ops', () => {
     await context.close();
   });
 
+  test('a close whose answer was lost, confirmed again, answers the close already made: one period closes', async () => {
+    const tenant = await createTenant(stack.api, planId, 'Delta Dialers');
+    const { context, page, problems } = await openPage(stack, WIDTHS.desktop);
+    await signIn(page, stack.api.adminKey);
+    await showRoute(page, `/tenants/${tenant.id}`);
+    await page.getByRole('heading', { name: 'Finance and operations' }).waitFor();
+    // The first close reaches the API and is made, but its answer never reaches the page.
+    const keys: string[] = [];
+    await page.route('**/close-period', async (route) => {
+      keys.push(route.request().headers()['idempotency-key'] ?? '');
+      if (keys.length > 1) return route.continue();
+      await route.fetch();
+      await route.abort('connectionreset');
+    });
+    const dialog = page.getByRole('dialog');
+    await page.getByRole('button', { name: 'Close period…' }).click();
+    await dialog.getByRole('button', { name: /^Close period / }).click();
+    await page.getByRole('alert').filter({ hasText: /\S/ }).waitFor();
+    await page.getByRole('button', { name: 'Close period…' }).click();
+    await dialog.getByRole('button', { name: /^Close period / }).click();
+    await page.getByText(/^Closed\. Invoice in_/).waitFor();
+
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^dashboard-[0-9a-f]{32}$/);
+    expect(keys[1]).toBe(keys[0]);
+    const periods = (await stack.api.call('GET', `/v1/tenants/${tenant.id}/periods`)).body.data;
+    // The first period, closed once, and the one its close opened: a second close would have closed that too.
+    expect(periods.map((p: { status: string }) => p.status)).toEqual(['open', expect.stringMatching(/^(closed|invoiced)$/)]);
+    expectClean(problems);
+    await context.close();
+  });
+
   test('open alerts across tenants, with acknowledge', async () => {
     const { context, page, problems } = await openPage(stack, WIDTHS.desktop);
     await signIn(page, stack.api.adminKey);

@@ -1,5 +1,5 @@
 import { useState } from 'preact/hooks';
-import { api, ApiProblem, enc, query, type Page } from './api';
+import { api, ApiProblem, enc, newIdempotencyKey, query, type Page } from './api';
 import { formatDate, formatLimit, formatMoney } from './format';
 import type { Invoice, Period, RerunChange, Tenant, UsageView } from './types';
 import { Card, Dialog, ErrorNote, StatusBadge, useLoad, TableHead, TableWrap } from './ui';
@@ -102,10 +102,16 @@ function LimitsCard({ tenant, usage, onChanged }: { tenant: Tenant; usage: Usage
   );
 }
 
-/** The tenant's periods, and closing the current one (with a confirmation naming it). */
+/**
+ * The tenant's periods, and closing the current one (with a confirmation naming it). A close
+ * carries an `Idempotency-Key` that is kept until a close succeeds: a close whose answer was lost
+ * (a timeout, a dropped connection) and is confirmed again answers the close already made instead
+ * of closing the next period too.
+ */
 function PeriodsCard({ tenant, onChanged }: { tenant: Tenant; onChanged: () => void }) {
   const periods = useLoad(() => api.get<Page<Period>>(`/v1/tenants/${enc(tenant.id)}/periods${query({ limit: 6 })}`), [tenant.id]);
   const [confirming, setConfirming] = useState(false);
+  const [closeKey, setCloseKey] = useState<string | undefined>();
   const [finalize, setFinalize] = useState(true);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<Error | undefined>();
@@ -128,7 +134,14 @@ function PeriodsCard({ tenant, onChanged }: { tenant: Tenant; onChanged: () => v
         </p>
       ) : null}
       {open && tenant.status === 'active' ? (
-        <button type="button" class="danger" onClick={() => setConfirming(true)}>
+        <button
+          type="button"
+          class="danger"
+          onClick={() => {
+            setCloseKey((key) => key ?? newIdempotencyKey());
+            setConfirming(true);
+          }}
+        >
           Close period…
         </button>
       ) : null}
@@ -151,9 +164,10 @@ function PeriodsCard({ tenant, onChanged }: { tenant: Tenant; onChanged: () => v
             onClick={() => {
               setBusy(true);
               api
-                .post<{ invoice_id: string }>(`/v1/tenants/${enc(tenant.id)}/close-period`, { finalize })
+                .post<{ invoice_id: string }>(`/v1/tenants/${enc(tenant.id)}/close-period`, { finalize }, closeKey ? { 'Idempotency-Key': closeKey } : {})
                 .then(
                   (r) => {
+                    setCloseKey(undefined);
                     setClosed(r.invoice_id);
                     setError(undefined);
                     periods.reload();
