@@ -120,7 +120,17 @@ export class BillingGateway {
    * update (its id), and the run stores the key with the closed period for later retries.
    */
   async closePeriod(tenantId: string, finalize: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> {
-    return this.update(tenantId, closePeriodUpdate, [{ finalize, ...(idempotencyKey ? { idempotency_key: idempotencyKey } : {}) }], idempotencyKey ? { updateId: `close-${idempotencyKey}` } : {});
+    // A close sent without a key gets one: if the run does not answer in time, the close may still
+    // be made, and the 503 names the key, so that a retry with it answers this close instead of
+    // closing the next period too.
+    const key = idempotencyKey ?? `generated-${randomUUID()}`;
+    return this.update(tenantId, closePeriodUpdate, [{ finalize, idempotency_key: key }], {
+      updateId: `close-${key}`,
+      unanswered:
+        `the billing run of tenant ${tenantId} did not answer within ${RUN_ANSWER_DEADLINE_MS / 1000} seconds, and the close may still be made; ` +
+        `retry with the header Idempotency-Key: ${key} to get its answer without closing again`,
+      unansweredHeaders: { 'Idempotency-Key': key },
+    });
   }
 
   /** Tells the tenant's run its entitlements changed in PostgreSQL; answers once it has applied them. */
@@ -162,7 +172,7 @@ export class BillingGateway {
     tenantId: string,
     update: UpdateDefinition,
     args: Args,
-    options: { updateId?: string; unanswered?: string } = {},
+    options: { updateId?: string; unanswered?: string; unansweredHeaders?: Record<string, string> } = {},
   ): Promise<Ret> {
     try {
       return await this.client.withDeadline(Date.now() + RUN_ANSWER_DEADLINE_MS, () => this.updateUntilAnswered<Ret, Args>(tenantId, update, args, options.updateId ?? randomUUID()));
@@ -170,7 +180,7 @@ export class BillingGateway {
       if (err instanceof ApiError) throw err;
       if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || isDeadline(err)) {
         const unanswered = options.unanswered ?? `the billing run of tenant ${tenantId} did not answer within ${RUN_ANSWER_DEADLINE_MS / 1000} seconds; retry`;
-        throw new ApiError(503, 'unavailable', unanswered, undefined, { 'Retry-After': '1' });
+        throw new ApiError(503, 'unavailable', unanswered, undefined, { 'Retry-After': '1', ...options.unansweredHeaders });
       }
       throw err;
     }

@@ -16,6 +16,7 @@ import { connectToTestTemporal, quietLogger, testDatabaseUrl, testTemporalAddres
 import { Worker } from '@temporalio/worker';
 import { createApp } from '../../src/api/app';
 import { RUN_ANSWER_DEADLINE_MS } from '../../src/api/billing-gateway';
+import { lockTenantLedger } from '../../src/db/ingest';
 import { createActivities, type BillingActivities } from '../../src/activities';
 import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { listen, type RunningServer } from '../../src/api/server';
@@ -365,6 +366,31 @@ describe('a run that does not answer', () => {
     expect(await retried.json()).toMatchObject({ allowed: true });
     const usage = await settled(tenant, (u) => u.metrics?.calls?.limit === 100, 'the run to hold the stored limit');
     expect(usage.metrics.calls).toMatchObject({ used: 1, limit: 100 });
+  });
+
+  test('a close without a key that the run does not answer in time: the 503 names a key, and a retry with it answers that close instead of closing again', async () => {
+    const { id: tenant } = await startedTenant();
+    // The tenant's ledger lock, held here, keeps the close's rollover waiting past the deadline.
+    const ledgerLock = await h.db.transaction();
+    let key: string | null;
+    try {
+      await lockTenantLedger(ledgerLock, tenant, 'exclusive');
+      const unanswered = await call('POST', `/v1/tenants/${tenant}/close-period`);
+      expect({ status: unanswered.status, retryAfter: unanswered.headers.get('retry-after') }).toEqual({ status: 503, retryAfter: '1' });
+      key = unanswered.headers.get('idempotency-key');
+      expect(key).toMatch(/^generated-[0-9a-f-]{36}$/);
+      expect(((await unanswered.json()) as { detail: string }).detail).toContain(`Idempotency-Key: ${key}`);
+    } finally {
+      await ledgerLock.commit();
+    }
+    // The close goes on once the lock is free; the retry joins it, or reads it back.
+    const answered = await eventually(async () => {
+      const res = await fetch(`${h.baseUrl}/v1/tenants/${tenant}/close-period`, { method: 'POST', headers: { 'x-api-key': h.adminKey, 'idempotency-key': key! } });
+      return res.status === 200 ? ((await res.json()) as { closed_period: { start: string } }) : undefined;
+    }, 15_000, 'the retry with the named key to be answered');
+    const periods = await h.db('periods').where({ tenant_id: tenant }).orderBy('start').select('start', 'status');
+    expect(periods.map((p: { status: string }) => p.status)).toEqual(['closed', 'open']);
+    expect(answered.closed_period.start).toBe(periods[0]!.start.toISOString());
   });
 
   test('a pack the run has drawn from before the deadline passed stands: the purchase answers 201, not an undo', async () => {

@@ -28,7 +28,7 @@ export function financeRouter(ctx: ApiContext): Router {
       tag: 'Finance',
       summary: 'Close the current period now and invoice it',
       description:
-        'The period ends at the instant the close is made; events stamped at or after it belong to the next period. With an `Idempotency-Key`, a retry (after a timeout, say) answers the close that key made instead of closing again.',
+        'The period ends at the instant the close is made; events stamped at or after it belong to the next period. With an `Idempotency-Key`, a retry (after a timeout, say) answers the close that key made instead of closing again. Without one, the API chooses a key, and a 503 names it in an `Idempotency-Key` response header to retry with.',
       params: { id: tenantIdParam },
       query: noQuery,
       headers: z.object({ 'Idempotency-Key': idempotencyKeySchema.optional() }),

@@ -5,7 +5,7 @@
  * is the SHA-256 of the document it was generated from, as GET /openapi.json serves it: the
  * repository's `npm test` fails while that is not the document its API serves.
  */
-// openapi-sha256: cd78572aba634c77c9e0617d958f2be3373d93a936bf554b49a5073971b99a00
+// openapi-sha256: 45c7f1f726dfbed28797742079ab306eac2bd42190bc0863ab0df62ad77558aa
 
 export interface paths {
     "/dashboard": {
@@ -567,7 +567,7 @@ export interface paths {
         put?: never;
         /**
          * Close the current period now and invoice it
-         * @description The period ends at the instant the close is made; events stamped at or after it belong to the next period. With an `Idempotency-Key`, a retry (after a timeout, say) answers the close that key made instead of closing again.
+         * @description The period ends at the instant the close is made; events stamped at or after it belong to the next period. With an `Idempotency-Key`, a retry (after a timeout, say) answers the close that key made instead of closing again. Without one, the API chooses a key, and a 503 names it in an `Idempotency-Key` response header to retry with.
          *
          *     Admin key only (a tenant key gets 403).
          */
