@@ -125,6 +125,41 @@ export function startScriptNodeFlags(): string[] {
   return scripts.start!.split(/\s+/).filter((word) => word.startsWith('--'));
 }
 
+/**
+ * CPU ticks per process name since boot, of the stack's process tree (tally, and the Temporal
+ * server and PostgreSQL it started) and of this load generator: other work on the machine is
+ * left out.
+ */
+export function cpuTicks(stackPid: number): Map<string, number> {
+  const procs = new Map<number, { comm: string; ppid: number; ticks: number }>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // the process ended meanwhile
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    procs.set(Number(entry), { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  const inStack = (pid: number): boolean => {
+    for (let at = pid; at > 1; at = procs.get(at)?.ppid ?? 0) if (at === stackPid) return true;
+    return false;
+  };
+  const ticks = new Map<string, number>();
+  for (const [pid, p] of procs) {
+    const name = pid === stackPid ? 'tally (API + worker)' : pid === process.pid ? 'load generator' : inStack(pid) ? p.comm : undefined;
+    if (name !== undefined) ticks.set(name, (ticks.get(name) ?? 0) + p.ticks);
+  }
+  return ticks;
+}
+
+/** CPU milliseconds each process of {@link cpuTicks} used between two readings (a tick is 10 ms). */
+export function cpuMsBetween(before: ReadonlyMap<string, number>, after: ReadonlyMap<string, number>): Map<string, number> {
+  return new Map([...after].map(([name, ticks]) => [name, (ticks - (before.get(name) ?? 0)) * 10]));
+}
+
 /** Resident memory of a process in MB. */
 export function rssMb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -14,37 +14,7 @@ import os from 'node:os';
 import pg from 'pg';
 import { HttpClient } from './http';
 import { waitCounted } from './read-model';
-import { ROOT, runLoops, sleep, startStack, waitSettled } from './lib';
-
-/**
- * CPU ticks per process name since boot, of the stack's process tree (tally, and the Temporal
- * server and PostgreSQL it started) and of this load generator: other work on the machine is
- * left out.
- */
-function cpuTicks(stackPid: number): Map<string, number> {
-  const procs = new Map<number, { comm: string; ppid: number; ticks: number }>();
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // the process ended meanwhile
-    }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    procs.set(Number(entry), { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
-  }
-  const inStack = (pid: number): boolean => {
-    for (let at = pid; at > 1; at = procs.get(at)?.ppid ?? 0) if (at === stackPid) return true;
-    return false;
-  };
-  const ticks = new Map<string, number>();
-  for (const [pid, p] of procs) {
-    const name = pid === stackPid ? 'tally (API + worker)' : pid === process.pid ? 'load generator' : inStack(pid) ? p.comm : undefined;
-    if (name !== undefined) ticks.set(name, (ticks.get(name) ?? 0) + p.ticks);
-  }
-  return ticks;
-}
+import { ROOT, cpuTicks, runLoops, sleep, startStack, waitSettled } from './lib';
 
 const flag = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
