@@ -14,7 +14,7 @@ import os from 'node:os';
 import pg from 'pg';
 import { HttpClient } from './http';
 import { waitCounted } from './read-model';
-import { ROOT, cpuTicks, runLoops, sleep, startStack, waitSettled } from './lib';
+import { ROOT, cpuMsBetween, cpuTicks, runLoops, sleep, startStack, waitSettled } from './lib';
 
 const flag = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
@@ -61,7 +61,7 @@ async function main(): Promise<void> {
     const after = cpuTicks(stack.pid);
     process.stdout.write(`acknowledged ${Math.round(acked / loadSeconds)} events/s over ${loadSeconds.toFixed(1)} s; all counted ${(seconds - loadSeconds).toFixed(1)} s after\n`);
     process.stdout.write(`${'process'.padEnd(28)} share of a core   CPU ms per 1,000 events\n`);
-    const used = [...after].map(([name, t]) => [name, (t - (before.get(name) ?? 0)) * 10] as const); // ticks are 10 ms
+    const used = [...cpuMsBetween(before, after)];
     let totalMs = 0;
     for (const [name, ms] of used.filter(([, ms]) => ms / 1000 / seconds > 0.02).sort((a, b) => b[1] - a[1])) {
       totalMs += ms;
