@@ -116,7 +116,8 @@ export async function insertAlerts(db: Db, tenantId: string, periodStart: string
 /** A notified alert with what its delivery needs: its tenant's contact, its period's plan, and the rules it goes to. */
 export interface AlertToDeliver {
   alert: AlertRow;
-  tenant: { id: string; name: string; email: string | null; webhook_url: string | null };
+  /** The tenant's channels, and the secret its webhooks are signed with (read here, so a delivery reads it once). */
+  tenant: { id: string; name: string; email: string | null; webhook_url: string | null; webhook_secret: string | null };
   /** The plan version of the alert's period (undefined if the period is gone). */
   plan?: { id: string; version: number };
   /** The thresholds it covers (one batch may jump over several); its own when none is stored. */
@@ -131,13 +132,13 @@ export interface AlertToDeliver {
 
 /** One recorded alert and what its delivery needs, in one statement; undefined when there is no such alert. */
 export async function findAlertToDeliver(db: Db, alertId: string): Promise<AlertToDeliver | undefined> {
-  const result = await db.raw<{ rows: Array<AlertRow & { tenant_name: string; email: string | null; webhook_url: string | null; plan_id: string | null; plan_version: number | null; rules: AlertToDeliver['rules'] }> }>(
+  const result = await db.raw<{ rows: Array<AlertRow & { tenant_name: string; email: string | null; webhook_url: string | null; webhook_secret: string | null; plan_id: string | null; plan_version: number | null; rules: AlertToDeliver['rules'] }> }>(
     `WITH a AS (
        SELECT *, CASE WHEN jsonb_typeof(covers) = 'array' AND jsonb_array_length(covers) > 0 THEN covers ELSE jsonb_build_array(threshold) END AS covered
          FROM alerts WHERE id = :id
      )
      SELECT a.id, a.tenant_id, a.period_start, a.subject, a.threshold, a.level, a.status, a.used, a."limit", a.covered AS covers, a.rule_id, a.fired_at,
-            t.name AS tenant_name, t.email, t.webhook_url, p.plan_id, p.plan_version,
+            t.name AS tenant_name, t.email, t.webhook_url, t.webhook_secret, p.plan_id, p.plan_version,
             (SELECT coalesce(json_agg(json_build_object('id', r.id, 'channel', r.channel) ORDER BY r.created_at, r.id), '[]')
                FROM alert_rules r
               WHERE r.tenant_id = a.tenant_id
@@ -150,10 +151,10 @@ export async function findAlertToDeliver(db: Db, alertId: string): Promise<Alert
   );
   const row = result.rows[0];
   if (!row) return undefined;
-  const { tenant_name, email, webhook_url, plan_id, plan_version, rules, ...alert } = row;
+  const { tenant_name, email, webhook_url, webhook_secret, plan_id, plan_version, rules, ...alert } = row;
   return {
     alert,
-    tenant: { id: alert.tenant_id, name: tenant_name, email, webhook_url },
+    tenant: { id: alert.tenant_id, name: tenant_name, email, webhook_url, webhook_secret },
     ...(plan_id !== null && plan_version !== null ? { plan: { id: plan_id, version: plan_version } } : {}),
     covers: (alert.covers ?? []).map(Number),
     rules,

@@ -1,5 +1,5 @@
 import { findPlanVersion } from '../db/plans';
-import { findAlertToDeliver, recordAlertChannels, type AlertRow } from '../db/alerts';
+import { findAlertToDeliver, recordAlertChannels, type AlertRow, type AlertToDeliver } from '../db/alerts';
 import { decimalToNumber } from '../domain/decimal';
 import { BALANCE_DEPLETED, BALANCE_LOW, COST_SUBJECT } from '../contracts/ids';
 import { dispatchEvent, DeliveryIncompleteError, type AttemptContext, type ChannelOutcome, type DeliveryPlan, type DispatchDeps, type WebhookEvent } from './dispatch';
@@ -61,7 +61,7 @@ export async function deliverAlertEvent(deps: DispatchDeps, alertId: string, att
   if (plans.length === 0) plans.push({ channel: 'log', target: 'log', payload: event.data });
 
   try {
-    const outcomes = await dispatchEvent(deps, { id: alert.id, type: 'alert.triggered', tenant_id: alert.tenant_id }, plans, attempt);
+    const outcomes = await dispatchEvent(deps, { id: alert.id, type: 'alert.triggered', tenant_id: alert.tenant_id, webhook_secret: tenant.webhook_secret }, plans, attempt);
     await showOnAlert(deps, alert.id, outcomes);
     return outcomes;
   } catch (err) {
@@ -78,7 +78,7 @@ export async function deliverAlertEvent(deps: DispatchDeps, alertId: string, att
 async function deliverBalanceAlert(
   deps: DispatchDeps,
   alert: AlertRow,
-  tenant: { id: string; name: string; email: string | null; webhook_url: string | null },
+  tenant: AlertToDeliver['tenant'],
   attempt: AttemptContext,
 ): Promise<ChannelOutcome[]> {
   const type = alert.subject as typeof BALANCE_LOW | typeof BALANCE_DEPLETED;
@@ -102,7 +102,7 @@ async function deliverBalanceAlert(
   if (tenant.webhook_url) plans.push({ channel: 'webhook', target: tenant.webhook_url, payload: event });
   if (plans.length === 0) plans.push({ channel: 'log', target: 'log', payload: event.data });
   try {
-    const outcomes = await dispatchEvent(deps, { id: alert.id, type, tenant_id: alert.tenant_id }, plans, attempt);
+    const outcomes = await dispatchEvent(deps, { id: alert.id, type, tenant_id: alert.tenant_id, webhook_secret: tenant.webhook_secret }, plans, attempt);
     await showOnAlert(deps, alert.id, outcomes);
     return outcomes;
   } catch (err) {

@@ -91,12 +91,24 @@ export class DeliveryIncompleteError extends Error {
 }
 
 /**
+ * An event to send: its id, type and tenant. `webhook_secret`, when the caller read the tenant
+ * already (an alert's delivery reads it with the alert), signs its webhooks; absent, each webhook
+ * send reads it.
+ */
+export interface DispatchedEvent {
+  id: string;
+  type: EventType;
+  tenant_id: string;
+  webhook_secret?: string | null;
+}
+
+/**
  * Sends one event through each planned channel, at most once successfully per (event id,
  * channel, target), and throws {@link DeliveryIncompleteError} when any channel is not done.
  */
 export async function dispatchEvent(
   deps: DispatchDeps,
-  event: { id: string; type: EventType; tenant_id: string },
+  event: DispatchedEvent,
   plans: DeliveryPlan[],
   attempt: AttemptContext,
 ): Promise<ChannelOutcome[]> {
@@ -111,7 +123,7 @@ export async function dispatchEvent(
 
 async function deliverOne(
   deps: DispatchDeps,
-  event: { id: string; type: EventType; tenant_id: string },
+  event: DispatchedEvent,
   plan: DeliveryPlan,
   attempt: AttemptContext,
 ): Promise<ChannelOutcome> {
@@ -145,7 +157,7 @@ async function deliverOne(
 /** One send through the notifier, with the payload stored on the first attempt. */
 async function send(
   deps: DispatchDeps,
-  event: { id: string; tenant_id: string },
+  event: DispatchedEvent,
   plan: DeliveryPlan,
   stored: unknown,
   timeoutMs: number | undefined,
@@ -154,9 +166,9 @@ async function send(
     const payload = stored as WebhookEvent;
     // Field order as API.md writes it; this exact string is what gets signed and sent.
     const body = JSON.stringify({ id: payload.id, type: payload.type, created_at: payload.created_at, data: payload.data });
-    const tenant = await findTenantWebhookSecret(deps.db, event.tenant_id);
-    if (!tenant?.webhook_secret) throw new Error('the tenant has no webhook secret (rotate one: POST /v1/tenants/{id}/webhook-secret)');
-    const signature = signWebhookBody(body, tenant.webhook_secret, Math.floor(Date.now() / 1000));
+    const secret = event.webhook_secret !== undefined ? event.webhook_secret : (await findTenantWebhookSecret(deps.db, event.tenant_id))?.webhook_secret;
+    if (!secret) throw new Error('the tenant has no webhook secret (rotate one: POST /v1/tenants/{id}/webhook-secret)');
+    const signature = signWebhookBody(body, secret, Math.floor(Date.now() / 1000));
     const result = await deps.notifier.postWebhook({ url: plan.target, body, headers: { 'x-billing-signature': signature }, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
     return result === 'sent' ? 'delivered' : 'recorded';
   }

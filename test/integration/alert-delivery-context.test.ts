@@ -1,12 +1,13 @@
 import { findAlertToDeliver, insertAlertRuleWithinCap, insertAlerts, type AlertRuleRow } from '../../src/db/alerts';
 import { COST_SUBJECT } from '../../src/contracts/ids';
+import { storeWebhookSecretIfMissing } from '../../src/db/tenants';
 import type { AlertRecord } from '../../src/contracts/ledger';
 import { testDbForFile, unique } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 
 /**
  * What an alert's delivery reads in one statement (`findAlertToDeliver`, src/db/alerts.ts): the
- * alert, its tenant's contact, its period's plan version, and exactly the rules it goes to.
+ * alert, its tenant's contact and webhook secret, its period's plan version, and exactly the rules it goes to.
  */
 const db = testDbForFile();
 
@@ -58,7 +59,7 @@ test('a metric alert covering two thresholds goes to the rules on its metric at 
   const found = await findAlertToDeliver(db, id);
   expect(found).toMatchObject({
     alert: { id, tenant_id: tenantId, subject: 'minutes', status: 'notified' },
-    tenant: { id: tenantId, name: tenantId, email: null, webhook_url: null },
+    tenant: { id: tenantId, name: tenantId, email: null, webhook_url: null, webhook_secret: null },
     covers: [80, 90],
   });
   expect(found!.alert.fired_at.toISOString()).toBe(FIRED);
@@ -79,6 +80,14 @@ test('a cost alert with no stored covers goes to the cost rules at its own thres
   const found = await findAlertToDeliver(db, id);
   expect(found!.covers).toEqual([100]);
   expect(found!.rules.map((r) => r.id)).toEqual([`${tenantId}-cost100`]);
+});
+
+test("the tenant's webhook secret comes with the alert, so a delivery signs without reading it again", async () => {
+  const tenantId = await tenant();
+  await storeWebhookSecretIfMissing(db, tenantId, `whsec_${tenantId}`);
+  const id = `${tenantId}-a80`;
+  await insertAlerts(db, tenantId, PERIOD, [alert(id, 'minutes', 80, [80])]);
+  expect((await findAlertToDeliver(db, id))!.tenant.webhook_secret).toBe(`whsec_${tenantId}`);
 });
 
 test('no such alert: undefined', async () => {
