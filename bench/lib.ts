@@ -160,6 +160,32 @@ export function cpuMsBetween(before: ReadonlyMap<string, number>, after: Readonl
   return new Map([...after].map(([name, ticks]) => [name, (ticks - (before.get(name) ?? 0)) * 10]));
 }
 
+/** What some events cost the machine: each process's CPU per 1,000 of them, and the rate its cores could carry at that cost. */
+export interface EventsCpuCost {
+  /** CPU ms per 1,000 events, by process (those that used at least 2 % of a core). */
+  ms_per_1000_events: Record<string, number>;
+  /** Every process's, the load generator's included: it shares the cores. */
+  total_ms_per_1000_events: number;
+  /** How busy the cores were meanwhile, 0 to 1. */
+  busy_share_of_cores: number;
+  /** The events per second that would keep every core busy at this cost: the CPU ceiling. */
+  ceiling_events_per_s: number;
+}
+
+/** {@link EventsCpuCost} of `events` from the CPU each process used over `wallMs` ({@link cpuMsBetween}). */
+export function eventsCpuCost(used: ReadonlyMap<string, number>, events: number, wallMs: number): EventsCpuCost {
+  const cores = os.cpus().length;
+  const perThousand = (ms: number) => Math.round((ms / Math.max(1, events)) * 1000 * 10) / 10;
+  const total = [...used.values()].reduce((a, b) => a + b, 0);
+  return {
+    ms_per_1000_events: Object.fromEntries([...used].filter(([, ms]) => ms / wallMs > 0.02).sort((a, b) => b[1] - a[1]).map(([name, ms]) => [name, perThousand(ms)])),
+    total_ms_per_1000_events: perThousand(total),
+    busy_share_of_cores: Math.round((total / (wallMs * cores)) * 1000) / 1000,
+    // Each core gives 1,000 CPU ms a second.
+    ceiling_events_per_s: Math.round((cores * 1000 * events) / Math.max(1, total)),
+  };
+}
+
 /** Resident memory of a process in MB. */
 export function rssMb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -10,11 +10,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import os from 'node:os';
 import pg from 'pg';
 import { HttpClient } from './http';
 import { waitCounted } from './read-model';
-import { ROOT, cpuMsBetween, cpuTicks, runLoops, sleep, startStack, waitSettled } from './lib';
+import { ROOT, cpuMsBetween, cpuTicks, eventsCpuCost, runLoops, sleep, startStack, waitSettled } from './lib';
 
 const flag = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
@@ -61,14 +60,12 @@ async function main(): Promise<void> {
     const after = cpuTicks(stack.pid);
     process.stdout.write(`acknowledged ${Math.round(acked / loadSeconds)} events/s over ${loadSeconds.toFixed(1)} s; all counted ${(seconds - loadSeconds).toFixed(1)} s after\n`);
     process.stdout.write(`${'process'.padEnd(28)} share of a core   CPU ms per 1,000 events\n`);
-    const used = [...cpuMsBetween(before, after)];
-    let totalMs = 0;
-    for (const [name, ms] of used.filter(([, ms]) => ms / 1000 / seconds > 0.02).sort((a, b) => b[1] - a[1])) {
-      totalMs += ms;
-      process.stdout.write(`${name.padEnd(28)} ${((ms / 10 / seconds).toFixed(0) + '%').padStart(8)}   ${((ms / acked) * 1000).toFixed(0).padStart(10)}\n`);
-    }
-    // Two cores give 2,000 CPU ms each second: the rate the whole machine could carry at this cost.
-    process.stdout.write(`${'all'.padEnd(28)} ${((totalMs / 10 / seconds).toFixed(0) + '%').padStart(8)}   ${((totalMs / acked) * 1000).toFixed(0).padStart(10)}  (ceiling at this cost: ${Math.round((os.cpus().length * 1000 * acked) / totalMs)} events/s)\n`);
+    const cost = eventsCpuCost(cpuMsBetween(before, after), acked, seconds * 1000);
+    const share = (msPerThousand: number) => `${((msPerThousand * acked) / 1000 / 10 / seconds).toFixed(0)}%`;
+    for (const [name, ms] of Object.entries(cost.ms_per_1000_events)) process.stdout.write(`${name.padEnd(28)} ${share(ms).padStart(8)}   ${ms.toFixed(0).padStart(10)}\n`);
+    process.stdout.write(
+      `${'all'.padEnd(28)} ${share(cost.total_ms_per_1000_events).padStart(8)}   ${cost.total_ms_per_1000_events.toFixed(0).padStart(10)}  (ceiling at this cost: ${cost.ceiling_events_per_s} events/s)\n`,
+    );
     await sleep(500);
   } finally {
     api.close();

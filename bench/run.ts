@@ -18,7 +18,7 @@ import http from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { HttpClient } from './http';
-import { ROOT, cpuMsBetween, cpuTicks, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, waitSettled, type BenchStack } from './lib';
+import { ROOT, cpuMsBetween, cpuTicks, eventsCpuCost, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, waitSettled, type BenchStack, type EventsCpuCost } from './lib';
 import { countedEvents, countingProblems, waitCounted, type Tally } from './read-model';
 import { rolloverHistory, type RolloverHistory } from './history';
 import { alertPath } from './alert-path';
@@ -343,6 +343,13 @@ async function settled(timeoutMs = 180_000): Promise<void> {
   if (waited > 1500) log(`settled: the worker started no task for 1 s after ${waited} ms`);
 }
 
+/** A figure of each process, as the log prints it: "tally (API + worker) 22.6, postgres 6.1". */
+function byProcess(figures: Record<string, number>): string {
+  return Object.entries(figures)
+    .map(([name, value]) => `${name} ${value}`)
+    .join(', ');
+}
+
 /** Every tenant the run sent usage to, whatever the scenario: all counted, exactly once. */
 async function verifyEverything(): Promise<void> {
   const tenants = [...tally.keys()];
@@ -509,7 +516,15 @@ async function halfLoad(tenants: string[]): Promise<void> {
 async function fleet(): Promise<void> {
   const tenants = await createTenants('fleet', MODE.fleetTenants, 'bench_sum', {}, 32);
   await settled();
-  const runsOf: Array<{ acked_per_s: number; counted_per_s: number; drain_ms: number; p99_ms: number; lags: LagProbe; query: { p50_ms: number; p99_ms: number; samples: number } }> = [];
+  const runsOf: Array<{
+    acked_per_s: number;
+    counted_per_s: number;
+    drain_ms: number;
+    p99_ms: number;
+    lags: LagProbe;
+    query: { p50_ms: number; p99_ms: number; samples: number };
+    cpu: EventsCpuCost;
+  }> = [];
   for (let r = 0; r < MODE.repeats; r++) {
     // Counted is not done: each claim's answer still has a workflow task to run.
     if (r > 0) await settled();
@@ -518,6 +533,7 @@ async function fleet(): Promise<void> {
     const latencies: number[] = [];
     // A batch every 250 ms at most, 8 tenants at a time: the drain time below bounds the lag of the last batches.
     const lags = lagProbe({ maxTenants: 8, spacingMs: 250 });
+    const ticksBefore = cpuTicks(stack!.pid);
     const start = Date.now();
     const stopAt = start + MODE.seconds * 1000;
     let cursor = 0;
@@ -533,6 +549,8 @@ async function fleet(): Promise<void> {
     });
     const loadEnd = Date.now();
     const done = await waitCounted(db, tenants, before + acked);
+    // Until every event is counted: counting's CPU is the events' too.
+    const cpu = eventsCpuCost(cpuMsBetween(ticksBefore, cpuTicks(stack!.pid)), acked, done - start);
     await lags.done();
     const run = {
       acked_per_s: Math.round(acked / ((loadEnd - start) / 1000)),
@@ -541,11 +559,13 @@ async function fleet(): Promise<void> {
       p99_ms: quantile(latencies, 0.99),
       lags,
       query: await reads,
+      cpu,
     };
     runsOf.push(run);
     log(
       `fleet: ${acked} events in ${FLEET_BATCH}-event batches to ${tenants.length} tenants: acknowledged ${run.acked_per_s}/s, all counted ${run.drain_ms} ms after the load ` +
-        `(lag p99 ${lags.summary().lag_p99_ms} ms), usage read p99 ${run.query.p99_ms} ms (its statement alone ${run.query.statement_p99_ms} ms)`,
+        `(lag p99 ${lags.summary().lag_p99_ms} ms), usage read p99 ${run.query.p99_ms} ms (its statement alone ${run.query.statement_p99_ms} ms); ` +
+        `${cpu.total_ms_per_1000_events} CPU ms per 1,000 events (${byProcess(cpu.ms_per_1000_events)}), the cores ${Math.round(cpu.busy_share_of_cores * 100)} % busy: at that cost they carry ${cpu.ceiling_events_per_s}/s`,
     );
   }
   // The median run by acknowledged rate stands for the scenario, whole, so its figures belong together.
@@ -564,9 +584,11 @@ async function fleet(): Promise<void> {
     drain_ms: chosen.drain_ms,
     counted_within_5s: Math.max(lag.lag_max_ms, chosen.drain_ms) <= FLEET_COUNTED_WITHIN_MS,
     query: chosen.query,
-    ceiling: results.ceiling
-      ? { pg_commit_events_per_s: results.ceiling.pg_commits_per_s * FLEET_BATCH, ring_events_per_s: results.ceiling.signals_per_s * FLEET_BATCH }
-      : null,
+    cpu: chosen.cpu,
+    ceiling: {
+      ...(results.ceiling ? { pg_commit_events_per_s: results.ceiling.pg_commits_per_s * FLEET_BATCH, ring_events_per_s: results.ceiling.signals_per_s * FLEET_BATCH } : {}),
+      cpu_events_per_s: chosen.cpu.ceiling_events_per_s,
+    },
   };
 }
 
@@ -807,7 +829,7 @@ async function alerts(): Promise<void> {
     };
     log(
       `alerts: ${delays.length}/${sent.size} crossings notified (${coveredBy.size} by a higher threshold's webhook), p50 ${results.alert.p50_ms} ms, p99 ${results.alert.p99_ms} ms; ` +
-        `CPU per alert ${Math.round(cpuTotal)} ms (${Object.entries(cpuPerAlert).map(([k, v]) => `${k} ${v}`).join(', ')}): a step of ${MODE.alertTenants} needs ${results.alert.step_cpu_ms_per_core} ms of ${os.cpus().length} cores`,
+        `CPU per alert ${Math.round(cpuTotal)} ms (${byProcess(cpuPerAlert)}): a step of ${MODE.alertTenants} needs ${results.alert.step_cpu_ms_per_core} ms of ${os.cpus().length} cores`,
     );
   } finally {
     receiver.close();
@@ -918,20 +940,30 @@ async function memoryKinds(): Promise<Record<string, number>> {
   };
 }
 
+/** A figure as a share of its ceiling, as the summary prints it. */
+function percentOf(value: number, ceiling: number | undefined): string {
+  return ceiling ? `${((value / ceiling) * 100).toFixed(1)} %` : 'no ceiling';
+}
+
 function printTable(): void {
   const r = results;
   const c = r.ceiling;
   const rows: Array<[string, string | number, string]> = [
-    ['ingest.events_per_s', r.ingest.events_per_s, `>= 20,000 (ceiling: PostgreSQL ${c.pg_rows_per_s} rows/s)`],
+    ['ingest.events_per_s', r.ingest.events_per_s, `>= 20,000 (ceiling: PostgreSQL ${c.pg_rows_per_s} rows/s; ${percentOf(r.ingest.events_per_s, c.pg_rows_per_s)})`],
     ['ingest.p50_ms / p99_ms (half load)', `${r.ingest.p50_ms} / ${r.ingest.p99_ms}`, ''],
     ['ingest.lag_p99_ms', r.ingest.lag_p99_ms, '<= 1,000'],
     ['query.p50_ms / p99_ms (half load)', `${r.query.p50_ms} / ${r.query.p99_ms}`, `p99 <= 25 (its statement alone: p99 ${r.query.statement_p99_ms})`],
     ['naive.events_per_s (1 request/event)', r.naive.events_per_s, ''],
     ['ingest.ratio_vs_naive', r.ingest.ratio_vs_naive, '>= 50'],
-    [`fleet: ${r.fleet.tenants} tenants, events/s acked`, r.fleet.events_per_s, `ceilings: ${r.fleet.ceiling.pg_commit_events_per_s} (PG commits), ${r.fleet.ceiling.ring_events_per_s} (rings)`],
+    [
+      `fleet: ${r.fleet.tenants} tenants, events/s acked`,
+      r.fleet.events_per_s,
+      `>= 10,000 (ceilings: ${r.fleet.ceiling.pg_commit_events_per_s} PG commits, ${r.fleet.ceiling.ring_events_per_s} rings, ` +
+        `${r.fleet.ceiling.cpu_events_per_s} CPU at its ${r.fleet.cpu.total_ms_per_1000_events} ms per 1,000 events; ${percentOf(r.fleet.events_per_s, r.fleet.ceiling.cpu_events_per_s)} of the CPU's)`,
+    ],
     ['fleet: all counted within (ms)', `${Math.max(r.fleet.lag_max_ms, r.fleet.drain_ms)}`, '<= 5,000'],
     ['fleet: query p99_ms', r.fleet.query.p99_ms, `p99 <= 25 (its statement alone: ${r.fleet.query.statement_p99_ms})`],
-    [`hot tenant (${r.hot_tenant.seconds} s): counted/s`, `${r.hot_tenant.counted_events_per_s} of ${r.hot_tenant.acked_events_per_s}`, `ceilings: PostgreSQL ${c.pg_rows_per_s} rows/s, counting alone ${r.hot_tenant.drain_events_per_s === null ? 'not reached (nothing left to count after the load)' : `${r.hot_tenant.drain_events_per_s}/s`}`],
+    [`hot tenant (${r.hot_tenant.seconds} s): counted/s`, `${r.hot_tenant.counted_events_per_s} of ${r.hot_tenant.acked_events_per_s}`, `>= 10,000 (ceilings: PostgreSQL ${c.pg_rows_per_s} rows/s, ${percentOf(r.hot_tenant.counted_events_per_s, c.pg_rows_per_s)}; counting alone ${r.hot_tenant.drain_events_per_s === null ? 'not reached (nothing left to count after the load)' : `${r.hot_tenant.drain_events_per_s}/s`})`],
     ['hot tenant: alive, runs, history max', `${r.hot_tenant.workflow.alive}, ${r.hot_tenant.workflow.runs}, ${r.hot_tenant.workflow.history_length_max}`, 'bounded'],
     ['hot tenant: query p99_ms', r.hot_tenant.query.p99_ms, `p99 <= 25 (its statement alone: ${r.hot_tenant.query.statement_p99_ms})`],
     ['ceiling.pg_rows_per_s', c.pg_rows_per_s, ''],
