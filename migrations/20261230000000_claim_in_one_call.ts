@@ -8,10 +8,12 @@ import type { Knex } from 'knex';
  * tenant take turns; answers a claim id already recorded as recorded (a retry, or an attempt that
  * committed while this one waited on the row); otherwise counts up to `p_limit` events above the
  * watermark and at or below `p_barrier` into `period_counters`, folds the receipts, moves the
- * watermark, records the claim and answers the counters it touched (and the other counters of
- * `p_current`) as they stand after it. A function, because its statements after the lock take
- * their snapshots once the lock is granted, as the separate statements did; and PL/pgSQL keeps
- * their plans, where a statement sent afresh was planned on every claim.
+ * watermark, records the claim (kept a day for its retries, which end long before) and answers
+ * the counters it touched (and the other counters of `p_current`) as they stand after it.
+ *
+ * A function, because its statements after the lock take their snapshots once the lock is
+ * granted, as the separate statements did; and PL/pgSQL keeps their plans, where a statement sent
+ * afresh was planned on every claim.
  *
  * Its waits for a lock (the totals row behind another claim of the tenant, a counter row) give up
  * after 10 s, so a claim never holds its activity (30 s) on a lock it may not get. A claim that
