@@ -17,6 +17,7 @@ import { createApiMetrics, type ApiMetrics } from './metrics';
 import { rateLimit } from './rate-limit';
 import { IngestQueue } from './ingest-queue';
 import { storeUsageRequests } from '../db/ingest';
+import { PlacementContexts } from '../db/placement-contexts';
 import { POOLS } from '../db/knex';
 import { plansRouter } from './routes/plans';
 import { tenantsRouter } from './routes/tenants';
@@ -138,11 +139,13 @@ const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 /** Builds the Express app of API v1: thin routes over the gateway and the repositories. */
 export function createApp(deps: AppDeps): Express {
   const metrics = deps.metrics ?? createApiMetrics({ workerMetricsUrl: deps.workerMetricsUrl });
+  // Tenants' placement contexts, kept so that a batch is stored in one statement (src/db/ingest.ts).
+  const placementContexts = new PlacementContexts();
   const ctx: ApiContext = {
     db: deps.db,
     billing: new BillingGateway(deps.temporal, deps.taskQueue, { searchAttributes: deps.searchAttributes !== false }),
     metrics,
-    ingest: new IngestQueue((requests) => storeUsageRequests(deps.ingestDb ?? deps.db, requests, { maxPending: deps.maxPendingEvents ?? 0 }), {
+    ingest: new IngestQueue((requests) => storeUsageRequests(deps.ingestDb ?? deps.db, requests, { maxPending: deps.maxPendingEvents ?? 0, contexts: placementContexts }), {
       maxInFlight: POOLS.ingest,
       maxEvents: INGEST_EVENTS_PER_TRANSACTION,
     }),

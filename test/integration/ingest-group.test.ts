@@ -1,5 +1,7 @@
 import { storeUsageRequests, type IncomingEvent, type IngestRequest } from '../../src/db/ingest';
 import { countUnclaimedEvents } from '../../src/db/ledger';
+import { PlacementContexts } from '../../src/db/placement-contexts';
+import { rollOverPeriod } from '../../src/db/rollover';
 import { testDbForFile, unique } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 
@@ -7,7 +9,8 @@ import { createTenantFixture } from '../support/tenant-fixture';
  * Group commit on a real PostgreSQL (src/db/ingest.ts, `storeUsageRequests`): several requests
  * in one transaction are judged each on its own. A refused, backlogged or unknown-tenant request
  * stores nothing of itself and changes nothing for the others; a resend is never refused, also
- * across the requests of one transaction; every event is stored once.
+ * across the requests of one transaction; every event is stored once. A context kept by the
+ * process is checked under the tenant's lock, never trusted.
  */
 const db = testDbForFile();
 
@@ -56,4 +59,61 @@ test('a tenant over its backlog refuses the requests that name it, not the other
   expect(results[1]!.kind).toBe('judged');
   expect(await storedIds(busy)).toEqual(['f1', 'f2', 'f3']);
   expect(await storedIds(calm)).toEqual(['c2']);
+});
+
+test('with its context kept a batch is one statement; a context gone stale is read again and the batch placed where the tenant stands now', async () => {
+  const tenantId = await tenant();
+  const contexts = new PlacementContexts();
+  const queries: string[] = [];
+  const count = (q: { sql: string }) => void queries.push(q.sql);
+  db.on('query', count);
+  try {
+    await storeUsageRequests(db, [req('first', [[tenantId, [ev('k1')]]])], { contexts });
+    expect(queries).toHaveLength(2); // the context, then the store
+    queries.length = 0;
+    await storeUsageRequests(db, [req('kept', [[tenantId, [ev('k2')]]])], { contexts });
+    expect(queries).toHaveLength(1);
+
+    // The tenant's period closes behind the kept context.
+    const { start } = await db('periods').where({ tenant_id: tenantId, status: 'open' }).first<{ start: Date }>('start');
+    const closeAt = new Date(Date.now() - 1000).toISOString();
+    const rolled = await rollOverPeriod(db, { tenant_id: tenantId, period_start: start.toISOString(), close_at: closeAt, grace_seconds: 0, cancel: false });
+    queries.length = 0;
+    const [now] = await storeUsageRequests(db, [req('after', [[tenantId, [ev('k3')]]])], { contexts });
+    expect(now).toMatchObject({ kind: 'judged' });
+    // The stale store, the context read afresh, the store again.
+    expect(queries).toHaveLength(3);
+    const row = await db('usage_events').where({ tenant_id: tenantId, event_id: 'k3' }).first<{ period_start: Date }>('period_start');
+    expect(row.period_start.toISOString()).toBe(rolled.next!.period.start);
+    const [late] = await storeUsageRequests(db, [req('late', [[tenantId, [{ ...ev('k4'), timestamp: new Date(Date.parse(closeAt) - 5000).toISOString() }]]])], { contexts });
+    expect(late?.kind === 'judged' && late.outcomes.get(tenantId)).toMatchObject({ kind: 'refused', refusals: [expect.objectContaining({ code: 'late_event' })] });
+  } finally {
+    db.off('query', count);
+  }
+});
+
+test('a backlog grown behind a kept figure is found under the lock, and nothing of the request is stored', async () => {
+  const tenantId = await tenant();
+  const contexts = new PlacementContexts();
+  await storeUsageRequests(db, [req('first', [[tenantId, [ev('b1')]]])], { contexts, maxPending: 2 });
+  // Another API process stores three more: this one's kept figure does not know.
+  await storeUsageRequests(db, [req('other', [[tenantId, [ev('b2'), ev('b3'), ev('b4')]]])]);
+  const [result] = await storeUsageRequests(db, [req('more', [[tenantId, [ev('b5')]]])], { contexts, maxPending: 2 });
+  expect(result).toEqual({ kind: 'backlogged', tenantId, pending: 4 });
+  expect(await storedIds(tenantId)).toEqual(['b1', 'b2', 'b3', 'b4']);
+});
+
+test("a tenant's placement version changes with what placement reads, and only with it", async () => {
+  const tenantId = await tenant();
+  const version = async () => (await db('tenants').where({ id: tenantId }).first<{ placement_version: string }>('placement_version')).placement_version;
+  const changes = async (write: () => Promise<unknown>) => {
+    const before = await version();
+    await write();
+    return (await version()) !== before;
+  };
+  const period = () => db('periods').where({ tenant_id: tenantId, status: 'open' });
+  expect(await changes(() => db('tenants').where({ id: tenantId }).update({ timezone: 'Europe/Paris' }))).toBe(true);
+  expect(await changes(() => period().update({ grace_ends_at: new Date() }))).toBe(true);
+  expect(await changes(() => db('tenants').where({ id: tenantId }).update({ timezone: 'Europe/Paris' }))).toBe(false);
+  expect(await changes(() => period().update({ events_purged_at: new Date() }))).toBe(false);
 });

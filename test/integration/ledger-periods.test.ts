@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { storeUsage, type IncomingEvent } from '../../src/db/ingest';
+import { storeUsage, storeUsageRequests, type IncomingEvent, type RequestOutcome } from '../../src/db/ingest';
+import { PlacementContexts } from '../../src/db/placement-contexts';
 import { claimUsage, readPeriodCounters } from '../../src/db/ledger';
 import { rollOverPeriod } from '../../src/db/rollover';
 import { savePlanVersion } from '../../src/db/plans';
@@ -10,9 +11,10 @@ import { periodAfterEarlyClose } from '../../src/domain/periods';
 import { createTenantFixture } from '../support/tenant-fixture';
 
 /**
- * Closing is a database fact (docs/design/core-v2.md): batches are placed and stored under the
- * tenant's ledger lock, and a rollover closes, moves and opens in one transaction under the same
- * lock, so every stored event lands in exactly one period, and late events only until grace end.
+ * Closing is a database fact (docs/design/core-v2.md): batches are placed, then stored under the
+ * tenant's ledger lock once a check finds the tenant as they were placed against; a rollover
+ * closes, moves and opens in one transaction under the same lock. So every stored event lands in
+ * exactly one period, and late events only until grace end.
  */
 const db = testDbForFile();
 
@@ -169,15 +171,22 @@ test('a cancellation keeps every stored event in the final period and refuses wh
   expect(await store(t.tenantId, [event('late', new Date(now - 1000).toISOString())])).toMatchObject({ kind: 'stored', stored: 1 });
 });
 
-test('ingest racing a close: every stored event lands in exactly one period, on the right side', async () => {
+// Contexts read by each store, and kept across stores as the API keeps them (then checked under the lock).
+test.each(['read by each store', 'kept'])('ingest racing a close (contexts %s): every stored event lands in exactly one period, on the right side', async (contexts) => {
   const t = await tenant(monthly(unique('plan'), 0));
+  const kept = new PlacementContexts();
+  const storeBatch = async (events: IncomingEvent[]) => {
+    if (contexts !== 'kept') return store(t.tenantId, events);
+    const [outcome] = await storeUsageRequests(db, [{ batches: new Map([[t.tenantId, events]]), receivedAt: new Date(), batchId: `batch-${randomUUID()}` }], { contexts: kept });
+    return (outcome as Extract<RequestOutcome, { kind: 'judged' }>).outcomes.get(t.tenantId)!;
+  };
   const closeAt = new Date(Date.now() + 300).toISOString();
   let n = 0;
   const sender = async () => {
     const outcomes = [];
     for (let i = 0; i < 40; i += 1) {
       const batch = Array.from({ length: 10 }, () => event(`e${(n += 1)}`, null));
-      outcomes.push(await store(t.tenantId, batch));
+      outcomes.push(await storeBatch(batch));
     }
     return outcomes;
   };
