@@ -141,7 +141,13 @@ export function cpuTicks(stackPid: number): Map<string, number> {
       continue; // the process ended meanwhile
     }
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    procs.set(Number(entry), { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+    // Its own user and system time, and that of its children that ended: a PostgreSQL backend
+    // that exits within a measurement (a pool closing an idle connection) moves its CPU to the
+    // postmaster's, where it would otherwise vanish and make the difference negative. Not for
+    // this load generator, whose child is the stack itself.
+    const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number) as [number, number, number, number];
+    const ticks = Number(entry) === process.pid ? utime + stime : utime + stime + cutime + cstime;
+    procs.set(Number(entry), { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), ppid: Number(fields[1]), ticks });
   }
   const inStack = (pid: number): boolean => {
     for (let at = pid; at > 1; at = procs.get(at)?.ppid ?? 0) if (at === stackPid) return true;

@@ -24,12 +24,15 @@ export interface PlacementContext {
  * without reading anything first: its store is then one statement. A kept context is never
  * trusted, only checked: when the tenant changed meanwhile (a close, a rollover, a cancellation,
  * a finalization, a new plan), the store fails as stale, the caller forgets the tenant and places
- * again against a context read afresh. Least recently used contexts go first beyond `capacity`.
+ * again against a context read afresh. Least recently used contexts go first beyond `capacity`:
+ * a context takes about a kilobyte, and the default keeps the API and worker process within its
+ * memory budget at 10,000 open tenants (BENCHMARKS.md, session 24); a tenant beyond it costs its
+ * batches one statement more.
  */
 export class PlacementContexts {
   private readonly known = new Map<string, PlacementContext>();
 
-  constructor(private readonly capacity = 10_000) {}
+  constructor(private readonly capacity = 5_000) {}
 
   /**
    * The contexts of `tenants`: kept ones, and the others read in one statement, as are kept ones

@@ -117,3 +117,24 @@ test("a tenant's placement version changes with what placement reads, and only w
   expect(await changes(() => db('tenants').where({ id: tenantId }).update({ timezone: 'Europe/Paris' }))).toBe(false);
   expect(await changes(() => period().update({ events_purged_at: new Date() }))).toBe(false);
 });
+
+test('beyond its capacity a process keeps the contexts used last', async () => {
+  const [a, b] = [await tenant(), await tenant()];
+  const contexts = new PlacementContexts(1);
+  const queries: string[] = [];
+  const count = (q: { sql: string }) => void queries.push(q.sql);
+  const storeFor = async (tenantId: string, id: string) => {
+    queries.length = 0;
+    await storeUsageRequests(db, [req(id, [[tenantId, [ev(id)]]])], { contexts });
+    return queries.length;
+  };
+  db.on('query', count);
+  try {
+    expect(await storeFor(a, 'a1')).toBe(2); // read, then stored
+    expect(await storeFor(a, 'a2')).toBe(1); // kept
+    expect(await storeFor(b, 'b1')).toBe(2); // b's context replaces a's
+    expect(await storeFor(a, 'a3')).toBe(2);
+  } finally {
+    db.off('query', count);
+  }
+});
