@@ -208,11 +208,11 @@ interface JudgedRequest {
  */
 async function placeBatch(db: Db, context: PlacementContext | undefined, events: IncomingEvent[], receivedAt: Date, placedAt: Date): Promise<JudgedBatch> {
   if (!context) return { kind: 'no_tenant' };
-  const { tenant, rows, periods } = context;
+  const { tenant, periods } = context;
   // The plan of periods not opened yet: read only when an event lands past the open period.
-  const open = rows.find((r) => r.status === 'open');
+  const open = periods.find((p) => p.status === 'open');
   const latest = Math.max(placedAt.getTime(), ...events.map((e) => (e.timestamp === null ? 0 : Date.parse(e.timestamp))));
-  const nextPlan = open && latest >= open.end.getTime() ? await findPlanVersion(db, tenant.plan_id) : undefined;
+  const nextPlan = open && latest >= Date.parse(open.end) ? await findPlanVersion(db, tenant.plan_id) : undefined;
   const following = (end: string) =>
     periodAfterEarlyClose(tenant.billing_anchor.toISOString(), (nextPlan?.interval ?? 'month') as Interval, tenant.timezone, end);
 
@@ -226,8 +226,8 @@ async function placeBatch(db: Db, context: PlacementContext | undefined, events:
   const plans = new Map<string, PlanVersion | undefined>();
   for (const placement of placements) {
     if (placement.kind !== 'counted' || plans.has(placement.period_start)) continue;
-    const row = rows.find((r) => r.start.toISOString() === placement.period_start);
-    plans.set(placement.period_start, row ? await findPlanVersion(db, row.plan_id, row.plan_version) : nextPlan);
+    const period = periods.find((p) => p.start === placement.period_start);
+    plans.set(placement.period_start, period ? await findPlanVersion(db, period.plan_id, period.plan_version) : nextPlan);
   }
 
   const refusals: EventRefusal[] = [];

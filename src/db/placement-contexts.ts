@@ -1,5 +1,4 @@
 import type { Db } from './knex';
-import type { PeriodBounds } from './invoices';
 import type { StoredPeriod } from '../domain/placement';
 
 /**
@@ -11,8 +10,7 @@ import type { StoredPeriod } from '../domain/placement';
  */
 export interface PlacementContext {
   tenant: { plan_id: string; billing_anchor: Date; timezone: string };
-  rows: PeriodBounds[];
-  periods: StoredPeriod[];
+  periods: Array<StoredPeriod & { plan_id: string; plan_version: number }>;
   /** `tenants.placement_version`, which changes whenever anything above changes (a bigint, as text). */
   version: string;
   /** Acknowledged events not counted yet, as last read (the read here, or a store's check). */
@@ -76,7 +74,12 @@ export class PlacementContexts {
 
 /** A row of the read: the tenant joined with one of its periods (null period columns: none). */
 type ContextRow = { tenant_id: string; tenant_plan_id: string; billing_anchor: Date; timezone: string; version: string; pending: string } & {
-  [K in keyof PeriodBounds]: PeriodBounds[K] | null;
+  start: Date | null;
+  end: Date | null;
+  status: StoredPeriod['status'] | null;
+  grace_ends_at: Date | null;
+  plan_id: string | null;
+  plan_version: number | null;
 };
 
 /** Reads the contexts of `tenants` in one statement, without a lock: the store checks them under it. */
@@ -95,7 +98,6 @@ async function readPlacementContexts(db: Db, tenants: readonly string[]): Promis
     if (!context) {
       context = {
         tenant: { plan_id: row.tenant_plan_id, billing_anchor: row.billing_anchor, timezone: row.timezone },
-        rows: [],
         periods: [],
         version: row.version,
         pending: Number(row.pending),
@@ -103,9 +105,14 @@ async function readPlacementContexts(db: Db, tenants: readonly string[]): Promis
       contexts.set(row.tenant_id, context);
     }
     if (row.start === null) continue;
-    const bounds = row as ContextRow & PeriodBounds;
-    context.rows.push({ start: bounds.start, end: bounds.end, status: bounds.status, grace_ends_at: bounds.grace_ends_at, plan_id: bounds.plan_id, plan_version: bounds.plan_version });
-    context.periods.push({ start: bounds.start.toISOString(), end: bounds.end.toISOString(), status: bounds.status, grace_ends_at: bounds.grace_ends_at?.toISOString() ?? null });
+    context.periods.push({
+      start: row.start.toISOString(),
+      end: row.end!.toISOString(),
+      status: row.status!,
+      grace_ends_at: row.grace_ends_at?.toISOString() ?? null,
+      plan_id: row.plan_id!,
+      plan_version: row.plan_version!,
+    });
   }
   return contexts;
 }
