@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { ZodError } from 'zod';
+import { PlacementKeptChanging } from '../db/ingest';
 import { UnknownCursor } from '../db/pagination';
 
 /** The stable machine words of API.md; clients branch on these, never on titles. */
@@ -107,7 +108,9 @@ export function errorMiddleware(): ErrorRequestHandler {
     if (err instanceof ApiError) problem = err;
     else if (err instanceof UnknownCursor) problem = unknownCursor(err.startingAfter);
     else if (err instanceof ZodError) problem = new ApiError(422, 'validation_failed', 'the request is invalid', fieldErrors(err));
-    else if (err?.type === 'entity.parse.failed') problem = new ApiError(400, 'validation_failed', 'malformed JSON body');
+    else if (err instanceof PlacementKeptChanging) {
+      problem = new ApiError(503, 'unavailable', "the tenant's periods changed while its events were being stored; nothing was stored; retry", undefined, { 'Retry-After': '1' });
+    } else if (err?.type === 'entity.parse.failed') problem = new ApiError(400, 'validation_failed', 'malformed JSON body');
     else if (err?.type === 'entity.too.large') problem = new ApiError(413, 'payload_too_large', 'the request body is too large');
     else if (err?.status === 415) problem = new ApiError(415, 'unsupported_media_type', String(err.message ?? 'unsupported media type'));
     else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {

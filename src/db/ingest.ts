@@ -86,6 +86,18 @@ const BACKLOG_GREW = 'TL002';
 const MAX_PLACEMENTS = 5;
 
 /**
+ * A store found its tenants changing at each of its `MAX_PLACEMENTS` attempts (or a backlog
+ * growing under each check) and stored nothing. Nothing is wrong with the request: the client
+ * retries it (the API answers 503 with Retry-After).
+ */
+export class PlacementKeptChanging extends Error {
+  constructor(readonly tenants: readonly string[]) {
+    super(`the placement of ${tenants.join(', ')} changed at each of ${MAX_PLACEMENTS} attempts; nothing was stored`);
+    this.name = 'PlacementKeptChanging';
+  }
+}
+
+/**
  * Stores several requests in one statement when every tenant's placement context is kept
  * (`PlacementContexts`), and in two otherwise (the contexts are read first). The events are
  * placed in memory; then one statement takes every named tenant's ledger lock shared, in id
@@ -130,7 +142,8 @@ export async function storeUsageRequests(
       return outcomesOf(judged, storable, inserted);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      if (attempt >= MAX_PLACEMENTS || (code !== STALE_CONTEXT && code !== BACKLOG_GREW)) throw err;
+      if (code !== STALE_CONTEXT && code !== BACKLOG_GREW) throw err;
+      if (attempt >= MAX_PLACEMENTS) throw new PlacementKeptChanging(tenants);
       kept.forget(tenants);
     }
   }

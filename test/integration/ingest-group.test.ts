@@ -1,4 +1,7 @@
-import { storeUsageRequests, type IncomingEvent, type IngestRequest } from '../../src/db/ingest';
+import express from 'express';
+import type { AddressInfo } from 'node:net';
+import { errorMiddleware } from '../../src/api/errors';
+import { PlacementKeptChanging, storeUsageRequests, type IncomingEvent, type IngestRequest } from '../../src/db/ingest';
 import { countUnclaimedEvents } from '../../src/db/ledger';
 import { PlacementContexts } from '../../src/db/placement-contexts';
 import { rollOverPeriod } from '../../src/db/rollover';
@@ -89,6 +92,40 @@ test('with its context kept a batch is one statement; a context gone stale is re
     expect(late?.kind === 'judged' && late.outcomes.get(tenantId)).toMatchObject({ kind: 'refused', refusals: [expect.objectContaining({ code: 'late_event' })] });
   } finally {
     db.off('query', count);
+  }
+});
+
+test('a tenant that changes before every attempt stores nothing, and the client is told to retry (503), not of a defect', async () => {
+  const tenantId = await tenant();
+  let reads = 0;
+  /** Another process changes the tenant's time zone right after each read of its context. */
+  class ChangedBehind extends PlacementContexts {
+    override async read(...args: Parameters<PlacementContexts['read']>) {
+      const found = await super.read(...args);
+      reads += 1;
+      await db('tenants').where({ id: tenantId }).update({ timezone: reads % 2 ? 'Europe/Paris' : 'UTC' });
+      return found;
+    }
+  }
+  const failure = await storeUsageRequests(db, [req('busy', [[tenantId, [ev('c1')]]])], { contexts: new ChangedBehind() }).catch((err: unknown) => err);
+  expect(failure).toBeInstanceOf(PlacementKeptChanging);
+  expect(reads).toBe(5);
+  expect(await storedIds(tenantId)).toEqual([]);
+
+  const app = express();
+  app.post('/', () => {
+    throw failure;
+  });
+  app.use(errorMiddleware());
+  const server = app.listen(0, '127.0.0.1');
+  try {
+    await new Promise((resolve) => server.once('listening', resolve));
+    const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, { method: 'POST' });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(await res.json()).toMatchObject({ code: 'unavailable' });
+  } finally {
+    server.close();
   }
 });
 

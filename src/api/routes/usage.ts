@@ -38,7 +38,7 @@ export function usageRouter(ctx: ApiContext): Router {
       problems: {
         404: 'a tenant key whose tenant does not exist (`not_found`)',
         409: 'the subscription is cancelled and the events fall after its last period (`subscription_cancelled`); nothing was recorded',
-        503: 'the tenant has more events waiting to be counted than INGEST_MAX_PENDING_EVENTS (`unavailable`, with Retry-After); nothing was recorded',
+        503: "the tenant has more events waiting to be counted than INGEST_MAX_PENDING_EVENTS, or its periods changed at each of the store's five attempts (`unavailable`, with Retry-After); nothing was recorded",
         422: 'the batch was rejected and nothing was recorded: `late_event`, `future_event` or `unknown_metric` when every problem is of that kind, `validation_failed` otherwise; `errors[].path` names each event',
       },
     }),

@@ -5,7 +5,7 @@
  * is the SHA-256 of the document it was generated from, as GET /openapi.json serves it: the
  * repository's `npm test` fails while that is not the document its API serves.
  */
-// openapi-sha256: 45c7f1f726dfbed28797742079ab306eac2bd42190bc0863ab0df62ad77558aa
+// openapi-sha256: d6d8ec55d0b34eb3708480ef5058ec3444d8ba786bdc3c3cb6ac92c462bdd64d
 
 export interface paths {
     "/dashboard": {
@@ -1960,7 +1960,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description the tenant has more events waiting to be counted than INGEST_MAX_PENDING_EVENTS (`unavailable`, with Retry-After); nothing was recorded */
+            /** @description the tenant has more events waiting to be counted than INGEST_MAX_PENDING_EVENTS, or its periods changed at each of the store's five attempts (`unavailable`, with Retry-After); nothing was recorded */
             503: {
                 headers: {
                     [name: string]: unknown;
