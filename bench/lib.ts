@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, freePorts } from '../src/platform/free-port';
+import { embeddedDatabaseUrl } from '../src/platform/postgres';
 
 export { freePort };
 
@@ -89,7 +90,8 @@ export async function startStack(extraEnv: Record<string, string> = {}, nodeArgs
     apiUrl,
     adminKey,
     temporalAddress: `127.0.0.1:${temporalPort}`,
-    databaseUrl: `postgres://tally:tally@127.0.0.1:${pgPort}/tally`,
+    // The way tally's own processes reach it, so the bench's ceilings are measured on the same path.
+    databaseUrl: embeddedDatabaseUrl(path.join(dataDir, 'postgres'), pgPort),
     pid,
     dataDir,
     async stop() {
@@ -159,6 +161,12 @@ export function cpuTicks(stackPid: number): Map<string, number> {
     if (name !== undefined) ticks.set(name, (ticks.get(name) ?? 0) + p.ticks);
   }
   return ticks;
+}
+
+/** CPU milliseconds the whole machine has been busy since boot, on all its cores (/proc/stat; a tick is 10 ms). */
+export function machineBusyMs(): number {
+  const [user, nice, system, , , irq, softirq] = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number) as number[];
+  return (user! + nice! + system! + irq! + softirq!) * 10;
 }
 
 /** CPU milliseconds each process of {@link cpuTicks} used between two readings (a tick is 10 ms). */

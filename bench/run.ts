@@ -18,7 +18,7 @@ import http from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { HttpClient } from './http';
-import { ROOT, cpuMsBetween, cpuTicks, eventsCpuCost, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, waitSettled, type BenchStack, type EventsCpuCost } from './lib';
+import { ROOT, cpuMsBetween, cpuTicks, machineBusyMs, eventsCpuCost, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, waitSettled, type BenchStack, type EventsCpuCost } from './lib';
 import { countedEvents, countingProblems, waitCounted, type Tally } from './read-model';
 import { rolloverHistory, type RolloverHistory } from './history';
 import { alertPath } from './alert-path';
@@ -392,6 +392,7 @@ async function ceilings(): Promise<void> {
     await commitPool.end();
   }
   await db.query('DROP TABLE bench_ceiling');
+  const roundTrips = await roundTripCosts();
 
   const targets = await createTenants('ceiling', 20, 'bench_sum');
   let signals = 0;
@@ -403,8 +404,47 @@ async function ceilings(): Promise<void> {
   });
   const signalRate = Math.round(signals / ((Date.now() - sigStart) / 1000));
   for (const t of targets) await temporal.workflow.getHandle(tenantWorkflowId(t)).terminate('bench ceiling done');
-  results.ceiling = { pg_rows_per_s: big.rowsPerS, pg_commits_per_s: small.commitsPerS, signals_per_s: signalRate };
+  results.ceiling = { pg_rows_per_s: big.rowsPerS, pg_commits_per_s: small.commitsPerS, signals_per_s: signalRate, pg_round_trip: roundTrips };
   log(`ceilings: PostgreSQL ${big.rowsPerS} rows/s (1,000-row statements), ${small.commitsPerS} commits/s (10-row statements), Temporal ${signalRate} signals/s`);
+  log(
+    `ceilings: a PostgreSQL round trip from 8 connections, machine CPU: ${roundTrips.socket.machine_cpu_us} µs through the Unix socket tally uses, ` +
+      `${roundTrips.tcp.machine_cpu_us} µs through loopback TCP (${roundTrips.socket.per_s} / ${roundTrips.tcp.per_s} per second)`,
+  );
+}
+
+/**
+ * What one trivial query costs the whole machine (client, kernel and backend), through the Unix
+ * socket tally's processes use and through loopback TCP: each way twice, alternating, best of two
+ * (the stack is idle meanwhile, so the machine's busy time is the queries').
+ */
+async function roundTripCosts(): Promise<Record<'socket' | 'tcp', { per_s: number; machine_cpu_us: number; client_cpu_us: number }>> {
+  const ways = { socket: stack.databaseUrl, tcp: stack.databaseUrl.replace(/\?host=.*$/, '') };
+  const best: Partial<Record<keyof typeof ways, { per_s: number; machine_cpu_us: number; client_cpu_us: number }>> = {};
+  for (let round = 0; round < 2; round++) {
+    for (const [way, url] of Object.entries(ways) as Array<[keyof typeof ways, string]>) {
+      const pool = new pg.Pool({ connectionString: url, max: 8 });
+      try {
+        await Promise.all(Array.from({ length: 8 }, () => pool.query('SELECT 1')));
+        let queries = 0;
+        const start = performance.now();
+        const [machine0, client0] = [machineBusyMs(), process.cpuUsage()];
+        const stopAt = Date.now() + (MODE.ceilingSeconds * 1000) / 2;
+        await runLoops(8, () => Date.now() < stopAt, async () => {
+          await pool.query('SELECT $1::int AS n', [queries++]);
+        });
+        const client = process.cpuUsage(client0);
+        const measured = {
+          per_s: Math.round(queries / ((performance.now() - start) / 1000)),
+          machine_cpu_us: Math.round(((machineBusyMs() - machine0) * 1000) / queries),
+          client_cpu_us: Math.round((client.user + client.system) / queries),
+        };
+        if (!best[way] || measured.machine_cpu_us < best[way]!.machine_cpu_us) best[way] = measured;
+      } finally {
+        await pool.end();
+      }
+    }
+  }
+  return best as Record<keyof typeof ways, { per_s: number; machine_cpu_us: number; client_cpu_us: number }>;
 }
 
 async function ingestSweep(tenants: string[]): Promise<void> {
@@ -969,6 +1009,7 @@ function printTable(): void {
     ['ceiling.pg_rows_per_s', c.pg_rows_per_s, ''],
     ['ceiling.pg_commits_per_s (10 rows)', c.pg_commits_per_s, ''],
     ['ceiling.signals_per_s', c.signals_per_s, ''],
+    ['ceiling: PG round trip, machine CPU µs', `${c.pg_round_trip.socket.machine_cpu_us} / ${c.pg_round_trip.tcp.machine_cpu_us}`, 'through the Unix socket tally uses / loopback TCP'],
     ['alert.p50_ms / p99_ms', `${r.alert.p50_ms} / ${r.alert.p99_ms}`, 'p99 <= 1,000'],
     ['alert: CPU ms per alert, all processes', r.alert.cpu_ms_total, `a step of ${MODE.alertTenants} alerts: ${r.alert.step_cpu_ms_per_core} ms on ${os.cpus().length} cores`],
     [`burst: ${r.burst.tenants} tenants (s)`, r.burst.seconds, '<= 60 s at 2,000'],

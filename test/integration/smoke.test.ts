@@ -5,6 +5,7 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
+import pg from 'pg';
 import { freePort } from '../../src/platform/free-port';
 import { tenantWorkflowId, usageQuery } from '../../src/workflows/messages';
 import { report } from '../support/report';
@@ -348,6 +349,21 @@ test('npm start: cold start, a tenant, stop, restart on the same DATA_DIR, stop;
     const res = await api(first, adminKey, 'GET', `/v1/tenants/${tenantId}/usage?consistent=true`);
     return res.status === 200 && res.body.metrics?.api_calls?.used === 7 ? true : undefined;
   });
+
+  // PostgreSQL answers on 127.0.0.1 for other tools; tally's own connections come through its
+  // Unix socket (no client address), the cheaper round trip (src/platform/postgres.ts).
+  const outside = new pg.Client({ connectionString: `postgres://tally:tally@127.0.0.1:${first.ports.postgres}/tally` });
+  await outside.connect();
+  try {
+    const { rows } = await outside.query<{ socket: number; tcp: number }>(
+      `SELECT count(*) FILTER (WHERE client_addr IS NULL)::int AS socket, count(*) FILTER (WHERE client_addr IS NOT NULL)::int AS tcp
+         FROM pg_stat_activity WHERE datname = 'tally' AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+    );
+    expect(rows[0]!.socket).toBeGreaterThan(0);
+    expect(rows[0]!.tcp).toBe(0);
+  } finally {
+    await outside.end();
+  }
 
   connection = await Connection.connect({ address: `127.0.0.1:${first.ports.temporal}` });
   const handle1 = new Client({ connection, namespace: 'default' }).workflow.getHandle(tenantWorkflowId(tenantId));
