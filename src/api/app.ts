@@ -1,11 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
-import { pinoHttp } from 'pino-http';
 import type { Client } from '@temporalio/client';
 import type { Db } from '../db/knex';
-import { requestLogSerializers, type Logger } from '../logger';
+import type { Logger } from '../logger';
 import type { Config } from '../config';
 import { BillingGateway } from './billing-gateway';
 import { TenantDirectory } from './tenant-directory';
@@ -15,6 +13,7 @@ import type { ApiContext } from './context';
 import { operationsRouter } from './routes/operations';
 import { createApiMetrics, type ApiMetrics } from './metrics';
 import { rateLimit } from './rate-limit';
+import { requestLog } from './request-log';
 import { IngestQueue } from './ingest-queue';
 import { storeUsageRequests } from '../db/ingest';
 import { PlacementContexts } from '../db/placement-contexts';
@@ -133,9 +132,6 @@ export async function closeGracefully(app: Express, server: { close(): Promise<v
  */
 const INGEST_EVENTS_PER_TRANSACTION = 1_000;
 
-/** Client-supplied request ids are echoed only when short and log-safe; otherwise a new one is made. */
-const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
-
 /** Builds the Express app of API v1: thin routes over the gateway and the repositories. */
 export function createApp(deps: AppDeps): Express {
   const metrics = deps.metrics ?? createApiMetrics({ workerMetricsUrl: deps.workerMetricsUrl });
@@ -176,21 +172,8 @@ export function createApp(deps: AppDeps): Express {
     res.once('close', () => drain.open.delete(res));
     next();
   });
-  app.use(metrics.httpMiddleware());
-  app.use(
-    pinoHttp({
-      logger: deps.logger,
-      genReqId: (req, res) => {
-        const given = req.headers['x-request-id'];
-        const id = typeof given === 'string' && REQUEST_ID_PATTERN.test(given) ? given : randomUUID();
-        res.setHeader('x-request-id', id);
-        return id;
-      },
-      customProps: (req) => ({ request_id: req.id }),
-      serializers: requestLogSerializers(deps.logger),
-      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' },
-    }),
-  );
+  app.use(metrics.httpMiddleware(app));
+  app.use(requestLog(app, deps.logger));
   // JSON API: no CSP here (nothing renders the answers); /docs sets its own strict one.
   app.use(helmet({ contentSecurityPolicy: false }));
   // Every body is read: verifyJsonBody answers 415 for one that is not JSON, 400 for bytes that are not UTF-8.

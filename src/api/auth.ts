@@ -2,6 +2,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import type { Db } from '../db/knex';
 import { resolveApiKey, safeEqual, type Principal } from '../db/api-keys';
 import { ApiError, notFound } from './errors';
+import { identifyCaller } from './request-log';
 import { CSRF_HEADER, isSafeMethod, sessionCookieOf, type DashboardSessions } from './dashboard/session';
 
 /**
@@ -33,14 +34,14 @@ export function authenticate(db: Db, adminKey: string, sessions?: DashboardSessi
       }
       res.locals.principal = session.principal;
       res.locals.session = session;
-      req.log = req.log?.child(session.principal.kind === 'tenant' ? { tenant_id: session.principal.tenantId, session: true } : { principal: 'admin', session: true });
+      identifyCaller(req, session.principal.kind === 'tenant' ? { tenant_id: session.principal.tenantId, session: true } : { principal: 'admin', session: true });
       return next();
     }
     if (!key) return next(new ApiError(401, 'unauthorized', 'missing API key (X-API-Key header)'));
     const principal = await resolveApiKey(db, adminKey, key);
     if (!principal) return next(new ApiError(401, 'unauthorized', 'unknown or revoked API key'));
     res.locals.principal = principal;
-    req.log = req.log?.child(principal.kind === 'tenant' ? { tenant_id: principal.tenantId } : { principal: 'admin' });
+    identifyCaller(req, principal.kind === 'tenant' ? { tenant_id: principal.tenantId } : { principal: 'admin' });
     next();
   };
 }

@@ -1,4 +1,4 @@
-import type { Request, RequestHandler } from 'express';
+import type { Express, Request, RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RateLimitBudget } from './rate-limit';
 
@@ -22,8 +22,8 @@ import type { RateLimitBudget } from './rate-limit';
 /** What the app records into, and how `/metrics` renders. */
 export interface ApiMetrics {
   readonly registry: Registry;
-  /** Records every request's count and latency when its response ends. */
-  httpMiddleware(): RequestHandler;
+  /** Records every request of `app` (its count and latency) when its response ends. */
+  httpMiddleware(app: Express): RequestHandler;
   /** One request's batches were stored in PostgreSQL (and acknowledged). */
   recordIngest(batches: number, events: number): void;
   /** One request was refused by a rate limit. */
@@ -87,10 +87,10 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
 
   return {
     registry,
-    httpMiddleware() {
+    httpMiddleware(app) {
+      captureRoutePatterns(app);
       return (req, res, next) => {
         const started = process.hrtime.bigint();
-        captureRoutePattern(req);
         httpInFlight.inc();
         let recorded = false;
         const record = (status: string) => {
@@ -134,29 +134,33 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
   };
 }
 
+const ROUTE = Symbol('tally.route');
+type RoutedRequest = Request & { [ROUTE]?: unknown; [ROUTE_PATTERN]?: string };
+
 /**
  * Express sets `req.route` when a route matches; at that moment `req.baseUrl` is the mount path
  * of the router holding it. Once an error leaves the router, `baseUrl` is restored, so the full
- * pattern is captured at assignment time rather than read when the response ends.
+ * pattern is captured at assignment time rather than read when the response ends: by an accessor
+ * on the app's request prototype, defined once rather than on every request.
  */
-function captureRoutePattern(req: Request): void {
-  let route: unknown;
-  const holder = req as unknown as Record<symbol, string | undefined>;
-  Object.defineProperty(req, 'route', {
+function captureRoutePatterns(app: Express): void {
+  Object.defineProperty(app.request, 'route', {
     configurable: true,
     enumerable: true,
-    get: () => route,
-    set: (value: unknown) => {
-      route = value;
+    get(this: RoutedRequest) {
+      return this[ROUTE];
+    },
+    set(this: RoutedRequest, value: unknown) {
+      this[ROUTE] = value;
       const path = (value as { path?: unknown } | undefined)?.path;
       if (typeof path === 'string') {
-        const full = `${req.baseUrl}${path}`;
-        holder[ROUTE_PATTERN] = full.length > 1 && full.endsWith('/') ? full.slice(0, -1) : full;
+        const full = `${this.baseUrl}${path}`;
+        this[ROUTE_PATTERN] = full.length > 1 && full.endsWith('/') ? full.slice(0, -1) : full;
       }
     },
   });
 }
 
 function routePatternOf(req: Request): string {
-  return (req as unknown as Record<symbol, string | undefined>)[ROUTE_PATTERN] ?? UNMATCHED_ROUTE;
+  return (req as RoutedRequest)[ROUTE_PATTERN] ?? UNMATCHED_ROUTE;
 }

@@ -16,7 +16,7 @@ async function serve(app: express.Express): Promise<{ url: string; close: () => 
 test('HTTP metrics use the route pattern (mount path included), also for errors, and "unmatched" otherwise', async () => {
   const metrics = createApiMetrics({ processMetrics: false });
   const app = express();
-  app.use(metrics.httpMiddleware());
+  app.use(metrics.httpMiddleware(app));
   const v1 = express.Router();
   const tenants = express.Router();
   tenants.get('/:id/usage', (req, res) => {
