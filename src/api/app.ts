@@ -181,7 +181,6 @@ export function createApp(deps: AppDeps): Express {
   // Text PostgreSQL cannot store and nesting JSON.stringify cannot write: 422 before any route.
   app.use(rejectUnsafeJson());
 
-  app.use(operationsRouter(ctx, { metrics, draining: () => drain.draining }));
   const v1 = express.Router();
   v1.use(rejectUnusablePaths);
   const dashboard = createDashboard({ db: deps.db, adminKey: deps.adminKey, namespace: deps.namespace, ...deps.dashboard });
@@ -204,6 +203,8 @@ export function createApp(deps: AppDeps): Express {
   v1.use(summariesRouter(ctx));
   v1.use(balanceRouter(ctx));
   app.use('/v1', v1);
+  // After /v1, whose requests are nearly all of them: none of them walks the operations routes.
+  app.use(operationsRouter(ctx, { metrics, draining: () => drain.draining }));
   app.use('/dashboard', dashboard.router);
 
   app.use(notFoundMiddleware());

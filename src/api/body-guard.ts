@@ -36,27 +36,31 @@ function textProblem(text: string): string | undefined {
  * schema that copies them by assignment would drop them (or swap a prototype) silently.
  */
 export function jsonBodyProblem(body: unknown, maxDepth = MAX_BODY_DEPTH): FieldError | undefined {
-  const stack: Array<{ value: unknown; path: string; depth: number }> = [{ value: body, path: '', depth: 0 }];
+  // Every request's body is walked, so a node's path is spelled only when it has a problem.
+  type Node = { value: unknown; depth: number; key?: string; parent?: Node };
+  const pathOf = (node: Node): string => (node.parent === undefined ? '(body)' : node.parent.parent === undefined ? printableKey(node.key!) : `${pathOf(node.parent)}.${printableKey(node.key!)}`);
+  const stack: Node[] = [{ value: body, depth: 0 }];
   while (stack.length > 0) {
-    const { value, path, depth } = stack.pop()!;
+    const node = stack.pop()!;
+    const { value, depth } = node;
     if (typeof value === 'string') {
       const problem = textProblem(value);
-      if (problem) return { path: path || '(body)', message: problem };
+      if (problem) return { path: pathOf(node), message: problem };
       continue;
     }
     // JSON.parse reads a number beyond the double range (`1e400`) as Infinity, which
     // JSON.stringify then writes as null: the value would be stored as something else.
-    if (typeof value === 'number' && !Number.isFinite(value)) return { path: path || '(body)', message: 'must be a finite number (within ±1.7976931348623157e308)' };
+    if (typeof value === 'number' && !Number.isFinite(value)) return { path: pathOf(node), message: 'must be a finite number (within ±1.7976931348623157e308)' };
     if (value === null || typeof value !== 'object') continue;
-    if (depth >= maxDepth) return { path: path || '(body)', message: `must not be nested deeper than ${maxDepth} levels` };
+    if (depth >= maxDepth) return { path: pathOf(node), message: `must not be nested deeper than ${maxDepth} levels` };
     const isArray = Array.isArray(value);
     for (const [key, child] of Object.entries(value)) {
-      const childPath = path ? `${path}.${printableKey(key)}` : printableKey(key);
+      const childNode: Node = { value: child, depth: depth + 1, key, parent: node };
       if (!isArray) {
         const problem = key === '__proto__' ? 'is a reserved key' : textProblem(key);
-        if (problem) return { path: childPath, message: `key ${problem}` };
+        if (problem) return { path: pathOf(childNode), message: `key ${problem}` };
       }
-      stack.push({ value: child, path: childPath, depth: depth + 1 });
+      stack.push(childNode);
     }
   }
   return undefined;

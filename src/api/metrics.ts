@@ -135,13 +135,13 @@ export function createApiMetrics(options: ApiMetricsOptions = {}): ApiMetrics {
 }
 
 const ROUTE = Symbol('tally.route');
-type RoutedRequest = Request & { [ROUTE]?: unknown; [ROUTE_PATTERN]?: string };
+type RoutedRequest = Request & { [ROUTE]?: unknown; [ROUTE_PATTERN]?: { baseUrl: string; path: string } };
 
 /**
  * Express sets `req.route` when a route matches; at that moment `req.baseUrl` is the mount path
- * of the router holding it. Once an error leaves the router, `baseUrl` is restored, so the full
- * pattern is captured at assignment time rather than read when the response ends: by an accessor
- * on the app's request prototype, defined once rather than on every request.
+ * of the router holding it. Once an error leaves the router, `baseUrl` is restored, so the mount
+ * path is kept at assignment time rather than read when the response ends: by an accessor on the
+ * app's request prototype, defined once rather than on every request.
  */
 function captureRoutePatterns(app: Express): void {
   Object.defineProperty(app.request, 'route', {
@@ -153,14 +153,14 @@ function captureRoutePatterns(app: Express): void {
     set(this: RoutedRequest, value: unknown) {
       this[ROUTE] = value;
       const path = (value as { path?: unknown } | undefined)?.path;
-      if (typeof path === 'string') {
-        const full = `${this.baseUrl}${path}`;
-        this[ROUTE_PATTERN] = full.length > 1 && full.endsWith('/') ? full.slice(0, -1) : full;
-      }
+      if (typeof path === 'string') this[ROUTE_PATTERN] = { baseUrl: this.baseUrl, path };
     },
   });
 }
 
 function routePatternOf(req: Request): string {
-  return (req as RoutedRequest)[ROUTE_PATTERN] ?? UNMATCHED_ROUTE;
+  const route = (req as RoutedRequest)[ROUTE_PATTERN];
+  if (!route) return UNMATCHED_ROUTE;
+  const full = `${route.baseUrl}${route.path}`;
+  return full.length > 1 && full.endsWith('/') ? full.slice(0, -1) : full;
 }

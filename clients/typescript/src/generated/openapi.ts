@@ -5,7 +5,7 @@
  * is the SHA-256 of the document it was generated from, as GET /openapi.json serves it: the
  * repository's `npm test` fails while that is not the document its API serves.
  */
-// openapi-sha256: d6d8ec55d0b34eb3708480ef5058ec3444d8ba786bdc3c3cb6ac92c462bdd64d
+// openapi-sha256: ad08352a17de759a81e49214d76693c65e1f946bc011fa052b569d8416ac7206
 
 export interface paths {
     "/dashboard": {
