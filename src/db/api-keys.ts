@@ -16,11 +16,11 @@ export function generateApiKey(tenantId: string): { key: string; id: string; key
   return { key, id: `key_${randomBytes(8).toString('hex')}`, key_hash: hashApiKey(key), prefix: `${key.slice(0, 7)}…(${tenantId})` };
 }
 
-/** Constant-time comparison of two secrets of any length. */
+const sha256 = (secret: string): Buffer => createHash('sha256').update(secret).digest();
+
+/** Constant-time comparison of two secrets of any length (digests of equal length are compared). */
 export function safeEqual(a: string, b: string): boolean {
-  const ha = createHash('sha256').update(a).digest();
-  const hb = createHash('sha256').update(b).digest();
-  return timingSafeEqual(ha, hb);
+  return timingSafeEqual(sha256(a), sha256(b));
 }
 
 /** The admin key's digest, made once per process rather than on every request. */
@@ -28,8 +28,8 @@ let adminDigest: { key: string; digest: Buffer } | undefined;
 
 /** Resolves a presented key: the admin key is compared in constant time, tenant keys by digest lookup. */
 export async function resolveApiKey(db: Db, adminKey: string, presented: string): Promise<Principal | undefined> {
-  if (adminDigest?.key !== adminKey) adminDigest = { key: adminKey, digest: createHash('sha256').update(adminKey).digest() };
-  if (timingSafeEqual(createHash('sha256').update(presented).digest(), adminDigest.digest)) return { kind: 'admin' };
+  if (adminDigest?.key !== adminKey) adminDigest = { key: adminKey, digest: sha256(adminKey) };
+  if (timingSafeEqual(sha256(presented), adminDigest.digest)) return { kind: 'admin' };
   const row = await db('api_keys')
     .where({ key_hash: hashApiKey(presented) })
     .whereNull('revoked_at')

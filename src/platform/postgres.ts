@@ -75,8 +75,8 @@ export function embeddedDatabaseUrl(databaseDir: string, port: number, database 
 
 /**
  * The directory of the server's Unix socket, beside its data, or none. Every query is a round
- * trip, and one through a Unix socket costs both sides about a fifth less CPU than one through
- * loopback TCP (docs/deployment.md): on a machine that runs the whole stack, that CPU is what
+ * trip, and one through a Unix socket costs the machine a tenth to a fifth less CPU than one
+ * through loopback TCP (docs/deployment.md): on a machine that runs the whole stack, that CPU is what
  * ingest, counting and alerts share. The server listens on 127.0.0.1 as well, for other clients.
  * None where sockets are not Unix ones, or where the path is too long for one (108 bytes in all).
  */
