@@ -188,15 +188,48 @@ export interface EventsCpuCost {
 
 /** {@link EventsCpuCost} of `events` from the CPU each process used over `wallMs` ({@link cpuMsBetween}). */
 export function eventsCpuCost(used: ReadonlyMap<string, number>, events: number, wallMs: number): EventsCpuCost {
-  const cores = os.cpus().length;
-  const perThousand = (ms: number) => Math.round((ms / Math.max(1, events)) * 1000 * 10) / 10;
-  const total = [...used.values()].reduce((a, b) => a + b, 0);
+  const cost = cpuCostPer(used, events / 1000, wallMs);
   return {
-    ms_per_1000_events: Object.fromEntries([...used].filter(([, ms]) => ms / wallMs > 0.02).sort((a, b) => b[1] - a[1]).map(([name, ms]) => [name, perThousand(ms)])),
-    total_ms_per_1000_events: perThousand(total),
-    busy_share_of_cores: Math.round((total / (wallMs * cores)) * 1000) / 1000,
+    ms_per_1000_events: cost.by_process,
+    total_ms_per_1000_events: cost.total,
+    busy_share_of_cores: cost.busy_share_of_cores,
     // Each core gives 1,000 CPU ms a second.
-    ceiling_events_per_s: Math.round((cores * 1000 * events) / Math.max(1, total)),
+    ceiling_events_per_s: Math.round((os.cpus().length * 1000 * events) / Math.max(1, cost.total_ms)),
+  };
+}
+
+/** What the burst's rollovers cost the machine: each process's CPU per rollover, and the least time the cores need for all of them at that cost. */
+export interface RolloversCpuCost {
+  /** CPU ms per rollover, by process (those that used at least 2 % of a core). */
+  ms_per_rollover: Record<string, number>;
+  /** Every process's, the load generator's (its usage reads) included. */
+  total_ms_per_rollover: number;
+  /** How busy the cores were meanwhile, 0 to 1. */
+  busy_share_of_cores: number;
+  /** The rollovers' CPU spread over every core: no schedule finishes them sooner at this cost. */
+  ceiling_seconds: number;
+}
+
+/** {@link RolloversCpuCost} of `rollovers` from the CPU each process used over `wallMs` ({@link cpuMsBetween}). */
+export function rolloversCpuCost(used: ReadonlyMap<string, number>, rollovers: number, wallMs: number): RolloversCpuCost {
+  const cost = cpuCostPer(used, rollovers, wallMs);
+  return {
+    ms_per_rollover: cost.by_process,
+    total_ms_per_rollover: cost.total,
+    busy_share_of_cores: cost.busy_share_of_cores,
+    ceiling_seconds: Math.round(cost.total_ms / (os.cpus().length * 1000) * 10) / 10,
+  };
+}
+
+/** CPU ms per unit of work, by process and in all, rounded to a tenth; and how busy the cores were. */
+function cpuCostPer(used: ReadonlyMap<string, number>, units: number, wallMs: number) {
+  const per = (ms: number) => Math.round((ms / Math.max(1e-9, units)) * 10) / 10;
+  const totalMs = [...used.values()].reduce((a, b) => a + b, 0);
+  return {
+    by_process: Object.fromEntries([...used].filter(([, ms]) => ms / wallMs > 0.02).sort((a, b) => b[1] - a[1]).map(([name, ms]) => [name, per(ms)])),
+    total: per(totalMs),
+    total_ms: totalMs,
+    busy_share_of_cores: Math.round((totalMs / (wallMs * os.cpus().length)) * 1000) / 1000,
   };
 }
 

@@ -35,26 +35,45 @@ export interface CurrentPeriodFigures {
   pendingEvents: number;
 }
 
+/** Whether the tenant is active, and its open period's figures (undefined when it has none). */
+export interface TenantStanding {
+  status: 'active' | 'cancelled';
+  figures: CurrentPeriodFigures | undefined;
+}
+
 /**
- * One statement (one snapshot, one round trip): the open period with its counters, alerts and
- * unclaimed events, and the tenant's limits and packs. The plan version comes from the process's
- * cache (versions never change); only a dimensioned meter's groups take a second query.
+ * One statement (one snapshot, one round trip): the tenant's status, and its open period with its
+ * counters, alerts and unclaimed events, its limits and packs. A read needs nothing else to answer
+ * 404, 409 or the figures, so it never waits for a second round trip behind a loaded database. The
+ * plan version comes from the process's cache (versions never change); only a dimensioned meter's
+ * groups take a second query. Undefined when there is no such tenant.
  */
-export async function currentPeriodFigures(db: Db, tenantId: string): Promise<CurrentPeriodFigures | undefined> {
+export async function tenantStanding(db: Db, tenantId: string): Promise<TenantStanding | undefined> {
   const result = await db.raw<{ rows: FiguresRow[] }>(CURRENT_PERIOD_FIGURES, { tenant: tenantId });
   const row = result.rows[0];
   if (!row) return undefined;
-  const plan = await findPlanVersion(db, row.plan_id, row.plan_version);
+  return { status: row.tenant_status, figures: await figuresOf(db, tenantId, row) };
+}
+
+/** The tenant's open period's figures, or undefined when it has none (cancelled, or no tenant). */
+export async function currentPeriodFigures(db: Db, tenantId: string): Promise<CurrentPeriodFigures | undefined> {
+  return (await tenantStanding(db, tenantId))?.figures;
+}
+
+async function figuresOf(db: Db, tenantId: string, row: FiguresRow): Promise<CurrentPeriodFigures | undefined> {
+  const { start: periodStart, end: periodEnd, plan_id: planId, plan_version: planVersion } = row;
+  if (periodStart === null || periodEnd === null || planId === null || planVersion === null) return undefined;
+  const plan = await findPlanVersion(db, planId, planVersion);
   if (!plan) return undefined;
-  const start = row.start.toISOString();
-  const groups = await aggregateStoredGroups(db, tenantId, row.start, plan.meters, { countedOnly: true });
-  const counters = row.counters.map((c) => toCounter({ ...c, period_start: row.start }));
+  const start = periodStart.toISOString();
+  const groups = await aggregateStoredGroups(db, tenantId, periodStart, plan.meters, { countedOnly: true });
+  const counters = row.counters.map((c) => toCounter({ ...c, period_start: periodStart }));
   const values: Record<string, string> = {};
   for (const meter of plan.meters) values[meter.metric] = counterFromAggregates(counters.find((c) => c.metric === meter.metric), meter.aggregation);
   return {
     tenantId,
     plan,
-    period: { start, end: row.end.toISOString() },
+    period: { start, end: periodEnd.toISOString() },
     values,
     limitOverrides: { ...(row.limit_overrides ?? {}) },
     packs: row.packs.map((k) =>
@@ -64,17 +83,18 @@ export async function currentPeriodFigures(db: Db, tenantId: string): Promise<Cu
       ),
     ),
     groups,
-    alerts: row.alerts.map((a) => alertView({ ...a, tenant_id: tenantId, period_start: row.start, fired_at: new Date(a.fired_at), covers: null, rule_id: null })),
+    alerts: row.alerts.map((a) => alertView({ ...a, tenant_id: tenantId, period_start: periodStart, fired_at: new Date(a.fired_at), covers: null, rule_id: null })),
     pendingEvents: Math.max(0, Number(row.pending)),
   };
 }
 
-/** What {@link CURRENT_PERIOD_FIGURES} returns: numerics as text, instants inside JSON as ISO text. */
+/** What {@link CURRENT_PERIOD_FIGURES} returns: numerics as text, instants inside JSON as ISO text; the period's columns null when there is no open period. */
 interface FiguresRow {
-  start: Date;
-  end: Date;
-  plan_id: string;
-  plan_version: number;
+  tenant_status: 'active' | 'cancelled';
+  start: Date | null;
+  end: Date | null;
+  plan_id: string | null;
+  plan_version: number | null;
   limit_overrides: Record<string, string> | null;
   pending: string;
   counters: Array<Omit<CounterRow, 'period_start'>>;
@@ -83,26 +103,31 @@ interface FiguresRow {
 }
 
 const CURRENT_PERIOD_FIGURES = `
-  SELECT p.start, p."end", p.plan_id, p.plan_version, t.limit_overrides,
+  SELECT t.status AS tenant_status, p.start, p."end", p.plan_id, p.plan_version, t.limit_overrides,
          ${UNCLAIMED_EVENTS} AS pending,
          (SELECT coalesce(json_agg(json_build_object('metric', c.metric, 'total', c.total::text, 'events', c.events::text,
                                                      'largest', c.largest::text, 'latest', c.latest::text) ORDER BY c.metric), '[]')
-            FROM period_counters c WHERE c.tenant_id = p.tenant_id AND c.period_start = p.start) AS counters,
+            FROM period_counters c WHERE c.tenant_id = t.id AND c.period_start = p.start) AS counters,
          (SELECT coalesce(json_agg(json_build_object('id', a.id, 'subject', a.subject, 'threshold', a.threshold::text, 'level', a.level,
                                                      'status', a.status, 'used', a.used::text, 'limit', a."limit"::text, 'fired_at', a.fired_at)
                                    ORDER BY a.fired_at, a.threshold), '[]')
-            FROM alerts a WHERE a.tenant_id = p.tenant_id AND a.period_start = p.start) AS alerts,
+            FROM alerts a WHERE a.tenant_id = t.id AND a.period_start = p.start) AS alerts,
          (SELECT coalesce(json_agg(json_build_object('id', k.id, 'metric', k.metric, 'units', k.units::text, 'price', k.price::text,
                                                      'purchased_at', k.purchased_at, 'expires_at', k.expires_at,
                                                      'draws', (SELECT coalesce(json_agg(json_build_object('period_start', d.period_start, 'units', d.units::text)), '[]')
                                                                  FROM pack_draws d WHERE d.tenant_id = k.tenant_id AND d.pack_id = k.id))
                                    ORDER BY k.expires_at, k.id), '[]')
-            FROM packs k WHERE k.tenant_id = p.tenant_id) AS packs
-    FROM periods p JOIN tenants t ON t.id = p.tenant_id
-   WHERE p.tenant_id = :tenant AND p.status = 'open'`;
+            FROM packs k WHERE k.tenant_id = t.id) AS packs
+    FROM tenants t LEFT JOIN periods p ON p.tenant_id = t.id AND p.status = 'open'
+   WHERE t.id = :tenant`;
 
 /** `GET …/usage` from the read model. */
 export async function currentUsage(db: Db, tenantId: string): Promise<UsageView | undefined> {
   const figures = await currentPeriodFigures(db, tenantId);
-  return figures && buildUsageView({ ...figures, asOf: new Date().toISOString() });
+  return figures && usageViewOf(figures);
+}
+
+/** The usage view of an open period's figures, as of now. */
+export function usageViewOf(figures: CurrentPeriodFigures): UsageView {
+  return buildUsageView({ ...figures, asOf: new Date().toISOString() });
 }

@@ -296,6 +296,12 @@ describe('GET /v1/tenants/{id}/periods and /invoices', () => {
       totals: { invoice_id: del.body.final_invoice_id, total: '0.40' },
       invoice_ids: [del.body.final_invoice_id],
     });
+    // Its usage and estimates are refused as cancelled, and a tenant that never was is not found.
+    expect((await api.call('GET', `/v1/tenants/${gone.id}/usage`, { key: gone.key })).body).toMatchObject({ status: 409, code: 'conflict', detail: `tenant ${gone.id} is cancelled` });
+    const estimate = await api.call('POST', `/v1/tenants/${gone.id}/estimate`, { key: gone.key, body: { metric: 'api_calls', quantity: 1 } });
+    expect(estimate.body).toMatchObject({ status: 409, code: 'conflict', detail: `tenant ${gone.id} is cancelled` });
+    expectProblem(await api.call('GET', `/v1/tenants/${unique('ghost')}/usage`), 404, 'not_found');
+    expectProblem(await api.call('POST', `/v1/tenants/${unique('ghost')}/estimate`, { body: { metric: 'api_calls', quantity: 1 } }), 404, 'not_found');
   });
 });
 

@@ -1,5 +1,5 @@
 import { claimUsage, countUnclaimedEvents, readPeriodCounters } from '../../src/db/ledger';
-import { currentPeriodFigures } from '../../src/db/usage-read-model';
+import { currentPeriodFigures, tenantStanding } from '../../src/db/usage-read-model';
 import { insertPlacedEvents } from '../../src/db/ingest';
 import { insertPack, readPacks, recordPackDraws } from '../../src/db/packs';
 import { insertAlerts, alertView, type AlertRow } from '../../src/db/alerts';
@@ -109,4 +109,15 @@ test('counters, alerts, packs with draws, overrides and unclaimed events read in
 
 test('no open period (no such tenant): no figures', async () => {
   expect(await currentPeriodFigures(db, unique('nobody'))).toBeUndefined();
+});
+
+test("a tenant's standing in the same statement: none, active with its figures, cancelled without an open period", async () => {
+  expect(await tenantStanding(db, unique('nobody'))).toBeUndefined();
+  const tenantId = await tenant();
+  const active = await tenantStanding(db, tenantId);
+  expect(active).toMatchObject({ status: 'active', figures: { period: { start: PERIOD } } });
+  expect(active!.figures).toEqual(await currentPeriodFigures(db, tenantId));
+  await db('periods').where({ tenant_id: tenantId }).update({ status: 'closed' });
+  await db('tenants').where({ id: tenantId }).update({ status: 'cancelled' });
+  expect(await tenantStanding(db, tenantId)).toEqual({ status: 'cancelled', figures: undefined });
 });

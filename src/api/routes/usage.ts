@@ -10,7 +10,7 @@ import type { TenantContext } from '../tenant-directory';
 import { findMeter } from '../../domain/plan';
 import { estimateExtraCost } from '../../domain/rating';
 import type { IncomingEvent } from '../../db/ingest';
-import { currentPeriodFigures, currentUsage } from '../../db/usage-read-model';
+import { tenantStanding, usageViewOf, type CurrentPeriodFigures, type TenantStanding } from '../../db/usage-read-model';
 import { isDimensioned, withGroups } from '../../domain/dimensions';
 import { aggregateStoredGroups } from '../../db/dimensions';
 import { findPlanVersion } from '../../db/plans';
@@ -127,21 +127,19 @@ export function usageRouter(ctx: ApiContext): Router {
       const tenantId = tenantParam(req);
       assertTenantAccess(res, tenantId);
       const query = parseListQuery(usageQuery, req);
-      await activeTenant(ctx, tenantId);
-      if (query.consistent === 'true') {
-        const settled = await ctx.billing.settledUsage(tenantId);
-        // The run counts meter totals; a dimensioned meter's groups come from the events it counted.
-        const plan = await findPlanVersion(ctx.db, settled.plan_id, settled.plan_version);
-        if (!plan?.meters.some(isDimensioned)) {
-          res.json(settled);
-          return;
-        }
-        res.json(withGroups(settled, plan.meters, await aggregateStoredGroups(ctx.db, tenantId, settled.period.start, plan.meters, { countedOnly: true })));
+      if (query.consistent !== 'true') {
+        res.json(usageViewOf(openPeriodFigures(tenantId, await tenantStanding(ctx.db, tenantId))));
         return;
       }
-      const usage = await currentUsage(ctx.db, tenantId);
-      if (!usage) throw new ApiError(409, 'conflict', `tenant ${tenantId} has no open period`);
-      res.json(usage);
+      await activeTenant(ctx, tenantId);
+      const settled = await ctx.billing.settledUsage(tenantId);
+      // The run counts meter totals; a dimensioned meter's groups come from the events it counted.
+      const plan = await findPlanVersion(ctx.db, settled.plan_id, settled.plan_version);
+      if (!plan?.meters.some(isDimensioned)) {
+        res.json(settled);
+        return;
+      }
+      res.json(withGroups(settled, plan.meters, await aggregateStoredGroups(ctx.db, tenantId, settled.period.start, plan.meters, { countedOnly: true })));
     },
   );
 
@@ -188,9 +186,7 @@ export function usageRouter(ctx: ApiContext): Router {
       assertTenantAccess(res, tenantId);
       parseListQuery(noQuery, req);
       const body = estimateBody.parse(req.body);
-      await activeTenant(ctx, tenantId);
-      const figures = await currentPeriodFigures(ctx.db, tenantId);
-      if (!figures) throw new ApiError(409, 'conflict', `tenant ${tenantId} has no open period`);
+      const figures = openPeriodFigures(tenantId, await tenantStanding(ctx.db, tenantId));
       const meter = findMeter(figures.plan, body.metric);
       if (!meter) {
         throw new ApiError(422, 'unknown_metric', `metric ${body.metric} is not in plan ${figures.plan.id}`, [{ path: 'metric', message: 'unknown metric' }]);
@@ -200,6 +196,14 @@ export function usageRouter(ctx: ApiContext): Router {
   );
 
   return router;
+}
+
+/** An active tenant's open period, from one read of its standing: 404 without the tenant, 409 when it is cancelled or has no open period. */
+function openPeriodFigures(tenantId: string, standing: TenantStanding | undefined): CurrentPeriodFigures {
+  if (!standing) throw notFound(`tenant ${tenantId}`);
+  if (standing.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
+  if (!standing.figures) throw new ApiError(409, 'conflict', `tenant ${tenantId} has no open period`);
+  return standing.figures;
 }
 
 async function activeTenant(ctx: ApiContext, tenantId: string): Promise<TenantContext> {
