@@ -1,4 +1,5 @@
 import type { Db } from './knex';
+import type { TenantRow } from './tenants';
 import { toCounter, UNCLAIMED_EVENTS, type CounterRow } from './ledger';
 import { findPlanVersion } from './plans';
 import { alertView } from './alerts';
@@ -37,7 +38,7 @@ export interface CurrentPeriodFigures {
 
 /** Whether the tenant is active, and its open period's figures (undefined when it has none). */
 export interface TenantStanding {
-  status: 'active' | 'cancelled';
+  status: TenantRow['status'];
   figures: CurrentPeriodFigures | undefined;
 }
 
@@ -90,7 +91,7 @@ async function figuresOf(db: Db, tenantId: string, row: FiguresRow): Promise<Cur
 
 /** What {@link CURRENT_PERIOD_FIGURES} returns: numerics as text, instants inside JSON as ISO text; the period's columns null when there is no open period. */
 interface FiguresRow {
-  tenant_status: 'active' | 'cancelled';
+  tenant_status: TenantRow['status'];
   start: Date | null;
   end: Date | null;
   plan_id: string | null;

@@ -198,17 +198,21 @@ export function usageRouter(ctx: ApiContext): Router {
   return router;
 }
 
-/** An active tenant's open period, from one read of its standing: 404 without the tenant, 409 when it is cancelled or has no open period. */
+/** An active tenant's open period, from one read of its standing: 404 or 409 as {@link assertActive} says, 409 without an open period. */
 function openPeriodFigures(tenantId: string, standing: TenantStanding | undefined): CurrentPeriodFigures {
-  if (!standing) throw notFound(`tenant ${tenantId}`);
-  if (standing.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
+  assertActive(tenantId, standing);
   if (!standing.figures) throw new ApiError(409, 'conflict', `tenant ${tenantId} has no open period`);
   return standing.figures;
 }
 
 async function activeTenant(ctx: ApiContext, tenantId: string): Promise<TenantContext> {
   const tenant = await ctx.tenants.get(tenantId);
+  assertActive(tenantId, tenant);
+  return tenant;
+}
+
+/** 404 when there is no such tenant, 409 when it is cancelled. */
+function assertActive<T extends { status: string }>(tenantId: string, tenant: T | undefined): asserts tenant is T {
   if (!tenant) throw notFound(`tenant ${tenantId}`);
   if (tenant.status !== 'active') throw new ApiError(409, 'conflict', `tenant ${tenantId} is cancelled`);
-  return tenant;
 }
