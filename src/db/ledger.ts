@@ -157,9 +157,9 @@ export async function readPeriodCounters(db: Db | Knex.Transaction, tenantId: st
   return rows.map(toCounter);
 }
 
-/** SQL: {@link countUnclaimedEvents}'s figure as text, for the tenant bound as `:tenant`. */
-export const UNCLAIMED_EVENTS = `(coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = :tenant), 0)
-           + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = :tenant), 0))::text`;
+/** SQL: {@link countUnclaimedEvents}'s figure as text, for the tenant that `tenant` names (a binding or a column). */
+export const unclaimedEventsOf = (tenant: string): string => `(coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = ${tenant}), 0)
+           + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = ${tenant}), 0))::text`;
 
 /**
  * Acknowledged events of a tenant not counted yet (`pending_events`): events stored less events
@@ -167,6 +167,6 @@ export const UNCLAIMED_EVENTS = `(coalesce((SELECT stored - claimed FROM tenant_
  * one row and a few receipts however large the backlog (one statement: one snapshot).
  */
 export async function countUnclaimedEvents(db: Db | Knex.Transaction, tenantId: string): Promise<number> {
-  const result = await db.raw<{ rows: Array<{ pending: string }> }>(`SELECT ${UNCLAIMED_EVENTS} AS pending`, { tenant: tenantId });
+  const result = await db.raw<{ rows: Array<{ pending: string }> }>(`SELECT ${unclaimedEventsOf(':tenant')} AS pending`, { tenant: tenantId });
   return Math.max(0, Number(result.rows[0]?.pending ?? 0));
 }

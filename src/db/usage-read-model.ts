@@ -1,6 +1,6 @@
 import type { Db } from './knex';
 import type { TenantRow } from './tenants';
-import { toCounter, UNCLAIMED_EVENTS, type CounterRow } from './ledger';
+import { toCounter, unclaimedEventsOf, type CounterRow } from './ledger';
 import { findPlanVersion } from './plans';
 import { alertView } from './alerts';
 import { packFromRow } from './packs';
@@ -50,10 +50,20 @@ export interface TenantStanding {
  * groups take a second query. Undefined when there is no such tenant.
  */
 export async function tenantStanding(db: Db, tenantId: string): Promise<TenantStanding | undefined> {
-  const result = await db.raw<{ rows: FiguresRow[] }>(CURRENT_PERIOD_FIGURES, { tenant: tenantId });
-  const row = result.rows[0];
-  if (!row) return undefined;
-  return { status: row.tenant_status, figures: await figuresOf(db, tenantId, row) };
+  return (await tenantStandings(db, [tenantId])).get(tenantId);
+}
+
+/**
+ * {@link tenantStanding} for a page of tenants in the same one statement (the tenants list with
+ * its usage), keyed by tenant id; a tenant that does not exist has no entry.
+ */
+export async function tenantStandings(db: Db, tenantIds: readonly string[]): Promise<Map<string, TenantStanding>> {
+  if (tenantIds.length === 0) return new Map();
+  const result = await db.raw<{ rows: FiguresRow[] }>(`${CURRENT_PERIOD_FIGURES} WHERE t.id IN (${tenantIds.map(() => '?').join(', ')})`, [...tenantIds]);
+  const standings = await Promise.all(
+    result.rows.map(async (row): Promise<[string, TenantStanding]> => [row.tenant_id, { status: row.tenant_status, figures: await figuresOf(db, row.tenant_id, row) }]),
+  );
+  return new Map(standings);
 }
 
 /** The tenant's open period's figures, or undefined when it has none (cancelled, or no tenant). */
@@ -91,6 +101,7 @@ async function figuresOf(db: Db, tenantId: string, row: FiguresRow): Promise<Cur
 
 /** What {@link CURRENT_PERIOD_FIGURES} returns: numerics as text, instants inside JSON as ISO text; the period's columns null when there is no open period. */
 interface FiguresRow {
+  tenant_id: string;
   tenant_status: TenantRow['status'];
   start: Date | null;
   end: Date | null;
@@ -104,8 +115,8 @@ interface FiguresRow {
 }
 
 const CURRENT_PERIOD_FIGURES = `
-  SELECT t.status AS tenant_status, p.start, p."end", p.plan_id, p.plan_version, t.limit_overrides,
-         ${UNCLAIMED_EVENTS} AS pending,
+  SELECT t.id AS tenant_id, t.status AS tenant_status, p.start, p."end", p.plan_id, p.plan_version, t.limit_overrides,
+         ${unclaimedEventsOf('t.id')} AS pending,
          (SELECT coalesce(json_agg(json_build_object('metric', c.metric, 'total', c.total::text, 'events', c.events::text,
                                                      'largest', c.largest::text, 'latest', c.latest::text) ORDER BY c.metric), '[]')
             FROM period_counters c WHERE c.tenant_id = t.id AND c.period_start = p.start) AS counters,
@@ -119,8 +130,7 @@ const CURRENT_PERIOD_FIGURES = `
                                                                  FROM pack_draws d WHERE d.tenant_id = k.tenant_id AND d.pack_id = k.id))
                                    ORDER BY k.expires_at, k.id), '[]')
             FROM packs k WHERE k.tenant_id = t.id) AS packs
-    FROM tenants t LEFT JOIN periods p ON p.tenant_id = t.id AND p.status = 'open'
-   WHERE t.id = :tenant`;
+    FROM tenants t LEFT JOIN periods p ON p.tenant_id = t.id AND p.status = 'open'`;
 
 /** `GET …/usage` from the read model. */
 export async function currentUsage(db: Db, tenantId: string): Promise<UsageView | undefined> {

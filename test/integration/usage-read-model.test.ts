@@ -1,5 +1,5 @@
 import { claimUsage, countUnclaimedEvents, readPeriodCounters } from '../../src/db/ledger';
-import { currentPeriodFigures, tenantStanding } from '../../src/db/usage-read-model';
+import { currentPeriodFigures, tenantStanding, tenantStandings } from '../../src/db/usage-read-model';
 import { insertPlacedEvents } from '../../src/db/ingest';
 import { insertPack, readPacks, recordPackDraws } from '../../src/db/packs';
 import { insertAlerts, alertView, type AlertRow } from '../../src/db/alerts';
@@ -120,4 +120,23 @@ test("a tenant's standing in the same statement: none, active with its figures, 
   await db('periods').where({ tenant_id: tenantId }).update({ status: 'closed' });
   await db('tenants').where({ id: tenantId }).update({ status: 'cancelled' });
   expect(await tenantStanding(db, tenantId)).toEqual({ status: 'cancelled', figures: undefined });
+});
+
+test("a page of tenants' standings in one statement: each tenant's own, as read alone", async () => {
+  const [busy, idle, gone] = [await tenant(), await tenant(), await tenant()];
+  await insertPlacedEvents(db, busy, [{ id: 'a', metric: 'minutes', quantity: '42', timestamp: AT, period_start: PERIOD }], 'test-ingest', new Date());
+  await claimUsage(db, busy, `${busy}-claim`, 100);
+  await insertPlacedEvents(db, busy, [{ id: 'b', metric: 'calls', quantity: '1', timestamp: AT, period_start: PERIOD }], 'test-ingest', new Date());
+  await changeLimitOverrides(db, idle, { minutes: '7' });
+  await db('periods').where({ tenant_id: gone }).update({ status: 'closed' });
+  await db('tenants').where({ id: gone }).update({ status: 'cancelled' });
+  const nobody = unique('nobody');
+
+  const page = await tenantStandings(db, [busy, nobody, idle, gone]);
+  expect([...page.keys()].sort()).toEqual([busy, idle, gone].sort());
+  for (const id of [busy, idle, gone]) expect(page.get(id)).toEqual(await tenantStanding(db, id));
+  expect(page.get(busy)!.figures).toMatchObject({ values: { minutes: '42' }, pendingEvents: 1, limitOverrides: {} });
+  expect(page.get(idle)!.figures).toMatchObject({ values: { minutes: '0' }, pendingEvents: 0, limitOverrides: { minutes: '7' } });
+  expect(page.get(gone)).toEqual({ status: 'cancelled', figures: undefined });
+  expect(await tenantStandings(db, [])).toEqual(new Map());
 });

@@ -12,7 +12,7 @@ import { limitChangeProblems } from '../../domain/limits';
 import { decimalToNumber } from '../../domain/decimal';
 import { normalizeDecimal } from '../../db/numeric';
 import { generateApiKey, rotateTenantApiKey } from '../../db/api-keys';
-import { currentUsage } from '../../db/usage-read-model';
+import { tenantStandings, usageViewOf } from '../../db/usage-read-model';
 import { paginationQuery, parseListQuery } from '../pagination';
 import { periodContaining } from '../../domain/periods';
 import { tenantWorkflowId } from '../../workflows/messages';
@@ -132,9 +132,12 @@ export function tenantsRouter(ctx: ApiContext): Router {
         res.json({ ...page, data: page.data.map(presentTenant) });
         return;
       }
+      // One statement for the page's figures, not one per tenant.
+      const standings = await tenantStandings(ctx.db, page.data.filter((t) => t.status === 'active').map((t) => t.id));
       const data = [];
       for (const tenant of page.data) {
-        const usage = tenant.status === 'active' ? await currentUsage(ctx.db, tenant.id) : undefined;
+        const figures = standings.get(tenant.id)?.figures;
+        const usage = figures && usageViewOf(figures);
         const percents = Object.values(usage?.metrics ?? {}).flatMap((m) => (m.percent === null ? [] : [m.percent]));
         data.push({
           ...presentTenant(tenant),
