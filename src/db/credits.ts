@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { Db } from './knex';
+import { inOneSnapshot, type Db } from './knex';
 import { keysetPage, type Page, type PageRequest } from './pagination';
 import { normalizeDecimal } from './numeric';
 import { allocateCredit, amountDue, buildBalanceView, creditBalance, lowBalanceThreshold, type BalanceView, type CreditGrant } from '../domain/credits';
@@ -147,7 +147,11 @@ export async function invoiceCreditLines(db: Db | Knex.Transaction, invoiceId: s
  * the invoice, base fee included) of every period without a finalized invoice: the open period and
  * the closed ones still in grace. Undefined when the tenant has no period.
  */
-export async function readBalanceView(db: Db, tenantId: string, at: Date): Promise<BalanceView | undefined> {
+export function readBalanceView(db: Db, tenantId: string, at: Date): Promise<BalanceView | undefined> {
+  return inOneSnapshot(db, (trx) => balanceViewIn(trx, tenantId, at));
+}
+
+async function balanceViewIn(db: Knex.Transaction, tenantId: string, at: Date): Promise<BalanceView | undefined> {
   const periods = await db('periods')
     .where({ tenant_id: tenantId })
     .whereNot({ status: 'invoiced' })
@@ -188,9 +192,14 @@ export async function readBalanceView(db: Db, tenantId: string, at: Date): Promi
 
 /**
  * The prepaid facts a tenant's ledger decides from (`BalanceFacts`), in one read: the credit held
- * now in the current plan's currency, the periods not charged yet, and the tenant's own threshold.
+ * now in the current plan's currency, the periods not charged yet, and the tenant's own threshold,
+ * all as of one commit ({@link inOneSnapshot}).
  */
-export async function readBalanceFacts(db: Db | Knex.Transaction, tenantId: string, at: Date): Promise<BalanceFacts> {
+export function readBalanceFacts(db: Db | Knex.Transaction, tenantId: string, at: Date): Promise<BalanceFacts> {
+  return inOneSnapshot(db, (trx) => balanceFactsIn(trx, tenantId, at));
+}
+
+async function balanceFactsIn(db: Knex.Transaction, tenantId: string, at: Date): Promise<BalanceFacts> {
   const periods = await db('periods')
     .where({ tenant_id: tenantId })
     .whereNot({ status: 'invoiced' })

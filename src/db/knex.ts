@@ -50,3 +50,14 @@ export async function pingDb(db: Db): Promise<boolean> {
     return false;
   }
 }
+
+/**
+ * Runs `read` in one REPEATABLE READ, read-only snapshot, so reads that add figures from several
+ * tables see them as of one commit (a finalization that moves credit from the balance to an
+ * invoice between two of them would otherwise be counted twice). Inside a transaction already,
+ * `read` runs in it.
+ */
+export function inOneSnapshot<T>(db: Db | Knex.Transaction, read: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  if (db.isTransaction) return read(db as Knex.Transaction);
+  return db.transaction(read, { isolationLevel: 'repeatable read', readOnly: true });
+}

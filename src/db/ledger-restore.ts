@@ -1,4 +1,4 @@
-import type { Db } from './knex';
+import { inOneSnapshot, type Db } from './knex';
 import { readPeriodCounters } from './ledger';
 import { findPlanVersion } from './plans';
 import type { PeriodBounds } from './invoices';
@@ -29,8 +29,16 @@ export async function activeAlertRules(db: Db, tenantId: string): Promise<AlertR
   return rules.map((r) => ({ id: r.id, subject: r.metric ?? COST_SUBJECT, threshold: Number(r.threshold) }));
 }
 
-/** The ledger of a tenant, or null when there is no such tenant (or it never had a period). */
-export async function loadLedger(db: Db, tenantId: string): Promise<LedgerSnapshot | null> {
+/**
+ * The ledger of a tenant, or null when there is no such tenant (or it never had a period). Read
+ * as of one commit ({@link inOneSnapshot}): a claim, a close or a finalization that commits while
+ * it reads shows in all of its figures or in none.
+ */
+export function loadLedger(db: Db, tenantId: string): Promise<LedgerSnapshot | null> {
+  return inOneSnapshot(db, (trx) => ledgerIn(trx, tenantId));
+}
+
+async function ledgerIn(db: Db, tenantId: string): Promise<LedgerSnapshot | null> {
   const tenant = await db('tenants')
     .where({ id: tenantId })
     .first<{ id: string; name: string; timezone: string; billing_anchor: Date; status: 'active' | 'cancelled' } | undefined>(
