@@ -4,7 +4,9 @@
  * - `summaries`: `GET /v1/summaries` for a month of 10,000 tenants (two invoiced months, so the
  *   change is computed too), sorted by total, by a metric, and by a metric no row holds: p50 /
  *   p99 (target p99 < 50 ms); and the current month, whose periods are not invoiced yet (an open
- *   period per tenant with its counters and running figure), by total and by a metric.
+ *   period per tenant with its counters and running figure), by total and by a metric; and the
+ *   dashboard's tenants list over those tenants (`GET /v1/tenants?include=usage`, pages of 25 and
+ *   100), p50 / p99.
  * - `events_filter`: `GET /v1/tenants/{id}/events?property.<key>=<value>` for one tenant with many
  *   events (10 million; 200,000 in quick mode): a common value (1 event in 5), a rare one (1 in
  *   1,000), both together, and no filter, p50 / p99.
@@ -132,6 +134,11 @@ async function summaries(ctx: InsightBenchContext, requests: number) {
     by_total: await latencies(ctx, `/v1/summaries?month=${currentMonth}&sort=-total&limit=25`, requests),
     by_metric: await latencies(ctx, `/v1/summaries?month=${currentMonth}&sort=-tokens&limit=25`, requests),
   };
+  // The dashboard's tenants list: a page of tenants, each with its open period's figures.
+  const tenantsList = {
+    page_25: await latencies(ctx, '/v1/tenants?include=usage&limit=25', requests),
+    page_100: await latencies(ctx, '/v1/tenants?include=usage&limit=100', requests),
+  };
   const currentPage = await ctx.api.request('GET', `/v1/summaries?month=${currentMonth}&limit=1`);
   if (currentPage.body?.total_count < SUMMARY_TENANTS) ctx.problem(`the current month has ${currentPage.body?.total_count} summaries, expected at least ${SUMMARY_TENANTS}`);
   const csvStarted = performance.now();
@@ -139,7 +146,17 @@ async function summaries(ctx: InsightBenchContext, requests: number) {
   const rows = (await csv.text()).trim().split('\r\n').length - 1;
   const csvMs = Math.round(performance.now() - csvStarted);
   if (rows < SUMMARY_TENANTS) ctx.problem(`summaries CSV has ${rows} rows, expected at least ${SUMMARY_TENANTS}`);
-  const result = { tenants: SUMMARY_TENANTS, by_total: byTotal, by_metric: byMetric, by_absent_metric: byAbsentMetric, csv_ms: csvMs, csv_rows: rows, current_month: current, target_p99_ms: SUMMARY_P99_TARGET_MS };
+  const result = {
+    tenants: SUMMARY_TENANTS,
+    by_total: byTotal,
+    by_metric: byMetric,
+    by_absent_metric: byAbsentMetric,
+    csv_ms: csvMs,
+    csv_rows: rows,
+    current_month: current,
+    tenants_list: tenantsList,
+    target_p99_ms: SUMMARY_P99_TARGET_MS,
+  };
   ctx.log(`insight: summaries ${JSON.stringify(result)}`);
   return result;
 }
