@@ -169,6 +169,11 @@ export function machineBusyMs(): number {
   return (user! + nice! + system! + irq! + softirq!) * 10;
 }
 
+/** The share of every core's time, 0 to 1 (to a thousandth), that `busyMs` of CPU took over `wallMs`. */
+export function busyShareOfCores(busyMs: number, wallMs: number): number {
+  return Math.round((busyMs / (Math.max(1e-9, wallMs) * os.cpus().length)) * 1000) / 1000;
+}
+
 /** CPU milliseconds each process of {@link cpuTicks} used between two readings (a tick is 10 ms). */
 export function cpuMsBetween(before: ReadonlyMap<string, number>, after: ReadonlyMap<string, number>): Map<string, number> {
   return new Map([...after].map(([name, ticks]) => [name, (ticks - (before.get(name) ?? 0)) * 10]));
@@ -229,7 +234,7 @@ function cpuCostPer(used: ReadonlyMap<string, number>, units: number, wallMs: nu
     by_process: Object.fromEntries([...used].filter(([, ms]) => ms / wallMs > 0.02).sort((a, b) => b[1] - a[1]).map(([name, ms]) => [name, per(ms)])),
     total: per(totalMs),
     total_ms: totalMs,
-    busy_share_of_cores: Math.round((totalMs / (wallMs * os.cpus().length)) * 1000) / 1000,
+    busy_share_of_cores: busyShareOfCores(totalMs, wallMs),
   };
 }
 

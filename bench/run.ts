@@ -18,7 +18,7 @@ import http from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { HttpClient } from './http';
-import { ROOT, cpuMsBetween, cpuTicks, machineBusyMs, eventsCpuCost, rolloversCpuCost, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, waitSettled, type BenchStack, type EventsCpuCost } from './lib';
+import { ROOT, cpuMsBetween, cpuTicks, machineBusyMs, busyShareOfCores, eventsCpuCost, rolloversCpuCost, freePort, histogramQuantile, median, metricValue, quantile, rssKindsMb, rssMb, runLoops, sleep, startStack, waitSettled, type BenchStack, type EventsCpuCost } from './lib';
 import { countedEvents, countingProblems, waitCounted, type Tally } from './read-model';
 import { rolloverHistory, type RolloverHistory } from './history';
 import { alertPath } from './alert-path';
@@ -296,7 +296,7 @@ async function probeUsage(pick: () => string, until: () => boolean): Promise<Usa
     }
     slot = Math.max(slot + 1, Math.ceil((performance.now() - start) / intervalMs));
   }
-  const busyShare = (machineBusyMs() - busyBefore) / ((performance.now() - start) * os.cpus().length);
+  const busyShare = busyShareOfCores(machineBusyMs() - busyBefore, performance.now() - start);
   await Promise.all(reads);
   return {
     p50_ms: quantile(latencies, 0.5),
@@ -304,7 +304,7 @@ async function probeUsage(pick: () => string, until: () => boolean): Promise<Usa
     samples: latencies.length,
     statement_p50_ms: quantile(statements, 0.5),
     statement_p99_ms: quantile(statements, 0.99),
-    machine_busy_share: Math.round(busyShare * 1000) / 1000,
+    machine_busy_share: busyShare,
   };
 }
 
@@ -817,10 +817,10 @@ async function alerts(): Promise<void> {
     const metricsBefore = await scrapeMetrics();
     // What the stack spends with nothing to do (the counter's ticks, the refresher, the servers'
     // own timers), taken off the steps' CPU below so that what is left is the alerts'.
-    const quietFrom = { at: performance.now(), ticks: cpuTicks(stack!.pid) };
+    const quietFrom = { at: performance.now(), ticks: cpuTicks(stack!.pid), busy: machineBusyMs() };
     await sleep(ALERT_QUIET_SAMPLE_MS);
-    const quiet = { ms: performance.now() - quietFrom.at, used: cpuMsBetween(quietFrom.ticks, cpuTicks(stack!.pid)) };
-    const stepsFrom = { at: performance.now(), ticks: cpuTicks(stack!.pid) };
+    const quiet = { ms: performance.now() - quietFrom.at, used: cpuMsBetween(quietFrom.ticks, cpuTicks(stack!.pid)), busy: machineBusyMs() - quietFrom.busy };
+    const stepsFrom = { at: performance.now(), ticks: cpuTicks(stack!.pid), busy: machineBusyMs() };
     const sent = new Map<string, number>();
     const acknowledgedAt = new Map<string, number>();
     // 300 is the limit: 250 crosses 80%, 30 more crosses 90%, 30 more crosses 100%.
@@ -842,6 +842,7 @@ async function alerts(): Promise<void> {
     while (arrivals.size < sent.size && Date.now() < deadline) await sleep(100);
     const stepsMs = performance.now() - stepsFrom.at;
     const stepsUsed = cpuMsBetween(stepsFrom.ticks, cpuTicks(stack!.pid));
+    const stepsBusy = machineBusyMs() - stepsFrom.busy;
     const delays = [...sent].filter(([k]) => arrivals.has(k)).map(([k, t]) => arrivals.get(k)! - t);
     const cpuPerAlert = Object.fromEntries(
       [...stepsUsed].map(([name, ms]) => [name, Math.round(((ms - ((quiet.used.get(name) ?? 0) * stepsMs) / quiet.ms) / Math.max(1, delays.length)) * 10) / 10]),
@@ -871,10 +872,15 @@ async function alerts(): Promise<void> {
       cpu_ms_total: cpuTotal,
       // A step's alerts all at once, spread over every core: the least its last alert can take.
       step_cpu_ms_per_core: Math.round((cpuTotal * MODE.alertTenants) / os.cpus().length),
+      // How busy the cores were (every process, /proc/stat) before the first step, with nothing
+      // sent, and during the steps: work the stack left from earlier scenarios competes with the
+      // alerts without counting in their CPU above.
+      machine_busy_share: { before: busyShareOfCores(quiet.busy, quiet.ms), steps: busyShareOfCores(stepsBusy, stepsMs) },
     };
     log(
       `alerts: ${delays.length}/${sent.size} crossings notified (${coveredBy.size} by a higher threshold's webhook), p50 ${results.alert.p50_ms} ms, p99 ${results.alert.p99_ms} ms; ` +
-        `CPU per alert ${Math.round(cpuTotal)} ms (${byProcess(cpuPerAlert)}): a step of ${MODE.alertTenants} needs ${results.alert.step_cpu_ms_per_core} ms of ${os.cpus().length} cores`,
+        `CPU per alert ${Math.round(cpuTotal)} ms (${byProcess(cpuPerAlert)}): a step of ${MODE.alertTenants} needs ${results.alert.step_cpu_ms_per_core} ms of ${os.cpus().length} cores; ` +
+        `the cores ${Math.round(results.alert.machine_busy_share.before * 100)} % busy before the first step, ${Math.round(results.alert.machine_busy_share.steps * 100)} % during the steps`,
     );
   } finally {
     receiver.close();
