@@ -27,12 +27,8 @@ export async function createBillingWorker(options: BillingWorkerOptions): Promis
     maxCachedWorkflows: 1_000,
     // Pollers scale with the backlog the server reports: a task handed to a waiting poll skips the
     // server's task-queue table, which on the embedded dev server (SQLite) is the scarce resource.
-    // The bench's ingest sweep went from about 9,300 to 11,300 events/s with it. At least ten
-    // workflow task polls stay open while the worker idles (the SDK's floor is one), so tasks that
-    // arrive together (50 tenants crossing a threshold at once) do not wait for the pollers to
-    // scale up: the wait from an alert's signal to its task's start went from p50 300–640 ms to
-    // 130–160 (BENCHMARKS.md, session 27).
-    workflowTaskPollerBehavior: { type: 'autoscaling', minimum: 10, initial: 10 },
+    // The bench's ingest sweep went from about 9,300 to 11,300 events/s with it.
+    workflowTaskPollerBehavior: { type: 'autoscaling' },
     activityTaskPollerBehavior: { type: 'autoscaling' },
     ...tuning,
   });
