@@ -253,11 +253,15 @@ export function rssKindsMb(pid: number): { anonymous_mb: number; file_mb: number
   return { anonymous_mb: mb(kb('Anonymous')), file_mb: mb(kb('Rss') - kb('Anonymous')) };
 }
 
-/** The value of one Prometheus sample line (`name{labels} value` or `name value`), summed over label sets; NaN when absent. */
-export function metricValue(metrics: string, name: string): number {
+/**
+ * The value of one Prometheus sample line (`name{labels} value` or `name value`), summed over the
+ * label sets that contain `labelFilter` (all by default); NaN when absent.
+ */
+export function metricValue(metrics: string, name: string, labelFilter = ''): number {
   let total = NaN;
   for (const line of metrics.split('\n')) {
     if (!line.startsWith(`${name} `) && !line.startsWith(`${name}{`)) continue;
+    if (labelFilter && !line.includes(labelFilter)) continue;
     total = (Number.isNaN(total) ? 0 : total) + Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return total;

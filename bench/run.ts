@@ -820,6 +820,13 @@ async function alerts(): Promise<void> {
     const quietFrom = { at: performance.now(), ticks: cpuTicks(stack!.pid), busy: machineBusyMs() };
     await sleep(ALERT_QUIET_SAMPLE_MS);
     const quiet = { ms: performance.now() - quietFrom.at, used: cpuMsBetween(quietFrom.ticks, cpuTicks(stack!.pid)), busy: machineBusyMs() - quietFrom.busy };
+    // Each open poll holds a workflow task slot: polls left open on the shared queue by earlier
+    // scenarios' workflow starts leave fewer slots for the alerts' tasks on the sticky queue.
+    const polls = await scrapeMetrics();
+    const openPolls = {
+      shared_queue: metricValue(polls, 'temporal_num_pollers', 'poller_type="workflow_task"'),
+      sticky_queue: metricValue(polls, 'temporal_num_pollers', 'poller_type="sticky_workflow_task"'),
+    };
     const stepsFrom = { at: performance.now(), ticks: cpuTicks(stack!.pid), busy: machineBusyMs() };
     const sent = new Map<string, number>();
     const acknowledgedAt = new Map<string, number>();
@@ -876,11 +883,13 @@ async function alerts(): Promise<void> {
       // sent, and during the steps: work the stack left from earlier scenarios competes with the
       // alerts without counting in their CPU above.
       machine_busy_share: { before: busyShareOfCores(quiet.busy, quiet.ms), steps: busyShareOfCores(stepsBusy, stepsMs) },
+      workflow_task_polls_open_before_steps: openPolls,
     };
     log(
       `alerts: ${delays.length}/${sent.size} crossings notified (${coveredBy.size} by a higher threshold's webhook), p50 ${results.alert.p50_ms} ms, p99 ${results.alert.p99_ms} ms; ` +
         `CPU per alert ${Math.round(cpuTotal)} ms (${byProcess(cpuPerAlert)}): a step of ${MODE.alertTenants} needs ${results.alert.step_cpu_ms_per_core} ms of ${os.cpus().length} cores; ` +
-        `the cores ${Math.round(results.alert.machine_busy_share.before * 100)} % busy before the first step, ${Math.round(results.alert.machine_busy_share.steps * 100)} % during the steps`,
+        `the cores ${Math.round(results.alert.machine_busy_share.before * 100)} % busy before the first step, ${Math.round(results.alert.machine_busy_share.steps * 100)} % during the steps; ` +
+        `workflow task polls open before it ${openPolls.shared_queue} on the shared queue, ${openPolls.sticky_queue} on the sticky one`,
     );
   } finally {
     receiver.close();
