@@ -1,5 +1,7 @@
-import type { Db } from './knex';
-import type { PeriodBounds, PeriodRow } from './invoices';
+import { inOneSnapshot, type Db } from './knex';
+import { invoiceTotalsOfPeriods, type InvoiceTotals, type PeriodBounds, type PeriodRow } from './invoices';
+import { readPeriodCounters } from './ledger';
+import type { PeriodCounter } from '../contracts/ledger';
 import { keysetPage, type Page, type PageRequest } from './pagination';
 import { findPlanVersion } from './plans';
 import type { PlanVersion } from '../domain/plan';
@@ -39,10 +41,25 @@ export async function runningAndNextPlans(db: Db, tenant: { id: string; plan_id:
   return plans.filter((p): p is PlanVersion => p !== undefined);
 }
 
+/** A page of a tenant's periods with what `GET …/periods` shows beside each. */
+export interface PeriodsPage {
+  page: Page<PeriodRow>;
+  /** Every invoice version of the page's periods, oldest version first. */
+  invoices: InvoiceTotals[];
+  /** The page's periods' counters, from the read model. */
+  counters: PeriodCounter[];
+}
+
 /**
- * A page of the tenant's periods, newest first. `parseId` maps a period's public id to its start
+ * A page of the tenant's periods, newest first, with their invoices and counters, in one snapshot:
+ * read statement by statement, a finalization committing in between would show a period still
+ * closed beside its finalized invoice. `parseId` maps a period's public id to its start
  * (undefined: not a period id of this tenant).
  */
-export async function listPeriods(db: Db, tenantId: string, page: PageRequest, parseId: (id: string) => string | undefined): Promise<Page<PeriodRow>> {
-  return keysetPage<PeriodRow>(db('periods').where({ tenant_id: tenantId }).select('*'), page, { sort: 'start', idColumn: 'start', parseId });
+export function listPeriods(db: Db, tenantId: string, page: PageRequest, parseId: (id: string) => string | undefined): Promise<PeriodsPage> {
+  return inOneSnapshot(db, async (trx) => {
+    const periods = await keysetPage<PeriodRow>(trx('periods').where({ tenant_id: tenantId }).select('*'), page, { sort: 'start', idColumn: 'start', parseId });
+    const starts = periods.data.map((p) => p.start);
+    return { page: periods, invoices: await invoiceTotalsOfPeriods(trx, tenantId, starts), counters: await readPeriodCounters(trx, tenantId, starts) };
+  });
 }

@@ -7,11 +7,11 @@ import { resourceId } from '../schemas';
 import { paginationQuery, parseListQuery } from '../pagination';
 import { findTenant, type TenantRow } from '../../db/tenants';
 import { findPlanVersion } from '../../db/plans';
-import { invoiceTotalsOfPeriods, type InvoiceTotals, type PeriodRow } from '../../db/invoices';
+import type { InvoiceTotals, PeriodRow } from '../../db/invoices';
 import { listPeriods } from '../../db/periods';
 import { listTenantAlerts, type ListedAlertRow } from '../../db/alerts';
 import { normalizeDecimal } from '../../db/usage';
-import { readPeriodCounters, type PeriodCounter } from '../../db/ledger';
+import type { PeriodCounter } from '../../contracts/ledger';
 import { counterFromAggregates } from '../../domain/aggregation';
 import { roundMoney } from '../../domain/decimal';
 import { METRIC_NAME_PATTERN, findMeter, type PlanVersion } from '../../domain/plan';
@@ -206,10 +206,7 @@ export function readsRouter(ctx: ApiContext): Router {
       const tenantId = tenantParam(req);
       await readableTenant(ctx, res, tenantId);
       const query = parseListQuery(listPeriodsQuery, req);
-      const page = await listPeriods(ctx.db, tenantId, query, (id) => parsePeriodId(tenantId, id));
-      const starts = page.data.map((p) => p.start);
-      const invoices = await invoiceTotalsOfPeriods(ctx.db, tenantId, starts);
-      const counted = await readPeriodCounters(ctx.db, tenantId, starts);
+      const { page, invoices, counters: counted } = await listPeriods(ctx.db, tenantId, query, (id) => parsePeriodId(tenantId, id));
 
       const data: PeriodView[] = [];
       for (const period of page.data) {
