@@ -157,7 +157,13 @@ export async function readPeriodCounters(db: Db | Knex.Transaction, tenantId: st
   return rows.map(toCounter);
 }
 
-/** SQL: {@link countUnclaimedEvents}'s figure as text, for the tenant that `tenant` names (a binding or a column). */
+/**
+ * SQL: {@link countUnclaimedEvents}'s figure as text, for the tenant that `tenant` names (a
+ * binding or a column). The SQL function `ledger_pending_events` (migration 20261231000000), which
+ * ingest's check calls from PL/pgSQL, computes the same figure; it is written out here because
+ * PostgreSQL does not inline a SQL function whose expression holds sub-selects (`EXPLAIN VERBOSE`
+ * shows one call per row), so a read over a page of tenants would call it for each.
+ */
 export const unclaimedEventsOf = (tenant: string): string => `(coalesce((SELECT stored - claimed FROM tenant_event_totals WHERE tenant_id = ${tenant}), 0)
            + coalesce((SELECT sum(events) FROM event_receipts WHERE tenant_id = ${tenant}), 0))::text`;
 
