@@ -492,6 +492,21 @@ async function ingestSweep(tenants: string[]): Promise<void> {
   };
 }
 
+/**
+ * How the worker's workflow cache served a scenario's workflow tasks: a hit reuses a cached run,
+ * a miss replays it from its full history (a run evicted to make room, or never cached).
+ */
+function workflowCacheUse(before: string, after: string): { hits: number; misses: number; forced_evictions: number } {
+  const delta = (name: string) => {
+    const value = (metrics: string) => {
+      const total = metricValue(metrics, name);
+      return Number.isNaN(total) ? metricValue(metrics, `${name}_total`) : total;
+    };
+    return (value(after) || 0) - (value(before) || 0);
+  };
+  return { hits: delta('temporal_sticky_cache_hit'), misses: delta('temporal_sticky_cache_miss'), forced_evictions: delta('temporal_sticky_cache_total_forced_eviction') };
+}
+
 async function scrapeMetrics(): Promise<string> {
   return (await fetch(`${stack.apiUrl}/metrics`)).text();
 }
@@ -912,6 +927,7 @@ async function burst(): Promise<void> {
   let finalized = false;
   await sleep(Math.max(0, anniversary.getTime() - Date.now()));
   const ticksBefore = cpuTicks(stack!.pid);
+  const metricsBefore = await scrapeMetrics();
   const reads = readUsageDuring(() => ids[Math.floor(Math.random() * ids.length)]!, () => !finalized);
   // Ten times the target: a slow spell of the machine yields a figure, not a failed run (2,000
   // took 4.4 to 6.1 minutes here in sessions 14 and 15, BENCHMARKS.md).
@@ -928,6 +944,7 @@ async function burst(): Promise<void> {
   }
   const seconds = Math.round(((Date.now() - anniversary.getTime()) / 1000) * 10) / 10;
   const cpu = rolloversCpuCost(cpuMsBetween(ticksBefore, cpuTicks(stack!.pid)), n, seconds * 1000);
+  const cache = workflowCacheUse(metricsBefore, await scrapeMetrics());
   const query = await reads;
   await verifyCounted('burst', ids);
 
@@ -944,6 +961,7 @@ async function burst(): Promise<void> {
     seconds,
     query,
     cpu,
+    workflow_cache: cache,
     history_events_per_rollover: {
       total: medianOf('total'),
       closing_run: medianOf('closing_run'),
@@ -951,6 +969,9 @@ async function burst(): Promise<void> {
       invoice: medianOf('invoice'),
       max_total: Math.max(...histories.map((h) => h.total)),
       sampled_tenants: histories.length,
+      // A workflow task that waited on the worker's sticky queue past its schedule-to-start
+      // timeout: the server times it out and schedules it again on the shared queue.
+      sampled_with_sticky_timeout: histories.filter((h) => Object.values(h.types).some((types) => types.includes('workflow_task_timed_out'))).length,
       example: histories[0]?.types ?? null,
     },
   };

@@ -22,6 +22,7 @@
  *   tenant-billing-period-2.json   its second run (late-event alert, closed, its invoice finalized at once)
  *   tenant-billing-cancelled.json  its third run, cancelled and waiting out the grace (a prefix)
  *   tenant-billing-continued.json  the second tenant's run that continued as new within its period
+ *   tenant-billing-continued-next.json  the run it continued into, handed the patches (a prefix)
  *   tenant-billing-entitlements-1.json  a prepaid tenant's first run (patch entitlements-v1): a limit
  *                                  override, grants, a pack drawn from, balance alerts, authorize refused
  *                                  for balance and at the effective limit, closed with finalize
@@ -51,6 +52,10 @@
  * `finalize-joins-rollover-v1`: the run signals invoice 2's workflow), with the third run after it
  * (`tenant-billing-finalize-joins-cancelled.json`) and that invoice, finalized by the signal
  * (`period-invoice-finalized-early.json`). Beside them,
+ * `tenant-billing-handed-patches-{period-1,period-2,cancelled,continued-next}.json` are the story's
+ * runs once continue-as-new hands the next run this code's patches (src/workflows/run-patches.ts):
+ * the first run, started by the API, still records its markers, and the runs it and the second
+ * tenant's first run continued into take every patch without one.
  * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
  * claim's result reached the workflow one task after the claim's marker was recorded, so that
  * its alert's patch markers lie a task later than the replay reaches them. It was recorded while
@@ -304,6 +309,7 @@ async function recordSelfContained(outDir: string): Promise<RecordedFile[]> {
       await writeHistory(temporal.client, outDir, 'tenant-billing-period-2.json', tenantWf, story.tenantRuns[1]),
       await writeHistory(temporal.client, outDir, 'tenant-billing-cancelled.json', tenantWf, story.tenantRuns[2]),
       await writeHistory(temporal.client, outDir, 'tenant-billing-continued.json', tenantWorkflowId(STORY_SECOND_TENANT), story.continuedRun),
+      await writeHistory(temporal.client, outDir, 'tenant-billing-continued-next.json', tenantWorkflowId(STORY_SECOND_TENANT), story.continuedNextRun),
       await writeHistory(temporal.client, outDir, 'tenant-billing-entitlements-1.json', tenantWorkflowId(STORY_PREPAID_TENANT), entitlementsRun),
       ...(await Promise.all(
         story.invoiceWorkflows.map((id, i) => writeHistory(temporal.client, outDir, `period-invoice-${i + 1}.json`, id)),
@@ -328,7 +334,7 @@ async function driveStory(
   adminKey: string,
   client: Client,
   db: Db,
-): Promise<{ tenantRuns: [string, string, string]; continuedRun: string; invoiceWorkflows: string[]; rerunWorkflows: string[]; alertDeliveries: string[] }> {
+): Promise<{ tenantRuns: [string, string, string]; continuedRun: string; continuedNextRun: string; invoiceWorkflows: string[]; rerunWorkflows: string[]; alertDeliveries: string[] }> {
   const call = apiCaller(baseUrl);
   const workflowId = tenantWorkflowId(STORY_TENANT);
 
@@ -441,6 +447,9 @@ async function driveStory(
     await sleep(200);
   }
   await waitClosed(client, bounded.workflowId, bounded.firstExecutionRunId, 'CONTINUED_AS_NEW');
+  const continuedNextRun = continuedAsNewRunId(await client.workflow.getHandle(bounded.workflowId, bounded.firstExecutionRunId).fetchHistory());
+  // The next run claims what its predecessor left (a prefix of its history replays as well).
+  await sleep(1_000);
 
   // The run delivers an alert inline first (patch inline-alert-delivery-v1); only an alert with an
   // email channel, or one that attempt could not deliver, gets a delivery workflow of its own.
@@ -451,6 +460,7 @@ async function driveStory(
   return {
     tenantRuns: [run1, run2, run3],
     continuedRun: bounded.firstExecutionRunId,
+    continuedNextRun,
     alertDeliveries: deliveries,
     invoiceWorkflows: [close1.invoice_workflow_id, close2.invoice_workflow_id],
     rerunWorkflows: [rerun.workflow_id],

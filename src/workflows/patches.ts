@@ -12,10 +12,11 @@
  *
  * A patch is not free. Each run that reaches one records a marker, and the SDK's core adds an
  * update of the `TemporalChangeVersion` search attribute, which the server writes to its
- * visibility store: two history events and one visibility task per patch per run. The run after
- * a rollover reads five, 10 of the rollover's 34 history events (BENCHMARKS.md, session 15). So
- * the changes of one deploy share one patch, and patches are retired (docs/deployment.md,
- * "Workflow code").
+ * visibility store: two history events and one visibility task per patch per run. A run started
+ * by this code's continue-as-new is handed every patch here instead and records none of them
+ * (run-patches.ts); the others still pay. So the changes of one deploy share one patch, and
+ * patches are retired (docs/deployment.md, "Workflow code"). Workflow code asks through
+ * `RunPatches`, never the SDK's patch calls directly.
  */
 export const TENANT_BILLING_PATCHES = {
   /** Entitlements (limit overrides): a run before it continues as new on its first entitlement message. Read at the top of each run. */

@@ -1,7 +1,9 @@
-import { allHandlersFinished, condition, continueAsNew, log, patched, setHandler, workflowInfo } from '@temporalio/workflow';
+import { allHandlersFinished, condition, continueAsNew, log, makeContinueAsNewFunc, setHandler, workflowInfo } from '@temporalio/workflow';
+import { SEARCH_ATTRIBUTES } from './search-attributes';
 import type { LedgerSnapshot } from '../contracts/ledger';
 import { TenantLedger } from './tenant-ledger';
 import { TENANT_BILLING_PATCHES } from './patches';
+import { PATCHES_OF_THIS_CODE, RunPatches, changeVersionOfThisCode } from './run-patches';
 import { TenantSteps, restoreLedger, type PeriodClose, type RunCounts } from './tenant-steps';
 import { refuseCancelled, refuseMalformed, refuseUnknownMetric, rollingOver } from './tenant-refusals';
 import {
@@ -34,6 +36,8 @@ export interface TenantBillingInput {
   limits?: Partial<RunLimits>;
   /** Off on servers without tally's search attributes registered (the time-skipping test server). */
   search_attributes?: boolean;
+  /** The patches of the code whose continue-as-new started this run: taken without a marker (run-patches.ts). */
+  patches_at_start?: string[];
 }
 
 /** How a tenant's workflow ends: a cancelled subscription whose last period has settled, or no tenant at all. */
@@ -58,23 +62,24 @@ const DEFAULT_LIMITS: RunLimits = { maxSignalsPerRun: 2_000, maxClaimsPerRun: 1_
  * a rule change, a close request or a deadline.
  */
 export async function tenantBilling(input: TenantBillingInput): Promise<TenantBillingResult> {
+  const patches = new RunPatches(input.patches_at_start);
   /**
    * Entitlements (limit overrides). A run recorded before them takes the old path: the first
    * entitlement message it gets makes it continue as new, and the next run (on this path) answers.
    */
-  const entitlements = patched(TENANT_BILLING_PATCHES.entitlements);
+  const entitlements = patches.patched(TENANT_BILLING_PATCHES.entitlements);
   /**
    * A step's first claim as a local activity, the rest bounded by its barrier (tenant-steps.ts). A run
    * recorded before them claims by activity until nothing waits, which a tenant sending faster
    * than it is counted never lets end.
    */
-  const localBarrierClaims = patched(TENANT_BILLING_PATCHES.localBarrierClaims);
+  const localBarrierClaims = patches.patched(TENANT_BILLING_PATCHES.localBarrierClaims);
   /**
    * Claims publish where the ledger next decides something, and read back the whole current
    * period: the worker's counter counts in bulk what decides nothing (docs/design/core-v2.md,
    * "Bulk counting"). A run recorded before it publishes nothing, so all its counting stays its own.
    */
-  const bulkCounting = patched(TENANT_BILLING_PATCHES.bulkCounting);
+  const bulkCounting = patches.patched(TENANT_BILLING_PATCHES.bulkCounting);
   let upgradeRequested = false;
   const limits: RunLimits = { ...DEFAULT_LIMITS, ...input.limits };
   const tenantId = input.tenant_id;
@@ -207,9 +212,9 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
    * and after a rollover that keeps its grace it ends that grace.
    */
   const requestClose = async (finalize: boolean, cancel: boolean, idempotencyKey?: string): Promise<ClosePeriodResult> => {
-    const keepAnswer = idempotencyKey !== undefined && patched(TENANT_BILLING_PATCHES.closeKeys);
-    const cancelAfterRollover = cancel && patched(TENANT_BILLING_PATCHES.cancelAfterRollover);
-    const finalizeJoins = finalize && patched(TENANT_BILLING_PATCHES.finalizeJoinsRollover);
+    const keepAnswer = idempotencyKey !== undefined && patches.patched(TENANT_BILLING_PATCHES.closeKeys);
+    const cancelAfterRollover = cancel && patches.patched(TENANT_BILLING_PATCHES.cancelAfterRollover);
+    const finalizeJoins = finalize && patches.patched(TENANT_BILLING_PATCHES.finalizeJoinsRollover);
     await untilReady();
     refuseCancelled(restored().ledger);
     const earlier = keepAnswer ? restored().ledger.closeAnswer(idempotencyKey) : undefined;
@@ -246,7 +251,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   const snapshot = input.ledger ?? (await restoreLedger(tenantId));
   if (!snapshot) return { cancelled: false, reason: 'no_tenant' };
   const ledger = new TenantLedger(snapshot);
-  steps = new TenantSteps(ledger, run, { tenantId, entitlements, localBarrierClaims, bulkCounting, searchAttributes: input.search_attributes !== false });
+  steps = new TenantSteps(ledger, run, { tenantId, patches, entitlements, localBarrierClaims, bulkCounting, searchAttributes: input.search_attributes !== false });
   steps.publishPeriod();
   for (;;) {
     const deadline = steps.armDeadline();
@@ -281,15 +286,24 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     await condition(allHandlersFinished);
   }
 
-  /** Rule changes that arrived too late for this run travel on; the next run claims at once (a ring may have come too late too). */
+  /**
+   * Rule changes that arrived too late for this run travel on; the next run claims at once (a ring
+   * may have come too late too). The next run starts with this code's patches and its period's
+   * search attributes, so it records neither (run-patches.ts).
+   */
   async function continueWithLedger(): Promise<never> {
     await finishHandlers();
-    return continueAsNew<typeof tenantBilling>({
+    const steps = restored();
+    const args: TenantBillingInput = {
       tenant_id: tenantId,
-      ledger: restored().ledger.snapshot(),
+      ledger: steps.ledger.snapshot(),
       ...(ruleChanges.length > 0 ? { rule_changes: ruleChanges } : {}),
       limits: input.limits,
       search_attributes: input.search_attributes,
-    });
+      patches_at_start: [...PATCHES_OF_THIS_CODE],
+    };
+    if (input.search_attributes === false) return continueAsNew<typeof tenantBilling>(args);
+    const typedSearchAttributes = [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }, ...steps.searchAttributesOfPeriod(), changeVersionOfThisCode()];
+    return makeContinueAsNewFunc<typeof tenantBilling>({ typedSearchAttributes })(args);
   }
 }

@@ -1,6 +1,5 @@
 import {
   ParentClosePolicy,
-  deprecatePatch,
   getExternalWorkflowHandle,
   log,
   proxyActivities,
@@ -11,7 +10,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { WorkflowExecutionAlreadyStartedError, type SearchAttributePair } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { ClaimUsageInput } from '../activities/ledger';
 import type { AlertRecord, ClaimResult, LedgerSnapshot } from '../contracts/ledger';
@@ -32,6 +31,7 @@ import {
 } from './messages';
 import { SEARCH_ATTRIBUTES } from './search-attributes';
 import { TENANT_BILLING_PATCHES } from './patches';
+import type { RunPatches } from './run-patches';
 import { ALERT_DELIVERY_ATTEMPTS, alertDelivery } from './alert-delivery';
 import {
   alertDeliverySummary,
@@ -101,6 +101,8 @@ export interface PeriodClose {
 
 export interface TenantStepsOptions {
   tenantId: string;
+  /** The patches this run takes: recorded by its own markers, or handed over by the previous run. */
+  patches: RunPatches;
   /** Patch `entitlements-v1`: claims also read the prepaid balance, packs and group prices. */
   entitlements: boolean;
   /** Patch `local-barrier-claims-v1`: claims run as local activities, and those of one step count what was stored when the first began. */
@@ -219,7 +221,7 @@ export class TenantSteps {
       const now = Date.now();
       const ended = this.ledger.closingPeriods.filter((p) => now >= Date.parse(p.grace_ends_at));
       if (ended.every((p) => Date.parse(p.grace_ends_at) <= this.lastClaimFrom)) {
-        deprecatePatch(TENANT_BILLING_PATCHES.graceSettledByLaterClaim);
+        this.options.patches.deprecatePatch(TENANT_BILLING_PATCHES.graceSettledByLaterClaim);
         this.ledger.forgetSettled(this.lastClaimFrom);
         return;
       }
@@ -309,7 +311,7 @@ export class TenantSteps {
     if (Number.isFinite(at) && at <= Date.now()) {
       // Already past (a grace of 0 after a rollover, a worker back after the period end): the
       // loop acts on it now, without a timer's two events and a workflow task of its own.
-      deprecatePatch(TENANT_BILLING_PATCHES.noTimerForPastDeadlines);
+      this.options.patches.deprecatePatch(TENANT_BILLING_PATCHES.noTimerForPastDeadlines);
       timer.passed = true;
     } else if (Number.isFinite(at)) {
       const summary = at === Date.parse(ledger.period.end) && !ledger.cancelled ? periodEndTimerSummary(ledger.period.end) : graceEndTimerSummary(new Date(at).toISOString());
@@ -407,7 +409,7 @@ export class TenantSteps {
    */
   private async fireAlerts(decisions: AlertDecision[]): Promise<void> {
     const tenantId = this.tenantId;
-    if (decisions.length > 0) deprecatePatch(TENANT_BILLING_PATCHES.inlineAlertDelivery);
+    if (decisions.length > 0) this.options.patches.deprecatePatch(TENANT_BILLING_PATCHES.inlineAlertDelivery);
     for (const decision of decisions) {
       const notified = decision.records.filter((r) => r.status === 'notified');
       const record = { tenant_id: tenantId, period_start: decision.period_start, alerts: decision.records };
@@ -417,7 +419,7 @@ export class TenantSteps {
       // same local activity; one that failed as a whole may not have, so then they are recorded
       // on their own, with retries, before the delivery workflow takes over.
       const recordedByAttempt = notified.length > 0;
-      if (recordedByAttempt) deprecatePatch(TENANT_BILLING_PATCHES.alertsRecordedByFirstAttempt);
+      if (recordedByAttempt) this.options.patches.deprecatePatch(TENANT_BILLING_PATCHES.alertsRecordedByFirstAttempt);
       else await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
       for (const [index, alert] of notified.entries()) {
         const recordsToo = index === 0;
@@ -492,18 +494,31 @@ export class TenantSteps {
     };
   }
 
-  /** The period this run bills: search attributes for List Filters (the alert level follows its changes), and current details. */
+  /**
+   * The period this run bills: search attributes for List Filters (the alert level follows its
+   * changes), and current details. A run whose previous run handed its patches over started with
+   * these attributes set, and updates only what differs (nothing, unless that code erred); any
+   * other run updates them all, as its history records.
+   */
   publishPeriod(): void {
-    const ledger = this.ledger;
     if (this.options.searchAttributes) {
-      upsertSearchAttributes([
-        { key: SEARCH_ATTRIBUTES.PlanId, value: ledger.plan.id },
-        { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(ledger.period.start) },
-        { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(ledger.period.end) },
-        { key: SEARCH_ATTRIBUTES.AlertLevel, value: this.alertLevel },
-      ]);
+      const period = this.searchAttributesOfPeriod();
+      const atStart = workflowInfo().typedSearchAttributes;
+      const changed = this.options.patches.handedOver ? period.filter((pair) => !sameValue(atStart.get(pair.key), pair.value)) : period;
+      if (changed.length > 0) upsertSearchAttributes(changed);
     }
     this.publishDetails();
+  }
+
+  /** The period the ledger bills now as search attributes: its plan, its bounds and its alert level. */
+  searchAttributesOfPeriod(): SearchAttributePair[] {
+    const ledger = this.ledger;
+    return [
+      { key: SEARCH_ATTRIBUTES.PlanId, value: ledger.plan.id },
+      { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(ledger.period.start) },
+      { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(ledger.period.end) },
+      { key: SEARCH_ATTRIBUTES.AlertLevel, value: ledger.alertLevel() },
+    ];
   }
 
   /** Events rung but not claimed by this run yet (an estimate: the API's read model has the exact figure). */
@@ -528,6 +543,12 @@ export class TenantSteps {
       }),
     );
   }
+}
+
+/** Whether a search attribute's value at the run's start is the one wanted (dates by instant). */
+function sameValue(atStart: unknown, wanted: unknown): boolean {
+  if (atStart instanceof Date && wanted instanceof Date) return atStart.getTime() === wanted.getTime();
+  return atStart === wanted;
 }
 
 function now(): string {

@@ -170,6 +170,29 @@ test('TenantId lists the billing runs and the invoice workflows together; invoic
   expect(samePeriod).toHaveLength(2);
 });
 
+test('the run after a rollover starts with its patches and its period: no marker and no search-attribute update of its own', async () => {
+  const { handle, description } = await secondRun();
+  const first = await api.client.workflow.getHandle(tenantWorkflowId(tenant.id), firstRunId).fetchHistory();
+  const markersOf = (events: typeof first.events) => (events ?? []).filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch').length;
+  // The first run, which the API started, asks for each patch read at the top of the run.
+  expect(markersOf(first.events)).toBeGreaterThanOrEqual(3);
+  // The next run is idle once its period-end timer is set.
+  const events = await eventually(async () => {
+    const found = (await handle.fetchHistory()).events ?? [];
+    return found.some((e) => e.timerStartedEventAttributes) ? found : undefined;
+  }, 20_000, 'the next run waiting for its period end');
+  expect(markersOf(events)).toBe(0);
+  expect(events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes)).toEqual([]);
+  const current = (await api.call('GET', `/v1/tenants/${tenant.id}/usage`, { key: tenant.key })).body;
+  const attributes = description.typedSearchAttributes;
+  expect(attributes.get(SEARCH_ATTRIBUTES.TenantId)).toBe(tenant.id);
+  expect(attributes.get(SEARCH_ATTRIBUTES.PlanId)).toBe(planId);
+  expect(attributes.get(SEARCH_ATTRIBUTES.BillingPeriodStart)?.toISOString()).toBe(new Date(current.period.start).toISOString());
+  expect(attributes.get(SEARCH_ATTRIBUTES.BillingPeriodEnd)?.toISOString()).toBe(new Date(current.period.end).toISOString());
+  expect(attributes.get(SEARCH_ATTRIBUTES.AlertLevel)).toBe('none');
+  expect(description.searchAttributes.TemporalChangeVersion).toEqual(Object.values(TENANT_BILLING_PATCHES));
+});
+
 test("docs/deployment.md's count finds the open runs that have not taken a patch", async () => {
   const deployment = fs.readFileSync(path.resolve(__dirname, '../../docs/deployment.md'), 'utf8');
   const documented = /`temporal workflow count --query "([^"]+)"`/.exec(deployment)?.[1];
