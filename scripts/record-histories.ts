@@ -52,10 +52,10 @@
  * `finalize-joins-rollover-v1`: the run signals invoice 2's workflow), with the third run after it
  * (`tenant-billing-finalize-joins-cancelled.json`) and that invoice, finalized by the signal
  * (`period-invoice-finalized-early.json`). Beside them,
- * `tenant-billing-handed-patches-{period-1,period-2,cancelled,continued-next}.json` are the story's
- * runs once continue-as-new hands the next run this code's patches (src/workflows/run-patches.ts):
- * the first run, started by the API, still records its markers, and the runs it and the second
- * tenant's first run continued into take every patch without one.
+ * `tenant-billing-handed-patches-{period-1,period-2,cancelled,continued-next,entitlements-1}.json`
+ * are the story's runs once the API's start and continue-as-new hand each run this code's patches
+ * (src/workflows/run-patches.ts): they take every patch without a marker. (The second tenant's
+ * first run, which the script starts itself with no patches handed, still records its markers.)
  * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
  * claim's result reached the workflow one task after the claim's marker was recorded, so that
  * its alert's patch markers lie a task later than the replay reaches them. It was recorded while

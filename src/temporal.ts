@@ -1,10 +1,11 @@
 import { Client, Connection, type TLSConfig } from '@temporalio/client';
 import { readPemVariable, type Config } from './config';
-import { TypedSearchAttributes } from '@temporalio/common';
+import { TypedSearchAttributes, type SearchAttributePair } from '@temporalio/common';
 import { recordUsageSignal, tenantWorkflowId, type UsageDoorbell } from './workflows/messages';
 import { SEARCH_ATTRIBUTES } from './workflows/search-attributes';
 import { tenantRunSummary } from './workflows/summaries';
 import type { tenantBilling, TenantBillingInput } from './workflows/tenant-billing';
+import { HANDED_OVER_PATCHES, handedOverChangeVersion } from './workflows/run-patches';
 
 /** A Temporal client plus its connection, so callers can close what they opened. */
 export interface TemporalHandle {
@@ -58,14 +59,27 @@ export async function ringTenantWorkflow(
   client: Client,
   options: { taskQueue: string; tenantId: string; doorbell: UsageDoorbell; searchAttributes: boolean },
 ): Promise<void> {
-  const input: TenantBillingInput = { tenant_id: options.tenantId, search_attributes: options.searchAttributes };
   await client.workflow.signalWithStart<typeof tenantBilling, [UsageDoorbell]>('tenantBilling', {
     taskQueue: options.taskQueue,
     workflowId: tenantWorkflowId(options.tenantId),
-    args: [input],
+    args: [tenantRunInput(options.tenantId, options.searchAttributes)],
     staticSummary: tenantRunSummary(options.tenantId),
-    ...(options.searchAttributes ? { typedSearchAttributes: new TypedSearchAttributes([{ key: SEARCH_ATTRIBUTES.TenantId, value: options.tenantId }]) } : {}),
+    ...(options.searchAttributes ? { typedSearchAttributes: tenantRunSearchAttributes(options.tenantId) } : {}),
     signal: recordUsageSignal,
     signalArgs: [options.doorbell],
   });
+}
+
+/**
+ * The input of a tenant run that this code starts (the API's first start, or a start after a run
+ * ended unexpectedly): its ledger is read from PostgreSQL, and it is handed this code's patches
+ * (src/workflows/run-patches.ts), as a run that continue-as-new starts is.
+ */
+export function tenantRunInput(tenantId: string, searchAttributes: boolean): TenantBillingInput {
+  return { tenant_id: tenantId, search_attributes: searchAttributes, patches_at_start: [...HANDED_OVER_PATCHES] };
+}
+
+/** The search attributes such a run starts with: its tenant, the handed patches, and its period's when the starter knows them. */
+export function tenantRunSearchAttributes(tenantId: string, period: SearchAttributePair[] = []): TypedSearchAttributes {
+  return new TypedSearchAttributes([{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }, ...period, handedOverChangeVersion()]);
 }

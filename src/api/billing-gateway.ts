@@ -8,12 +8,12 @@ import {
   type Client,
   type WorkflowStartOptions,
 } from '@temporalio/client';
-import { ApplicationFailure, TypedSearchAttributes } from '@temporalio/common';
+import { ApplicationFailure } from '@temporalio/common';
 import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
 import type { UsageView } from '../domain/usage-view';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes';
-import type { tenantBilling, TenantBillingInput } from '../workflows/tenant-billing';
+import type { tenantBilling } from '../workflows/tenant-billing';
 import { tenantRunDetails, tenantRunSummary } from '../workflows/summaries';
 import {
   PERIOD_ROLLING_OVER,
@@ -32,7 +32,7 @@ import {
   type UsageDoorbell,
 } from '../workflows/messages';
 import { ApiError } from './errors';
-import { ringTenantWorkflow } from '../temporal';
+import { ringTenantWorkflow, tenantRunInput, tenantRunSearchAttributes } from '../temporal';
 
 /** How the gateway talks to Temporal; tests and `createApp` set these. */
 export interface BillingGatewayOptions {
@@ -81,8 +81,7 @@ export class BillingGateway {
       staticDetails: tenantRunDetails(input.plan, input.billingAnchor, input.timezone),
       ...(this.options.searchAttributes
         ? {
-            typedSearchAttributes: new TypedSearchAttributes([
-              { key: SEARCH_ATTRIBUTES.TenantId, value: input.tenantId },
+            typedSearchAttributes: tenantRunSearchAttributes(input.tenantId, [
               { key: SEARCH_ATTRIBUTES.PlanId, value: input.plan.id },
               { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(input.period.start) },
               { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(input.period.end) },
@@ -215,12 +214,11 @@ export class BillingGateway {
   }
 
   private startOptions(tenantId: string): WorkflowStartOptions<typeof tenantBilling> & { workflowId: string } {
-    const input: TenantBillingInput = { tenant_id: tenantId, search_attributes: this.options.searchAttributes };
     return {
       taskQueue: this.taskQueue,
       workflowId: tenantWorkflowId(tenantId),
-      args: [input],
-      ...(this.options.searchAttributes ? { typedSearchAttributes: new TypedSearchAttributes([{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }]) } : {}),
+      args: [tenantRunInput(tenantId, this.options.searchAttributes)],
+      ...(this.options.searchAttributes ? { typedSearchAttributes: tenantRunSearchAttributes(tenantId) } : {}),
     };
   }
 }

@@ -1,19 +1,21 @@
 import { SearchAttributeType, defineSearchAttributeKey, type SearchAttributePair } from '@temporalio/common';
-import { deprecatePatch, patched } from '@temporalio/workflow';
+import { deprecatePatch, patched, workflowInfo } from '@temporalio/workflow';
 import { TENANT_BILLING_PATCHES } from './patches';
 
 /**
- * The patches one tenant run takes. A run that this code's own continue-as-new started can meet
- * no history from before any patch this code knows: the previous run hands them over in the
- * input (`patches_at_start`), and the run takes their new paths without asking `patched()`. It
- * then records no marker and no `TemporalChangeVersion` update for them, two history events and
- * one visibility write per patch per run, which every rollover would otherwise pay for every
- * patch ever made (BENCHMARKS.md, session 29). A run started any other way (the API's first
- * start, a restart after a run ended unexpectedly, a continue-as-new of earlier code) asks
- * `patched()` as before, and its history records the answer.
+ * The patches one tenant run takes. A run that this code started (by continue-as-new, or the API's
+ * start) can meet no history from before the patches this code hands over: its starter names them
+ * in the input (`patches_at_start`), and the run takes their new paths without asking `patched()`.
+ * It then records no marker and no `TemporalChangeVersion` update for them, two history events
+ * and one visibility write per patch per run, which every rollover would otherwise pay for every
+ * patch ever made (BENCHMARKS.md, session 29). A run that earlier code started asks `patched()`
+ * as before, and its history records the answer.
  *
- * Replay stays deterministic: the input is the run's first history event. Old histories, whose
- * input names no patches, replay through `patched()` and `deprecatePatch()` exactly as recorded.
+ * Replay stays deterministic: the input is the run's first history event, and old histories,
+ * whose input names no patches, replay through `patched()` exactly as recorded. During a rolling
+ * deploy an older worker, which reads no `patches_at_start`, may run a handed run and record
+ * markers for patches it has too: replaying, a handed patch is still asked for, which takes the
+ * marker where there is one and records nothing where there is none.
  */
 export class RunPatches {
   private readonly atStart: ReadonlySet<string>;
@@ -24,31 +26,51 @@ export class RunPatches {
 
   /** `patched(id)`, answered from the input when the run started with the patch. */
   patched(id: string): boolean {
-    return this.atStart.has(id) || patched(id);
+    if (!this.atStart.has(id)) return patched(id);
+    if (workflowInfo().unsafe.isReplaying) patched(id);
+    return true;
   }
 
-  /** `deprecatePatch(id)`, left out when the run started with the patch: no history of this run can hold its old path. */
+  /** `deprecatePatch(id)`, left out when the run started with the patch (but for a marker an older worker recorded, on replay). */
   deprecatePatch(id: string): void {
-    if (!this.atStart.has(id)) deprecatePatch(id);
+    if (!this.atStart.has(id) || workflowInfo().unsafe.isReplaying) deprecatePatch(id);
   }
 
-  /** Whether the previous run handed patches over: a continue-as-new of code that also sets the next period's search attributes as it starts the run. */
+  /** Whether the run's starter handed patches over: code that also sets the run's search attributes as it starts it. */
   get handedOver(): boolean {
     return this.atStart.size > 0;
   }
 }
 
-/** Every patch this code knows: what its continue-as-new hands over. */
-export const PATCHES_OF_THIS_CODE: readonly string[] = Object.values(TENANT_BILLING_PATCHES);
+/**
+ * The patches this code hands the runs it starts: each one that an older worker, still running
+ * beside this code during a rolling deploy, has too. A new patch joins them in the release after
+ * the one that brought it: until then an older worker could run a handed run down the patch's
+ * old path, without a marker, and this code would replay that history down the new one.
+ */
+export const HANDED_OVER_PATCHES: readonly string[] = [
+  TENANT_BILLING_PATCHES.entitlements,
+  TENANT_BILLING_PATCHES.localBarrierClaims,
+  TENANT_BILLING_PATCHES.bulkCounting,
+  TENANT_BILLING_PATCHES.noTimerForPastDeadlines,
+  TENANT_BILLING_PATCHES.inlineAlertDelivery,
+  TENANT_BILLING_PATCHES.alertsRecordedByFirstAttempt,
+  TENANT_BILLING_PATCHES.graceSettledByLaterClaim,
+  TENANT_BILLING_PATCHES.closeKeys,
+  TENANT_BILLING_PATCHES.cancelAfterRollover,
+  TENANT_BILLING_PATCHES.finalizeJoinsRollover,
+];
 
 /**
  * Temporal's own search attribute for the patches a run took (the SDK updates it with each
- * marker). A run that takes its patches from its input carries them here from its start instead,
- * so docs/deployment.md's count of runs that lack a patch still finds only those.
+ * marker). A handed run carries the handed patches there from its start instead, so
+ * docs/deployment.md's count of runs that lack a patch still finds only those. (A run that is
+ * handed some patches and records a newer one ends up listing only the newer: the SDK's update
+ * names the patches of the run's own markers. The count then errs on the side of waiting.)
  */
 const TEMPORAL_CHANGE_VERSION = defineSearchAttributeKey('TemporalChangeVersion', SearchAttributeType.KEYWORD_LIST);
 
-/** The `TemporalChangeVersion` a run started with {@link PATCHES_OF_THIS_CODE} carries. */
-export function changeVersionOfThisCode(): SearchAttributePair {
-  return { key: TEMPORAL_CHANGE_VERSION, value: [...PATCHES_OF_THIS_CODE] };
+/** The `TemporalChangeVersion` of a run handed {@link HANDED_OVER_PATCHES}. */
+export function handedOverChangeVersion(): SearchAttributePair {
+  return { key: TEMPORAL_CHANGE_VERSION, value: [...HANDED_OVER_PATCHES] };
 }

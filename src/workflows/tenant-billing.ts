@@ -3,7 +3,7 @@ import { SEARCH_ATTRIBUTES } from './search-attributes';
 import type { LedgerSnapshot } from '../contracts/ledger';
 import { TenantLedger } from './tenant-ledger';
 import { TENANT_BILLING_PATCHES } from './patches';
-import { PATCHES_OF_THIS_CODE, RunPatches, changeVersionOfThisCode } from './run-patches';
+import { HANDED_OVER_PATCHES, RunPatches, handedOverChangeVersion } from './run-patches';
 import { TenantSteps, restoreLedger, type PeriodClose, type RunCounts } from './tenant-steps';
 import { refuseCancelled, refuseMalformed, refuseUnknownMetric, rollingOver } from './tenant-refusals';
 import {
@@ -300,10 +300,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       ...(ruleChanges.length > 0 ? { rule_changes: ruleChanges } : {}),
       limits: input.limits,
       search_attributes: input.search_attributes,
-      patches_at_start: [...PATCHES_OF_THIS_CODE],
+      patches_at_start: [...HANDED_OVER_PATCHES],
     };
     if (input.search_attributes === false) return continueAsNew<typeof tenantBilling>(args);
-    const typedSearchAttributes = [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }, ...steps.searchAttributesOfPeriod(), changeVersionOfThisCode()];
+    const typedSearchAttributes = [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }, ...steps.searchAttributesOfPeriod(), handedOverChangeVersion()];
     return makeContinueAsNewFunc<typeof tenantBilling>({ typedSearchAttributes })(args);
   }
 }

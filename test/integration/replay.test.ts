@@ -7,6 +7,7 @@ import { DefaultLogger, Worker, bundleWorkflowCode, type WorkflowBundle, type Wo
 import { DeterminismViolationError } from '@temporalio/workflow';
 import * as registeredWorkflows from '../../src/workflows';
 import * as patchRegistries from '../../src/workflows/patches';
+import { HANDED_OVER_PATCHES } from '../../src/workflows/run-patches';
 import { installQuietRuntime, workflowBundle } from '../support/stack';
 
 /**
@@ -143,6 +144,20 @@ test('a run handed every patch at its start is replayed, without a patch marker 
   const handed = histories.filter((h) => h.workflowType === 'tenantBilling' && all.every((id) => handedOverIds(h.history).includes(id)));
   expect(handed.length).toBeGreaterThan(0);
   for (const h of handed) expect({ file: h.file, markers: patchIds(h.history) }).toEqual({ file: h.file, markers: [] });
+});
+
+test('a handed run that an older worker ran, recording markers for the patches it has, replays', async () => {
+  // The older worker reads no `patches_at_start`: its history holds the markers of a run started
+  // without one. The same history with the field in its input is what such a worker leaves of a
+  // run this code started during a rolling deploy.
+  const recorded = histories.find((h) => h.file === 'tenant-billing-finalize-joins-period-2.json')!;
+  expect(patchIds(recorded.history).length).toBeGreaterThan(0);
+  const history = temporalProto.api.history.v1.History.decode(temporalProto.api.history.v1.History.encode(recorded.history).finish());
+  const payload = history.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!;
+  const input = JSON.parse(Buffer.from(payload.data!).toString('utf8')) as Record<string, unknown>;
+  payload.data = Buffer.from(JSON.stringify({ ...input, patches_at_start: [...HANDED_OVER_PATCHES] }));
+  expect(handedOverIds(history)).toEqual([...HANDED_OVER_PATCHES]);
+  await expect(replay(await workflowBundle(), { ...recorded, file: `handed-${recorded.file}`, history })).resolves.toBeUndefined();
 });
 
 describe('recorded histories replay against the current workflow code', () => {
