@@ -12,9 +12,10 @@
  *
  * A patch is not free. Each run that reaches one records a marker, and the SDK's core adds an
  * update of the `TemporalChangeVersion` search attribute, which the server writes to its
- * visibility store: two history events and one visibility task per patch per run. A run started
- * by this code's continue-as-new is handed every patch here instead and records none of them
- * (run-patches.ts); the others still pay. So the changes of one deploy share one patch, and
+ * visibility store: two history events and one visibility task per patch per run. A run that
+ * this code starts (by continue-as-new or the API's start) is handed the patches of earlier
+ * releases instead and records none of them (run-patches.ts); runs that older code started, and
+ * any patch new in this release, still pay. So the changes of one deploy share one patch, and
  * patches are retired (docs/deployment.md, "Workflow code"). Workflow code asks through
  * `RunPatches`, never the SDK's patch calls directly.
  */

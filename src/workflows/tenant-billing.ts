@@ -36,7 +36,7 @@ export interface TenantBillingInput {
   limits?: Partial<RunLimits>;
   /** Off on servers without tally's search attributes registered (the time-skipping test server). */
   search_attributes?: boolean;
-  /** The patches of the code whose continue-as-new started this run: taken without a marker (run-patches.ts). */
+  /** The patches the code that started this run (its continue-as-new, or the API's start) handed it: taken without a marker (run-patches.ts). */
   patches_at_start?: string[];
 }
 
