@@ -2,10 +2,9 @@ import { Client, Connection, type TLSConfig } from '@temporalio/client';
 import { readPemVariable, type Config } from './config';
 import { TypedSearchAttributes, type SearchAttributePair } from '@temporalio/common';
 import { recordUsageSignal, tenantWorkflowId, type UsageDoorbell } from './workflows/messages';
-import { SEARCH_ATTRIBUTES } from './workflows/search-attributes';
 import { tenantRunSummary } from './workflows/summaries';
 import type { tenantBilling, TenantBillingInput } from './workflows/tenant-billing';
-import { HANDED_OVER_PATCHES, handedOverChangeVersion } from './workflows/run-patches';
+import { HANDED_OVER_PATCHES, handedRunSearchAttributes } from './workflows/run-patches';
 
 /** A Temporal client plus its connection, so callers can close what they opened. */
 export interface TemporalHandle {
@@ -81,5 +80,5 @@ export function tenantRunInput(tenantId: string, searchAttributes: boolean): Ten
 
 /** The search attributes such a run starts with: its tenant, the handed patches, and its period's when the starter knows them. */
 export function tenantRunSearchAttributes(tenantId: string, period: SearchAttributePair[] = []): TypedSearchAttributes {
-  return new TypedSearchAttributes([{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }, ...period, handedOverChangeVersion()]);
+  return new TypedSearchAttributes(handedRunSearchAttributes(tenantId, period));
 }

@@ -12,7 +12,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Period } from '../domain/periods';
 import type { PlanVersion } from '../domain/plan';
 import type { UsageView } from '../domain/usage-view';
-import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes';
+import { periodSearchAttributes } from '../workflows/search-attributes';
 import type { tenantBilling } from '../workflows/tenant-billing';
 import { tenantRunDetails, tenantRunSummary } from '../workflows/summaries';
 import {
@@ -81,12 +81,7 @@ export class BillingGateway {
       staticDetails: tenantRunDetails(input.plan, input.billingAnchor, input.timezone),
       ...(this.options.searchAttributes
         ? {
-            typedSearchAttributes: tenantRunSearchAttributes(input.tenantId, [
-              { key: SEARCH_ATTRIBUTES.PlanId, value: input.plan.id },
-              { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(input.period.start) },
-              { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(input.period.end) },
-              { key: SEARCH_ATTRIBUTES.AlertLevel, value: 'none' },
-            ]),
+            typedSearchAttributes: tenantRunSearchAttributes(input.tenantId, periodSearchAttributes(input.plan.id, input.period, 'none')),
           }
         : {}),
     });

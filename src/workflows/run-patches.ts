@@ -1,6 +1,7 @@
 import { SearchAttributeType, defineSearchAttributeKey, type SearchAttributePair } from '@temporalio/common';
 import { deprecatePatch, patched, workflowInfo } from '@temporalio/workflow';
 import { TENANT_BILLING_PATCHES } from './patches';
+import { SEARCH_ATTRIBUTES } from './search-attributes';
 
 /**
  * The patches one tenant run takes. A run that this code started (by continue-as-new, or the API's
@@ -70,7 +71,10 @@ export const HANDED_OVER_PATCHES: readonly string[] = [
  */
 const TEMPORAL_CHANGE_VERSION = defineSearchAttributeKey('TemporalChangeVersion', SearchAttributeType.KEYWORD_LIST);
 
-/** The `TemporalChangeVersion` of a run handed {@link HANDED_OVER_PATCHES}. */
-export function handedOverChangeVersion(): SearchAttributePair {
-  return { key: TEMPORAL_CHANGE_VERSION, value: [...HANDED_OVER_PATCHES] };
+/**
+ * The search attributes a run handed {@link HANDED_OVER_PATCHES} starts with: its tenant, the
+ * period's when its starter knows them, and `TemporalChangeVersion`.
+ */
+export function handedRunSearchAttributes(tenantId: string, period: SearchAttributePair[] = []): SearchAttributePair[] {
+  return [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }, ...period, { key: TEMPORAL_CHANGE_VERSION, value: [...HANDED_OVER_PATCHES] }];
 }

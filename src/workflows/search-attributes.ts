@@ -24,3 +24,13 @@ export function invoiceSearchAttributes(tenantId: string, periodStart: string): 
     { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(periodStart) },
   ];
 }
+
+/** A tenant run's period as search attributes (List Filters): its plan, its bounds and its alert level. */
+export function periodSearchAttributes(planId: string, period: { start: string; end: string }, alertLevel: string): SearchAttributePair[] {
+  return [
+    { key: SEARCH_ATTRIBUTES.PlanId, value: planId },
+    { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(period.start) },
+    { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(period.end) },
+    { key: SEARCH_ATTRIBUTES.AlertLevel, value: alertLevel },
+  ];
+}

@@ -1,9 +1,8 @@
 import { allHandlersFinished, condition, continueAsNew, log, makeContinueAsNewFunc, setHandler, workflowInfo } from '@temporalio/workflow';
-import { SEARCH_ATTRIBUTES } from './search-attributes';
 import type { LedgerSnapshot } from '../contracts/ledger';
 import { TenantLedger } from './tenant-ledger';
 import { TENANT_BILLING_PATCHES } from './patches';
-import { HANDED_OVER_PATCHES, RunPatches, handedOverChangeVersion } from './run-patches';
+import { HANDED_OVER_PATCHES, RunPatches, handedRunSearchAttributes } from './run-patches';
 import { TenantSteps, restoreLedger, type PeriodClose, type RunCounts } from './tenant-steps';
 import { refuseCancelled, refuseMalformed, refuseUnknownMetric, rollingOver } from './tenant-refusals';
 import {
@@ -303,7 +302,6 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       patches_at_start: [...HANDED_OVER_PATCHES],
     };
     if (input.search_attributes === false) return continueAsNew<typeof tenantBilling>(args);
-    const typedSearchAttributes = [{ key: SEARCH_ATTRIBUTES.TenantId, value: tenantId }, ...steps.searchAttributesOfPeriod(), handedOverChangeVersion()];
-    return makeContinueAsNewFunc<typeof tenantBilling>({ typedSearchAttributes })(args);
+    return makeContinueAsNewFunc<typeof tenantBilling>({ typedSearchAttributes: handedRunSearchAttributes(tenantId, steps.searchAttributesOfPeriod()) })(args);
   }
 }

@@ -29,7 +29,7 @@ import {
   type TenantStateView,
   type UsageView,
 } from './messages';
-import { SEARCH_ATTRIBUTES } from './search-attributes';
+import { SEARCH_ATTRIBUTES, periodSearchAttributes } from './search-attributes';
 import { TENANT_BILLING_PATCHES } from './patches';
 import type { RunPatches } from './run-patches';
 import { ALERT_DELIVERY_ATTEMPTS, alertDelivery } from './alert-delivery';
@@ -510,15 +510,10 @@ export class TenantSteps {
     this.publishDetails();
   }
 
-  /** The period the ledger bills now as search attributes: its plan, its bounds and its alert level. */
+  /** The period the ledger bills now as search attributes. */
   searchAttributesOfPeriod(): SearchAttributePair[] {
     const ledger = this.ledger;
-    return [
-      { key: SEARCH_ATTRIBUTES.PlanId, value: ledger.plan.id },
-      { key: SEARCH_ATTRIBUTES.BillingPeriodStart, value: new Date(ledger.period.start) },
-      { key: SEARCH_ATTRIBUTES.BillingPeriodEnd, value: new Date(ledger.period.end) },
-      { key: SEARCH_ATTRIBUTES.AlertLevel, value: ledger.alertLevel() },
-    ];
+    return periodSearchAttributes(ledger.plan.id, ledger.period, ledger.alertLevel());
   }
 
   /** Events rung but not claimed by this run yet (an estimate: the API's read model has the exact figure). */
