@@ -54,9 +54,8 @@ function events(prefix: string, n: number): IncomingEvent[] {
 /** A worker process on `taskQueue`, resolved once it polls. */
 async function startWorkerProcess(taskQueue: string): Promise<ChildProcess> {
   const root = path.resolve(__dirname, '../..');
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'test/support/worker-process.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'test/support/worker-process.ts'), taskQueue], {
     cwd: root,
-    env: { ...process.env, TALLY_TEST_TASK_QUEUE: taskQueue },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);

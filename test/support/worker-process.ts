@@ -1,7 +1,7 @@
 /**
  * A billing worker in a process of its own, for tests that freeze it (SIGSTOP) or kill it: the
  * Temporal worker's core and its activities stop together, as on a machine that stalls. Reads
- * the test run's addresses from the environment; `TALLY_TEST_TASK_QUEUE` names its queue. Prints
+ * the test run's addresses from the environment; its first argument names its queue. Prints
  * `ready` once it polls, and stops on SIGTERM.
  */
 import { Worker } from '@temporalio/worker';
@@ -10,8 +10,8 @@ import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { connectToTestTemporal, quietLogger, testDb, workflowBundle } from './stack';
 
 async function main(): Promise<void> {
-  const taskQueue = process.env.TALLY_TEST_TASK_QUEUE;
-  if (!taskQueue) throw new Error('TALLY_TEST_TASK_QUEUE is unset');
+  const taskQueue = process.argv[2];
+  if (!taskQueue) throw new Error('usage: worker-process.ts <task queue>');
   const db = testDb();
   const temporal = await connectToTestTemporal();
   const worker = await Worker.create({
