@@ -54,4 +54,13 @@ export const TENANT_BILLING_PATCHES = {
    * finalizing close's handler, before it awaits anything.
    */
   finalizeJoinsRollover: 'finalize-joins-rollover-v1',
+  /**
+   * A ring that reaches the run while one of its local activities is under way is dropped, and
+   * rule changes wait for the loop's claim: the run then decides the same whether a signal reached
+   * it during a step or, as replay may bring it, before the step began (RELIABILITY.md). Asked
+   * only where it is reached (`RunPatches.patchedWhereReached`): by a ring during a local activity,
+   * and by each `alertRulesChanged` signal. Its marker is recorded as deprecated, so only runs that
+   * meet such a signal pay for it, and a replay that does not reach the question skips the marker.
+   */
+  signalsDuringLocalActivities: 'signals-during-local-activities-v1',
 } as const;

@@ -37,6 +37,24 @@ export class RunPatches {
     if (!this.atStart.has(id) || workflowInfo().unsafe.isReplaying) deprecatePatch(id);
   }
 
+  /**
+   * A patch asked only where the situation it changes arises, which a replay may meet at another
+   * point of the history or not at all (a signal that reached the run during a local activity
+   * carried over a timed-out workflow task comes, in replay, before the activity began). Its
+   * marker is recorded as deprecated: the SDK's core skips a deprecated marker that the code does
+   * not ask for, where it refuses any other. Asked, it answers as `patched` does: true unless
+   * replaying a history without the marker, whose code took the old path.
+   */
+  patchedWhereReached(id: string): boolean {
+    if (this.atStart.has(id)) {
+      this.deprecatePatch(id);
+      return true;
+    }
+    // `deprecatePatch` records the marker and settles the run's answer, which `patched` then reads.
+    deprecatePatch(id);
+    return patched(id);
+  }
+
   /** Whether the run's starter handed patches over: code that also sets the run's search attributes as it starts it. */
   get handedOver(): boolean {
     return this.atStart.size > 0;

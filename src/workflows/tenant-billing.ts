@@ -92,6 +92,12 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
   let rung = true;
   const ruleChanges: AlertRulesChange[] = [...(input.rule_changes ?? [])];
   const periodClose: PeriodClose = {};
+  /**
+   * Rule changes wait for the loop's claim instead of going before it (patch
+   * `signals-during-local-activities-v1`): one that reached the run during the claim and one that
+   * replay brings before it are then applied at the same point.
+   */
+  let rulesAfterClaim = false;
   /** Set before continue-as-new: new requests are refused at once and retried by the API against the next run. */
   let draining = false;
 
@@ -114,6 +120,10 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       const problem = argumentProblem('recordUsage', doorbell);
       if (problem) log.warn('recordUsage signal malformed; claiming anyway', { problem });
       else run.rung += doorbell.events;
+      // A ring during a local activity is dropped: replay may bring it before that step began (its
+      // task timed out), where the step absorbs it. What it rang for is counted by the claim under
+      // way or waits for the next ring, which the worker's counter sends while events wait.
+      if (steps?.localActivityUnderWay && patches.patchedWhereReached(TENANT_BILLING_PATCHES.signalsDuringLocalActivities)) return;
       rung = true;
     },
     { description: 'New usage is stored in PostgreSQL: claim and count it (the API rings at most once per short window).' },
@@ -124,6 +134,7 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
       const problem = argumentProblem('alertRulesChanged', change);
       if (problem) log.warn('alertRulesChanged signal dropped', { problem });
       else ruleChanges.push(change);
+      if (patches.patchedWhereReached(TENANT_BILLING_PATCHES.signalsDuringLocalActivities)) rulesAfterClaim = true;
     },
     { description: "Alert rules created or deleted mid-period, applied without an answer (a cancelled tenant's run, and earlier releases)." },
   );
@@ -256,11 +267,12 @@ export async function tenantBilling(input: TenantBillingInput): Promise<TenantBi
     const deadline = steps.armDeadline();
     await condition(() => rung || ruleChanges.length > 0 || periodClose.request !== undefined || deadline.passed || historyFull() || upgradeRequested);
     if (upgradeRequested) return continueWithLedger();
-    if (ruleChanges.length > 0) await steps.applyRuleChanges(ruleChanges);
+    if (ruleChanges.length > 0 && !rulesAfterClaim) await steps.applyRuleChanges(ruleChanges);
     if (rung) {
       rung = false;
       await steps.claim();
     }
+    if (ruleChanges.length > 0 && rulesAfterClaim) await steps.applyRuleChanges(ruleChanges);
     if (steps.graceEnded()) await steps.settleGraceEnds();
     if (periodClose.request !== undefined || ledger.periodEnded(Date.now())) {
       await steps.rollOver(periodClose);

@@ -141,6 +141,8 @@ export class TenantSteps {
   private deadlineTimer: { at: number; passed: boolean } | undefined;
   /** When the latest claim that completed began (workflow time): everything stored before it is counted. */
   private lastClaimFrom = Number.NEGATIVE_INFINITY;
+  /** Local activities under way: a ring that arrives meanwhile may be dropped (tenant-billing.ts). */
+  private localActivities = 0;
 
   constructor(
     readonly ledger: TenantLedger,
@@ -149,6 +151,20 @@ export class TenantSteps {
   ) {
     this.tenantId = options.tenantId;
     this.alertLevel = ledger.alertLevel();
+  }
+
+  /** True while one of this run's local activities is under way. */
+  get localActivityUnderWay(): boolean {
+    return this.localActivities > 0;
+  }
+
+  private async local<T>(activity: () => Promise<T>): Promise<T> {
+    this.localActivities += 1;
+    try {
+      return await activity();
+    } finally {
+      this.localActivities -= 1;
+    }
   }
 
   // ---- steps that take their turn --------------------------------------------------------------
@@ -205,7 +221,7 @@ export class TenantSteps {
   applyStoredRules(): Promise<void> {
     return this.turns.run(async () => {
       await this.catchUpWithBulkCounts();
-      const rules = await localActs.readAlertRules.executeWithOptions({ summary: alertRulesSummary() }, [{ tenant_id: this.tenantId }]);
+      const rules = await this.local(() => localActs.readAlertRules.executeWithOptions({ summary: alertRulesSummary() }, [{ tenant_id: this.tenantId }]));
       await this.fireAlerts(this.ledger.applyStoredRules(rules, now()));
       await this.publishDecisionPoints();
     });
@@ -277,7 +293,7 @@ export class TenantSteps {
     const result = close.result!;
     if (key !== close.storedKey) {
       const periodStart = result.closed_period.start;
-      await localActs.storeCloseKey.executeWithOptions({ summary: closeKeySummary(key, periodStart) }, [{ tenant_id: this.tenantId, idempotency_key: key, period_start: periodStart }]);
+      await this.local(() => localActs.storeCloseKey.executeWithOptions({ summary: closeKeySummary(key, periodStart) }, [{ tenant_id: this.tenantId, idempotency_key: key, period_start: periodStart }]));
     }
     this.ledger.rememberCloseAnswer(key, result);
     return result;
@@ -373,7 +389,7 @@ export class TenantSteps {
         ...(this.options.bulkCounting ? { decision_points: ledger.decisionPoints(), current_period: ledger.period.start } : {}),
       };
       if (this.options.localBarrierClaims && first) {
-        claim = await localActs.claimUsage.executeWithOptions({ summary: claimSummary() }, [input]);
+        claim = await this.local(() => localActs.claimUsage.executeWithOptions({ summary: claimSummary() }, [input]));
         barrier = claim.barrier_seq;
         first = false;
       } else {
@@ -420,11 +436,11 @@ export class TenantSteps {
       // on their own, with retries, before the delivery workflow takes over.
       const recordedByAttempt = notified.length > 0;
       if (recordedByAttempt) this.options.patches.deprecatePatch(TENANT_BILLING_PATCHES.alertsRecordedByFirstAttempt);
-      else await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+      else await this.local(() => localActs.recordAlerts.executeWithOptions({ summary }, [record]));
       for (const [index, alert] of notified.entries()) {
         const recordsToo = index === 0;
-        const first = await inlineDelivery.deliverAlertInline
-          .executeWithOptions({ summary: recordsToo ? recordAndNotifySummary(decision.records, alert, decision.current ? undefined : decision.period_start) : notifyAlertSummary(alert.subject, alert.threshold) }, [
+        const first = await this.local(() =>
+          inlineDelivery.deliverAlertInline.executeWithOptions({ summary: recordsToo ? recordAndNotifySummary(decision.records, alert, decision.current ? undefined : decision.period_start) : notifyAlertSummary(alert.subject, alert.threshold) }, [
             {
               tenant_id: tenantId,
               alert_id: alert.id,
@@ -432,9 +448,9 @@ export class TenantSteps {
               attempts_allowed: ALERT_DELIVERY_ATTEMPTS,
               ...(recordsToo ? { records: { period_start: decision.period_start, alerts: decision.records } } : {}),
             },
-          ])
-          .catch(() => undefined);
-        if (first === undefined && recordsToo) await localActs.recordAlerts.executeWithOptions({ summary }, [record]);
+          ]),
+        ).catch(() => undefined);
+        if (first === undefined && recordsToo) await this.local(() => localActs.recordAlerts.executeWithOptions({ summary }, [record]));
         // An attempt that failed itself (PostgreSQL away, its timeout) is counted as made.
         const outcome: InlineDeliveryOutcome = first ?? { outcome: 'handed_on', attempts: 1 };
         if (outcome.outcome === 'handed_on') await this.startDelivery(decision.period_start, alert, outcome.attempts);

@@ -5,6 +5,7 @@ import type { temporal } from '@temporalio/proto';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
 import { unique } from '../support/stack';
 import { TENANT_BILLING_PATCHES } from '../../src/workflows/patches';
+import { HANDED_OVER_PATCHES } from '../../src/workflows/run-patches';
 import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
 import { argumentProblem, authorizeUpdate, closePeriodUpdate, estimateQuery, recordUsageSignal, tenantWorkflowId, usageQuery } from '../../src/workflows/messages';
 import type { TenantBillingInput } from '../../src/workflows/tenant-billing';
@@ -69,7 +70,7 @@ test("the first run carries the static summary and details the docs quote", asyn
   const payload = history.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!;
   const input = JSON.parse(Buffer.from(payload.data!).toString('utf8')) as TenantBillingInput;
   // The run reads its ledger from PostgreSQL, and takes this code's patches without a marker.
-  expect(input).toEqual({ tenant_id: tenant.id, search_attributes: true, patches_at_start: Object.values(TENANT_BILLING_PATCHES) });
+  expect(input).toEqual({ tenant_id: tenant.id, search_attributes: true, patches_at_start: HANDED_OVER_PATCHES });
   const stored = await api.db('tenants').where({ id: tenant.id }).first();
   const plan = await api.db('plan_versions').where({ plan_id: planId, version: 1 }).first();
   expect(await description.staticSummary()).toBe(tenantRunSummary(tenant.id, tenant.name));
@@ -190,7 +191,7 @@ test('the first run and the run after a rollover start with their patches and th
   expect(attributes.get(SEARCH_ATTRIBUTES.BillingPeriodStart)?.toISOString()).toBe(new Date(current.period.start).toISOString());
   expect(attributes.get(SEARCH_ATTRIBUTES.BillingPeriodEnd)?.toISOString()).toBe(new Date(current.period.end).toISOString());
   expect(attributes.get(SEARCH_ATTRIBUTES.AlertLevel)).toBe('none');
-  expect(description.searchAttributes.TemporalChangeVersion).toEqual(Object.values(TENANT_BILLING_PATCHES));
+  expect(description.searchAttributes.TemporalChangeVersion).toEqual(HANDED_OVER_PATCHES);
 });
 
 test("docs/deployment.md's count finds the open runs that have not taken a patch", async () => {
