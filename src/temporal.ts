@@ -1,4 +1,4 @@
-import { Client, Connection, type TLSConfig } from '@temporalio/client';
+import { Client, Connection, WorkflowIdConflictPolicy, type TLSConfig } from '@temporalio/client';
 import { readPemVariable, type Config } from './config';
 import { TypedSearchAttributes, type SearchAttributePair } from '@temporalio/common';
 import { recordUsageSignal, tenantWorkflowId, type UsageDoorbell } from './workflows/messages';
@@ -66,6 +66,21 @@ export async function ringTenantWorkflow(
     ...(options.searchAttributes ? { typedSearchAttributes: tenantRunSearchAttributes(options.tenantId) } : {}),
     signal: recordUsageSignal,
     signalArgs: [options.doorbell],
+  });
+}
+
+/**
+ * Starts the tenant's run if none is running. A running run is left as it is: the start meets it
+ * (`USE_EXISTING`) and writes nothing to its history, unlike a ring.
+ */
+export async function ensureTenantRun(client: Client, options: { taskQueue: string; tenantId: string; searchAttributes: boolean }): Promise<void> {
+  await client.workflow.start('tenantBilling', {
+    taskQueue: options.taskQueue,
+    workflowId: tenantWorkflowId(options.tenantId),
+    args: [tenantRunInput(options.tenantId, options.searchAttributes)],
+    staticSummary: tenantRunSummary(options.tenantId),
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+    ...(options.searchAttributes ? { typedSearchAttributes: tenantRunSearchAttributes(options.tenantId) } : {}),
   });
 }
 

@@ -17,6 +17,16 @@ export async function latestPeriods(db: Db, tenantId: string, count: number): Pr
     .select<PeriodBounds[]>('start', 'end', 'status', 'grace_ends_at', 'plan_id', 'plan_version');
 }
 
+/**
+ * Tenants whose open period ended before `endedBefore`, oldest first: a tenant's run rolls its
+ * period over at the end, so one still open long after it has most likely no run (it ended
+ * unexpectedly, and no message came since to start one). Uses the partial index on open periods.
+ */
+export async function tenantsPastPeriodEnd(db: Db, endedBefore: Date, limit: number): Promise<string[]> {
+  const rows = await db('periods').where('status', 'open').andWhere('end', '<', endedBefore).orderBy('end').limit(limit).select<Array<{ tenant_id: string }>>('tenant_id');
+  return rows.map((r) => r.tenant_id);
+}
+
 /** The tenant's newest period: the open one, or a cancelled tenant's final one. */
 export async function latestPeriod(db: Db, tenantId: string): Promise<PeriodBounds | undefined> {
   return (await latestPeriods(db, tenantId, 1))[0];

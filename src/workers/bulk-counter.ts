@@ -2,7 +2,8 @@ import type { Client } from '@temporalio/client';
 import type { Db } from '../db/knex';
 import type { Logger } from '../logger';
 import { countInBulk, listenForDecisionsWaiting, tenantsWaiting, type BulkOutcome, type DecisionWaiting, type WaitingTenant } from '../db/bulk-counting';
-import { ringTenantWorkflow } from '../temporal';
+import { tenantsPastPeriodEnd } from '../db/periods';
+import { ensureTenantRun, ringTenantWorkflow } from '../temporal';
 import { repeatEvery } from './repeating';
 
 /**
@@ -22,6 +23,11 @@ import { repeatEvery } from './repeating';
  * src/db/bulk-counting.ts), so an alert's ring waits for neither a tick nor the round's scan of
  * every waiting tenant, while batches that decide nothing cost no extra work. (With several
  * workers, each counter rings it: a ring more is a claim that finds nothing left.)
+ *
+ * A quiet tenant whose run ended unexpectedly gets no ring, and its period's end has no run to
+ * act on it. So every `overdueIntervalMs` the counter also looks for periods still open
+ * `overdueAfterMs` after their end, and makes sure each tenant's run is there: a start that meets
+ * a running run leaves it alone, and a new run rebuilds its ledger and rolls the period over.
  */
 export interface BulkCounterOptions {
   db: Db;
@@ -36,7 +42,17 @@ export interface BulkCounterOptions {
   perTenantLimit?: number;
   /** Only these tenants (tests that share one database between several stacks); default: every tenant. */
   scope?: (tenantId: string) => boolean;
+  /** How often to look for periods left open past their end. */
+  overdueIntervalMs?: number;
+  /**
+   * How long after its end a period still open counts as left behind: longer than the largest
+   * burst of anniversaries takes to roll over (2,000 at once took about three minutes here).
+   */
+  overdueAfterMs?: number;
 }
+
+/** Periods left open past their end looked at per check; the next check takes the rest. */
+const OVERDUE_PER_CHECK = 500;
 
 /** Rings in flight at most: a thousand tenants due at once are rung a few dozen at a time. */
 const MAX_RINGS_IN_FLIGHT = 32;
@@ -176,10 +192,25 @@ export function startBulkCounter(options: BulkCounterOptions): () => Promise<voi
     if (options.scope && !options.scope(waiting.tenant_id)) return;
     if (schedule.noticed(waiting.tenant_id, waiting.receipt, Date.now())) void ring(waiting.tenant_id);
   };
+  const overdue = repeatEvery(
+    options.overdueIntervalMs ?? 30_000,
+    async (stopping) => {
+      const overdueAfterMs = options.overdueAfterMs ?? 5 * 60_000;
+      const tenants = (await tenantsPastPeriodEnd(db, new Date(Date.now() - overdueAfterMs), OVERDUE_PER_CHECK)).filter((id) => !options.scope || options.scope(id));
+      if (tenants.length > 0) logger.info({ tenants: tenants.length, first: tenants.slice(0, 5) }, 'periods still open after their end: making sure their billing runs are there');
+      for (const tenantId of tenants) {
+        if (stopping()) break;
+        await ensureTenantRun(options.temporal, { taskQueue: options.taskQueue, tenantId, searchAttributes: options.searchAttributes !== false }).catch((err: unknown) =>
+          logger.warn({ err, tenant_id: tenantId }, 'could not start the billing run of a tenant whose period is overdue; the next check tries again'),
+        );
+      }
+    },
+    (err) => logger.warn({ err }, 'looking for periods overdue failed'),
+  );
   const stopListening = listenForDecisionsWaiting(db, noticed, (err) => logger.warn({ err }, 'listening for decisions waiting failed; the counter goes on at its interval'));
   return async () => {
     await stopListening();
-    await counting.stop();
+    await Promise.all([counting.stop(), overdue.stop()]);
     await Promise.all([...rings]);
   };
 }

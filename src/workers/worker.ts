@@ -11,6 +11,16 @@ export { WORKFLOWS_PATH };
  */
 export const WORKFLOW_TASK_POLLS_PER_QUEUE = 10;
 
+/**
+ * A tenant run that its history cannot replay (a nondeterminism error) fails, instead of retrying
+ * its workflow task until someone deploys a fix: the ledger is in PostgreSQL, so the next ring
+ * (the worker's counter rings a tenant whose events wait, and every API message goes with start)
+ * starts a new run, which rebuilds it and claims what waits. Retried, the task would fail the same
+ * way each time, and the tenant would stay uncounted. Invoice, rerun and alert delivery workflows
+ * keep the default: each holds a step that no message would start again.
+ */
+export const WORKFLOW_FAILURE_ERROR_TYPES: NonNullable<WorkerOptions['workflowFailureErrorTypes']> = { '*': [], tenantBilling: ['NondeterminismError'] };
+
 /** What a billing worker needs: a Temporal connection, its queue and the activities' dependencies. */
 export interface BillingWorkerOptions extends ActivityDeps {
   connection: NativeConnection;
@@ -41,6 +51,7 @@ export async function createBillingWorker(options: BillingWorkerOptions): Promis
     // at least 20 slots for the tasks themselves (BENCHMARKS.md, session 28).
     workflowTaskPollerBehavior: { type: 'autoscaling', maximum: WORKFLOW_TASK_POLLS_PER_QUEUE },
     activityTaskPollerBehavior: { type: 'autoscaling' },
+    workflowFailureErrorTypes: WORKFLOW_FAILURE_ERROR_TYPES,
     ...tuning,
   });
 }

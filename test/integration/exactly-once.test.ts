@@ -6,10 +6,17 @@ import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { currentUsage } from '../../src/db/usage-read-model';
 import { ringTenantWorkflow } from '../../src/temporal';
+import { BillingGateway } from '../../src/api/billing-gateway';
+import { createBillingWorker } from '../../src/workers/worker';
+import { startBulkCounter } from '../../src/workers/bulk-counter';
+import { latestPeriod } from '../../src/db/periods';
 import type { Db } from '../../src/db/knex';
 import type { PlanVersion } from '../../src/domain/plan';
 import { recordUsageSignal, settledUsageUpdate, stateQuery, tenantWorkflowId } from '../../src/workflows/messages';
 import { storeUsage, type IncomingEvent } from '../../src/db/ingest';
+import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
+import path from 'node:path';
+import { ActivityGate } from '../support/periods-harness';
 import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
@@ -34,6 +41,8 @@ afterAll(async () => {
   await db?.destroy();
 });
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 const plan = (id: string): Omit<PlanVersion, 'version'> => ({
   id,
   name: 'Calls',
@@ -47,6 +56,13 @@ const plan = (id: string): Omit<PlanVersion, 'version'> => ({
     { metric: 'calls', aggregation: 'count', pricing: { model: 'per_unit', unit_price: '0.001' } },
   ],
 });
+
+/** The deliberately incompatible workflow code of test/fixtures/incompatible-workflows, bundled once. */
+let incompatible: Promise<{ code: string }> | undefined;
+function incompatibleBundle(): Promise<{ code: string }> {
+  incompatible ??= bundleWorkflowCode({ workflowsPath: path.resolve(__dirname, '../fixtures/incompatible-workflows'), logger: new DefaultLogger('WARN') });
+  return incompatible;
+}
 
 /** Runs a worker whose activities can be wrapped with an injected fault. */
 async function startWorker(taskQueue: string, wrap?: (acts: BillingActivities) => BillingActivities) {
@@ -227,6 +243,98 @@ test('a run terminated by hand mid-load is started again by the next ring, rebui
     expect(usage.metrics.minutes!.used).toBe(60);
     const state = await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).query(stateQuery);
     expect(state.period).toEqual(tenant.period);
+  } finally {
+    await stop();
+  }
+});
+
+test('a run that its history cannot replay fails, and the next ring starts one that counts everything once', async () => {
+  const taskQueue = unique('nondeterministic');
+  const deps = { db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client };
+  const billingWorker = async (bundle: { code: string }) => {
+    // As production runs it (its failure policy too), without a cache: each task replays the history.
+    const worker = await createBillingWorker({ connection: temporal.nativeConnection, namespace: 'default', taskQueue, workflowBundle: bundle, tuning: { maxCachedWorkflows: 0 }, ...deps });
+    const running = worker.run();
+    return async () => (worker.shutdown(), await running);
+  };
+  let stop = await billingWorker(await workflowBundle());
+  try {
+    const tenant = await startTenant(taskQueue);
+    await send(tenant, events('n', 40));
+    await expectCountersMatchStore(tenant);
+    const handle = temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId));
+    const firstRunId = (await handle.describe()).runId;
+    await stop();
+    // Code that changes the run's first commands without a patch: replaying the run fails.
+    stop = await billingWorker(await incompatibleBundle());
+    await send(tenant, events('o', 20));
+    await eventually(async () => ((await handle.describe()).status.name === 'FAILED' ? true : undefined), 30_000, 'the run failed');
+    const failure = (await handle.fetchHistory()).events!.at(-1)!.workflowExecutionFailedEventAttributes?.failure;
+    expect(failure?.message).toMatch(/[Nn]ondetermin/);
+    await stop();
+    stop = await billingWorker(await workflowBundle());
+    // The counter rings a tenant whose events wait, with start.
+    await ringTenantWorkflow(temporal.client, { taskQueue, tenantId: tenant.tenantId, doorbell: { events: 20, highest_seq: null }, searchAttributes: false });
+    const usage = await expectCountersMatchStore(tenant);
+    expect(usage.metrics.calls!.used).toBe(30);
+    expect((await handle.describe()).runId).not.toBe(firstRunId);
+  } finally {
+    await stop();
+  }
+});
+
+test('a quiet tenant whose run ended is started again once its period is past its end, and the period rolls over', async () => {
+  const taskQueue = unique('overdue');
+  const { stop } = await startWorker(taskQueue);
+  const tenantId = unique('q');
+  // A monthly period that ends in three seconds.
+  const end = new Date(Math.floor(Date.now() / 1000) * 1000 + 3_000);
+  const anchor = new Date(end);
+  anchor.setUTCMonth(anchor.getUTCMonth() - 1);
+  const fixture = await createTenantFixture(db, { tenantId, plan: plan(unique('calls')), anchor: anchor.toISOString() });
+  expect(fixture.period.end).toBe(end.toISOString());
+  let stopCounter: (() => Promise<void>) | undefined;
+  try {
+    const handle = await temporal.client.workflow.start('tenantBilling', { taskQueue, workflowId: tenantWorkflowId(tenantId), args: [fixture.input] });
+    await send({ ...fixture, handle, taskQueue }, events('q', 10));
+    expect((await handle.executeUpdate(settledUsageUpdate)).metrics.calls!.used).toBe(5);
+    await handle.terminate('ops ended it; no event waits, so no ring comes');
+    await sleep(Date.parse(fixture.period.end) - Date.now() + 500);
+    expect((await latestPeriod(db, tenantId))!.status).toBe('open'); // no run rolled it over
+    stopCounter = startBulkCounter({ db, temporal: temporal.client, taskQueue, logger: quietLogger, searchAttributes: false, scope: (id) => id === tenantId, overdueIntervalMs: 200, overdueAfterMs: 0 });
+    const next = await eventually(async () => (await latestPeriod(db, tenantId))?.status === 'open' && (await latestPeriod(db, tenantId))!.start.getTime() === Date.parse(fixture.period.end) ? true : undefined, 30_000, 'the next period open');
+    expect(next).toBe(true);
+    const closed = await db('periods').where({ tenant_id: tenantId, start: new Date(fixture.period.start) }).first();
+    expect(closed.status).not.toBe('open');
+    expect(await db('invoices').where({ tenant_id: tenantId }).count<{ count: string }[]>('* as count')).toEqual([{ count: '1' }]);
+  } finally {
+    await stopCounter?.();
+    await stop();
+  }
+});
+
+test('an update under way when its run ends is answered by the next run', async () => {
+  const taskQueue = unique('ended-mid-update');
+  const claims = new ActivityGate();
+  const { stop } = await startWorker(taskQueue, (acts) => ({
+    ...acts,
+    async claimUsage(input) {
+      await claims.pass();
+      return acts.claimUsage(input);
+    },
+  }));
+  try {
+    const tenant = await startTenant(taskQueue);
+    await send(tenant, events('e', 20));
+    await expectCountersMatchStore(tenant);
+    expect((await storeUsage(db, tenant.tenantId, events('f', 20), new Date(), unique('req'))).kind).toBe('stored');
+    const held = claims.arm();
+    const settled = new BillingGateway(temporal.client, taskQueue, { searchAttributes: false }).settledUsage(tenant.tenantId);
+    settled.catch(() => undefined);
+    await held;
+    await temporal.client.workflow.getHandle(tenantWorkflowId(tenant.tenantId)).terminate('ops ended it mid-update');
+    claims.release();
+    expect((await settled).metrics.calls!.used).toBe(20);
   } finally {
     await stop();
   }
