@@ -83,6 +83,9 @@
  *   DELETE is confirmed, accepted while the grace lasts and then billed, one after the grace,
  *   which must be refused);
  *   the workflow has ended.
+ * - `tenant_runs_failed`: tenant runs that failed because their history could not be replayed
+ *   (src/workers/worker.ts): the next run billed the tenant on, but each is a determinism bug,
+ *   so it fails the check, with the failure's message among the examples.
  * - `rollovers_during_faults` / `invoices_finalized_during_faults`: periods closed and invoices
  *   finalized while a process was down or within 10 s of its restart (evidence for step 3).
  * - `faults_injected` and `faults` (kind, when, how long the process was down), `closes`,
@@ -882,7 +885,7 @@ function report(
     ...(result.proxy ? [`  proxy: connections per API process ${JSON.stringify(result.proxy.connections_per_api)}, moved on from a dead one ${result.proxy.failovers}`] : []),
     `  acknowledged ${f.acknowledged}   counted ${f.counted}   lost ${f.lost}   duplicated ${f.duplicated} (rows ${f.duplicated_rows}, mismatched ${f.mismatched})   stored but unacknowledged ${f.stored_unacknowledged}`,
     `  counting: acknowledged ${f.acknowledged} = stored ${f.stored_acknowledged} = counted ${f.counted}; unclaimed ${f.unclaimed_events}; refused but stored ${f.refused_but_stored}`,
-    `  counters: read model ${f.read_model_mismatches} mismatches; workflow books ${f.counter_mismatches} counter and ${f.book_event_mismatches} event-count mismatches (pending estimate not 0 in ${f.workflow_pending_nonzero}); usage?consistent answered ${f.usage_consistent_answered}/${f.usage_consistent_expected}`,
+    `  counters: read model ${f.read_model_mismatches} mismatches; workflow books ${f.counter_mismatches} counter and ${f.book_event_mismatches} event-count mismatches (pending estimate not 0 in ${f.workflow_pending_nonzero}); usage?consistent answered ${f.usage_consistent_answered}/${f.usage_consistent_expected}; tenant runs failed ${f.tenant_runs_failed}`,
     `  alerts: expected ${f.alerts_expected}   fired ${f.alerts_fired} (notified ${f.alerts_notified}, superseded ${f.alerts_superseded})   missing ${f.alerts_missing}   unexpected ${f.alerts_unexpected}   duplicated ${f.alerts_duplicated}   undelivered ${f.alerts_undelivered}`,
     `  webhooks: received ${f.webhooks_received}, duplicated ${f.webhooks_duplicated}`,
     `  invoices: expected ${f.invoices_expected}   finalized ${f.invoices_finalized}   missing ${f.invoices_missing}   extra ${f.invoices_multiple}   mismatched ${f.invoice_mismatches}`,

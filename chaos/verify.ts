@@ -725,6 +725,17 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     }
   }
 
+  // A tenant run that failed could not replay its history (src/workers/worker.ts): a new run
+  // billed the tenant on, but a determinism bug is a bug, so it is reported like the rest.
+  const ownWorkflows = new Set(tenants.map(tenantWorkflowId));
+  let tenantRunsFailed = 0;
+  for await (const run of input.temporal.workflow.list({ query: `WorkflowType = 'tenantBilling' AND ExecutionStatus = 'Failed'` })) {
+    if (!ownWorkflows.has(run.workflowId)) continue;
+    tenantRunsFailed += 1;
+    const last = (await input.temporal.workflow.getHandle(run.workflowId, run.runId).fetchHistory()).events?.at(-1);
+    note('tenant_run_failed', { workflow_id: run.workflowId, run_id: run.runId, failure: last?.workflowExecutionFailedEventAttributes?.failure?.message });
+  }
+
   const figures = {
     acknowledged,
     counted,
@@ -776,6 +787,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     cancel_acked_batches_after: cancelAckedBatchesAfter,
     cancel_stored_after: cancelStoredAfter,
     cancelled_workflows_running: cancelledWorkflowsRunning,
+    tenant_runs_failed: tenantRunsFailed,
     grants_sent: [...input.grants.values()].reduce((n, m) => n + m.size, 0),
     grants_stored: grantRows.length,
     grant_problems: grantProblems,
@@ -783,6 +795,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
     balance_answers: balanceAnswers,
     balance_mismatches: balanceMismatches,
   };
+
 
   const violations: string[] = [];
   const must = (ok: boolean, text: string) => {
@@ -812,6 +825,7 @@ export async function verify(input: VerifyInput): Promise<Verdict> {
   must(grantProblems === 0, `balance: ${grantProblems} grants missing, stored twice, with another amount or never sent`);
   must(balanceMismatches === 0, `balance: ${balanceMismatches} grants, invoices or balance answers disagree with the credit applied`);
   must(cancelledWorkflowsRunning === 0, `cancel: ${cancelledWorkflowsRunning} cancelled tenants' workflows have not ended`);
+  must(tenantRunsFailed === 0, `${tenantRunsFailed} tenant runs failed (their history could not be replayed); the next run billed on`);
 
   return { figures, details: { lost_by_tenant: lostByTenant, cancel_refused_after: cancelRefusedAfter, late_probes: lateProbes, examples }, violations };
 }
