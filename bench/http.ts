@@ -29,9 +29,12 @@ export class HttpClient {
     this.agent = new http.Agent({ keepAlive: true, maxSockets });
   }
 
-  /** Sends one request; resolves with the status and parsed body, rejects when no response came back. */
-  async request(method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const { status, body: parsed, failure } = await this.exchange(method, pathname, body, undefined);
+  /**
+   * Sends one request; resolves with the status and parsed body, rejects when no response came
+   * back. `headers` may name another `x-api-key` (a tenant's own key).
+   */
+  async request(method: string, pathname: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+    const { status, body: parsed, failure } = await this.exchange(method, pathname, body, undefined, headers);
     if (failure) throw failure;
     return { status, body: parsed };
   }
@@ -71,8 +74,8 @@ export class HttpClient {
           path: pathname,
           agent: this.agent,
           headers: {
-            ...headers,
             'x-api-key': this.key,
+            ...headers,
             ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
           },
         },

@@ -176,6 +176,7 @@ async function createTenants(prefix: string, n: number, planId: string, extra: R
     const id = ids[next++]!;
     const res = await api.request('POST', '/v1/tenants', { id, name: id, plan_id: planId, ...extra });
     if (res.status !== 201) throw new Error(`tenant ${id}: ${res.status} ${JSON.stringify(res.body)}`);
+    tenantKeys.set(id, res.body.api_key as string);
   });
   if (n >= 100 && concurrency === 32) msPerTenantCreated = (Date.now() - start) / n;
   return ids;
@@ -233,9 +234,13 @@ function lagProbe(options: { maxTenants: number; spacingMs: number }): LagProbe 
   return new LagProbe(async (tenantId) => (await getUsage(tenantId))?.metrics.tokens.used, options);
 }
 
-/** One `GET …/usage`; a 5xx is a problem of the system (the bench's reads are all valid). */
+/** Each tenant's own key, as created: its reads go with it, as a tenant's dashboard reads. */
+const tenantKeys = new Map<string, string>();
+
+/** One `GET …/usage` with the tenant's own key; a 5xx is a problem of the system (the bench's reads are all valid). */
 async function getUsage(tenantId: string): Promise<any | undefined> {
-  const res = await api.request('GET', `/v1/tenants/${tenantId}/usage`);
+  const key = tenantKeys.get(tenantId);
+  const res = await api.request('GET', `/v1/tenants/${tenantId}/usage`, undefined, key ? { 'x-api-key': key } : {});
   if (res.status === 200) return res.body;
   if (res.status >= 500) problem(`GET /v1/tenants/${tenantId}/usage answered ${res.status} ${JSON.stringify(res.body)}`);
   return undefined;

@@ -31,6 +31,7 @@ import { balanceRouter } from './routes/balance';
 import { rejectUnsafeJson, verifyJsonBody } from './body-guard';
 import { STRICT_WEBHOOK_TARGETS, webhookTargetPolicyFromConfig, type WebhookTargetPolicy } from '../notifications/webhook-targets';
 import { createDashboard, type DashboardSettings } from './dashboard/router';
+import type { TenantKeyCache } from './tenant-key-cache';
 
 /**
  * Ids travel into SQL and Temporal ids: a path with control characters (`%00`) or broken
@@ -76,6 +77,8 @@ export interface AppDeps {
   webhookTargets?: WebhookTargetPolicy;
   /** The web app at /dashboard: its session secret and the Temporal UI it links to. */
   dashboard?: DashboardSettings;
+  /** Tenant keys resolved recently, forgotten as they are revoked (`startTenantKeyCache`); absent: every key is read from PostgreSQL. */
+  tenantKeys?: TenantKeyCache;
 }
 
 /** Requests in flight and whether the app is shutting down, per app (see {@link beginDrain}). */
@@ -148,6 +151,7 @@ export function createApp(deps: AppDeps): Express {
     maxPendingEvents: deps.maxPendingEvents ?? 0,
     tenants: new TenantDirectory(deps.db),
     adminKey: deps.adminKey,
+    ...(deps.tenantKeys ? { tenantKeys: deps.tenantKeys } : {}),
     webhookTargets: deps.webhookTargets ?? STRICT_WEBHOOK_TARGETS,
     config: { TEMPORAL_NAMESPACE: deps.namespace },
     temporalReady: async () => {
@@ -184,7 +188,7 @@ export function createApp(deps: AppDeps): Express {
   const v1 = express.Router();
   v1.use(rejectUnusablePaths);
   const dashboard = createDashboard({ db: deps.db, adminKey: deps.adminKey, namespace: deps.namespace, ...deps.dashboard });
-  v1.use(authenticate(deps.db, deps.adminKey, dashboard.sessions));
+  v1.use(authenticate(deps.db, deps.adminKey, dashboard.sessions, deps.tenantKeys));
   v1.use(
     rateLimit({
       ingestPerSecond: deps.rateLimits?.ingestPerSecond,

@@ -1,6 +1,7 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { Db } from '../db/knex';
-import { resolveApiKey, safeEqual, type Principal } from '../db/api-keys';
+import { findTenantKey, hashApiKey, isAdminKey, safeEqual, type Principal } from '../db/api-keys';
+import type { TenantKeyCache } from './tenant-key-cache';
 import { ApiError, notFound } from './errors';
 import { identifyCaller } from './request-log';
 import { CSRF_HEADER, isSafeMethod, sessionCookieOf, type DashboardSessions } from './dashboard/session';
@@ -22,7 +23,12 @@ export function presentedKey(req: Request): string | undefined {
  * permissions; a state-changing request on a session must echo its CSRF token in `X-CSRF-Token`
  * (a key in a header needs none: another site cannot make a browser send one).
  */
-export function authenticate(db: Db, adminKey: string, sessions?: DashboardSessions): RequestHandler {
+export function authenticate(db: Db, adminKey: string, sessions?: DashboardSessions, tenantKeys?: TenantKeyCache): RequestHandler {
+  const resolve = async (key: string): Promise<Principal | undefined> => {
+    if (isAdminKey(adminKey, key)) return { kind: 'admin' };
+    const digest = hashApiKey(key);
+    return tenantKeys ? tenantKeys.resolve(digest, (d) => findTenantKey(db, d)) : findTenantKey(db, digest);
+  };
   return async (req, res, next) => {
     const key = presentedKey(req);
     const cookie = key || !sessions ? undefined : sessionCookieOf(req);
@@ -38,7 +44,7 @@ export function authenticate(db: Db, adminKey: string, sessions?: DashboardSessi
       return next();
     }
     if (!key) return next(new ApiError(401, 'unauthorized', 'missing API key (X-API-Key header)'));
-    const principal = await resolveApiKey(db, adminKey, key);
+    const principal = await resolve(key);
     if (!principal) return next(new ApiError(401, 'unauthorized', 'unknown or revoked API key'));
     res.locals.principal = principal;
     identifyCaller(req, principal.kind === 'tenant' ? { tenant_id: principal.tenantId } : { principal: 'admin' });

@@ -4,6 +4,7 @@ import type { BillingGateway } from './billing-gateway';
 import type { TenantDirectory } from './tenant-directory';
 import type { ApiMetrics } from './metrics';
 import type { IngestQueue } from './ingest-queue';
+import type { TenantKeyCache } from './tenant-key-cache';
 import type { WebhookTargetPolicy } from '../notifications/webhook-targets';
 
 /** Everything a route needs, built once by `createApp`. */
@@ -17,6 +18,8 @@ export interface ApiContext {
   maxPendingEvents: number;
   tenants: TenantDirectory;
   adminKey: string;
+  /** Tenant keys resolved recently (serveApi keeps one, kept current by revocation notifications); absent: every key is read from PostgreSQL. */
+  tenantKeys?: TenantKeyCache;
   /** Where webhook URLs may point; checked when a URL is registered (and again at each delivery). */
   webhookTargets: WebhookTargetPolicy;
   config: Pick<Config, 'TEMPORAL_NAMESPACE'>;

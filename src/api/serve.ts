@@ -5,6 +5,7 @@ import { connectTemporal, temporalConnectionSettings } from '../temporal';
 import { appOptionsFromConfig, closeGracefully, createApp } from './app';
 import type { DashboardSettings } from './dashboard/router';
 import { listen } from './server';
+import { startTenantKeyCache } from './tenant-key-cache';
 
 /** Where a serving API finds its database and Temporal, and what it is told beyond the configuration. */
 export interface ApiServiceSettings {
@@ -34,6 +35,7 @@ export async function serveApi(config: Config, settings: ApiServiceSettings): Pr
   const ingestDb = createDb(settings.databaseUrl, { max: POOLS.ingest });
   const temporal = await connectTemporal(temporalConnectionSettings(config, settings.temporalAddress), config.TEMPORAL_NAMESPACE);
   const options = appOptionsFromConfig(config);
+  const tenantKeys = startTenantKeyCache(db, logger);
   const app = createApp({
     db,
     ingestDb,
@@ -45,6 +47,7 @@ export async function serveApi(config: Config, settings: ApiServiceSettings): Pr
     workerMetricsUrl: settings.workerMetricsUrl,
     ...options,
     dashboard: settings.dashboard ?? options.dashboard,
+    tenantKeys: tenantKeys.cache,
   });
   const server = await listen(app, config.PORT, config.HOST);
   return {
@@ -53,6 +56,7 @@ export async function serveApi(config: Config, settings: ApiServiceSettings): Pr
       const outcome = await closeGracefully(app, server);
       // After the requests in flight: their signals need the Temporal connection.
       await temporal.connection.close();
+      await tenantKeys.stop();
       await Promise.all([db.destroy(), ingestDb.destroy()]);
       return outcome;
     },

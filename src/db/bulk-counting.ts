@@ -1,5 +1,5 @@
-import pg from 'pg';
 import type { Db } from './knex';
+import { listenOnChannel } from './channel-listener';
 import { ADD_TO_COUNTERS, BATCH_AGGREGATES } from './ledger';
 
 /**
@@ -76,37 +76,7 @@ export function listenForDecisionsWaiting(
   onError: (err: unknown) => void,
   retryMs = 1_000,
 ): () => Promise<void> {
-  let stopped = false;
-  let current: pg.Client | undefined;
-  let retry: NodeJS.Timeout | undefined;
-  const lost = (client: pg.Client, err?: unknown) => {
-    if (current !== client || stopped) return;
-    if (err !== undefined) onError(err);
-    current = undefined;
-    client.end().catch(() => undefined);
-    retry = setTimeout(() => void listen(), retryMs);
-    retry.unref();
-  };
-  const listen = async () => {
-    const client = new pg.Client(db.client.config.connection as string | pg.ClientConfig);
-    current = client;
-    client.on('notification', (notice) => onNotice(decisionWaitingOf(notice.payload)));
-    client.on('error', (err) => lost(client, err));
-    client.on('end', () => lost(client));
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${DECISIONS_WAITING_CHANNEL}`);
-      onNotice(undefined);
-    } catch (err) {
-      lost(client, err);
-    }
-  };
-  void listen();
-  return async () => {
-    stopped = true;
-    clearTimeout(retry);
-    await current?.end().catch(() => undefined);
-  };
+  return listenOnChannel(db, DECISIONS_WAITING_CHANNEL, { onNotice: (payload) => onNotice(decisionWaitingOf(payload)), onListening: () => onNotice(undefined), onError }, retryMs);
 }
 
 function decisionWaitingOf(payload: string | undefined): DecisionWaiting | undefined {

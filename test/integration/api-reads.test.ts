@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import { eventually, expectProblem, startApiHarness, type ApiHarness } from '../support/api-harness';
 import { finalizedInvoice as finalizedInvoiceOf, sendEvents, settledUsage, tenantOnPlan } from '../support/api-tenants';
-import { unique } from '../support/stack';
+import { quietLogger, unique } from '../support/stack';
+import { closeGracefully, createApp } from '../../src/api/app';
+import { listen } from '../../src/api/server';
+import { startTenantKeyCache } from '../../src/api/tenant-key-cache';
 
 /**
  * The read side of API v1 through real HTTP: stored events, periods, alerts and invoices, their
@@ -459,6 +462,29 @@ describe('POST /v1/tenants/{id}/api-keys', () => {
     expectProblem(await api.call('POST', `/v1/tenants/${tenant.id}/api-keys`, { key: original }), 401, 'unauthorized');
     expectProblem(await api.call('POST', `/v1/tenants/${unique('ghost')}/api-keys`), 404, 'not_found');
   });
+});
+
+test('a key rotated through one API process is refused by another as soon as the revocation reaches it', async () => {
+  const planId = unique('reads_keys_other');
+  expect((await api.call('POST', '/v1/plans', { body: planBody(planId) })).status).toBe(201);
+  const tenant = await createTenant(planId);
+  // A second API process on the same database, with its own cache of resolved keys.
+  const keys = startTenantKeyCache(api.db, quietLogger);
+  const other = createApp({ db: api.db, temporal: api.client, taskQueue: api.taskQueue, namespace: 'default', adminKey: api.adminKey, logger: quietLogger, tenantKeys: keys.cache });
+  const server = await listen(other, 0, '127.0.0.1');
+  const viaOther = (key: string) => fetch(`http://127.0.0.1:${server.port}/v1/tenants/${tenant.id}/usage`, { headers: { 'x-api-key': key } }).then((r) => r.status);
+  try {
+    await eventually(async () => (await viaOther(tenant.key)) === 200 && keys.cache.size > 0 ? true : undefined, 10_000, 'the key resolved and cached');
+    const rotated = await api.call('POST', `/v1/tenants/${tenant.id}/api-keys`, { key: tenant.key });
+    expect(rotated.status).toBe(201);
+    const refusedAfter = Date.now();
+    await eventually(async () => ((await viaOther(tenant.key)) === 401 ? true : undefined), 5_000, 'the old key refused by the other process');
+    expect(Date.now() - refusedAfter).toBeLessThan(2_000);
+    expect(await viaOther(rotated.body.api_key as string)).toBe(200);
+  } finally {
+    await closeGracefully(other, server);
+    await keys.stop();
+  }
 });
 
 test('ids PostgreSQL cannot store (a NUL byte) are simply not found, never a 500', async () => {

@@ -3,6 +3,7 @@ import type { Client, Connection } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
 import { closeGracefully, createApp } from '../../src/api/app';
 import { listen, type RunningServer } from '../../src/api/server';
+import { startTenantKeyCache } from '../../src/api/tenant-key-cache';
 import { createActivities, type BillingActivities } from '../../src/activities';
 import { createNotifier, type NotifierOptions } from '../../src/notifications/notifier';
 import { createDb, type Db } from '../../src/db/knex';
@@ -55,7 +56,9 @@ export async function startApiHarness(
   const ownTenants = new Set<string>();
   const stopCounter = startBulkCounter({ db, temporal: temporal.client, taskQueue, logger: quietLogger, intervalMs: options.countingIntervalMs ?? 100, scope: (id) => ownTenants.has(id) });
   const adminKey = 'test-admin-key-0123456789abcdef';
-  const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS });
+  // As serveApi runs it: tenant keys cached, forgotten as they are revoked.
+  const tenantKeys = startTenantKeyCache(db, quietLogger);
+  const app = createApp({ db, temporal: temporal.client, taskQueue, namespace: 'default', adminKey, logger: quietLogger, webhookTargets: LOCAL_WEBHOOK_TARGETS, tenantKeys: tenantKeys.cache });
   const server: RunningServer = await listen(app, 0, '127.0.0.1');
   const baseUrl = `http://127.0.0.1:${server.port}`;
 
@@ -87,6 +90,7 @@ export async function startApiHarness(
     async stop() {
       // Graceful: requests in flight finish, then the counter's round and rings end.
       await closeGracefully(app, server);
+      await tenantKeys.stop();
       await stopCounter();
       await stopRefresher();
       worker.shutdown();

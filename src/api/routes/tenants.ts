@@ -303,6 +303,8 @@ export function tenantsRouter(ctx: ApiContext): Router {
       emptyBody.parse(req.body ?? {});
       const issued = resourceId.safeParse(tenantId).success ? await rotateTenantApiKey(ctx.db, tenantId) : undefined;
       if (!issued) throw notFound(`tenant ${tenantId}`);
+      // The other API processes forget the old keys as the commit's notification reaches them.
+      ctx.tenantKeys?.forgetTenant(tenantId);
       req.log?.info({ tenant_id: tenantId, key_id: issued.id, revoked: issued.revoked }, 'tenant api key rotated');
       res.status(201).json({
         id: issued.id,
