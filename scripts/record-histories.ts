@@ -57,8 +57,8 @@
  * (src/workflows/run-patches.ts): they take every patch without a marker. (The second tenant's
  * first run, which the script starts itself with no patches handed, still records its markers.)
  * `tenant-billing-signals-during-claim-before-patch.json` and `tenant-billing-signals-during-claim.json`
- * are the run that stalled-claim.test.ts drives (a ring and a rule change reach it while its
- * claim, a local activity, is held past the task's heartbeat), printed and written with `--printed`:
+ * are the run that stalled-claim.test.ts drove in its first form (a ring and a rule change reach it
+ * while its claim, a local activity, is held past the task's heartbeat), printed and written with `--printed`:
  * before patch `signals-during-local-activities-v1` (the ring makes the run claim once more) and
  * after it (the ring dropped, the patch's deprecated marker recorded).
  * `tenant-billing-alert-after-claim-task.json` is a run printed by tenant-periods.test.ts whose
