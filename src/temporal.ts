@@ -59,11 +59,7 @@ export async function ringTenantWorkflow(
   options: { taskQueue: string; tenantId: string; doorbell: UsageDoorbell; searchAttributes: boolean },
 ): Promise<void> {
   await client.workflow.signalWithStart<typeof tenantBilling, [UsageDoorbell]>('tenantBilling', {
-    taskQueue: options.taskQueue,
-    workflowId: tenantWorkflowId(options.tenantId),
-    args: [tenantRunInput(options.tenantId, options.searchAttributes)],
-    staticSummary: tenantRunSummary(options.tenantId),
-    ...(options.searchAttributes ? { typedSearchAttributes: tenantRunSearchAttributes(options.tenantId) } : {}),
+    ...tenantRunStart(options),
     signal: recordUsageSignal,
     signalArgs: [options.doorbell],
   });
@@ -74,14 +70,18 @@ export async function ringTenantWorkflow(
  * (`USE_EXISTING`) and writes nothing to its history, unlike a ring.
  */
 export async function ensureTenantRun(client: Client, options: { taskQueue: string; tenantId: string; searchAttributes: boolean }): Promise<void> {
-  await client.workflow.start('tenantBilling', {
+  await client.workflow.start<typeof tenantBilling>('tenantBilling', { ...tenantRunStart(options), workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING });
+}
+
+/** How a ring or a check starts a tenant's run when none is there: this code's input, summary and start attributes. */
+function tenantRunStart(options: { taskQueue: string; tenantId: string; searchAttributes: boolean }) {
+  return {
     taskQueue: options.taskQueue,
     workflowId: tenantWorkflowId(options.tenantId),
-    args: [tenantRunInput(options.tenantId, options.searchAttributes)],
+    args: [tenantRunInput(options.tenantId, options.searchAttributes)] as [TenantBillingInput],
     staticSummary: tenantRunSummary(options.tenantId),
-    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
     ...(options.searchAttributes ? { typedSearchAttributes: tenantRunSearchAttributes(options.tenantId) } : {}),
-  });
+  };
 }
 
 /**
