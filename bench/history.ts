@@ -26,12 +26,17 @@ export interface RolloverHistory {
  * Counts the history of one tenant's rollover at `closeAt`: the run that closed the period is
  * the one the current run continued from. `periodStart` names the closed period's invoice.
  */
-export async function rolloverHistory(temporal: Client, tenantId: string, periodStart: string, closeAt: number): Promise<RolloverHistory> {
-  const current = (await temporal.workflow.getHandle(tenantWorkflowId(tenantId)).fetchHistory()).events ?? [];
+export function rolloverHistory(temporal: Client, tenantId: string, periodStart: string, closeAt: number): Promise<RolloverHistory> {
+  return rolloverHistoryOf(temporal, tenantWorkflowId(tenantId), invoiceWorkflowId(tenantId, periodStart, 1), closeAt);
+}
+
+/** {@link rolloverHistory} by workflow ids: the tenant's (whose current run continued from the closing one) and the invoice's. */
+export async function rolloverHistoryOf(temporal: Client, tenantWorkflow: string, invoiceWorkflow: string, closeAt: number): Promise<RolloverHistory> {
+  const current = (await temporal.workflow.getHandle(tenantWorkflow).fetchHistory()).events ?? [];
   const previousRunId = current[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId;
-  if (!previousRunId) throw new Error(`${tenantId}: the current run did not continue from a closing run`);
-  const closing = (await temporal.workflow.getHandle(tenantWorkflowId(tenantId), previousRunId).fetchHistory()).events ?? [];
-  const invoice = (await temporal.workflow.getHandle(invoiceWorkflowId(tenantId, periodStart, 1)).fetchHistory()).events ?? [];
+  if (!previousRunId) throw new Error(`${tenantWorkflow}: the current run did not continue from a closing run`);
+  const closing = (await temporal.workflow.getHandle(tenantWorkflow, previousRunId).fetchHistory()).events ?? [];
+  const invoice = (await temporal.workflow.getHandle(invoiceWorkflow).fetchHistory()).events ?? [];
   // The closing run's earlier events (its start, restore, claims) belong to the period, not to its close.
   const closingRun = closing.filter((e) => tsToMs(e.eventTime) >= closeAt);
   return {

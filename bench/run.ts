@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { HttpClient } from './http';
@@ -28,6 +29,8 @@ import { renderChart } from './chart';
 import { createDb, type Db } from '../src/db/knex';
 import { currentUsage } from '../src/db/usage-read-model';
 import { insightScenarios } from './insight';
+import { rolloverFloor } from './rollover-floor';
+import { startReadFloor } from './read-floor';
 
 const quick = process.argv.includes('--quick');
 /** `--only ingest,alerts,...`: run some scenarios (for tuning); results go to partial.json, not latest.json. */
@@ -84,6 +87,8 @@ function problem(message: string): void {
 
 let stack: BenchStack;
 let api: HttpClient;
+/** The read floor's server (bench/read-floor.ts), read beside each usage read. */
+let readFloor: HttpClient;
 let temporal: Client;
 let connection: Connection;
 let db: pg.Pool;
@@ -96,6 +101,8 @@ async function main(): Promise<void> {
   log(`mode ${results.mode}: starting the stack`);
   stack = await startStack();
   api = new HttpClient(stack.apiUrl, stack.adminKey);
+  const floorServer = await startReadFloor();
+  readFloor = new HttpClient(floorServer.url, '');
   connection = await Connection.connect({ address: stack.temporalAddress });
   temporal = new Client({ connection });
   db = new pg.Pool({ connectionString: stack.databaseUrl, max: 4 });
@@ -126,6 +133,8 @@ async function main(): Promise<void> {
     }
   } finally {
     api.close();
+    readFloor.close();
+    floorServer.stop();
     await connection.close();
     await db.end();
     await readModel.destroy();
@@ -261,6 +270,11 @@ interface UsageReads {
   samples: number;
   statement_p50_ms: number;
   statement_p99_ms: number;
+  /** The read floor's answer, asked at the same moment as each read (bench/read-floor.ts): no read is faster. */
+  floor_p50_ms: number;
+  floor_p99_ms: number;
+  /** How late this process's event loop ran its callbacks meanwhile: each read's answer waits for it too. */
+  load_generator_loop_delay_p99_ms: number;
   /** How busy the machine's cores were while the probe read (all processes, /proc/stat), 0 to 1. */
   machine_busy_share: number;
 }
@@ -283,10 +297,13 @@ function readUsageDuring(pick: () => string, until: () => boolean): Promise<Usag
 async function probeUsage(pick: () => string, until: () => boolean): Promise<UsageReads> {
   const latencies: number[] = [];
   const statements: number[] = [];
+  const floors: number[] = [];
   const reads: Array<Promise<void>> = [];
   const intervalMs = 1000 / USAGE_PROBE_PER_SECOND;
   const start = performance.now();
   const busyBefore = machineBusyMs();
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
   for (let slot = 0; until(); ) {
     const wait = start + slot * intervalMs - performance.now();
     if (wait > 0) await sleep(wait);
@@ -295,13 +312,15 @@ async function probeUsage(pick: () => string, until: () => boolean): Promise<Usa
     const t0 = performance.now();
     const read = getUsage(tenant).then(() => void latencies.push(performance.now() - t0));
     const statement = currentUsage(readModel, tenant).then(() => void statements.push(performance.now() - t0));
-    for (const p of [read, statement]) {
+    const floor = readFloor.request('GET', '/').then(() => void floors.push(performance.now() - t0));
+    for (const p of [read, statement, floor]) {
       p.catch(() => undefined); // awaited below with the others; a failure meanwhile is not unhandled
       reads.push(p);
     }
     slot = Math.max(slot + 1, Math.ceil((performance.now() - start) / intervalMs));
   }
   const busyShare = busyShareOfCores(machineBusyMs() - busyBefore, performance.now() - start);
+  loopDelay.disable();
   await Promise.all(reads);
   return {
     p50_ms: quantile(latencies, 0.5),
@@ -309,8 +328,16 @@ async function probeUsage(pick: () => string, until: () => boolean): Promise<Usa
     samples: latencies.length,
     statement_p50_ms: quantile(statements, 0.5),
     statement_p99_ms: quantile(statements, 0.99),
+    floor_p50_ms: quantile(floors, 0.5),
+    floor_p99_ms: quantile(floors, 0.99),
+    load_generator_loop_delay_p99_ms: Math.round(loopDelay.percentile(99) / 1e4) / 100,
     machine_busy_share: busyShare,
   };
+}
+
+/** What a usage read's p99 stands beside, as the log and the table print it. */
+function beside(q: UsageReads): string {
+  return `its statement alone ${q.statement_p99_ms} ms, the read floor ${q.floor_p99_ms} ms, the load generator's loop delay ${q.load_generator_loop_delay_p99_ms} ms; the cores ${Math.round(q.machine_busy_share * 100)} % busy`;
 }
 
 /** Checks exactly-once counting for these tenants; a disagreement is reported, the run goes on. */
@@ -414,8 +441,13 @@ async function ceilings(): Promise<void> {
   });
   const signalRate = Math.round(signals / ((Date.now() - sigStart) / 1000));
   for (const t of targets) await temporal.workflow.getHandle(tenantWorkflowId(t)).terminate('bench ceiling done');
-  results.ceiling = { pg_rows_per_s: big.rowsPerS, pg_commits_per_s: small.commitsPerS, signals_per_s: signalRate, pg_round_trip: roundTrips };
+  const rollovers = await rolloverFloor({ temporal, temporalAddress: stack.temporalAddress, stackPid: stack.pid, tenants: MODE.burstTenants });
+  results.ceiling = { pg_rows_per_s: big.rowsPerS, pg_commits_per_s: small.commitsPerS, signals_per_s: signalRate, pg_round_trip: roundTrips, rollovers };
   log(`ceilings: PostgreSQL ${big.rowsPerS} rows/s (1,000-row statements), ${small.commitsPerS} commits/s (10-row statements), Temporal ${signalRate} signals/s`);
+  log(
+    `ceilings: the rollover floor, ${rollovers.tenants} anniversaries at one instant with nothing but their Temporal part, in ${rollovers.seconds} s; ` +
+      `${rollovers.history_events_per_rollover} history events and ${rollovers.cpu.total_ms_per_rollover} CPU ms per rollover (${byProcess(rollovers.cpu.ms_per_rollover)})`,
+  );
   log(
     `ceilings: a PostgreSQL round trip from 8 connections, machine CPU: ${roundTrips.socket.machine_cpu_us} µs through the Unix socket tally uses, ` +
       `${roundTrips.tcp.machine_cpu_us} µs through loopback TCP (${roundTrips.socket.per_s} / ${roundTrips.tcp.per_s} per second)`,
@@ -567,7 +599,7 @@ async function halfLoad(tenants: string[]): Promise<void> {
     half_load_events_per_s: Math.round(batchesPerSecond * BATCH),
   });
   results.worker = await workerLatencies(metricsBefore);
-  log(`half load: p50 ${results.ingest.p50_ms} ms, p99 ${results.ingest.p99_ms} ms, lag p99 ${results.ingest.lag_p99_ms} ms, usage read p99 ${results.query.p99_ms} ms (its statement alone ${results.query.statement_p99_ms} ms; the cores ${Math.round(results.query.machine_busy_share * 100)} % busy)`);
+  log(`half load: p50 ${results.ingest.p50_ms} ms, p99 ${results.ingest.p99_ms} ms, lag p99 ${results.ingest.lag_p99_ms} ms, usage read p99 ${results.query.p99_ms} ms (${beside(results.query)})`);
 }
 
 /**
@@ -629,7 +661,7 @@ async function fleet(): Promise<void> {
     runsOf.push(run);
     log(
       `fleet: ${acked} events in ${FLEET_BATCH}-event batches to ${tenants.length} tenants: acknowledged ${run.acked_per_s}/s, all counted ${run.drain_ms} ms after the load ` +
-        `(lag p99 ${lags.summary().lag_p99_ms} ms), usage read p99 ${run.query.p99_ms} ms (its statement alone ${run.query.statement_p99_ms} ms; the cores ${Math.round(run.query.machine_busy_share * 100)} % busy); ` +
+        `(lag p99 ${lags.summary().lag_p99_ms} ms), usage read p99 ${run.query.p99_ms} ms (${beside(run.query)}); ` +
         `${cpu.total_ms_per_1000_events} CPU ms per 1,000 events (${byProcess(cpu.ms_per_1000_events)}), the cores ${Math.round(cpu.busy_share_of_cores * 100)} % busy: at that cost they carry ${cpu.ceiling_events_per_s}/s`,
     );
   }
@@ -760,7 +792,7 @@ async function hotTenant(): Promise<void> {
   };
   log(
     `hot tenant: ${acked} events over ${Math.round(seconds)} s: acknowledged ${results.hot_tenant.acked_events_per_s}/s, counted ${results.hot_tenant.counted_events_per_s}/s ` +
-      `(backlog max ${backlogMax}, drained ${done - loadEnd} ms after), ${executions.length} runs, history max ${historyMax} events, usage read p99 ${query.p99_ms} ms (its statement alone ${query.statement_p99_ms} ms; the cores ${Math.round(query.machine_busy_share * 100)} % busy)`,
+      `(backlog max ${backlogMax}, drained ${done - loadEnd} ms after), ${executions.length} runs, history max ${historyMax} events, usage read p99 ${query.p99_ms} ms (${beside(query)})`,
   );
 }
 
@@ -982,7 +1014,7 @@ async function burst(): Promise<void> {
   };
   log(
     `burst: ${n} anniversaries at one instant, all invoices finalized in ${seconds} s; ${results.burst.history_events_per_rollover.total} history events per rollover ` +
-      `(median of ${histories.length}); usage read p99 ${query.p99_ms} ms (its statement alone ${query.statement_p99_ms} ms; the cores ${Math.round(query.machine_busy_share * 100)} % busy); ` +
+      `(median of ${histories.length}); usage read p99 ${query.p99_ms} ms (${beside(query)}); ` +
       `${cpu.total_ms_per_rollover} CPU ms per rollover (${byProcess(cpu.ms_per_rollover)}), the cores ${Math.round(cpu.busy_share_of_cores * 100)} % busy: at that cost they need ${cpu.ceiling_seconds} s`,
   );
 }
@@ -1042,7 +1074,7 @@ function printTable(): void {
     ['ingest.events_per_s', r.ingest.events_per_s, `>= 20,000 (ceiling: PostgreSQL ${c.pg_rows_per_s} rows/s; ${percentOf(r.ingest.events_per_s, c.pg_rows_per_s)})`],
     ['ingest.p50_ms / p99_ms (half load)', `${r.ingest.p50_ms} / ${r.ingest.p99_ms}`, ''],
     ['ingest.lag_p99_ms', r.ingest.lag_p99_ms, '<= 1,000'],
-    ['query.p50_ms / p99_ms (half load)', `${r.query.p50_ms} / ${r.query.p99_ms}`, `p99 <= 25 (its statement alone: p99 ${r.query.statement_p99_ms}; the cores ${Math.round(r.query.machine_busy_share * 100)} % busy)`],
+    ['query.p50_ms / p99_ms (half load)', `${r.query.p50_ms} / ${r.query.p99_ms}`, `p99 <= 25 (${beside(r.query)})`],
     ['naive.events_per_s (1 request/event)', r.naive.events_per_s, ''],
     ['ingest.ratio_vs_naive', r.ingest.ratio_vs_naive, '>= 50'],
     [
@@ -1052,20 +1084,21 @@ function printTable(): void {
         `${r.fleet.ceiling.cpu_events_per_s} CPU at its ${r.fleet.cpu.total_ms_per_1000_events} ms per 1,000 events; ${percentOf(r.fleet.events_per_s, r.fleet.ceiling.cpu_events_per_s)} of the CPU's)`,
     ],
     ['fleet: all counted within (ms)', `${Math.max(r.fleet.lag_max_ms, r.fleet.drain_ms)}`, '<= 5,000'],
-    ['fleet: query p99_ms', r.fleet.query.p99_ms, `p99 <= 25 (its statement alone: ${r.fleet.query.statement_p99_ms}; the cores ${Math.round(r.fleet.query.machine_busy_share * 100)} % busy)`],
+    ['fleet: query p99_ms', r.fleet.query.p99_ms, `p99 <= 25 (${beside(r.fleet.query)})`],
     [`hot tenant (${r.hot_tenant.seconds} s): counted/s`, `${r.hot_tenant.counted_events_per_s} of ${r.hot_tenant.acked_events_per_s}`, `>= 10,000 (ceilings: PostgreSQL ${c.pg_rows_per_s} rows/s, ${percentOf(r.hot_tenant.counted_events_per_s, c.pg_rows_per_s)}; counting alone ${r.hot_tenant.drain_events_per_s === null ? 'not reached (nothing left to count after the load)' : `${r.hot_tenant.drain_events_per_s}/s`})`],
     ['hot tenant: alive, runs, history max', `${r.hot_tenant.workflow.alive}, ${r.hot_tenant.workflow.runs}, ${r.hot_tenant.workflow.history_length_max}`, 'bounded'],
-    ['hot tenant: query p99_ms', r.hot_tenant.query.p99_ms, `p99 <= 25 (its statement alone: ${r.hot_tenant.query.statement_p99_ms}; the cores ${Math.round(r.hot_tenant.query.machine_busy_share * 100)} % busy)`],
+    ['hot tenant: query p99_ms', r.hot_tenant.query.p99_ms, `p99 <= 25 (${beside(r.hot_tenant.query)})`],
     ['ceiling.pg_rows_per_s', c.pg_rows_per_s, ''],
     ['ceiling.pg_commits_per_s (10 rows)', c.pg_commits_per_s, ''],
     ['ceiling.signals_per_s', c.signals_per_s, ''],
+    [`ceiling: rollover floor, ${c.rollovers.tenants} at once (s)`, c.rollovers.seconds, `${c.rollovers.history_events_per_rollover} history events, ${c.rollovers.cpu.total_ms_per_rollover} CPU ms per rollover (Temporal ${c.rollovers.cpu.ms_per_rollover.temporal ?? 0})`],
     ['ceiling: PG round trip, machine CPU µs', `${c.pg_round_trip.socket.machine_cpu_us} / ${c.pg_round_trip.tcp.machine_cpu_us}`, 'through the Unix socket tally uses / loopback TCP'],
     ['alert.p50_ms / p99_ms', `${r.alert.p50_ms} / ${r.alert.p99_ms}`, 'p99 <= 1,000'],
     ['alert: CPU ms per alert, all processes', r.alert.cpu_ms_total, `a step of ${MODE.alertTenants} alerts: ${r.alert.step_cpu_ms_per_core} ms on ${os.cpus().length} cores`],
-    [`burst: ${r.burst.tenants} tenants (s)`, r.burst.seconds, '<= 60 s at 2,000'],
+    [`burst: ${r.burst.tenants} tenants (s)`, r.burst.seconds, `<= 60 s at 2,000 (the rollover floor, Temporal's part alone: ${c.rollovers.seconds} s)`],
     ['burst: history events per rollover', r.burst.history_events_per_rollover.total, ''],
     ['burst: CPU ms per rollover', r.burst.cpu.total_ms_per_rollover, `the cores need ${r.burst.cpu.ceiling_seconds} s for all at this cost`],
-    ['burst: query p99_ms', r.burst.query.p99_ms, `p99 <= 25 (its statement alone: ${r.burst.query.statement_p99_ms}; the cores ${Math.round(r.burst.query.machine_busy_share * 100)} % busy)`],
+    ['burst: query p99_ms', r.burst.query.p99_ms, `p99 <= 25 (${beside(r.burst.query)})`],
     [`scale: ${r.scale.tenants} tenants, RSS MB`, r.scale.worker_rss_mb, '<= 1,024 at 10,000'],
   ];
   const w = Math.max(...rows.map((x) => x[0].length));

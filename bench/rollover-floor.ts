@@ -1,0 +1,92 @@
+import path from 'node:path';
+import type { Client } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type InjectedSinks } from '@temporalio/worker';
+import { WORKFLOW_TASK_POLLS_PER_QUEUE } from '../src/workers/worker';
+import { cpuMsBetween, cpuTicks, rolloversCpuCost, runLoops, sleep, type RolloversCpuCost } from './lib';
+import { rolloverHistoryOf, type RolloverHistory } from './history';
+import type { FloorActivities, FloorSinks } from './rollover-floor-workflows';
+
+const TASK_QUEUE = 'bench-rollover-floor';
+const tenantId = (i: number) => `floor-${i}`;
+const invoiceId = (tenant: string) => `floor-invoice-${tenant}`;
+
+/** The rollover floor: how long the Temporal part alone of `tenants` rollovers at one instant takes, and what it costs. */
+export interface RolloverFloor {
+  tenants: number;
+  /** From the anniversary until every invoice workflow's finalize step ran. */
+  seconds: number;
+  cpu: RolloversCpuCost;
+  history_events_per_rollover: number;
+  example: RolloverHistory['types'];
+}
+
+/**
+ * The physical floor under the burst (bench/rollover-floor-workflows.ts): `tenants` runs that
+ * reach their anniversary at one instant, each starting its invoice workflow and continuing as
+ * new, on this stack's Temporal server, with a worker in this process tuned as tally's is (cache,
+ * task slots, polls). What the burst spends beyond it is tally's own; what it cannot go below on
+ * this machine, whatever tally does, is this.
+ */
+export async function rolloverFloor(options: { temporal: Client; temporalAddress: string; stackPid: number; tenants: number }): Promise<RolloverFloor> {
+  const { temporal, tenants: n } = options;
+  const waiting = new Set<string>();
+  const finalized = new Set<string>();
+  const activities: FloorActivities = {
+    async startFloorInvoice(tenant) {
+      await temporal.workflow.start('floorInvoice', { taskQueue: TASK_QUEUE, workflowId: invoiceId(tenant), args: [tenant] }).catch((err: Error) => {
+        if (err.name !== 'WorkflowExecutionAlreadyStartedError') throw err;
+      });
+    },
+    async finalizeFloorInvoice(tenant) {
+      finalized.add(tenant);
+    },
+  };
+  const sinks: InjectedSinks<FloorSinks> = { floor: { waiting: { fn: (_info, tenant) => void waiting.add(tenant) } } };
+  // Warnings only: the bundler's and the worker's start would fill the bench's log.
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const connection = await NativeConnection.connect({ address: options.temporalAddress });
+  const worker = await Worker.create({
+    connection,
+    taskQueue: TASK_QUEUE,
+    workflowsPath: path.join(__dirname, 'rollover-floor-workflows.ts'),
+    activities,
+    sinks,
+    maxCachedWorkflows: 1_000,
+    workflowTaskPollerBehavior: { type: 'autoscaling', maximum: WORKFLOW_TASK_POLLS_PER_QUEUE },
+    activityTaskPollerBehavior: { type: 'autoscaling' },
+  });
+  const running = worker.run();
+  try {
+    // The anniversary leaves room to start every run and let each set its timer first (2,000
+    // took 30 to 40 s here).
+    const anniversary = Math.ceil((Date.now() + n * 30 + 5_000) / 1000) * 1000;
+    let next = 0;
+    await runLoops(32, () => next < n, async () => {
+      const tenant = tenantId(next++);
+      await temporal.workflow.start('floorTenant', { taskQueue: TASK_QUEUE, workflowId: tenant, args: [tenant, anniversary, true] });
+    });
+    while (waiting.size < n) {
+      if (Date.now() > anniversary - 500) throw new Error(`rollover floor: only ${waiting.size} of ${n} runs had set their timer by the anniversary`);
+      await sleep(50);
+    }
+    await sleep(anniversary - Date.now());
+    const ticksBefore = cpuTicks(options.stackPid);
+    const deadline = anniversary + 600_000;
+    while (finalized.size < n) {
+      if (Date.now() > deadline) throw new Error(`rollover floor: only ${finalized.size} of ${n} invoices finalized 600 s after the anniversary`);
+      await sleep(50);
+    }
+    const seconds = Math.round((Date.now() - anniversary) / 100) / 10;
+    const cpu = rolloversCpuCost(cpuMsBetween(ticksBefore, cpuTicks(options.stackPid)), n, seconds * 1000);
+    const sample = await rolloverHistoryOf(temporal, tenantId(0), invoiceId(tenantId(0)), anniversary);
+    let stopped = 0;
+    await runLoops(32, () => stopped < n, async () => {
+      await temporal.workflow.getHandle(tenantId(stopped++)).terminate('bench rollover floor done');
+    });
+    return { tenants: n, seconds, cpu, history_events_per_rollover: sample.total, example: sample.types };
+  } finally {
+    worker.shutdown();
+    await running;
+    await connection.close();
+  }
+}
