@@ -51,6 +51,40 @@ export interface BulkCounterOptions {
   overdueAfterMs?: number;
 }
 
+/**
+ * What the overdue check tells ops about the tenants it finds. Found for the first time, a tenant
+ * is news: its run is made sure of (started if it ended), at info. Found again at a later check,
+ * its run is there but does not roll over (a workflow task that keeps failing, no worker that
+ * takes it): a warning, repeated for that tenant at most every `repeatAfterMs` rather than at
+ * every check. A tenant no longer found (rolled over) is forgotten.
+ */
+export class OverdueReport {
+  private seen = new Map<string, { warnedAt?: number }>();
+
+  constructor(private readonly repeatAfterMs = 10 * 60_000) {}
+
+  /** The tenants found overdue at `now`, sorted: `fresh` (found first now) and `stuck` (found before, to warn of now). */
+  sort(found: readonly string[], now: number): { fresh: string[]; stuck: string[] } {
+    const fresh: string[] = [];
+    const stuck: string[] = [];
+    const seen = new Map<string, { warnedAt?: number }>();
+    for (const tenantId of found) {
+      const before = this.seen.get(tenantId);
+      if (!before) {
+        fresh.push(tenantId);
+        seen.set(tenantId, {});
+      } else if (before.warnedAt === undefined || now - before.warnedAt >= this.repeatAfterMs) {
+        stuck.push(tenantId);
+        seen.set(tenantId, { warnedAt: now });
+      } else {
+        seen.set(tenantId, before);
+      }
+    }
+    this.seen = seen;
+    return { fresh, stuck };
+  }
+}
+
 /** Periods left open past their end looked at per check; the next check takes the rest. */
 const OVERDUE_PER_CHECK = 500;
 
@@ -192,12 +226,20 @@ export function startBulkCounter(options: BulkCounterOptions): () => Promise<voi
     if (options.scope && !options.scope(waiting.tenant_id)) return;
     if (schedule.noticed(waiting.tenant_id, waiting.receipt, Date.now())) void ring(waiting.tenant_id);
   };
+  const overdueReport = new OverdueReport();
   const overdue = repeatEvery(
     options.overdueIntervalMs ?? 30_000,
     async (stopping) => {
       const overdueAfterMs = options.overdueAfterMs ?? 5 * 60_000;
       const tenants = (await tenantsPastPeriodEnd(db, new Date(Date.now() - overdueAfterMs), OVERDUE_PER_CHECK)).filter((id) => !options.scope || options.scope(id));
-      if (tenants.length > 0) logger.info({ tenants: tenants.length, first: tenants.slice(0, 5) }, 'periods still open after their end: making sure their billing runs are there');
+      const { fresh, stuck } = overdueReport.sort(tenants, Date.now());
+      if (fresh.length > 0) logger.info({ tenants: fresh.length, first: fresh.slice(0, 5) }, 'periods still open after their end: making sure their billing runs are there');
+      if (stuck.length > 0) {
+        logger.warn(
+          { tenants: stuck.length, first: stuck.slice(0, 5) },
+          'periods still open after their end although their billing runs were made sure of: look at these runs in the Temporal UI (a workflow task failing, or no worker taking it)',
+        );
+      }
       for (const tenantId of tenants) {
         if (stopping()) break;
         await ensureTenantRun(options.temporal, { taskQueue: options.taskQueue, tenantId, searchAttributes: options.searchAttributes !== false }).catch((err: unknown) =>
