@@ -187,7 +187,7 @@ export function createApp(deps: AppDeps): Express {
 
   const v1 = express.Router();
   v1.use(rejectUnusablePaths);
-  const dashboard = createDashboard({ db: deps.db, adminKey: deps.adminKey, namespace: deps.namespace, ...deps.dashboard });
+  const dashboard = createDashboard({ db: deps.db, adminKey: deps.adminKey, namespace: deps.namespace, tenantKeys: deps.tenantKeys, ...deps.dashboard });
   v1.use(authenticate(deps.db, deps.adminKey, dashboard.sessions, deps.tenantKeys));
   v1.use(
     rateLimit({

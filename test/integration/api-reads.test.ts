@@ -464,7 +464,7 @@ describe('POST /v1/tenants/{id}/api-keys', () => {
   });
 });
 
-test('a key rotated through one API process is refused by another as soon as the revocation reaches it', async () => {
+test('a key rotated through one API process is refused by another, with its dashboard sessions, as soon as the revocation reaches it', async () => {
   const planId = unique('reads_keys_other');
   expect((await api.call('POST', '/v1/plans', { body: planBody(planId) })).status).toBe(201);
   const tenant = await createTenant(planId);
@@ -472,13 +472,19 @@ test('a key rotated through one API process is refused by another as soon as the
   const keys = startTenantKeyCache(api.db, quietLogger);
   const other = createApp({ db: api.db, temporal: api.client, taskQueue: api.taskQueue, namespace: 'default', adminKey: api.adminKey, logger: quietLogger, tenantKeys: keys.cache });
   const server = await listen(other, 0, '127.0.0.1');
-  const viaOther = (key: string) => fetch(`http://127.0.0.1:${server.port}/v1/tenants/${tenant.id}/usage`, { headers: { 'x-api-key': key } }).then((r) => r.status);
+  const usageUrl = `http://127.0.0.1:${server.port}/v1/tenants/${tenant.id}/usage`;
+  const viaOther = (key: string) => fetch(usageUrl, { headers: { 'x-api-key': key } }).then((r) => r.status);
+  // A dashboard session signed in there with the same key: its key's liveness is cached too.
+  const signedIn = await fetch(`http://127.0.0.1:${server.port}/dashboard/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ api_key: tenant.key }) });
+  expect(signedIn.status).toBe(201);
+  const cookie = (signedIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+  const viaSession = () => fetch(usageUrl, { headers: { cookie } }).then((r) => r.status);
   try {
-    await eventually(async () => (await viaOther(tenant.key)) === 200 && keys.cache.size > 0 ? true : undefined, 10_000, 'the key resolved and cached');
+    await eventually(async () => ((await viaOther(tenant.key)) === 200 && (await viaSession()) === 200 && keys.cache.size >= 2 ? true : undefined), 10_000, 'the key and the session resolved and cached');
     const rotated = await api.call('POST', `/v1/tenants/${tenant.id}/api-keys`, { key: tenant.key });
     expect(rotated.status).toBe(201);
     const refusedAfter = Date.now();
-    await eventually(async () => ((await viaOther(tenant.key)) === 401 ? true : undefined), 5_000, 'the old key refused by the other process');
+    await eventually(async () => ((await viaOther(tenant.key)) === 401 && (await viaSession()) === 401 ? true : undefined), 5_000, 'the old key and its session refused by the other process');
     expect(Date.now() - refusedAfter).toBeLessThan(2_000);
     expect(await viaOther(rotated.body.api_key as string)).toBe(200);
   } finally {

@@ -9,6 +9,7 @@ import { ApiError } from '../errors';
 import { operation } from '../operation';
 import { pagePolicy } from '../page-policy';
 import { clearSessionCookie, DashboardSessions, setSessionCookie, type VerifiedSession } from './session';
+import type { TenantKeyCache } from '../tenant-key-cache';
 
 /**
  * `/dashboard`: the web app (web/, bundled by scripts/build-web.mjs into .build/web/) and its
@@ -26,6 +27,8 @@ export interface DashboardOptions {
   namespace: string;
   /** The Temporal Web UI, for links to a tenant's workflow; null when unknown. */
   temporalUiUrl: string | null;
+  /** The API's cache of tenant keys, as `authenticate` uses it. */
+  tenantKeys?: TenantKeyCache;
 }
 
 /** The session as the app sees it: who is signed in and the CSRF token to echo. */
@@ -81,7 +84,7 @@ const SESSION_PROBLEMS = { 401: 'no dashboard session, or it expired, was forged
 export function dashboardRouter(options: DashboardOptions): Router {
   const router = Router();
   router.use(pagePolicy);
-  const requireSession = authenticate(options.db, options.adminKey, options.sessions);
+  const requireSession = authenticate(options.db, options.adminKey, options.sessions, options.tenantKeys);
 
   router.post(
     '/session',
@@ -193,8 +196,8 @@ export interface DashboardSettings {
 }
 
 /** The dashboard of one app: its sessions (which the API's auth accepts) and its router. */
-export function createDashboard(deps: { db: Db; adminKey: string; namespace: string } & DashboardSettings): { sessions: DashboardSessions; router: Router } {
+export function createDashboard(deps: { db: Db; adminKey: string; namespace: string; tenantKeys?: TenantKeyCache } & DashboardSettings): { sessions: DashboardSessions; router: Router } {
   const secret = deps.sessionSecret ?? createHmac('sha256', deps.adminKey).update('tally dashboard session secret').digest('base64url');
-  const sessions = new DashboardSessions(deps.db, deps.adminKey, secret);
-  return { sessions, router: dashboardRouter({ db: deps.db, adminKey: deps.adminKey, sessions, namespace: deps.namespace, temporalUiUrl: deps.temporalUiUrl ?? null }) };
+  const sessions = new DashboardSessions(deps.db, deps.adminKey, secret, deps.tenantKeys);
+  return { sessions, router: dashboardRouter({ db: deps.db, adminKey: deps.adminKey, sessions, namespace: deps.namespace, temporalUiUrl: deps.temporalUiUrl ?? null, tenantKeys: deps.tenantKeys }) };
 }

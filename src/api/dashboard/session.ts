@@ -1,14 +1,17 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { Db } from '../../db/knex';
-import { isLiveTenantKey, resolveApiKey, safeEqual, type Principal } from '../../db/api-keys';
+import { isLiveTenantKey, resolveApiKey, safeEqual, type Principal, type TenantPrincipal } from '../../db/api-keys';
+import type { TenantKeyCache } from '../tenant-key-cache';
 
 /**
  * Dashboard sessions: an API key is exchanged once for a signed cookie, so the browser never
  * keeps the key. The cookie holds no secret: for a tenant it names the key's id (the key itself
  * stays only as a digest in `api_keys`), for the admin a keyed fingerprint of the admin key. Each
  * request checks the signature, the expiry, and that the key behind it still works: rotating a
- * tenant's key or the admin key ends its sessions at once.
+ * tenant's key or the admin key ends its sessions at once. With the API's cache of tenant keys,
+ * that a session's key is live is kept there too, and forgotten with the tenant's other keys when
+ * they are revoked (src/api/tenant-key-cache.ts).
  */
 
 export const SESSION_COOKIE = 'tally_session';
@@ -45,6 +48,7 @@ export class DashboardSessions {
     private readonly db: Db,
     private readonly adminKey: string,
     secret: string,
+    private readonly tenantKeys?: TenantKeyCache,
   ) {
     // A dedicated key per purpose, so the secret is never used raw.
     this.key = createHmac('sha256', secret).update('tally dashboard session v1').digest();
@@ -86,7 +90,11 @@ export class DashboardSessions {
       return claims.akf !== undefined && safeEqual(claims.akf, this.fingerprint(this.adminKey)) ? session({ kind: 'admin' }) : undefined;
     }
     if (claims.k !== 't' || typeof claims.tid !== 'string' || typeof claims.kid !== 'string') return undefined;
-    return (await isLiveTenantKey(this.db, claims.tid, claims.kid)) ? session({ kind: 'tenant', tenantId: claims.tid, keyId: claims.kid }) : undefined;
+    const principal: TenantPrincipal = { kind: 'tenant', tenantId: claims.tid, keyId: claims.kid };
+    const live = async () => ((await isLiveTenantKey(this.db, principal.tenantId, principal.keyId)) ? principal : undefined);
+    // A key digest is hex: this name cannot be one.
+    const found = this.tenantKeys ? await this.tenantKeys.resolve(`session:${principal.tenantId}:${principal.keyId}`, live) : await live();
+    return found ? session(found) : undefined;
   }
 
   private sign(payload: string): string {
