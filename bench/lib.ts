@@ -129,10 +129,10 @@ export function startScriptNodeFlags(): string[] {
 
 /**
  * CPU ticks per process name since boot, of the stack's process tree (tally, and the Temporal
- * server and PostgreSQL it started) and of this load generator: other work on the machine is
- * left out.
+ * server and PostgreSQL it started) and of this process (`selfName`: the load generator, or the
+ * bench's rollover floor): other work on the machine is left out.
  */
-export function cpuTicks(stackPid: number): Map<string, number> {
+export function cpuTicks(stackPid: number, selfName = 'load generator'): Map<string, number> {
   const procs = new Map<number, { comm: string; ppid: number; ticks: number }>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -157,7 +157,7 @@ export function cpuTicks(stackPid: number): Map<string, number> {
   };
   const ticks = new Map<string, number>();
   for (const [pid, p] of procs) {
-    const name = pid === stackPid ? 'tally (API + worker)' : pid === process.pid ? 'load generator' : inStack(pid) ? p.comm : undefined;
+    const name = pid === stackPid ? 'tally (API + worker)' : pid === process.pid ? selfName : inStack(pid) ? p.comm : undefined;
     if (name !== undefined) ticks.set(name, (ticks.get(name) ?? 0) + p.ticks);
   }
   return ticks;

@@ -1,8 +1,10 @@
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
 import path from 'node:path';
-import type { Client } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type InjectedSinks } from '@temporalio/worker';
 import { WORKFLOW_TASK_POLLS_PER_QUEUE } from '../src/workers/worker';
-import { cpuMsBetween, cpuTicks, rolloversCpuCost, runLoops, sleep, type RolloversCpuCost } from './lib';
+import { cpuMsBetween, cpuTicks, rolloversCpuCost, runLoops, sleep, startScriptNodeFlags, type RolloversCpuCost } from './lib';
 import { rolloverHistoryOf, type RolloverHistory } from './history';
 import type { FloorActivities, FloorSinks } from './rollover-floor-workflows';
 
@@ -20,15 +22,37 @@ export interface RolloverFloor {
   example: RolloverHistory['types'];
 }
 
+interface FloorOptions {
+  temporalAddress: string;
+  stackPid: number;
+  tenants: number;
+}
+
+/** The name this process's CPU goes under in the floor's figures. */
+const FLOOR_WORKER = 'floor worker';
+
 /**
  * The physical floor under the burst (bench/rollover-floor-workflows.ts): `tenants` runs that
  * reach their anniversary at one instant, each starting its invoice workflow and continuing as
- * new, on this stack's Temporal server, with a worker in this process tuned as tally's is (cache,
- * task slots, polls). What the burst spends beyond it is tally's own; what it cannot go below on
- * this machine, whatever tally does, is this.
+ * new, on this stack's Temporal server, with a worker tuned as tally's is (cache, task slots,
+ * polls, tally's Node.js flags). What the burst spends beyond it is tally's own; what it cannot
+ * go below on this machine, whatever tally does, is this. It runs in a process of its own, so
+ * that the load generator carries none of its heap or threads into the scenarios after it.
  */
-export async function rolloverFloor(options: { temporal: Client; temporalAddress: string; stackPid: number; tenants: number }): Promise<RolloverFloor> {
-  const { temporal, tenants: n } = options;
+export async function rolloverFloor(options: FloorOptions): Promise<RolloverFloor> {
+  const child = fork(__filename, [JSON.stringify(options)], { execArgv: [...startScriptNodeFlags(), '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const [message] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(([code]) => Promise.reject(new Error(`the rollover floor's process exited with ${code}`)))])) as [
+    { floor?: RolloverFloor; error?: string },
+  ];
+  await once(child, 'exit');
+  if (!message.floor) throw new Error(`rollover floor: ${message.error}`);
+  return message.floor;
+}
+
+async function measureRolloverFloor(options: FloorOptions): Promise<RolloverFloor> {
+  const n = options.tenants;
+  const clientConnection = await Connection.connect({ address: options.temporalAddress });
+  const temporal = new Client({ connection: clientConnection });
   const waiting = new Set<string>();
   const finalized = new Set<string>();
   const activities: FloorActivities = {
@@ -70,14 +94,14 @@ export async function rolloverFloor(options: { temporal: Client; temporalAddress
       await sleep(50);
     }
     await sleep(anniversary - Date.now());
-    const ticksBefore = cpuTicks(options.stackPid);
+    const ticksBefore = cpuTicks(options.stackPid, FLOOR_WORKER);
     const deadline = anniversary + 600_000;
     while (finalized.size < n) {
       if (Date.now() > deadline) throw new Error(`rollover floor: only ${finalized.size} of ${n} invoices finalized 600 s after the anniversary`);
       await sleep(50);
     }
     const seconds = Math.round((Date.now() - anniversary) / 100) / 10;
-    const cpu = rolloversCpuCost(cpuMsBetween(ticksBefore, cpuTicks(options.stackPid)), n, seconds * 1000);
+    const cpu = rolloversCpuCost(cpuMsBetween(ticksBefore, cpuTicks(options.stackPid, FLOOR_WORKER)), n, seconds * 1000);
     const sample = await rolloverHistoryOf(temporal, tenantId(0), invoiceId(tenantId(0)), anniversary);
     let stopped = 0;
     await runLoops(32, () => stopped < n, async () => {
@@ -88,5 +112,13 @@ export async function rolloverFloor(options: { temporal: Client; temporalAddress
     worker.shutdown();
     await running;
     await connection.close();
+    await clientConnection.close();
   }
+}
+
+if (require.main === module) {
+  measureRolloverFloor(JSON.parse(process.argv[2]!) as FloorOptions).then(
+    (floor) => process.send!({ floor }, () => process.exit(0)),
+    (err: Error) => process.send!({ error: err.stack ?? String(err) }, () => process.exit(1)),
+  );
 }
