@@ -288,15 +288,23 @@ interface UsageReads {
  * closed loop would add more load the faster reads are, and read less often while they are slow,
  * which hides the slow spells from the p99.
  */
-function readUsageDuring(pick: () => string, until: () => boolean): Promise<UsageReads> {
-  const probe = probeUsage(pick, until);
+function readUsageDuring(pick: () => string, until: () => boolean): UsageProbe {
+  let closeWindow!: () => void;
+  const windowClosed = new Promise<void>((resolve) => (closeWindow = resolve));
+  const probe = probeUsage(pick, until, closeWindow).finally(closeWindow);
   // A scenario that fails stops the stack under reads in flight and never awaits this: its
   // failure must not end the bench as an unhandled rejection before the stack is stopped.
   probe.catch(() => undefined);
-  return probe;
+  return Object.assign(probe, { windowClosed });
 }
 
-async function probeUsage(pick: () => string, until: () => boolean): Promise<UsageReads> {
+/**
+ * The probe's reads; `windowClosed` resolves once it has read the API's event loop delay at the
+ * end of its window. A scenario scrapes the API's metrics after that, since each scrape resets it.
+ */
+type UsageProbe = Promise<UsageReads> & { windowClosed: Promise<void> };
+
+async function probeUsage(pick: () => string, until: () => boolean, closeWindow: () => void): Promise<UsageReads> {
   const latencies: number[] = [];
   const statements: number[] = [];
   const floors: number[] = [];
@@ -326,6 +334,7 @@ async function probeUsage(pick: () => string, until: () => boolean): Promise<Usa
   const busyShare = busyShareOfCores(machineBusyMs() - busyBefore, performance.now() - start);
   loopDelay.disable();
   const apiLoopDelayP99 = metricValue(await scrapeMetrics(), 'nodejs_eventloop_lag_p99_seconds');
+  closeWindow();
   await Promise.all(reads);
   return {
     p50_ms: quantile(latencies, 0.5),
@@ -742,6 +751,7 @@ async function hotTenant(): Promise<void> {
     lags.sample(tenant!, ackedQuantity(tenant!), ackedAt);
   });
   const loadEnd = Date.now();
+  await reads.windowClosed;
   const worker = await workerLatencies(metricsBefore);
   const countedAtLoadEnd = (await countedEvents(db, tenants)) - before;
   const backlogAtLoadEnd = acked - countedAtLoadEnd;
@@ -987,6 +997,7 @@ async function burst(): Promise<void> {
   }
   const seconds = Math.round(((Date.now() - anniversary.getTime()) / 1000) * 10) / 10;
   const cpu = rolloversCpuCost(cpuMsBetween(ticksBefore, cpuTicks(stack!.pid)), n, seconds * 1000);
+  await reads.windowClosed;
   const cache = workflowCacheUse(metricsBefore, await scrapeMetrics());
   const query = await reads;
   await verifyCounted('burst', ids);
