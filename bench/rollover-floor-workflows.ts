@@ -1,7 +1,7 @@
 /**
  * The Temporal part of a rollover and nothing else, for the bench's rollover floor
  * (bench/rollover-floor.ts): what any design that keeps the contract's names must ask the
- * server for at an anniversary (API.md, "Temporal conventions"). A tenant's run sleeps until its
+ * server for at an anniversary (docs/operations.md lists the workflows). A tenant's run sleeps until its
  * anniversary, starts the closed period's invoice workflow from one local activity, and continues
  * as new into a run that sets its next timer; the invoice workflow finalizes in one local activity
  * in its first task. No PostgreSQL, no rating, no search attributes, no patches.

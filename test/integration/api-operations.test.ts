@@ -12,13 +12,11 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Client, Connection } from '@temporalio/client';
 import { startApiHarness, eventually, type ApiHarness } from '../support/api-harness';
-import { connectToTestTemporal, quietLogger, testDatabaseUrl, testTemporalAddress, unique, unreachableDb, workflowBundle } from '../support/stack';
-import { Worker } from '@temporalio/worker';
+import { startWrappedWorker } from '../support/billing-worker';
+import { connectToTestTemporal, quietLogger, testDatabaseUrl, testTemporalAddress, unique, unreachableDb } from '../support/stack';
 import { createApp } from '../../src/api/app';
 import { RUN_ANSWER_DEADLINE_MS } from '../../src/api/billing-gateway';
 import { lockTenantLedger } from '../../src/db/ingest';
-import { createActivities, type BillingActivities } from '../../src/activities';
-import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { listen, type RunningServer } from '../../src/api/server';
 import { stateQuery, tenantWorkflowId } from '../../src/workflows/messages';
 import { freePort, freePorts } from '../../src/platform/free-port';
@@ -286,13 +284,11 @@ describe('a run that does not answer', () => {
   beforeAll(async () => {
     const taskQueue = unique('unanswering');
     const temporal = await connectToTestTemporal();
-    const real = createActivities({ db: h.db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client });
-    const worker = await Worker.create({
-      connection: temporal.nativeConnection,
+    const worker = await startWrappedWorker({
+      db: h.db,
+      temporal,
       taskQueue,
-      workflowBundle: await workflowBundle(),
-      activities: {
-        ...real,
+      wrap: (real) => ({
         async readEntitlements(input) {
           const stored = await real.readEntitlements(input);
           if (holds.entitlementsRead) {
@@ -308,12 +304,10 @@ describe('a run that does not answer', () => {
             await held();
           }
         },
-      } satisfies BillingActivities,
+      }),
     });
-    const running = worker.run();
     extraCleanups.push(async () => {
-      worker.shutdown();
-      await running;
+      await worker.stop();
       await temporal.nativeConnection.close();
       await temporal.connection.close();
     });

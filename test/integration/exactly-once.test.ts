@@ -1,7 +1,6 @@
-import { Worker } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
-import { createActivities, type BillingActivities } from '../../src/activities';
+import type { BillingActivities } from '../../src/activities';
 import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { aggregateStoredUsage } from '../../src/db/usage';
 import { currentUsage } from '../../src/db/usage-read-model';
@@ -20,6 +19,7 @@ import { ActivityGate } from '../support/periods-harness';
 import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
+import { startWrappedWorker } from '../support/billing-worker';
 
 /**
  * Exactly-once counting under failure, on the real dev server and PostgreSQL: usage is stored as
@@ -65,17 +65,8 @@ function incompatibleBundle(): Promise<{ code: string }> {
 }
 
 /** Runs a worker whose activities can be wrapped with an injected fault. */
-async function startWorker(taskQueue: string, wrap?: (acts: BillingActivities) => BillingActivities) {
-  const real = createActivities({ db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client });
-  const worker = await Worker.create({
-    connection: temporal.nativeConnection,
-    taskQueue,
-    workflowBundle: await workflowBundle(),
-    activities: wrap ? wrap(real) : real,
-    shutdownGraceTime: '1 second',
-  });
-  const running = worker.run();
-  return { worker, stop: async () => (worker.shutdown(), await running) };
+function startWorker(taskQueue: string, wrap?: (acts: BillingActivities) => Partial<BillingActivities>) {
+  return startWrappedWorker({ db, temporal, taskQueue, wrap });
 }
 
 async function startTenant(taskQueue: string, limits?: Parameters<typeof createTenantFixture>[1]['limits']) {

@@ -7,14 +7,13 @@ import type { temporal as temporalProto } from '@temporalio/proto';
 import type { Db } from '../../src/db/knex';
 import type { PlanVersion } from '../../src/domain/plan';
 import { storeUsage, type IncomingEvent } from '../../src/db/ingest';
-import { createActivities } from '../../src/activities';
-import { createRecordingNotifier } from '../../src/notifications/notifier';
 import { alertRulesChangedSignal, recordUsageSignal, settledUsageUpdate, tenantWorkflowId, usageQuery } from '../../src/workflows/messages';
 import { TENANT_BILLING_PATCHES } from '../../src/workflows/patches';
 import { ActivityGate } from '../support/periods-harness';
-import { connectToTestTemporal, quietLogger, testDb, unique, workflowBundle } from '../support/stack';
+import { connectToTestTemporal, testDb, unique, workflowBundle } from '../support/stack';
 import { createTenantFixture } from '../support/tenant-fixture';
 import { eventually } from '../support/api-harness';
+import { startWrappedWorker } from '../support/billing-worker';
 
 /**
  * A tenant run whose claim, a local activity, is stalled past its workflow task's deadlines.
@@ -151,21 +150,17 @@ function patchMarkers(history: HistoryEvent[]): Array<{ id: string; deprecated: 
 test('a ring that reaches a run during a long local claim is dropped, as replay decides it, and rule changes follow the claim', async () => {
   const taskQueue = unique('slow-claim');
   const claims = new ActivityGate();
-  const real = createActivities({ db, logger: quietLogger, notifier: createRecordingNotifier(quietLogger), temporal: temporal.client });
-  const worker = await Worker.create({
-    connection: temporal.nativeConnection,
+  const worker = await startWrappedWorker({
+    db,
+    temporal,
     taskQueue,
-    workflowBundle: await workflowBundle(),
-    activities: {
-      ...real,
-      async claimUsage(input: Parameters<typeof real.claimUsage>[0]) {
+    wrap: (real) => ({
+      async claimUsage(input) {
         await claims.pass();
         return real.claimUsage(input);
       },
-    },
-    shutdownGraceTime: '1 second',
+    }),
   });
-  const running = worker.run();
   try {
     const { handle, send } = await startRun(taskQueue);
 
@@ -199,7 +194,6 @@ test('a ring that reaches a run during a long local claim is dropped, as replay 
     expect(patchMarkers(history.events ?? []).filter((m) => m.id === TENANT_BILLING_PATCHES.signalsDuringLocalActivities)).toHaveLength(1);
     await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, handle.workflowId);
   } finally {
-    worker.shutdown();
-    await running;
+    await worker.stop();
   }
 }, 60_000);
