@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type InjectedSinks } from '@temporalio/worker';
-import { WORKFLOW_TASK_POLLS_PER_QUEUE } from '../src/workers/worker';
+import { BILLING_WORKER_TUNING } from '../src/workers/worker';
 import { cpuMsBetween, cpuTicks, rolloversCpuCost, runLoops, sleep, startScriptNodeFlags, type RolloversCpuCost } from './lib';
 import { rolloverHistoryOf, type RolloverHistory } from './history';
 import type { FloorActivities, FloorSinks } from './rollover-floor-workflows';
@@ -75,9 +75,7 @@ async function measureRolloverFloor(options: FloorOptions): Promise<RolloverFloo
     workflowsPath: path.join(__dirname, 'rollover-floor-workflows.ts'),
     activities,
     sinks,
-    maxCachedWorkflows: 1_000,
-    workflowTaskPollerBehavior: { type: 'autoscaling', maximum: WORKFLOW_TASK_POLLS_PER_QUEUE },
-    activityTaskPollerBehavior: { type: 'autoscaling' },
+    ...BILLING_WORKER_TUNING,
   });
   const running = worker.run();
   try {

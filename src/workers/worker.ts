@@ -21,6 +21,24 @@ export const WORKFLOW_TASK_POLLS_PER_QUEUE = 10;
  */
 export const WORKFLOW_FAILURE_ERROR_TYPES: NonNullable<WorkerOptions['workflowFailureErrorTypes']> = { '*': [], tenantBilling: ['NondeterminismError'] };
 
+/**
+ * How the billing worker is tuned, before the `tuning` a deployment or a test gives: its cache,
+ * and its polls. The bench's rollover floor (bench/rollover-floor.ts) runs with the same.
+ */
+export const BILLING_WORKER_TUNING = {
+  maxCachedWorkflows: 1_000,
+  // Pollers scale with the backlog the server reports: a task handed to a waiting poll skips the
+  // server's task-queue table, which on the embedded dev server (SQLite) is the scarce resource.
+  // The bench's ingest sweep went from about 9,300 to 11,300 events/s with it. Every open poll
+  // holds one of the 40 workflow task slots, and the scaler only gives a poll back after a long
+  // poll comes back empty, so after many workflow starts (new tenants, rollovers) up to 39 idle
+  // polls sat on the shared queue while the cached tenants' tasks, on this worker's sticky
+  // queue, waited for a slot: alerts then took p99 1.4 s instead of 0.8 s. Ten per queue leaves
+  // at least 20 slots for the tasks themselves (BENCHMARKS.md, session 28).
+  workflowTaskPollerBehavior: { type: 'autoscaling', maximum: WORKFLOW_TASK_POLLS_PER_QUEUE },
+  activityTaskPollerBehavior: { type: 'autoscaling' },
+} satisfies Partial<WorkerOptions>;
+
 /** What a billing worker needs: a Temporal connection, its queue and the activities' dependencies. */
 export interface BillingWorkerOptions extends ActivityDeps {
   connection: NativeConnection;
@@ -40,17 +58,7 @@ export async function createBillingWorker(options: BillingWorkerOptions): Promis
     taskQueue,
     workflowBundle: workflowBundle ?? (await bundleWorkflowsApart()),
     activities: createActivities(deps),
-    maxCachedWorkflows: 1_000,
-    // Pollers scale with the backlog the server reports: a task handed to a waiting poll skips the
-    // server's task-queue table, which on the embedded dev server (SQLite) is the scarce resource.
-    // The bench's ingest sweep went from about 9,300 to 11,300 events/s with it. Every open poll
-    // holds one of the 40 workflow task slots, and the scaler only gives a poll back after a long
-    // poll comes back empty, so after many workflow starts (new tenants, rollovers) up to 39 idle
-    // polls sat on the shared queue while the cached tenants' tasks, on this worker's sticky
-    // queue, waited for a slot: alerts then took p99 1.4 s instead of 0.8 s. Ten per queue leaves
-    // at least 20 slots for the tasks themselves (BENCHMARKS.md, session 28).
-    workflowTaskPollerBehavior: { type: 'autoscaling', maximum: WORKFLOW_TASK_POLLS_PER_QUEUE },
-    activityTaskPollerBehavior: { type: 'autoscaling' },
+    ...BILLING_WORKER_TUNING,
     workflowFailureErrorTypes: WORKFLOW_FAILURE_ERROR_TYPES,
     ...tuning,
   });
